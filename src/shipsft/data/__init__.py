@@ -1,0 +1,1 @@
+"""Data pipeline: files -> conversations (formats) -> ids + labels (render) -> packed rows (pack)."""

@@ -1,0 +1,379 @@
+"""Chat template -> token ids + trained mask, with parity against the tokenizer's own template by construction.
+
+How a conversation becomes a training sequence (no string markers, no guessed spans):
+
+1. The whole conversation is rendered with the model's own Jinja template, through the very function
+   `tokenizer.apply_chat_template` uses (`render_jinja_template`, same special-token strings and kwargs), so the
+   text is byte-identical to `apply_chat_template(messages, tokenize=False)`; it is tokenised once with
+   `add_special_tokens=False`, exactly as `apply_chat_template(tokenize=True)` does, so the ids are identical too.
+2. For each trained assistant turn i, the template itself says where the turn starts and ends:
+   `render(messages[:i], add_generation_prompt=True)` is the prompt the model sees at inference (it ends right
+   after the assistant header), and `render(messages[:i+1])` ends right after the turn. The trained text is what
+   lies between the two: the content plus anything the template puts there (e.g. Qwen3's `<think>` block), up to
+   and including the end-of-turn marker (the last special token of the turn; what follows it, such as ChatML's
+   "\\n", is not trained).
+3. This is only valid when the template is *prefix-stable*: the prompt is a prefix of the turn, and the turn is a
+   prefix of the whole conversation. Templates that rewrite earlier turns (Qwen3 drops the think block of earlier
+   turns; Mistral v0.3 moves the system message into the last user turn) fail that check. Then each assistant turn
+   becomes its own training sequence, `render(messages[:i+1])`, trained on that turn only — exactly the text the
+   model sees when it answers turn i at inference. If even that is not prefix-stable (the context of turn i renders
+   differently with and without the answer), we raise with the fix: never a guessed mask.
+4. Character spans become token masks through the tokenizer's offsets: a token is trained when it overlaps a
+   trained span.
+
+    from shipsft.data.render import render_conversation
+    [seq] = render_conversation(tok, [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Hello!"}])
+    seq.ids, seq.mask, labels_from_mask(seq.ids, seq.mask)
+"""
+from __future__ import annotations
+
+import bisect
+import json
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Any, Iterable
+
+from shipsft.data.types import Example, Rendered
+from shipsft.errors import TemplateError
+
+MODES = ("all_assistant", "last_assistant", "completion", "everything")
+NAMED_TEMPLATES = ("chatml",)  # shipped in shipsft/assets/templates/<name>.jinja
+_SPECIAL_KEYS = ("bos_token", "eos_token", "unk_token", "pad_token", "sep_token", "cls_token", "mask_token")
+
+
+# ------------------------------------------------------------------------------------------------------------
+# The template: the Jinja source plus exactly the variables apply_chat_template hands it
+
+
+@dataclass
+class ChatTemplate:
+    source: str
+    special: dict[str, str]  # bos_token/eos_token/... strings, as tokenizer.special_tokens_map gives them
+    kwargs: dict[str, Any] = field(default_factory=dict)  # user template kwargs, e.g. date_string for Llama 3.2
+    origin: str = "tokenizer"  # "tokenizer" | "named:<name>" | "file:<path>" | "inline"
+
+    def render(self, messages: list[dict], add_generation_prompt: bool = False, tools: list | None = None) -> str:
+        from transformers.utils.chat_template_utils import render_jinja_template
+
+        # apply_chat_template drops None-valued keys first (content=None next to tool_calls); so do we
+        chat = [{k: v for k, v in m.items() if v is not None} for m in messages]
+        rendered, _ = render_jinja_template(
+            conversations=[chat], tools=tools, chat_template=self.source,
+            add_generation_prompt=add_generation_prompt, **{**self.special, **self.kwargs},
+        )
+        return rendered[0]
+
+
+def template_from_tokenizer_config(path: str | Path, kwargs: dict | None = None) -> ChatTemplate:
+    """A template from a bare `tokenizer_config.json` (e.g. Gemma fixtures that ship no tokenizer.json)."""
+    cfg = json.loads(Path(path).read_text())
+    src = cfg.get("chat_template")
+    if isinstance(src, list):  # named templates: take "default"
+        src = next((t["template"] for t in src if t.get("name") == "default"), src[0]["template"])
+    if not src:
+        raise TemplateError([f"{path}: no chat_template in this tokenizer_config.json"])
+    special = {}
+    for key in _SPECIAL_KEYS:
+        val = cfg.get(key)
+        if isinstance(val, dict):
+            val = val.get("content")
+        if isinstance(val, str):
+            special[key] = val
+    return ChatTemplate(src, special, dict(kwargs or {}), origin=f"file:{path}")
+
+
+def resolve_template(tokenizer, template: str | None, kwargs: dict | None) -> ChatTemplate:
+    """The model's own template, or a named/custom one when configured. No template at all is an error."""
+    special = {k: v for k, v in tokenizer.special_tokens_map.items() if isinstance(v, str)}
+    kwargs = dict(kwargs or {})
+    if template is None:
+        src = tokenizer.chat_template
+        if isinstance(src, dict):
+            src = src.get("default") or next(iter(src.values()))
+        if not src:
+            raise TemplateError(
+                ["the tokenizer has no chat template and data.template is not set. Fix: set data.template to a "
+                 f"named template ({', '.join(NAMED_TEMPLATES)}), a path to a .jinja file, or an inline Jinja string "
+                 "(or use data.format: text for raw-text continued pre-training)."]
+            )
+        return ChatTemplate(src, special, kwargs, origin="tokenizer")
+    if template in NAMED_TEMPLATES:
+        src = resources.files("shipsft").joinpath(f"assets/templates/{template}.jinja").read_text()
+        return ChatTemplate(src, special, kwargs, origin=f"named:{template}")
+    if template.endswith(".jinja"):
+        p = Path(template)
+        if not p.exists():
+            raise TemplateError([f"data.template: file {template} not found"])
+        return ChatTemplate(p.read_text(), special, kwargs, origin=f"file:{template}")
+    if "{%" in template or "{{" in template:
+        return ChatTemplate(template, special, kwargs, origin="inline")
+    raise TemplateError(
+        [f"data.template: {template!r} is not a named template ({', '.join(NAMED_TEMPLATES)}), a .jinja file, "
+         "or an inline Jinja template"]
+    )
+
+
+# ------------------------------------------------------------------------------------------------------------
+# The renderer: template + tokenizer + masking policy
+
+
+@dataclass
+class Renderer:
+    tokenizer: Any
+    template: ChatTemplate | None  # None only for tokenizers without a template used on text/completion_text data
+    mode: str = "all_assistant"
+    train_eot: bool = True
+    system_message: str = "keep"  # keep | merge (into the first user turn) | drop
+    specials: tuple[str, ...] = ()  # special-token strings, longest first (end-of-turn detection)
+
+    @property
+    def bos_id(self) -> int | None:
+        return self.tokenizer.bos_token_id
+
+    @property
+    def eos_id(self) -> int | None:
+        return self.tokenizer.eos_token_id
+
+
+def special_strings(tokenizer) -> tuple[str, ...]:
+    found = {t.content for t in tokenizer.added_tokens_decoder.values() if t.special}
+    found |= {v for k, v in tokenizer.special_tokens_map.items() if isinstance(v, str)}
+    return tuple(sorted((s for s in found if s), key=len, reverse=True))
+
+
+def load_renderer(tokenizer, data_cfg=None, *, template: str | None = None, template_kwargs: dict | None = None,
+                  mode: str = "all_assistant", train_eot: bool = True, system_message: str = "keep",
+                  need_template: bool = True) -> Renderer:
+    """Build a Renderer from a tokenizer and either a DataConfig or keyword settings."""
+    if data_cfg is not None:
+        template, template_kwargs = data_cfg.template, data_cfg.template_kwargs
+        mode, train_eot, system_message = data_cfg.mask, data_cfg.train_eot, data_cfg.system_message
+    if mode not in MODES:
+        raise TemplateError([f"mask mode {mode!r} is not one of {', '.join(MODES)}"])
+    tmpl = resolve_template(tokenizer, template, template_kwargs) if need_template else None
+    return Renderer(tokenizer, tmpl, mode, train_eot, system_message, special_strings(tokenizer))
+
+
+# ------------------------------------------------------------------------------------------------------------
+# Chat conversations -> (text, trained character spans)
+
+
+def _apply_system_policy(messages: list[dict], policy: str) -> list[dict]:
+    if policy == "keep" or not messages or messages[0].get("role") != "system":
+        return messages
+    system, rest = messages[0], messages[1:]
+    if policy == "drop":
+        return rest
+    # merge: fold the system text into the first user turn, as templates without a system role expect
+    for j, m in enumerate(rest):
+        if m.get("role") == "user":
+            merged = dict(m, content=f"{system.get('content', '')}\n\n{m.get('content', '')}")
+            return rest[:j] + [merged] + rest[j + 1:]
+    return rest
+
+
+def _trained_turns(messages: list[dict], mode: str, n_prompt: int | None) -> list[int]:
+    assistant = [i for i, m in enumerate(messages) if m.get("role") == "assistant"]
+    if n_prompt is not None:  # prompt/completion data: only the completion's assistant turns are trained
+        assistant = [i for i in assistant if i >= n_prompt]
+    if mode == "last_assistant":
+        return assistant[-1:]
+    return assistant
+
+
+def _eot_end(turn_text: str, specials: tuple[str, ...], train_eot: bool) -> tuple[int, bool]:
+    """Where the trained part of a rendered assistant turn ends, and whether an end-of-turn marker was found.
+
+    The end-of-turn marker is the last special token of the turn when only whitespace follows it (ChatML
+    '<|im_end|>' + '\\n', Llama-3 '<|eot_id|>', Mistral '</s>', Gemma '<end_of_turn>' + '\\n').
+    """
+    best = -1
+    best_tok = ""
+    for s in specials:
+        pos = turn_text.rfind(s)
+        if pos > best or (pos == best and pos >= 0 and len(s) > len(best_tok)):
+            best, best_tok = pos, s
+    if best >= 0 and not turn_text[best + len(best_tok):].strip():
+        return (best + len(best_tok) if train_eot else best), True
+    return len(turn_text), False
+
+
+class _Unstable(Exception):
+    pass
+
+
+def _render_safe(tmpl: ChatTemplate, messages, source: str, gen: bool = False, tools=None) -> str:
+    try:
+        return tmpl.render(messages, add_generation_prompt=gen, tools=tools)
+    except Exception as e:  # noqa: BLE001 - Jinja raise_exception / TypeError from user data
+        msg = str(e)
+        fix = ""
+        if "system" in msg.lower():
+            fix = " Fix: set data.system_message: merge (fold it into the first user turn) or drop."
+        elif "alternate" in msg.lower():
+            fix = " Fix: make roles alternate user/assistant after an optional system message."
+        raise TemplateError([f"{source}: the chat template ({tmpl.origin}) raised: {msg}.{fix}"]) from None
+
+
+def chat_spans(r: Renderer, ex: Example) -> list[tuple[str, list[tuple[int, int]], int | None, bool]]:
+    """Render one chat example: [(text, trained char spans, turn or None, eot_found)].
+
+    One element when the template is prefix-stable; one per trained assistant turn otherwise.
+    """
+    tmpl = r.template
+    msgs = _apply_system_policy(ex.messages or [], r.system_message)
+    shift = len(ex.messages or []) - len(msgs)  # merge/drop removed the leading system message
+    n_prompt = None if ex.n_prompt is None else ex.n_prompt - shift
+    full = _render_safe(tmpl, msgs, ex.source, tools=ex.tools)
+    if r.mode == "everything":
+        return [(full, [(0, len(full))], None, True)]
+    turns = _trained_turns(msgs, r.mode, n_prompt)
+    if not turns:
+        return [(full, [], None, True)]
+    try:
+        spans, eot_ok = [], True
+        for i in turns:
+            gen = _render_safe(tmpl, msgs[:i], ex.source, gen=True, tools=ex.tools)
+            upto = full if i == len(msgs) - 1 else _render_safe(tmpl, msgs[: i + 1], ex.source, tools=ex.tools)
+            if not (upto.startswith(gen) and full.startswith(upto)):
+                raise _Unstable
+            end, found = _eot_end(upto[len(gen):], r.specials, r.train_eot)
+            spans.append((len(gen), len(gen) + end))
+            eot_ok &= found
+        return [(full, spans, None, eot_ok)]
+    except _Unstable:
+        pass
+    # Not prefix-stable: one sequence per trained turn, each exactly what the model sees when answering that turn.
+    out = []
+    for i in turns:
+        gen = _render_safe(tmpl, msgs[:i], ex.source, gen=True, tools=ex.tools)
+        upto = _render_safe(tmpl, msgs[: i + 1], ex.source, tools=ex.tools)
+        if not upto.startswith(gen):
+            k = next((j for j, (a, b) in enumerate(zip(gen, upto)) if a != b), min(len(gen), len(upto)))
+            raise TemplateError(
+                [f"{ex.source}: messages[{i}]: the chat template ({tmpl.origin}) renders the context of this "
+                 "assistant turn differently with the answer present than at inference "
+                 f"(inference prompt has {gen[k:k + 40]!r} where the training text has {upto[k:k + 40]!r}); "
+                 "training on it would teach a context the model never sees when served. "
+                 "Fix: data.system_message: merge (fold the system message into the first user turn) or drop, "
+                 "or data.template with a prefix-stable template."]
+            )
+        end, found = _eot_end(upto[len(gen):], r.specials, r.train_eot)
+        out.append((upto, [(len(gen), len(gen) + end)], i, found))
+    return out
+
+
+# ------------------------------------------------------------------------------------------------------------
+# Text -> ids + mask
+
+
+def _mask_from_spans(offsets: list[tuple[int, int]], spans: list[tuple[int, int]]) -> list[bool]:
+    """A token is trained when its character range overlaps a trained span (offsets are sorted)."""
+    n = len(offsets)
+    mask = [False] * n
+    if not spans:
+        return mask
+    ends = [o[1] for o in offsets]
+    starts = [o[0] for o in offsets]
+    for s, e in spans:
+        if e <= s:
+            continue
+        a = bisect.bisect_right(ends, s)  # first token ending after s
+        b = bisect.bisect_left(starts, e)  # first token starting at/after e
+        for t in range(a, b):
+            if offsets[t][1] > offsets[t][0] or s <= offsets[t][0] < e:
+                mask[t] = True
+    return mask
+
+
+def _check_bos(ids: list[int], r: Renderer, source: str) -> None:
+    bos = r.bos_id
+    if bos is not None and len(ids) > 1 and ids[0] == bos and ids[1] == bos:
+        raise TemplateError(
+            [f"{source}: the sequence starts with two BOS tokens ({r.tokenizer.bos_token!r} twice): the text already "
+             "contains BOS and the tokenizer adds another. Fix: remove the BOS string from the data or the template."]
+        )
+
+
+def render_examples(r: Renderer, examples: Iterable[Example], batch_size: int = 4096) -> list[Rendered]:
+    """Render many examples; tokenisation is batched (the Rust tokenizer uses every core)."""
+    out: list[Rendered] = []
+    pending: list[tuple[str, str, list, int | None]] = []  # (source, text, spans, turn)
+
+    def flush():
+        if not pending:
+            return
+        enc = r.tokenizer([p[1] for p in pending], add_special_tokens=False, return_offsets_mapping=True)
+        for (source, text, spans, turn), ids, offs in zip(pending, enc["input_ids"], enc["offset_mapping"]):
+            mask = _mask_from_spans(offs, spans)
+            _check_bos(ids, r, source)
+            first = next((k for k, m in enumerate(mask) if m), len(mask))
+            out.append(Rendered(source, ids, mask, text, turn, first))
+        pending.clear()
+
+    for ex in examples:
+        if ex.kind == "chat":
+            for text, spans, turn, _ in chat_spans(r, ex):
+                pending.append((ex.source, text, spans, turn))
+            if len(pending) >= batch_size:
+                flush()
+        else:
+            flush()  # keep output order equal to input order
+            out.append(_render_plain(r, ex))
+    flush()
+    return out
+
+
+def _render_plain(r: Renderer, ex: Example) -> Rendered:
+    tok = r.tokenizer
+    eos = [r.eos_id] if (r.train_eot and r.eos_id is not None) else []
+    if ex.kind == "text":
+        # continued pre-training: loss on every token; the tokenizer adds BOS as the model expects; EOS ends the doc
+        ids = tok(ex.text, add_special_tokens=True)["input_ids"]
+        if eos and ids and ids[-1] == eos[0]:
+            eos = []
+        ids = ids + eos
+        _check_bos(ids, r, ex.source)
+        return Rendered(ex.source, ids, [True] * len(ids), ex.text, None, 0)
+    # completion_text: the prompt is tokenised on its own, exactly as at inference, then the completion + EOS
+    p = tok(ex.prompt, add_special_tokens=True)["input_ids"]
+    c = tok(ex.completion, add_special_tokens=False)["input_ids"] + eos
+    ids = p + c
+    _check_bos(ids, r, ex.source)
+    if r.mode == "everything":
+        mask = [True] * len(ids)
+    else:
+        mask = [False] * len(p) + [True] * len(c)
+    return Rendered(ex.source, ids, mask, ex.prompt + ex.completion, None, len(p))
+
+
+def render_example(r: Renderer, ex: Example) -> list[Rendered]:
+    return render_examples(r, [ex])
+
+
+def render_conversation(tokenizer, messages: list[dict], mode: str = "all_assistant", *, train_eot: bool = True,
+                        template: str | None = None, template_kwargs: dict | None = None,
+                        tools: list | None = None, system_message: str = "keep") -> list[Rendered]:
+    """Render one conversation with the tokenizer's own chat template: token ids and the trained mask.
+
+    Returns one `Rendered` (ids, mask, text), or one per trained assistant turn when the template is not
+    prefix-stable (see module docstring). Labels: `shipsft.data.labels.labels_from_mask(r.ids, r.mask)`.
+    """
+    r = load_renderer(tokenizer, template=template, template_kwargs=template_kwargs, mode=mode,
+                      train_eot=train_eot, system_message=system_message)
+    return render_examples(r, [Example(source="<conversation>", messages=messages, tools=tools)])
+
+
+def trained_text(tokenizer, rendered: Rendered) -> list[str]:
+    """The trained runs of a rendered sequence, decoded with special tokens kept (for checks and preview)."""
+    runs, cur = [], []
+    for tok_id, m in zip(rendered.ids, rendered.mask):
+        if m:
+            cur.append(tok_id)
+        elif cur:
+            runs.append(cur)
+            cur = []
+    if cur:
+        runs.append(cur)
+    return [tokenizer.decode(run, skip_special_tokens=False) for run in runs]
