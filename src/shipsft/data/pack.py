@@ -162,7 +162,7 @@ class Prepared:
     format: str
     renderer: Any
     notes: list[str] = field(default_factory=list)
-    files: list[dict] = field(default_factory=list)
+    files: list[Any] = field(default_factory=list)  # formats.FileInfo: path, sha256, n_records, licenses
     n_rejected: int = 0
     n_truncated: int = 0
     n_answer_cut: int = 0
@@ -213,7 +213,7 @@ def prepare(cfg, tokenizer, split: str = "train", renderer=None) -> Prepared:
                      f"{packed.n_answer_cut} of them lost trained (answer) tokens")
     h = hashlib.sha256()
     for f in loaded.files:
-        h.update(str(f.get("sha256", "")).encode())
+        h.update(str(getattr(f, "sha256", "")).encode())
     h.update(repr(sorted(cfg.data.model_dump(mode="json").items())).encode())
     h.update(token_fingerprint(rendered).encode())
     return Prepared(split, loaded.examples, rendered, packed.rows, packed.efficiency, loaded.format, r, notes,
