@@ -189,7 +189,7 @@ def token_fingerprint(rendered: list[Rendered]) -> str:
 def prepare(cfg, tokenizer, split: str = "train", renderer=None) -> Prepared:
     """Load, validate, render, check and pack one split of the configured data."""
     from shipsft.data.formats import load_examples
-    from shipsft.data.render import load_renderer
+    from shipsft.data.render import load_renderer, render_examples
 
     paths = cfg.data.train if split == "train" else cfg.data.eval
     if not paths:
@@ -201,8 +201,11 @@ def prepare(cfg, tokenizer, split: str = "train", renderer=None) -> Prepared:
     loaded = load_examples(paths, fmt=cfg.data.format, on_invalid=cfg.data.on_invalid, rejects_path=rejects)
     needs_template = any(ex.kind == "chat" for ex in loaded.examples)
     r = renderer or load_renderer(tokenizer, cfg.data, need_template=needs_template)
-    rendered = render_examples_checked(r, loaded.examples)
+    rendered = render_examples(r, loaded.examples)
+    n_trunc, n_cut = truncate_overlong(rendered, cfg.data.max_length, cfg.data.overlong)
+    check_trained(rendered, r.mode, truncated=bool(n_trunc))  # after truncation: a fully cut answer is caught too
     packed = pack_examples(rendered, cfg.data.max_length, packing=cfg.data.packing, overlong=cfg.data.overlong)
+    packed.n_truncated, packed.n_answer_cut = n_trunc, n_cut
     notes = list(loaded.notes)
     n_split = sum(1 for x in rendered if x.turn is not None)
     if n_split:
@@ -225,14 +228,21 @@ def render_examples_checked(r, examples: list[Example]) -> list[Rendered]:
     from shipsft.data.render import render_examples
 
     rendered = render_examples(r, examples)
-    empty = [x for x in rendered if x.n_trained == 0]
-    if empty:
-        lines = [f"{len(empty)} example(s) have zero trained tokens after rendering and masking "
-                 f"(mask mode {r.mode!r}), so they would teach nothing:"]
-        lines += [f"  {x.source}" for x in empty[:10]]
-        if len(empty) > 10:
-            lines.append(f"  ... and {len(empty) - 10} more")
-        lines.append("Fix: check that each example has an assistant answer inside the trained part "
-                     "(data.mask), or remove these examples.")
-        raise DataError(lines)
+    check_trained(rendered, r.mode)
     return rendered
+
+
+def check_trained(rendered: list[Rendered], mode: str, truncated: bool = False) -> None:
+    empty = [x for x in rendered if x.n_trained == 0]
+    if not empty:
+        return
+    lines = [f"{len(empty)} example(s) have zero trained tokens after rendering and masking "
+             f"(mask mode {mode!r}), so they would teach nothing:"]
+    lines += [f"  {x.source}" + (" (its answer was cut by truncation)" if x.truncated else "") for x in empty[:10]]
+    if len(empty) > 10:
+        lines.append(f"  ... and {len(empty) - 10} more")
+    fix = "check that each example has an assistant answer inside the trained part (data.mask), or remove them"
+    if truncated:
+        fix += "; raise data.max_length so truncation keeps the answers"
+    lines.append(f"Fix: {fix}.")
+    raise DataError(lines)
