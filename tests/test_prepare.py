@@ -106,3 +106,19 @@ def test_truncation_that_removes_the_whole_answer_is_an_error(tmp_path, smollm2_
     prep = prepare(_cfg(tmp_path, [_chat(1), partial], overlong="truncate", max_length=160), smollm2_tokenizer)
     assert prep.n_truncated == 1 and prep.n_answer_cut == 1
     assert any("1 of them lost trained (answer) tokens" in n for n in prep.notes)
+
+
+def test_rendered_cache_round_trip(tmp_path, smollm2_tokenizer, monkeypatch):
+    """Failure mode 15: an unchanged dataset is loaded from the fingerprint-keyed cache, identical to a fresh render."""
+    monkeypatch.setenv("SHIPSFT_CACHE", str(tmp_path / "cache"))
+    cfg = _cfg(tmp_path, [_chat(i) for i in range(5)])
+    fresh = prepare(cfg, smollm2_tokenizer)
+    assert len(list((tmp_path / "cache" / "prepared").glob("*.npz"))) == 1
+    cached = prepare(cfg, smollm2_tokenizer)
+    assert [(r.source, r.ids, r.mask, r.text, r.turn) for r in cached.rendered] == \
+        [(r.source, r.ids, r.mask, r.text, r.turn) for r in fresh.rendered]
+    assert cached.fingerprint == fresh.fingerprint
+    # a different masking mode is a different key
+    cfg.data.mask = "last_assistant"
+    prepare(cfg, smollm2_tokenizer)
+    assert len(list((tmp_path / "cache" / "prepared").glob("*.npz"))) == 2

@@ -178,18 +178,23 @@ class Prepared:
 
 
 def token_fingerprint(rendered: list[Rendered]) -> str:
-    h = hashlib.sha256()
-    for r in rendered:
-        h.update(len(r.ids).to_bytes(4, "little"))
-        h.update(b"".join(int(t).to_bytes(4, "little", signed=True) for t in r.ids))
-        h.update(bytes(r.mask))
+    """sha256 over every sequence's length, ids and mask (numpy: ~0.1 s for 11 M tokens)."""
+    import numpy as np
+
+    lengths = np.fromiter((len(r.ids) for r in rendered), dtype=np.int64, count=len(rendered))
+    total = int(lengths.sum())
+    ids = np.fromiter((t for r in rendered for t in r.ids), dtype=np.int64, count=total)
+    mask = np.fromiter((m for r in rendered for m in r.mask), dtype=np.uint8, count=total)
+    h = hashlib.sha256(lengths.tobytes())
+    h.update(ids.tobytes())
+    h.update(mask.tobytes())
     return h.hexdigest()
 
 
 def prepare(cfg, tokenizer, split: str = "train", renderer=None) -> Prepared:
     """Load, validate, render, check and pack one split of the configured data."""
     from shipsft.data.formats import load_examples
-    from shipsft.data.render import load_renderer, render_examples
+    from shipsft.data.render import load_renderer
 
     paths = cfg.data.train if split == "train" else cfg.data.eval
     if not paths:
@@ -201,7 +206,7 @@ def prepare(cfg, tokenizer, split: str = "train", renderer=None) -> Prepared:
     loaded = load_examples(paths, fmt=cfg.data.format, on_invalid=cfg.data.on_invalid, rejects_path=rejects)
     needs_template = any(ex.kind == "chat" for ex in loaded.examples)
     r = renderer or load_renderer(tokenizer, cfg.data, need_template=needs_template)
-    rendered = render_examples(r, loaded.examples)
+    rendered = _render_cached(r, loaded, cfg.data)
     n_trunc, n_cut = truncate_overlong(rendered, cfg.data.max_length, cfg.data.overlong)
     check_trained(rendered, r.mode, truncated=bool(n_trunc))  # after truncation: a fully cut answer is caught too
     packed = pack_examples(rendered, cfg.data.max_length, packing=cfg.data.packing, overlong=cfg.data.overlong)
@@ -221,6 +226,21 @@ def prepare(cfg, tokenizer, split: str = "train", renderer=None) -> Prepared:
     h.update(token_fingerprint(rendered).encode())
     return Prepared(split, loaded.examples, rendered, packed.rows, packed.efficiency, loaded.format, r, notes,
                     list(loaded.files), loaded.n_rejected, packed.n_truncated, packed.n_answer_cut, h.hexdigest()[:16])
+
+
+def _render_cached(r, loaded, data_cfg) -> list[Rendered]:
+    """Render through the fingerprint-keyed cache (failure mode 15: never tokenise an unchanged set twice)."""
+    from shipsft.data import cache
+    from shipsft.data.render import render_examples
+
+    knobs = data_cfg.model_dump(mode="json", exclude={"train", "eval", "max_length", "packing", "overlong"})
+    key = cache.cache_key([getattr(f, "sha256", "") for f in loaded.files] + [str(len(loaded.examples))], knobs,
+                          cache.tokenizer_fingerprint(r.tokenizer))
+    rendered = cache.load(key)
+    if rendered is None:
+        rendered = render_examples(r, loaded.examples)
+        cache.store(key, rendered)
+    return rendered
 
 
 def render_examples_checked(r, examples: list[Example]) -> list[Rendered]:
