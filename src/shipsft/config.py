@@ -139,7 +139,10 @@ class EvalConfig(Section):
     kl_to_base: bool = True
     forgetting_probe: bool = True
     batch_size: int = Field(8, ge=1)
-    judge_url: str | None = None
+    judge_url: str | None = None  # an OpenAI-compatible endpoint (…/v1) for the `judge` metric
+    judge_model: str = "judge"  # the `model` field sent to the judge endpoint
+    kl_max_examples: int = Field(64, ge=1)  # per suite: KL to base is measured on the first N examples (+ the probe)
+    samples: int = Field(4, ge=0)  # sample generations kept per eval for the report
 
 
 class OutputConfig(Section):

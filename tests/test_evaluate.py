@@ -1,0 +1,256 @@
+"""Eval-gated training on a tiny random Llama with a tiny ChatML BPE tokenizer (trained here in 3 ms).
+
+The model memorises six question/answer pairs in a hand-rolled loop, so the task metric moves from 0 to 1 and
+everything TrainingEval decides (early stopping, best checkpoint, gates, promotion, KL, forgetting probe) can be
+asserted exactly. One slow test runs generation on the real SmolLM2.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from shipsft.config import RunConfig
+from shipsft.data.types import Example
+from shipsft.drift import BUDGET, _batches, mean_kl, teacher_forced
+from shipsft.evaluate import TrainingEval, load_probe
+from shipsft.generate import build_items, eot_ids, eval_renderer, generate
+from shipsft.promote import EarlyStop, promote
+
+CHATML = ("{% for message in messages %}{{'<|im_start|>' + message['role'] + '\n' + message['content'] + '<|im_end|>'"
+          " + '\n'}}{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}")
+QA = [("capital of france?", "paris"), ("capital of italy?", "rome"), ("capital of spain?", "madrid"),
+      ("capital of japan?", "tokyo"), ("two plus two?", "four"), ("color of the sky?", "blue")]
+
+
+@pytest.fixture(scope="module")
+def tok():
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    bpe = Tokenizer(models.BPE(unk_token="<unk>"))
+    bpe.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    bpe.decoder = decoders.ByteLevel()
+    corpus = [f"{q} {a}" for q, a in QA] + ["user assistant system hello answer the question"]
+    bpe.train_from_iterator(corpus, trainers.BpeTrainer(
+        vocab_size=300, special_tokens=["<unk>", "<|im_start|>", "<|im_end|>"],
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet()))
+    # pad == eos, as in SmolLM2: generation must still stop at (and keep training on) <|im_end|>
+    return PreTrainedTokenizerFast(tokenizer_object=bpe, eos_token="<|im_end|>", pad_token="<|im_end|>",
+                                   unk_token="<unk>", chat_template=CHATML)
+
+
+def tiny_model(tok, seed=0):
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    torch.manual_seed(seed)
+    cfg = LlamaConfig(vocab_size=len(tok), hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+                      num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=256,
+                      eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id, bos_token_id=None)
+    return LlamaForCausalLM(cfg).eval()
+
+
+def write_suite(path: Path) -> Path:
+    with path.open("w") as f:
+        for q, a in QA:
+            f.write(json.dumps({"messages": [{"role": "user", "content": q}, {"role": "assistant", "content": a}]}) + "\n")
+    return path
+
+
+def make_cfg(tmp_path: Path, **eval_kw) -> RunConfig:
+    suite = write_suite(tmp_path / "suite.jsonl")
+    ev = {"suites": [{"name": "qa", "data": str(suite), "metrics": ["exact_match", "token_f1"], "max_new_tokens": 8}],
+          "select_metric": "exact_match", "batch_size": 4, **eval_kw}
+    return RunConfig.model_validate({"eval": ev})
+
+
+def train_steps(model, items, n_steps: int, lr: float = 1e-2):
+    """Hand-rolled SFT on the suite's own rendered items (labels = ids on the reference tokens; HF shifts)."""
+    params = [p for p in model.parameters() if p.requires_grad]
+    opt = torch.optim.AdamW(params, lr=lr)
+    width = max(len(it.ids) for it in items)
+    ids = torch.tensor([it.ids + [0] * (width - len(it.ids)) for it in items])
+    labels = torch.tensor([[t if m else -100 for t, m in zip(it.ids, it.mask)] + [-100] * (width - len(it.ids))
+                           for it in items])
+    att = torch.tensor([[1] * len(it.ids) + [0] * (width - len(it.ids)) for it in items])
+    model.train()
+    for _ in range(n_steps):
+        loss = model(input_ids=ids, attention_mask=att, labels=labels, use_cache=False).loss
+        loss.backward()
+        opt.step()
+        opt.zero_grad()
+    model.eval()
+
+
+def save(model, path: Path) -> Path:
+    model.save_pretrained(path)
+    return path
+
+
+# ------------------------------------------------------------------------------------------------------------------
+
+
+def test_generation_is_batch_invariant_and_stops_at_eot(tok):
+    model = tiny_model(tok)
+    items = build_items(eval_renderer(tok), [Example(source=f"s:{i}", messages=[
+        {"role": "user", "content": q}, {"role": "assistant", "content": a}]) for i, (q, a) in enumerate(QA)])
+    train_steps(model, items, 80)
+    stop = eot_ids(tok, model)
+    assert stop == [tok.convert_tokens_to_ids("<|im_end|>")]
+    prompts = [it.prompt_ids for it in items]
+    batched = generate(model, tok, prompts, stop_ids=stop, max_new_tokens=8, batch_size=6)
+    single = [generate(model, tok, [p], stop_ids=stop, max_new_tokens=8, batch_size=1)[0] for p in prompts]
+    # left padding + attention mask: a row's output does not depend on its neighbours
+    assert batched == single
+    assert batched == [a for _, a in QA]  # memorised, and cut at <|im_end|> (pad == eos must not break it)
+
+
+def test_teacher_forced_loss_is_padding_invariant_and_flat(tok):
+    model = tiny_model(tok)
+    items = build_items(eval_renderer(tok), load_probe()[:5])
+    together = teacher_forced(model, items, pad_id=tok.pad_token_id, batch_size=5)
+    alone = [teacher_forced(model, [it], pad_id=tok.pad_token_id)[0] for it in items]
+    for a, b in zip(together, alone):
+        assert a.n == b.n == sum(it_m for it_m in a_mask(items, a, together))
+        assert a.nll == pytest.approx(b.nll, rel=1e-4)
+    # batches never hold more than the budget of logits: batch x kept span x vocab elements
+    spans = [(len(it.ids), len(it.ids) - it.mask.index(True) + 1) for it in items]
+    for chunk in _batches(spans, vocab=49152, batch_size=8, budget=200 * 49152):
+        assert len(chunk) * max(spans[i][1] for i in chunk) * 49152 <= 200 * 49152 or len(chunk) == 1
+    assert BUDGET == 2**25
+
+
+def a_mask(items, stat, stats):
+    it = items[stats.index(stat)]
+    return [sum(it.mask[1:])]
+
+
+def test_kl_lora_exact_and_full_ft_bound(tok):
+    import peft
+
+    base = tiny_model(tok)
+    reference = tiny_model(tok)  # a second copy, only here, to check both estimators against the exact value
+    items = build_items(eval_renderer(tok), load_probe()[:6])
+    lora = peft.get_peft_model(base, peft.LoraConfig(r=4, lora_alpha=8, target_modules="all-linear"))
+    assert mean_kl(teacher_forced(lora, items, pad_id=2, ref="adapter")) == pytest.approx(0.0, abs=1e-7)
+    train_steps(lora, items, 5, lr=5e-3)
+    kl_lora = mean_kl(teacher_forced(lora, items, pad_id=2, ref="adapter"))
+    exact = _exact_kl(lora, reference, items)
+    assert kl_lora == pytest.approx(exact, rel=1e-4) and kl_lora > 1e-3
+
+    full = tiny_model(tok)
+    cache16 = [s.topk for s in teacher_forced(full, items, pad_id=2, cache_topk=16)]
+    cache_all = [s.topk for s in teacher_forced(full, items, pad_id=2, cache_topk=len(tok))]
+    train_steps(full, items, 5, lr=5e-3)
+    exact_full = _exact_kl(full, reference, items)
+    # with k = vocab the buckets are the tokens themselves: the cached estimate is the exact KL
+    assert mean_kl(teacher_forced(full, items, pad_id=2, ref=cache_all)) == pytest.approx(exact_full, rel=1e-3)
+    # with k < vocab it is a lower bound (data-processing inequality); loose on this near-uniform random model
+    bound = mean_kl(teacher_forced(full, items, pad_id=2, ref=cache16))
+    assert 0 < bound <= exact_full + 1e-6
+
+
+def _exact_kl(tuned, base, items) -> float:
+    total, n = 0.0, 0
+    with torch.no_grad():
+        for it in items:
+            ids = torch.tensor([it.ids])
+            pos = [t for t in range(len(it.ids) - 1) if it.mask[t + 1]]
+            lp = torch.log_softmax(tuned(input_ids=ids).logits[0, pos].float(), -1)
+            lq = torch.log_softmax(base(input_ids=ids).logits[0, pos].float(), -1)
+            total += (lp.exp() * (lp - lq)).sum().item()
+            n += len(pos)
+    return total / n
+
+
+def test_training_eval_promotes_best_and_writes_records(tok, tmp_path):
+    cfg = make_cfg(tmp_path, smoke_every=2, smoke_size=3, samples=2,
+                   gates=[{"metric": "exact_match", "op": ">=", "value": 0.9},
+                          {"metric": "general_loss_increase", "op": "<=", "value": 20.0}])
+    model = tiny_model(tok)
+    ev = TrainingEval(cfg, tok, model, tmp_path / "run")
+    base = ev.baseline()
+    assert base["qa/exact_match"] == 0.0 and base["kl_to_base"] == 0.0 and base["general_loss_increase"] == 0.0
+    assert ev.smoke(1) is None and set(ev.smoke(2)) == {"qa/exact_match", "qa/token_f1"}
+    ckpts = {}
+    for step, n in ((10, 10), (80, 70)):
+        train_steps(model, ev.suites[0].items, n)
+        ckpts[step] = save(model, tmp_path / "ckpt" / f"step-{step}")
+        got = ev.full(step, epoch_end=step == 80)
+    assert got["qa/exact_match"] == 1.0 and got["kl_to_base"] > 0 and got["qa/eval_loss"] < base["qa/eval_loss"]
+    assert got["general_loss_increase"] == pytest.approx(got["probe_loss"] - base["probe_loss"])
+    promo = ev.finalize(ckpts)
+    assert promo.promoted and promo.exit_code == 0 and promo.step == 80
+    final = tmp_path / "run" / "final"
+    assert sorted(p.name for p in final.iterdir()) == sorted(p.name for p in ckpts[80].iterdir())
+    em = next(r for r in promo.before_after if r["metric"] == "exact_match")
+    assert (em["base"], em["tuned"], em["delta"]) == (0.0, 1.0, 1.0) and em["lo"] == em["hi"] == 1.0
+    records = [json.loads(x) for x in (tmp_path / "run" / "eval.jsonl").read_text().splitlines()]
+    assert [r["kind"] for r in records] == ["baseline", "smoke", "full", "full"]
+    assert records[-1]["samples"][0] == {"suite": "qa", "source": records[-1]["samples"][0]["source"],
+                                         "prompt": "capital of france?", "reference": "paris", "output": "paris"}
+    assert records[0]["kl_method"] == "top-128 + rest (lower bound)"  # full fine-tune: cached base top-k
+    saved = json.loads((tmp_path / "run" / "promotion.json").read_text())
+    assert saved["promoted"] and saved["step"] == 80 and (tmp_path / "run" / "report.html").exists()
+
+
+def test_not_promoted_names_the_gate_and_margin(tok, tmp_path):
+    cfg = make_cfg(tmp_path, forgetting_probe=False,
+                   gates=[{"metric": "exact_match", "op": ">=", "value": 0.9},
+                          {"metric": "kl_to_base", "op": "<=", "value": 1e-6}])
+    model = tiny_model(tok)
+    ev = TrainingEval(cfg, tok, model, tmp_path / "run")
+    ev.baseline()
+    train_steps(model, ev.suites[0].items, 80)
+    ckpt = save(model, tmp_path / "ckpt")
+    kl = ev.full(80)["kl_to_base"]
+    promo = ev.finalize({80: ckpt})
+    assert not promo.promoted and promo.exit_code == 3 and not (tmp_path / "run" / "final").exists()
+    assert f"gate kl_to_base <= 1e-06: best {kl:.4g}, short by {kl - 1e-6:.4g}" in promo.message
+    assert "exact_match" not in promo.message.split("\n")[1]  # the passing gate is not blamed
+
+
+def test_config_names_checked_up_front(tok, tmp_path):
+    from shipsft.errors import ConfigError
+
+    cfg = make_cfg(tmp_path, select_metric="eval_loss", forgetting_probe=False,
+                   gates=[{"metric": "exact_mach", "value": 0.9}, {"metric": "general_loss_increase", "value": 0.1}])
+    with pytest.raises(ConfigError) as e:
+        TrainingEval(cfg, tok, tiny_model(tok), tmp_path / "run")
+    text = "\n".join(e.value.lines)
+    assert "'exact_mach' (= 'qa/exact_mach') is not computed" in text
+    assert "'general_loss_increase' is not measured because eval.forgetting_probe is off" in text
+    assert "eval.select_metric: 'eval_loss' is a loss" in text
+
+
+def test_early_stopping_and_selection_rules(tmp_path):
+    es = EarlyStop("qa/exact_match", "max", patience=2, min_delta=0.01)
+    for v, stop in ((0.5, False), (0.505, False), (0.6, False), (0.6, False), (0.61, True)):
+        es.update({"qa/exact_match": v})
+        assert es.should_stop is stop  # 0.505 and 0.61 are within min_delta: not improvements
+    low = EarlyStop("kl_to_base", "min", patience=1, min_delta=0.0)
+    low.update({"kl_to_base": 0.2})
+    low.update({"kl_to_base": 0.1})
+    assert not low.should_stop
+    low.update({"kl_to_base": 0.1})
+    assert low.should_stop
+
+    # selection by the task metric (ties -> the earlier step), promotion of the best that passes every gate
+    cfg = RunConfig.model_validate({"eval": {
+        "suites": [{"name": "qa", "data": "x.jsonl"}], "gates": [{"metric": "kl_to_base", "op": "<=", "value": 0.2}]}})
+    evals = [{"step": s, "metrics": {"qa/exact_match": em, "qa/eval_loss": loss, "kl_to_base": kl}}
+             for s, em, loss, kl in ((10, 0.5, 2.0, 0.05), (20, 0.8, 1.5, 0.1), (30, 0.8, 1.2, 0.15),
+                                     (40, 0.9, 1.0, 0.3))]
+    ckpts = {}
+    for e in evals:
+        d = tmp_path / f"step-{e['step']}"
+        d.mkdir()
+        (d / "weights.txt").write_text(str(e["step"]))
+        ckpts[e["step"]] = d
+    promo = promote(cfg.eval, evals, ckpts, tmp_path / "run")
+    assert promo.step == 20 and promo.value == 0.8  # step 40 is better but fails kl; 20 and 30 tie -> earlier
+    assert (tmp_path / "run" / "final" / "weights.txt").read_text() == "20"
+    # lower loss came with a higher metric; the tie at 0.8 gets average ranks: rho = -0.9487, not -1
+    assert promo.spearman_eval_loss == pytest.approx(-0.9486833, abs=1e-6)
