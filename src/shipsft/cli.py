@@ -60,7 +60,7 @@ def audit(
 
     try:
         cfg = load_config(config, overrides or [])
-        code = run_audit_cli(cfg, out_dir=out, console=console)
+        code = run_audit_cli(cfg, out_dir=out, console=console, config_path=config)
     except ShipError as e:
         _fail(e)
     raise typer.Exit(code)
@@ -94,7 +94,7 @@ def eval_cmd(
     out: Optional[Path] = typer.Option(None, "--out", help="Write eval.json here"),
 ) -> None:
     """Evaluate a model (or a run's promoted model) on task suites; --baseline adds deltas with 95% CIs."""
-    from shipsft.evaluate import run_eval_cli
+    from shipsft.eval_cli import run_eval_cli
 
     try:
         code = run_eval_cli(model, suites=suite, baseline=baseline, metrics=metrics, limit=limit, out=out,

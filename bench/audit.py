@@ -1,0 +1,122 @@
+"""Benchmark: audit 100,000 conversations and print the time of every stage and check.
+
+Generates a deterministic data set (seeded; ~20% two-turn conversations, 1% exact duplicates, 1% near-duplicates,
+an eval suite of 1,000 with 50 leaked from training), then runs exactly what `shipsft audit CONFIG` runs: load the
+tokenizer, read + render the data (`prepare_for_audit`), every check, and write audit.json + audit.html.
+Target (issue 4): under 2 minutes on a 2-core machine.
+
+    python bench/audit.py                       # 100k conversations, embedded SmolLM2 tokenizer
+    python bench/audit.py --n 20000 --out /tmp/audit-bench
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import random
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+WORDS = ("time person year way day thing man world life hand part child eye woman place work week case point "
+         "government company number group problem fact be have do say get make go know take see come think look "
+         "want give use find tell ask seem feel try leave call good new first last long great little own other old "
+         "right big high different small large next early young important few public bad same able model data "
+         "train token layer weight loss batch learning rate epoch gradient value function python code error file "
+         "system user server query answer result table column row index search cache memory disk network").split()
+
+
+def _sentence(rng: random.Random, lo: int, hi: int) -> str:
+    return " ".join(rng.choice(WORDS) for _ in range(rng.randint(lo, hi))).capitalize() + "."
+
+
+def make_conversation(rng: random.Random, i: int) -> dict:
+    msgs = []
+    if rng.random() < 0.3:
+        msgs.append({"role": "system", "content": "You are a concise assistant for team " + str(i % 50) + "."})
+    for _ in range(2 if rng.random() < 0.2 else 1):
+        msgs.append({"role": "user", "content": f"Request {i}: " + _sentence(rng, 15, 90)})
+        msgs.append({"role": "assistant", "content": " ".join(_sentence(rng, 8, 30) for _ in range(rng.randint(1, 5)))})
+    return {"messages": msgs, "id": f"ex-{i}"}
+
+
+def generate(folder: Path, n: int, seed: int = 1234) -> Path:
+    rng = random.Random(seed)
+    rows = [make_conversation(rng, i) for i in range(n)]
+    for k in range(n // 100):  # 1% exact duplicates
+        rows[rng.randrange(n)] = dict(rows[k], id=f"dup-{k}")
+    for k in range(n // 100):  # 1% near-duplicates: one word of the answer changed
+        src = json.loads(json.dumps(rows[n // 2 + k]))
+        words = src["messages"][-1]["content"].split()
+        words[len(words) // 2] = "changed"
+        src["messages"][-1]["content"] = " ".join(words)
+        src["id"] = f"near-{k}"
+        rows[rng.randrange(n)] = src
+    train = folder / "train.jsonl"
+    with open(train, "w") as f:
+        for r in rows:
+            f.write(json.dumps(r) + "\n")
+    with open(folder / "suite.jsonl", "w") as f:
+        for k in range(1000):
+            r = rows[rng.randrange(n)] if k < 50 else make_conversation(rng, n + k)  # 50 leaked
+            f.write(json.dumps({"messages": r["messages"][-2:], "id": f"eval-{k}"}) + "\n")
+    (folder / "config.yaml").write_text(
+        "data:\n  train: train.jsonl\n  max_length: 1024\n"
+        "eval:\n  suites:\n    - name: bench\n      data: suite.jsonl\n")
+    return folder / "config.yaml"
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--n", type=int, default=100_000)
+    ap.add_argument("--model", default="smollm2")
+    ap.add_argument("--out", default=None, help="folder for the data and the audit (default: a temp folder)")
+    args = ap.parse_args(argv)
+
+    from rich.console import Console
+
+    from shipsft.config import load_config
+    from shipsft.data.audit import prepare_for_audit, print_summary, run_audit, write_audit
+    from shipsft.source import load_tokenizer
+
+    folder = Path(args.out or tempfile.mkdtemp(prefix="shipsft-audit-bench-"))
+    folder.mkdir(parents=True, exist_ok=True)
+    t0 = time.perf_counter()
+    config = generate(folder, args.n)
+    t_gen = time.perf_counter() - t0
+    cfg = load_config(config, [f"model.path={args.model}"])
+    console = Console(width=120)
+
+    wall = time.perf_counter()
+    t = time.perf_counter()
+    tok = load_tokenizer(cfg.model.path, cfg.model.gguf_file, cfg.model.trust_remote_code)
+    t_tok = time.perf_counter() - t
+    t = time.perf_counter()
+    prepared, findings = prepare_for_audit(cfg, tok)
+    t_prep = time.perf_counter() - t
+    t = time.perf_counter()
+    result = run_audit(cfg, tok, prepared, extra_findings=findings)
+    t_checks = time.perf_counter() - t
+    t = time.perf_counter()
+    write_audit(result, folder / "audit")
+    t_write = time.perf_counter() - t
+    total = time.perf_counter() - wall
+
+    print_summary(result, console)
+    print(f"\n{args.n:,} conversations ({sum(len(r.ids) for r in prepared.rendered):,} tokens); data generated in "
+          f"{t_gen:.1f} s (not counted)\n")
+    print(f"| stage | seconds |\n|---|---|")
+    print(f"| load tokenizer | {t_tok:.2f} |")
+    print(f"| read + render + pack (prepare_for_audit) | {t_prep:.2f} |")
+    for name, sec in result.stats["timings"].items():
+        if name != "total":
+            print(f"| check: {name} | {sec:.2f} |")
+    print(f"| all checks (run_audit) | {t_checks:.2f} |")
+    print(f"| write audit.json + audit.html | {t_write:.2f} |")
+    print(f"| **total** | **{total:.2f}** |")
+    print(f"\ntarget < 120 s: {'PASS' if total < 120 else 'FAIL'}; report: {folder / 'audit' / 'audit.html'}")
+    return 0 if total < 120 else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
