@@ -244,6 +244,25 @@ def test_lengths_over_max_length_and_padding_waste():
 # Duplicates
 
 
+def test_ngram_hashes_match_the_plain_rolling_hash():
+    from shipsft.data.audit_text import _MULT, WordIndex, ngram_hashes
+
+    docs = ["a b c d e f g", "x y", "", "a b c d e f g h i j", "p q r"]
+    words, offsets = WordIndex().encode(docs)
+    h, d = ngram_hashes(words, offsets, 3, short_docs=True)
+    want_h, want_d = [], []
+    for k in range(len(docs)):
+        w = [int(x) for x in words[offsets[k]:offsets[k + 1]]]
+        starts = range(len(w) - 2) if len(w) >= 3 else ([0] if w else [])
+        for i in starts:
+            v = 0
+            for x in w[i:i + 3]:
+                v = (v * int(_MULT) + x) % 2**64
+            want_h.append(v)
+            want_d.append(k)
+    assert d.tolist() == want_d and h.tolist() == want_h  # "x y" (2 words) gets one hash of both
+
+
 def test_minhash_estimates_jaccard():
     rng = random.Random(3)
     a = [f"w{rng.randrange(10**6)}" for _ in range(200)]

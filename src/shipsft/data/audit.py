@@ -22,7 +22,7 @@ from typing import Any, Callable
 
 from shipsft.data.audit_findings import AuditResult, Finding
 from shipsft.data.audit_template import check_template
-from shipsft.data.audit_text import check_content, check_contamination, check_duplicates, texts_of
+from shipsft.data.audit_text import Corpus, check_content, check_contamination, check_duplicates, texts_of
 from shipsft.data.audit_tokens import check_lengths, check_masks, check_provenance, check_recipe
 from shipsft.errors import DataError, ShipError
 
@@ -108,7 +108,8 @@ def run_audit(cfg, tokenizer, prepared, *, eval_sets: dict[str, list] | None = N
         f, stats["lengths"] = _timed(timings, "lengths", lambda: check_lengths(
             rendered, d.max_length, cfg.train.batch_rows, d.packing, cfg.train.seed, model_max, eff))
         findings += f
-    f, stats["duplicates"] = _timed(timings, "duplicates", lambda: check_duplicates(texts))
+    corpus = _timed(timings, "text.words", lambda: (Corpus.of(texts), {}))[0]  # shared by the next two checks
+    f, stats["duplicates"] = _timed(timings, "duplicates", lambda: check_duplicates(texts, corpus=corpus))
     findings += f
 
     if eval_sets is None:
@@ -116,7 +117,8 @@ def run_audit(cfg, tokenizer, prepared, *, eval_sets: dict[str, list] | None = N
         eval_files = (eval_files or []) + more_files
         findings += f
     eval_texts = {name: texts_of(exs, "all_assistant") for name, exs in eval_sets.items()}
-    f, stats["contamination"] = _timed(timings, "contamination", lambda: check_contamination(texts, eval_texts))
+    f, stats["contamination"] = _timed(
+        timings, "contamination", lambda: check_contamination(texts, eval_texts, corpus=corpus))
     findings += f
     f, stats["content"] = _timed(timings, "content", lambda: check_content(texts))
     findings += f
@@ -168,13 +170,14 @@ def prepare_for_audit(cfg, tokenizer) -> tuple[Any, list[Finding]]:
     """The training split as `prepare` builds it, but without stopping at the first problem.
 
     `prepare` refuses overlong and zero-trained examples (right for training); the audit wants to *see* them, with
-    their full lengths, so it renders with the same functions, keeps the untruncated sequences, and packs copies
-    (truncated) only to measure the packing efficiency. A template that raises becomes an error finding and the
+    their full lengths, so it renders with the same functions (and the same rendered-data cache, so the training
+    run that follows does not tokenise again), keeps the untruncated sequences, and packs copies (truncated) only
+    to measure the packing efficiency. A template that raises becomes an error finding and the
     text-level checks still run.
     """
     from shipsft.data.formats import load_examples
-    from shipsft.data.pack import Prepared, pack_examples
-    from shipsft.data.render import load_renderer, render_examples
+    from shipsft.data.pack import Prepared, _render_cached, pack_examples
+    from shipsft.data.render import load_renderer
 
     d = cfg.data
     if not d.train:
@@ -187,7 +190,7 @@ def prepare_for_audit(cfg, tokenizer) -> tuple[Any, list[Finding]]:
     try:
         need = any(ex.kind == "chat" for ex in loaded.examples)
         renderer = load_renderer(tokenizer, d, need_template=need)
-        rendered = render_examples(renderer, loaded.examples)
+        rendered = _render_cached(renderer, loaded, d)  # the same fingerprint cache `prepare` uses: train reuses it
         copies = [dataclasses.replace(r) for r in rendered]  # pack truncates in place; the audit keeps full lengths
         packed = pack_examples(copies, d.max_length, packing=d.packing, overlong="truncate")
         rows, eff = packed.rows, packed.efficiency

@@ -21,8 +21,10 @@ import numpy as np
 
 from shipsft.data.audit_findings import Finding
 
-_WORD = re.compile(r"\w+")
+# Words are whitespace-separated after mapping ASCII punctuation to spaces ("Paris." and "paris" are one word).
+_PUNCT_TO_SPACE = str.maketrans({c: " " for c in "!\"#$%&'()*+,-./:;<=>?@[\\]^_`{|}~"})
 _MULT = np.uint64(0x9E3779B97F4A7C15)  # odd 64-bit constant (golden ratio): polynomial rolling hash over words
+_MINV = np.uint64(pow(int(_MULT), -1, 2**64))  # its inverse mod 2^64 (exists because it is odd)
 
 
 # ------------------------------------------------------------------------------------------------------------
@@ -114,7 +116,8 @@ class WordIndex:
         offsets = np.zeros(len(texts) + 1, dtype=np.int64)
         get = self._ids.__getitem__
         for k, t in enumerate(texts):
-            ids.extend(map(get, _WORD.findall(t.lower())))  # map() keeps the per-word work in C
+            # translate + split + map() keep the per-word work in C: ~3x faster than a \\w+ regex
+            ids.extend(map(get, t.lower().translate(_PUNCT_TO_SPACE).split()))
             offsets[k + 1] = len(ids)
         if len(self._ids) > len(self._hash):
             new = self._rng.integers(1, 2**63, size=len(self._ids) - len(self._hash), dtype=np.uint64)
@@ -124,52 +127,93 @@ class WordIndex:
 
 def ngram_hashes(words: np.ndarray, offsets: np.ndarray, n: int, short_docs: bool = False
                  ) -> tuple[np.ndarray, np.ndarray]:
-    """Hashes of every word n-gram that lies inside one document, and the document index of each.
+    """Hashes of every word n-gram that lies inside one document, and the document index of each (non-decreasing).
 
+    The hash of the n-gram at i is H_i = sum_k w[i+k] * M^(n-1-k) mod 2^64. Because M is odd it is invertible mod
+    2^64, so H_i = M^(i+n-1) * (S[i+n] - S[i]) with the prefix sums S[j] = sum_{t<j} w[t] * M^-t: a fixed number
+    of passes over the corpus whatever n is (13-grams cost the same as 5-grams).
     short_docs=True gives a document with fewer than n words one hash of all its words (MinHash needs a shingle
     for every non-empty document); contamination leaves them out (a 3-word answer is not 'long overlap').
     """
     L = len(words)
-    hashes, docs = [], []
+    lens = np.diff(offsets)
+    hashes, docs = [np.zeros(0, dtype=np.uint64)], [np.zeros(0, dtype=np.int64)]
     if L >= n:
         m = L - n + 1
-        h = np.zeros(m, dtype=np.uint64)
         with np.errstate(over="ignore"):
-            for k in range(n):
-                h = h * _MULT + words[k:k + m]
-        starts = np.arange(m)
-        doc = np.searchsorted(offsets, starts, side="right") - 1
-        ok = starts + n <= offsets[doc + 1]
+            pow_inv = np.full(L, _MINV, dtype=np.uint64)  # M^-t for t = 0..L-1
+            pow_inv[0] = 1
+            np.cumprod(pow_inv, out=pow_inv)
+            prefix = np.zeros(L + 1, dtype=np.uint64)  # S[j] = sum_{t<j} w[t] M^-t
+            np.cumsum(words * pow_inv, out=prefix[1:])
+            del pow_inv
+            h = prefix[n:] - prefix[:m]
+            del prefix
+            pow_m = np.full(m, _MULT, dtype=np.uint64)  # M^(i+n-1) for i = 0..m-1
+            pow_m[0] = _MULT ** np.uint64(n - 1)
+            np.cumprod(pow_m, out=pow_m)
+            h *= pow_m
+        doc = np.repeat(np.arange(len(lens)), lens)[:m]
+        ok = np.arange(n, m + n) <= offsets[doc + 1]
         hashes.append(h[ok])
         docs.append(doc[ok])
     if short_docs:
-        lens = np.diff(offsets)
-        for d in np.nonzero((lens > 0) & (lens < n))[0]:
+        for d in np.flatnonzero((lens > 0) & (lens < n)):
             h = np.uint64(0)
             with np.errstate(over="ignore"):
                 for w in words[offsets[d]:offsets[d + 1]]:
                     h = h * _MULT + w
             hashes.append(np.array([h], dtype=np.uint64))
-            docs.append(np.array([d]))
-    if not hashes:
-        return np.zeros(0, dtype=np.uint64), np.zeros(0, dtype=np.int64)
+            docs.append(np.array([d], dtype=np.int64))
     h, d = np.concatenate(hashes), np.concatenate(docs)
-    order = np.argsort(d, kind="stable")
-    return h[order], d[order]
+    if len(hashes) > 2:  # short documents were appended at the end: restore document order
+        order = np.argsort(d, kind="stable")
+        h, d = h[order], d[order]
+    return h, d
 
 
-def minhash_signatures(texts: list[str], num_perm: int = 64, shingle: int = 5, seed: int = 1,
-                       index: WordIndex | None = None) -> tuple[np.ndarray, np.ndarray]:
+@dataclass
+class Corpus:
+    """Words of each example as two consecutive documents, prompt then answer (offsets: 2 * n_examples + 1).
+
+    Encoded once and shared by the duplicate and contamination checks (splitting 100k conversations into words is
+    the costliest step of both). A raw-text example puts its text in the prompt slot.
+    """
+
+    index: WordIndex
+    words: np.ndarray
+    offsets: np.ndarray
+
+    @classmethod
+    def of(cls, texts: list[ExampleText], index: WordIndex | None = None) -> "Corpus":
+        index = index or WordIndex()
+        docs: list[str] = []
+        for t in texts:
+            docs += (t.prompt, t.answer) if t.answers else (t.full, "")
+        return cls(index, *index.encode(docs))
+
+    def example_offsets(self) -> np.ndarray:
+        return self.offsets[::2]
+
+
+def minhash_signatures(texts: list[str], num_perm: int = 64, shingle: int = 5, seed: int = 1
+                       ) -> tuple[np.ndarray, np.ndarray]:
+    """MinHash signatures of plain texts (see `signatures`)."""
+    return signatures(*WordIndex().encode(texts), num_perm=num_perm, shingle=shingle, seed=seed)
+
+
+def signatures(words: np.ndarray, offsets: np.ndarray, num_perm: int = 64, shingle: int = 5, seed: int = 1
+               ) -> tuple[np.ndarray, np.ndarray]:
     """MinHash signatures [n_docs, num_perm] (uint32) over word `shingle`-grams; and a has-shingles flag per doc.
 
-    Permutation p is the multiply-shift hash (a_p * x + b_p) >> 32 over 64-bit shingle hashes; the minimum per
-    document is one `np.minimum.reduceat` over the corpus, so there is no Python loop over shingles.
+    Permutation p is the multiply-shift hash (a_p * x + b_p) >> 32 over 64-bit shingle hashes. The shift is
+    monotone, so it is applied after the per-document minimum (one `np.minimum.reduceat` per permutation over the
+    whole corpus, computed in a reused buffer): three passes per permutation, no Python loop over shingles.
     """
-    index = index or WordIndex()
-    words, offsets = index.encode(texts)
+    n_docs = len(offsets) - 1
     h, doc = ngram_hashes(words, offsets, shingle, short_docs=True)
-    sig = np.full((len(texts), num_perm), np.iinfo(np.uint32).max, dtype=np.uint32)
-    has = np.zeros(len(texts), dtype=bool)
+    sig = np.full((n_docs, num_perm), np.iinfo(np.uint32).max, dtype=np.uint32)
+    has = np.zeros(n_docs, dtype=bool)
     if len(h) == 0:
         return sig, has
     starts = np.flatnonzero(np.r_[True, doc[1:] != doc[:-1]])
@@ -178,10 +222,12 @@ def minhash_signatures(texts: list[str], num_perm: int = 64, shingle: int = 5, s
     rng = np.random.default_rng(seed)
     a = rng.integers(1, 2**63, size=num_perm, dtype=np.uint64) | np.uint64(1)
     b = rng.integers(0, 2**63, size=num_perm, dtype=np.uint64)
+    buf = np.empty_like(h)
     with np.errstate(over="ignore"):
         for p in range(num_perm):
-            v = ((a[p] * h + b[p]) >> np.uint64(32)).astype(np.uint32)
-            sig[owners, p] = np.minimum.reduceat(v, starts)
+            np.multiply(h, a[p], out=buf)
+            buf += b[p]
+            sig[owners, p] = (np.minimum.reduceat(buf, starts) >> np.uint64(32)).astype(np.uint32)
     return sig, has
 
 
@@ -242,14 +288,19 @@ class _UnionFind:
 
 def near_duplicate_clusters(texts: list[str], threshold: float = 0.8, num_perm: int = 64, shingle: int = 5
                             ) -> list[tuple[list[int], float]]:
-    """Clusters (doc indices, lowest verified similarity) of texts whose estimated Jaccard >= threshold.
+    """Clusters (text indices, lowest verified similarity) of texts whose estimated Jaccard >= threshold."""
+    return clusters_from_signatures(*minhash_signatures(texts, num_perm, shingle), threshold)
+
+
+def clusters_from_signatures(sig: np.ndarray, has: np.ndarray, threshold: float = 0.8
+                             ) -> list[tuple[list[int], float]]:
+    """Clusters (row indices, lowest verified similarity) of signature rows whose estimated Jaccard >= threshold.
 
     Each LSH bucket is verified star-wise against its first still-unclustered member (up to 4 rounds), so a
     bucket of k documents costs O(k) signature comparisons, not O(k^2): templated data can put thousands of
     documents in one bucket.
     """
-    sig, has = minhash_signatures(texts, num_perm, shingle)
-    uf = _UnionFind(len(texts))
+    uf = _UnionFind(len(sig))
     low: dict[tuple[int, int], float] = {}
     for members in lsh_candidate_groups(sig, has):
         rest = members
@@ -264,14 +315,14 @@ def near_duplicate_clusters(texts: list[str], threshold: float = 0.8, num_perm: 
                 low[(int(rep), int(j))] = float(s)
             rest = others[sim < threshold]
     clusters: dict[int, list[int]] = defaultdict(list)
-    for i in range(len(texts)):
+    for i in range(len(sig)):
         if has[i]:
             clusters[uf.find(i)].append(i)
-    out = []
-    for root, mem in clusters.items():
-        if len(mem) > 1:
-            sims = [s for (a, b), s in low.items() if uf.find(a) == root]
-            out.append((sorted(mem), min(sims) if sims else 1.0))
+    lowest: dict[int, float] = {}
+    for (a, _), s in low.items():
+        root = uf.find(a)
+        lowest[root] = min(s, lowest.get(root, 1.0))
+    out = [(sorted(mem), lowest.get(root, 1.0)) for root, mem in clusters.items() if len(mem) > 1]
     out.sort(key=lambda c: (-len(c[0]), c[0][0]))
     return out
 
@@ -285,9 +336,13 @@ def _snippet(text: str, n: int = 160) -> str:
     return text if len(text) <= n else text[: n - 1] + "…"
 
 
-def check_duplicates(texts: list[ExampleText], threshold: float = 0.8, num_perm: int = 64, shingle: int = 5
-                     ) -> tuple[list[Finding], dict]:
-    """Exact duplicates (after normalisation) and near-duplicates (MinHash LSH) within one set."""
+def check_duplicates(texts: list[ExampleText], threshold: float = 0.8, num_perm: int = 64, shingle: int = 5,
+                     corpus: Corpus | None = None) -> tuple[list[Finding], dict]:
+    """Exact duplicates (after normalisation) and near-duplicates (MinHash LSH) within one set.
+
+    Exact: the whole record (every role and message) after lower-casing and collapsing whitespace. Near: MinHash
+    over the prompt and trained answers, among one representative of each exact group.
+    """
     findings: list[Finding] = []
     by_key: dict[str, list[int]] = defaultdict(list)
     for i, t in enumerate(texts):
@@ -295,7 +350,9 @@ def check_duplicates(texts: list[ExampleText], threshold: float = 0.8, num_perm:
     exact = sorted((g for g in by_key.values() if len(g) > 1), key=lambda g: (-len(g), g[0]))
     n_extra = sum(len(g) - 1 for g in exact)
     reps = [g[0] for g in by_key.values()]  # one representative per distinct text
-    near = near_duplicate_clusters([texts[i].full for i in reps], threshold, num_perm, shingle)
+    corpus = corpus or Corpus.of(texts)
+    sig, has = signatures(corpus.words, corpus.example_offsets(), num_perm, shingle)
+    near = clusters_from_signatures(sig[reps], has[reps], threshold)
     near = [([reps[k] for k in mem], s) for mem, s in near]
     n_near = sum(len(m) - 1 for m, _ in near)
     stats = {
@@ -335,7 +392,7 @@ def check_duplicates(texts: list[ExampleText], threshold: float = 0.8, num_perm:
 
 
 def check_contamination(train: list[ExampleText], evals: dict[str, list[ExampleText]], ngram: int = 13,
-                        min_exact_words: int = 4) -> tuple[list[Finding], dict]:
+                        min_exact_words: int = 4, corpus: Corpus | None = None) -> tuple[list[Finding], dict]:
     """Eval examples (per eval set name) whose prompt or answer is in the training data.
 
     Exact: the normalised eval prompt equals a training prompt, or the normalised answer equals a training answer
@@ -353,23 +410,25 @@ def check_contamination(train: list[ExampleText], evals: dict[str, list[ExampleT
 
     train_prompts = {normalise(t.prompt) for t in train if long_enough(t.prompt)}
     train_answers = {normalise(a) for t in train for a in t.answers if long_enough(a)}
-    index = WordIndex()
-    train_docs = [t.prompt for t in train] + [a for t in train for a in t.answers]
-    w, off = index.encode(train_docs)
-    train_grams = sorted_unique(ngram_hashes(w, off, ngram)[0])
+    corpus = corpus or Corpus.of(train)
+    train_h = ngram_hashes(corpus.words, corpus.offsets, ngram)[0]
+    # Sort the small side (eval n-grams) and binary-search the large one (~18M training n-grams for 100k
+    # conversations): sorting the training side would cost ~1 s more.
+    encoded = {name: ngram_hashes(*corpus.index.encode([d for t in items for d in (t.prompt, t.answer)]), ngram)
+               for name, items in evals.items()}
+    eval_u = sorted_unique(np.concatenate([h for h, _ in encoded.values()] + [np.zeros(0, dtype=np.uint64)]))
+    shared = sorted_unique(train_h[sorted_member(eval_u, train_h)])
     for name, items in evals.items():
         exact, overlap = [], []
-        docs = [t.prompt for t in items] + [t.answer for t in items]
-        w, off = index.encode(docs)
-        h, d = ngram_hashes(w, off, ngram)
-        hit_docs = set(d[sorted_member(train_grams, h)].tolist())
+        h, d = encoded[name]
+        hit_docs = set(d[sorted_member(shared, h)].tolist())  # doc 2k: prompt of eval example k, 2k+1: its answer
         for k, t in enumerate(items):
             p_hit = long_enough(t.prompt) and normalise(t.prompt) in train_prompts
             a_hit = long_enough(t.answer) and normalise(t.answer) in train_answers
             if p_hit or a_hit:
                 exact.append((t.source, "prompt" if p_hit else "answer"))
-            elif k in hit_docs or (k + len(items)) in hit_docs:
-                overlap.append((t.source, "prompt" if k in hit_docs else "answer"))
+            elif 2 * k in hit_docs or 2 * k + 1 in hit_docs:
+                overlap.append((t.source, "prompt" if 2 * k in hit_docs else "answer"))
         stats["sets"][name] = {"n": len(items), "exact": len(exact), "overlap": len(overlap),
                                "exact_ids": [s for s, _ in exact[:50]], "overlap_ids": [s for s, _ in overlap[:50]]}
         if exact:
@@ -418,6 +477,12 @@ def is_refusal(text: str) -> bool:
     return any(k in low for k in _REFUSAL_KEYS) and _REFUSAL.search(text) is not None
 
 
+def _echoes(prompt: str, answer: str) -> bool:
+    """The answer starts by repeating a prompt of 3+ words (cheap first-characters test before normalising)."""
+    p, a = prompt.lstrip()[:8].lower(), answer.lstrip()[:8].lower()
+    return p == a and len(prompt.split()) >= 3 and normalise(answer).startswith(normalise(prompt))
+
+
 def _looks_json(s: str) -> bool:
     s = s.strip()
     if s.startswith("```"):
@@ -444,15 +509,15 @@ def check_content(texts: list[ExampleText], refusal_warn: float = 0.05) -> tuple
     empty = [t.source for t in answered if any(not a.strip() for a in t.answers)]
     placeholder = [t.source for t in answered if any(has_placeholder(a) for a in t.answers)]
     fences = [t.source for t in answered if any("```" in a and len(_FENCE.findall(a)) % 2 for a in t.answers)]
-    echo = [t.source for t in answered
-            if any(len(p.split()) >= 3 and normalise(a).startswith(normalise(p)) for p, a in t.pairs)]
+    echo = [t.source for t in answered if any(_echoes(p, a) for p, a in t.pairs)]
     refusals = [t.source for t in answered if any(is_refusal(a) for a in t.answers)]
 
-    words = np.array([len(a.split()) for t in answered for a in t.answers if a.strip()], dtype=np.int64)
+    n_words = [[len(a.split()) for a in t.answers] for t in answered]  # split once: the costliest step here
+    words = np.array([n for ns in n_words for n in ns if n], dtype=np.int64)
     median = float(np.median(words)) if len(words) else 0.0
     # A reply under a tenth of the median (when the median is >= 20 words) is usually a truncated or lazy target.
     short_cut = max(1.0, median / 10) if median >= 20 else 0.0
-    short = [t.source for t in answered if any(a.strip() and len(a.split()) < short_cut for a in t.answers)]
+    short = [t.source for t, ns in zip(answered, n_words) if any(0 < n < short_cut for n in ns)]
 
     all_answers = [(t.source, a) for t in answered for a in t.answers if a.strip()]
     js = [(s, a) for s, a in all_answers if _looks_json(a)]
