@@ -128,7 +128,8 @@ def main(argv: list[str] | None = None) -> int:
     total_cold = t_tok[0] + sum(v[0] for v in cold.values())
     total_warm = t_tok[0] + sum(v[0] for v in warm.values())
     print(f"| **total** | **{total_cold:.2f}** | | **{total_warm:.2f}** |")
-    print(f"\ntarget < 120 s (cold): {'PASS' if total_cold < 120 else 'FAIL'}; report: {folder / 'audit' / 'audit.html'}")
+    verdict = "PASS" if total_cold < 120 else "FAIL"
+    print(f"\ntarget < 120 s (cold): {verdict}; report: {folder / 'audit' / 'audit.html'}")
     return 0 if total_cold < 120 else 1
 
 

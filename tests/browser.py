@@ -9,7 +9,8 @@ Used by the HTML report tests (audit.html, report.html). It drives the system Ch
         assert view.errors == [] and view.external_requests == []
         view.page.locator("svg[data-plot] rect.bar").count()
 
-System packages (Debian/Ubuntu): `apt-get install -y chromium` (gives /usr/bin/chromium); Python: `pip install playwright`.
+System packages (Debian/Ubuntu): `apt-get install -y chromium` (gives /usr/bin/chromium).
+Python: `pip install playwright`.
 """
 from __future__ import annotations
 

@@ -318,11 +318,13 @@ def test_contamination_exact_ngram_and_clean():
     rng = random.Random(9)
     leaked_prompt = chat("eval.jsonl:1", train[5].messages[0]["content"], "something else entirely", id="q-1")
     long_answer = train[6].messages[1]["content"]
-    paraphrase = chat("eval.jsonl:2", "A different question here", "Prefix words. " + " ".join(long_answer.split()[2:17]))
+    paraphrase = chat("eval.jsonl:2", "A different question", "Prefix. " + " ".join(long_answer.split()[2:22]))
+    thirteen = chat("eval.jsonl:10", "Another question", "Other. " + " ".join(long_answer.split()[2:15]))  # 1 13-gram
     short = chat("eval.jsonl:3", "Sentiment of: great movie", "positive")
     fresh = [chat(f"eval.jsonl:{k}", sentence(rng, 12), sentence(rng, 20)) for k in range(4, 10)]
     train.append(chat("train.jsonl:99", "Sentiment of: awful movie", "positive"))
-    f, s = check_contamination(texts_of(train), {"suite qa": texts_of([leaked_prompt, paraphrase, short] + fresh)})
+    evals = texts_of([leaked_prompt, paraphrase, short, thirteen] + fresh)
+    f, s = check_contamination(texts_of(train), {"suite qa": evals})
     got = {x.check: x for x in f}
     assert got["contamination.exact"].severity == "error"
     assert got["contamination.exact"].examples == ["eval.jsonl:1 [id=q-1] (prompt)"]
@@ -330,6 +332,19 @@ def test_contamination_exact_ngram_and_clean():
     assert s["sets"]["suite qa"]["exact"] == 1 and s["sets"]["suite qa"]["overlap"] == 1
     f, _ = check_contamination(texts_of(train), {"clean": texts_of(fresh)})
     assert f == []
+
+
+def test_contamination_ignores_shared_system_prompt_and_boilerplate():
+    system = "Extract the order as compact JSON with keys name, age, city, item, color, qty, and nothing else."
+    header = "Please read the following customer message carefully and answer in the requested format now:"
+    rng = random.Random(11)
+    train = [chat(f"t:{i}", f"{header} {sentence(rng, 8)}", sentence(rng, 15), system=system) for i in range(30)]
+    evals = [chat(f"e:{i}", f"{header} {sentence(rng, 8)}", sentence(rng, 15), system=system) for i in range(5)]
+    f, s = check_contamination(texts_of(train), {"qa": texts_of(evals)})
+    assert f == [] and s["boilerplate_ngrams"] > 0  # the 13-word header is in all 30 training examples
+    leaked = chat("e:9", train[4].messages[1]["content"], "x", system=system)  # same user turn, same system
+    f, _ = check_contamination(texts_of(train), {"qa": texts_of(evals + [leaked])})
+    assert checks(f) == {"contamination.exact": "error"} and f[0].examples == ["e:9 (prompt)"]
 
 
 # ------------------------------------------------------------------------------------------------------------

@@ -51,7 +51,8 @@ def svg_histogram(name: str, hist: dict, title: str, xlabel: str, markers: dict[
                      f'</title></rect>')
     for frac in (0, 0.5, 1):  # y ticks
         y = H - PAD_B - frac * ph
-        parts.append(f'<text class="tick" x="{PAD_L - 6}" y="{y + 4:.1f}" text-anchor="end">{_num(top * frac)}</text>')
+        parts.append(f'<text class="tick" x="{PAD_L - 6}" y="{y + 4:.1f}" text-anchor="end">'
+                     f'{round(top * frac):,}</text>')
     for frac in (0, 0.25, 0.5, 0.75, 1):  # x ticks
         v = lo + frac * (hi - lo)
         parts.append(f'<text class="tick" x="{x_of(v):.1f}" y="{H - PAD_B + 14}" text-anchor="middle">'
@@ -89,7 +90,8 @@ def svg_bars(name: str, items: list[tuple[str, float]], title: str, fmt: str = "
         parts.append(f'<text class="tick" x="{label_w - 6}" y="{y + 14}" text-anchor="end">{escape(label)}</text>'
                      f'<rect class="bar" data-count="{v}" x="{label_w}" y="{y + 3}" width="{max(w, 1):.1f}" '
                      f'height="{row - 7}" fill="{color}"><title>{escape(label)}: {escape(fmt.format(v))}</title></rect>'
-                     f'<text class="tick" x="{label_w + max(w, 1) + 5:.1f}" y="{y + 14}">{escape(fmt.format(v))}</text>')
+                     f'<text class="tick" x="{label_w + max(w, 1) + 5:.1f}" y="{y + 14}">'
+                     f'{escape(fmt.format(v))}</text>')
     parts.append("</svg>")
     return "".join(parts)
 
@@ -112,7 +114,8 @@ h2{font-size:16px;margin:2px 0 10px}
 .finding{border-left:4px solid #999;padding:6px 10px;margin:8px 0;background:#fafbfc;border-radius:4px}
 .finding.error{border-color:#c62828}.finding.warning{border-color:#b26a00}.finding.info{border-color:#1565c0}
 .sev{display:inline-block;font-size:11px;font-weight:700;text-transform:uppercase;color:#fff;border-radius:3px;
-padding:1px 6px;margin-right:6px}.sev.error{background:#c62828}.sev.warning{background:#b26a00}.sev.info{background:#1565c0}
+padding:1px 6px;margin-right:6px}.sev.error{background:#c62828}.sev.warning{background:#b26a00}
+.sev.info{background:#1565c0}
 .check{font-family:ui-monospace,Menlo,monospace;font-size:12px;color:#5f6573}
 .fix{color:#1b5e20;margin-top:3px}.fix b{font-weight:650}
 details{margin-top:3px;font-size:12px}code,.mono{font-family:ui-monospace,Menlo,monospace;font-size:12px}
@@ -121,8 +124,8 @@ svg.plot{background:#fff;max-width:100%;height:auto}svg .title{font-weight:650;f
 svg .tick{font-size:10px;fill:#5f6573}svg .label{font-size:11px;fill:#333}svg .axis{stroke:#999}
 svg .marker{stroke:#c62828;stroke-dasharray:4 3}svg .marker-label{font-size:10px;fill:#c62828}
 svg rect.bar:hover{opacity:.75}
-table{border-collapse:collapse;width:100%;font-size:13px}th,td{text-align:left;padding:5px 8px;border-bottom:1px solid #eee;
-vertical-align:top}th{color:#5f6573;font-weight:600}
+table{border-collapse:collapse;width:100%;font-size:13px}
+th,td{text-align:left;padding:5px 8px;border-bottom:1px solid #eee;vertical-align:top}th{color:#5f6573;font-weight:600}
 .cluster{margin:8px 0;padding:8px 10px;background:#fafbfc;border-radius:6px}
 .cluster .t{font-family:ui-monospace,Menlo,monospace;font-size:12px;white-space:pre-wrap;color:#333;margin:2px 0}
 .muted{color:#5f6573;font-size:12px}
@@ -257,7 +260,8 @@ def render_html(result) -> str:
     return f"""<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width,initial-scale=1">
 <title>shipsft audit — {escape(str(meta.get('model', '')))}</title><style>{CSS}</style></head>
-<body><header><h1>Pre-flight audit</h1><div class="sub">model <code>{escape(str(meta.get('model', '')))}</code> · template
+<body><header><h1>Pre-flight audit</h1>
+<div class="sub">model <code>{escape(str(meta.get('model', '')))}</code> · template
 {escape(str(meta.get('template')))} · mask {escape(str(meta.get('mask')))} · max_length {meta.get('max_length')} ·
 method {escape(str(meta.get('method')))} · config {escape(str(meta.get('config_hash')))} · data
 {escape(str(meta.get('fingerprint') or '—'))} · {escape(str(meta.get('created', '')))}</div></header>
@@ -274,7 +278,8 @@ with answers cut by max_length.</p></section>
 {recipe.get('trained_tokens', 0):,} trained tokens, {escape(str(recipe.get('method', '')))},
 {recipe.get('epochs', 0)} epoch(s): {escape(str(recipe.get('band', '')))}.</p>
 <p class="muted">Seed 002: 50–500 examples for style/format via LoRA, 1k–10k for task specialisation, 10k–100k for
-substantial change (full SFT viable). Seed 000: past ~2 epochs loss overfits — spend budget on fresh data.</p></section>
+substantial change (full SFT viable). Seed 000: past ~2 epochs loss overfits — spend budget on fresh data.</p>
+</section>
 <section id="provenance"><h2>Provenance</h2>{_provenance_html(s.get('provenance', {}))}
 {f'<ul class="muted">{notes}</ul>' if notes else ''}</section>
 <section id="timings"><h2>Audit timings</h2><table>{timing_rows}</table></section>

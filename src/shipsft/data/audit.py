@@ -248,7 +248,8 @@ def print_summary(result: AuditResult, console, paths: tuple[Path, Path] | None 
         table.add_row(Text(f.severity, style=_STYLE[f.severity]), f.check, body)
     console.print(table)
     n_e, n_w, n_i = len(result.errors), len(result.warnings), len(result.infos)
-    verdict = "[bold red]training would refuse to start[/bold red]" if n_e else "[bold green]ready to train[/bold green]"
+    verdict = ("[bold red]training would refuse to start[/bold red]" if n_e
+               else "[bold green]ready to train[/bold green]")
     console.print(f"{n_e} error(s), {n_w} warning(s), {n_i} info — {verdict}")
     if paths:
         console.print(f"wrote {paths[0]} and {paths[1]}")

@@ -38,6 +38,7 @@ class ExampleText:
     answers: list[str] = field(default_factory=list)  # trained answers (assistant turns / completion)
     pairs: list[tuple[str, str]] = field(default_factory=list)  # (the user turn just before, the answer)
     full: str = ""  # the whole record, role-tagged, for duplicate detection
+    user: str = ""  # the prompt without system messages: what makes the example unique (near-dups, leaks)
 
     @property
     def answer(self) -> str:
@@ -67,10 +68,10 @@ def example_text(ex, mask: str = "all_assistant") -> ExampleText:
     meta = ex.meta or {}
     source = ex.source if meta.get("id") is None else f"{ex.source} [id={meta['id']}]"
     if ex.kind == "text":
-        return ExampleText(source, "", [], [], ex.text or "")
+        return ExampleText(source, "", [], [], ex.text or "", ex.text or "")
     if ex.kind == "completion_text":
         p, c = ex.prompt or "", ex.completion or ""
-        return ExampleText(source, p, [c], [(p, c)], f"prompt: {p}\ncompletion: {c}")
+        return ExampleText(source, p, [c], [(p, c)], f"prompt: {p}\ncompletion: {c}", p)
     msgs = ex.messages or []
     turns = [i for i, m in enumerate(msgs) if m.get("role") == "assistant"]
     if ex.n_prompt is not None:
@@ -86,7 +87,8 @@ def example_text(ex, mask: str = "all_assistant") -> ExampleText:
         answers.append(ans)
         pairs.append((before, ans))
     full = "\n".join(f"{m.get('role')}: {_message_text(m)}" for m in msgs)
-    return ExampleText(source, prompt, answers, pairs, full)
+    user = "\n".join(_message_text(m) for m in msgs[:first] if m.get("role") not in ("assistant", "system"))
+    return ExampleText(source, prompt, answers, pairs, full, user)
 
 
 def texts_of(examples: Iterable, mask: str = "all_assistant") -> list[ExampleText]:
@@ -176,8 +178,10 @@ def ngram_hashes(words: np.ndarray, offsets: np.ndarray, n: int, short_docs: boo
 class Corpus:
     """Words of each example as two consecutive documents, prompt then answer (offsets: 2 * n_examples + 1).
 
-    Encoded once and shared by the duplicate and contamination checks (splitting 100k conversations into words is
-    the costliest step of both). A raw-text example puts its text in the prompt slot.
+    The prompt document leaves out system messages: a system prompt shared by every example would make all of them
+    look alike, and every 13-gram that spans its end would look like a leak. Encoded once and shared by the
+    duplicate and contamination checks (splitting 100k conversations into words is the costliest step of both).
+    A raw-text example puts its text in the prompt slot.
     """
 
     index: WordIndex
@@ -189,7 +193,7 @@ class Corpus:
         index = index or WordIndex()
         docs: list[str] = []
         for t in texts:
-            docs += (t.prompt, t.answer) if t.answers else (t.full, "")
+            docs += (t.user, t.answer) if t.answers else (t.full, "")
         return cls(index, *index.encode(docs))
 
     def example_offsets(self) -> np.ndarray:
@@ -341,7 +345,8 @@ def check_duplicates(texts: list[ExampleText], threshold: float = 0.8, num_perm:
     """Exact duplicates (after normalisation) and near-duplicates (MinHash LSH) within one set.
 
     Exact: the whole record (every role and message) after lower-casing and collapsing whitespace. Near: MinHash
-    over the prompt and trained answers, among one representative of each exact group.
+    over the user turns and trained answers (system prompts left out), among one representative of each exact
+    group.
     """
     findings: list[Finding] = []
     by_key: dict[str, list[int]] = defaultdict(list)
@@ -392,9 +397,11 @@ def check_duplicates(texts: list[ExampleText], threshold: float = 0.8, num_perm:
 
 
 def check_contamination(train: list[ExampleText], evals: dict[str, list[ExampleText]], ngram: int = 13,
-                        min_exact_words: int = 4, corpus: Corpus | None = None) -> tuple[list[Finding], dict]:
+                        min_exact_words: int = 4, corpus: Corpus | None = None, boilerplate_docs: int = 10,
+                        min_shared: int = 3) -> tuple[list[Finding], dict]:
     """Eval examples (per eval set name) whose prompt or answer is in the training data.
 
+    Prompts are the user turns (system messages are shared instructions, not content).
     Exact: the normalised eval prompt equals a training prompt, or the normalised answer equals a training answer
     (only for texts of >= `min_exact_words` words: two classification examples both answering "positive" are not
     a leak). Overlap: the eval prompt or answer shares a `ngram`-word sequence with any training prompt/answer
@@ -408,22 +415,32 @@ def check_contamination(train: list[ExampleText], evals: dict[str, list[ExampleT
     def long_enough(s: str) -> bool:
         return len(s.split()) >= min_exact_words
 
-    train_prompts = {normalise(t.prompt) for t in train if long_enough(t.prompt)}
+    train_prompts = {normalise(t.user) for t in train if long_enough(t.user)}
     train_answers = {normalise(a) for t in train for a in t.answers if long_enough(a)}
     corpus = corpus or Corpus.of(train)
-    train_h = ngram_hashes(corpus.words, corpus.offsets, ngram)[0]
+    train_h, train_d = ngram_hashes(corpus.words, corpus.offsets, ngram)
     # Sort the small side (eval n-grams) and binary-search the large one (~18M training n-grams for 100k
     # conversations): sorting the training side would cost ~1 s more.
-    encoded = {name: ngram_hashes(*corpus.index.encode([d for t in items for d in (t.prompt, t.answer)]), ngram)
+    encoded = {name: ngram_hashes(*corpus.index.encode([d for t in items for d in (t.user, t.answer)]), ngram)
                for name, items in evals.items()}
     eval_u = sorted_unique(np.concatenate([h for h, _ in encoded.values()] + [np.zeros(0, dtype=np.uint64)]))
-    shared = sorted_unique(train_h[sorted_member(eval_u, train_h)])
+    hit = sorted_member(eval_u, train_h)
+    # Boilerplate is not a leak: an n-gram found in >= `boilerplate_docs` training examples (a shared system prompt
+    # or instruction header) is ignored. A leaked eval example appears in training once or a few times.
+    pairs = np.unique(np.stack([train_h[hit], train_d[hit] // 2]), axis=1)  # (hash, training example), distinct
+    shared, n_docs = np.unique(pairs[0], return_counts=True) if pairs.size else (pairs[0], np.zeros(0, dtype=int))
+    stats["boilerplate_ngrams"] = int((n_docs >= boilerplate_docs).sum())
+    shared = shared[n_docs < boilerplate_docs]
     for name, items in evals.items():
         exact, overlap = [], []
         h, d = encoded[name]
-        hit_docs = set(d[sorted_member(shared, h)].tolist())  # doc 2k: prompt of eval example k, 2k+1: its answer
+        # doc 2k: prompt of eval example k, 2k+1: its answer. A doc counts as overlapping when it shares at least
+        # `min_shared` n-grams, i.e. a run of >= ngram + min_shared - 1 words: a lone shared 13-gram is usually a
+        # boilerplate header plus one common word after it.
+        per_doc = np.bincount(d[sorted_member(shared, h)], minlength=2 * len(items))
+        hit_docs = set(np.flatnonzero(per_doc >= min_shared).tolist())
         for k, t in enumerate(items):
-            p_hit = long_enough(t.prompt) and normalise(t.prompt) in train_prompts
+            p_hit = long_enough(t.user) and normalise(t.user) in train_prompts
             a_hit = long_enough(t.answer) and normalise(t.answer) in train_answers
             if p_hit or a_hit:
                 exact.append((t.source, "prompt" if p_hit else "answer"))
@@ -443,8 +460,8 @@ def check_contamination(train: list[ExampleText], evals: dict[str, list[ExampleT
         if overlap:
             findings.append(Finding(
                 "contamination.ngram", "warning",
-                f"{len(overlap)} of {len(items)} {name} example(s) share a {ngram}-word sequence with a training "
-                "prompt or answer: likely paraphrased or templated leaks.",
+                f"{len(overlap)} of {len(items)} {name} example(s) share a run of {ngram + min_shared - 1}+ words "
+                "with a training prompt or answer: likely paraphrased or templated leaks.",
                 fix="inspect them; drop near-copies from training so the eval stays held-out",
                 examples=[f"{s} ({what})" for s, what in overlap], data={"set": name, "count": len(overlap)}))
     return findings, stats
