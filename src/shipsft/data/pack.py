@@ -234,7 +234,9 @@ def _render_cached(r, loaded, data_cfg) -> list[Rendered]:
     from shipsft.data.render import render_examples
 
     knobs = data_cfg.model_dump(mode="json", exclude={"train", "eval", "max_length", "packing", "overlong"})
-    key = cache.cache_key([getattr(f, "sha256", "") for f in loaded.files] + [str(len(loaded.examples))], knobs,
+    # paths are part of the key: every cached Rendered carries its "file:line" source
+    key = cache.cache_key([f"{getattr(f, 'path', '')}:{getattr(f, 'sha256', '')}" for f in loaded.files]
+                          + [str(len(loaded.examples))], knobs,
                           cache.tokenizer_fingerprint(r.tokenizer))
     rendered = cache.load(key)
     if rendered is None:
