@@ -231,8 +231,10 @@ def test_lengths_clean_is_info_only():
 
 def test_lengths_over_max_length_and_padding_waste():
     rs = [seq(f"a:{i}", 20, 5) for i in range(30)] + [seq("long:1", 900, 100)]
-    f, s = check_lengths(rs, max_length=512, batch_rows=4, packing=False, model_max=8192)
+    f, s = check_lengths(rs, max_length=512, batch_rows=4, packing=False, model_max=8192, overlong="truncate")
     assert checks(f) == {"lengths.over_max_length": "warning", "lengths.padding_waste": "warning"}
+    f, _ = check_lengths(rs, max_length=512, batch_rows=4, packing=False, model_max=8192, overlong="error")
+    assert checks(f)["lengths.over_max_length"] == "error"  # training would refuse to start
     over = next(x for x in f if x.check == "lengths.over_max_length")
     assert over.examples == ["long:1"] and "--set data.max_length=" in over.fix
     assert s["n_over_max_length"] == 1
@@ -522,9 +524,11 @@ def test_cli_template_that_raises_is_an_error_finding(tmp_path, smollm2_tokenize
 
 
 def _quiet():
+    import io
+
     from rich.console import Console
 
-    return Console(file=open("/dev/null", "w"))
+    return Console(file=io.StringIO())
 
 
 def test_audit_for_training_reports_errors_from_prepare(tmp_path, smollm2_tokenizer):
@@ -539,3 +543,27 @@ def test_audit_for_training_reports_errors_from_prepare(tmp_path, smollm2_tokeni
     assert (tmp_path / "run" / "audit.json").exists() and (tmp_path / "run" / "audit.html").exists()
     clean = run_audit(cfg, smollm2_tokenizer, prepared, eval_sets={})
     assert clean.errors == []
+
+
+def test_cli_overlong_examples_are_reported_with_full_lengths(tmp_path, smollm2_tokenizer):
+    from shipsft.data.audit import model_max_positions
+
+    rows = clean_rows(20)
+    rows.append(conv("Tell me a long story please", " ".join(["word"] * 400)))
+    cfg = make_config(tmp_path, rows)  # max_length 256; data.overlong defaults to error
+    code = run_audit_cli(cfg, out_dir=tmp_path / "out", console=_quiet())
+    report = json.loads((tmp_path / "out" / "audit.json").read_text())
+    got = {f["check"]: f for f in report["findings"]}
+    assert code == 1 and got["lengths.over_max_length"]["severity"] == "error"
+    assert got["masks.answer_cut"]["examples"] == [f"{tmp_path / 'train.jsonl'}:21"]
+    lengths = report["stats"]["lengths"]
+    assert lengths["total"]["max"] > 400 and lengths["recommended_max_length"] % 64 == 0  # untruncated lengths
+    assert lengths["model_max_positions"] == model_max_positions(smollm2_tokenizer) == 8192
+
+
+def test_parity_flags_sequences_without_an_example(qwen):
+    exs = clean_examples(2)
+    rendered = render(qwen, exs)
+    rendered[1].source = "moved.jsonl:2"  # e.g. a cache entry written for a file at another path
+    f, _ = check_parity(qwen, exs, rendered)
+    assert checks(f) == {"template.sources": "error"} and f[0].examples == ["moved.jsonl:2"]

@@ -6,6 +6,7 @@ reason otherwise.
 """
 from __future__ import annotations
 
+import io
 import json
 import random
 
@@ -48,7 +49,7 @@ def audit_dir(tmp_path_factory, smollm2_tokenizer):
     cfg = load_config(tmp / "config.yaml")
     from rich.console import Console
 
-    code = run_audit_cli(cfg, out_dir=tmp / "out", console=Console(file=open(tmp / "console.txt", "w")))
+    code = run_audit_cli(cfg, out_dir=tmp / "out", console=Console(file=io.StringIO()))
     assert code == 1  # the leaked eval prompt is an error
     return tmp / "out"
 

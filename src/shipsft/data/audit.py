@@ -34,16 +34,18 @@ TEMPLATE_SAMPLE = 64  # examples re-rendered for parity: ~1 ms each; 64 finds an
 
 def model_max_positions(tokenizer) -> int | None:
     """The model's position limit from the config next to the tokenizer, else the tokenizer's own limit."""
-    try:
-        from transformers import AutoConfig
+    folder = Path(str(tokenizer.name_or_path))
+    if (folder / "config.json").exists():  # only ever a local folder: never a hub lookup
+        try:
+            from transformers import AutoConfig
 
-        conf = AutoConfig.from_pretrained(tokenizer.name_or_path)
-        conf = getattr(conf, "text_config", None) or conf
-        n = getattr(conf, "max_position_embeddings", None)
-        if n:
-            return int(n)
-    except Exception:  # noqa: BLE001 - a tokenizer folder without config.json (fixtures) is fine
-        pass
+            conf = AutoConfig.from_pretrained(folder)
+            conf = getattr(conf, "text_config", None) or conf
+            n = getattr(conf, "max_position_embeddings", None)
+            if n:
+                return int(n)
+        except Exception:  # noqa: BLE001 - an unreadable config: fall back to the tokenizer's limit
+            pass
     n = getattr(tokenizer, "model_max_length", None)
     return int(n) if n and n < 10_000_000 else None  # transformers uses 1e30 for "unset"
 
@@ -73,7 +75,8 @@ def load_eval_sets(cfg) -> tuple[dict[str, list], list, list[Finding]]:
     return sets, files, findings
 
 
-def _timed(timings: dict, name: str, fn: Callable[[], tuple[list[Finding], dict]]) -> tuple[list[Finding], dict]:
+def _timed(timings: dict, name: str, fn: Callable[[], Any]) -> Any:
+    """fn(), with its wall time recorded under `name` (bench/audit.py prints these)."""
     t0 = time.perf_counter()
     out = fn()
     timings[name] = round(time.perf_counter() - t0, 3)
@@ -91,7 +94,7 @@ def run_audit(cfg, tokenizer, prepared, *, eval_sets: dict[str, list] | None = N
     examples, rendered = prepared.examples, prepared.rendered
     d = cfg.data
 
-    texts = _timed(timings, "text.extract", lambda: (texts_of(examples, d.mask), {}))[0]
+    texts = _timed(timings, "text.extract", lambda: texts_of(examples, d.mask))
     renderer = getattr(prepared, "renderer", None)
     tmpl = getattr(renderer, "template", None)
     if rendered:
@@ -106,14 +109,14 @@ def run_audit(cfg, tokenizer, prepared, *, eval_sets: dict[str, list] | None = N
         model_max = max_positions if max_positions is not None else model_max_positions(tokenizer)
         eff = prepared.efficiency if (d.packing and getattr(prepared, "rows", None)) else None
         f, stats["lengths"] = _timed(timings, "lengths", lambda: check_lengths(
-            rendered, d.max_length, cfg.train.batch_rows, d.packing, cfg.train.seed, model_max, eff))
+            rendered, d.max_length, cfg.train.batch_rows, d.packing, cfg.train.seed, model_max, eff, d.overlong))
         findings += f
-    corpus = _timed(timings, "text.words", lambda: (Corpus.of(texts), {}))[0]  # shared by the next two checks
+    corpus = _timed(timings, "text.words", lambda: Corpus.of(texts))  # shared by the next two checks
     f, stats["duplicates"] = _timed(timings, "duplicates", lambda: check_duplicates(texts, corpus=corpus))
     findings += f
 
     if eval_sets is None:
-        eval_sets, more_files, f = _load_evals_timed(cfg, timings)
+        eval_sets, more_files, f = _timed(timings, "contamination.load", lambda: load_eval_sets(cfg))
         eval_files = (eval_files or []) + more_files
         findings += f
     eval_texts = {name: texts_of(exs, "all_assistant") for name, exs in eval_sets.items()}
@@ -147,8 +150,8 @@ def run_audit(cfg, tokenizer, prepared, *, eval_sets: dict[str, list] | None = N
     timings["total"] = round(time.perf_counter() - t_start, 3)
     stats["overview"] = {
         "examples": len(examples), "sequences": len(rendered), "tokens": sum(len(r.ids) for r in rendered),
-        "trained_tokens": trained, "format": getattr(prepared, "format", ""), "eval_sets":
-            {k: len(v) for k, v in eval_sets.items()},
+        "trained_tokens": trained, "format": getattr(prepared, "format", ""),
+        "eval_sets": {k: len(v) for k, v in eval_sets.items()},
     }
     meta = {
         "model": cfg.model.path, "config_hash": cfg.config_hash(), "fingerprint": getattr(prepared, "fingerprint", ""),
@@ -157,13 +160,6 @@ def run_audit(cfg, tokenizer, prepared, *, eval_sets: dict[str, list] | None = N
         "created": time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime()),
     }
     return AuditResult(findings, stats, meta)
-
-
-def _load_evals_timed(cfg, timings: dict) -> tuple[dict, list, list]:
-    t0 = time.perf_counter()
-    out = load_eval_sets(cfg)
-    timings["contamination.load"] = round(time.perf_counter() - t0, 3)
-    return out
 
 
 def prepare_for_audit(cfg, tokenizer) -> tuple[Any, list[Finding]]:

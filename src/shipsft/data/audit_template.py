@@ -111,6 +111,13 @@ def check_parity(tokenizer, examples: list, rendered: list, template_source: str
         if (have != want_ids) if not r.truncated else (have != want_ids[: len(have)]):
             ids_bad.append(r.source)
     findings = []
+    orphans = [r.source for r in rendered if r.source not in by_source]
+    if orphans:  # parity could not even be sampled for these: never let a check pass by skipping them
+        findings.append(Finding(
+            "template.sources", "error",
+            f"{len(orphans)} rendered sequence(s) name a source that is not among the loaded examples (a stale "
+            "rendered-data cache or a renderer bug): the audit cannot tie their tokens to their text.",
+            fix="clear the cache (~/.cache/shipsft/prepared, or SHIPSFT_NO_CACHE=1) and re-run", examples=orphans))
     if text_bad:
         findings.append(Finding(
             "template.parity", "error",

@@ -126,7 +126,8 @@ def packing_efficiency(lengths, max_length: int) -> float:
 
 
 def check_lengths(rendered: list, max_length: int, batch_rows: int, packing: bool, seed: int = 42,
-                  model_max: int | None = None, efficiency: float | None = None) -> tuple[list[Finding], dict]:
+                  model_max: int | None = None, efficiency: float | None = None, overlong: str = "error"
+                  ) -> tuple[list[Finding], dict]:
     """Token length distributions (prompt / answer / total), a recommended max_length, padding vs packing."""
     findings: list[Finding] = []
     total = np.array([len(r.ids) for r in rendered], dtype=np.int64)
@@ -153,10 +154,12 @@ def check_lengths(rendered: list, max_length: int, batch_rows: int, packing: boo
             f"data.max_length={max_length} is beyond the model's {model_max} positions: positions past it were "
             "never trained and give garbage.", fix=f"set data.max_length <= {model_max}"))
     if over:
+        # with data.overlong=error `shipsft train` refuses these, so the audit says so as an error
         findings.append(Finding(
-            "lengths.over_max_length", "warning",
+            "lengths.over_max_length", "error" if overlong == "error" else "warning",
             f"{over} sequence(s) ({over / len(total):.1%}) are longer than data.max_length={max_length} (longest "
-            f"{int(total.max())} tokens); with data.overlong=error training refuses them, with truncate they are cut.",
+            f"{int(total.max())} tokens); with data.overlong={overlong} training "
+            f"{'refuses to start' if overlong == 'error' else 'cuts them'}.",
             fix=f"--set data.max_length={rec} (p99 rounded up to 64) or remove the long ones",
             examples=[r.source for r, n in zip(rendered, total) if n > max_length]))
     elif max_length >= 2 * rec and max_length > 256:
