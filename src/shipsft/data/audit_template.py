@@ -302,11 +302,12 @@ def check_saved_template(tokenizer, examples: list, rendered: list, template_sou
             examples=bad))
     custom_differs = template_source is not None and template_source != original
     if custom_differs:
+        base = ("the base model ships no chat template" if not original else
+                "it differs from the template shipped with the base model")
         findings.append(Finding(
             "template.custom_template", "warning",
-            "training uses a custom data.template that differs from the template shipped with the base model: "
-            "anything that serves this model from the base model's tokenizer files (vLLM, Ollama, a GGUF export) "
-            "will format prompts differently from training.",
+            f"training uses a custom data.template and {base}: anything that serves this model from the base "
+            "model's tokenizer files (vLLM, Ollama, a GGUF export) will format prompts differently from training.",
             fix="serve with the tokenizer saved in the run folder (it carries the training template), or train "
                 "with the model's own template"))
     return findings, {"sampled": len(picked), "mismatch": len(bad), "custom_template": custom_differs}
