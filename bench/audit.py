@@ -56,8 +56,7 @@ def generate(folder: Path, n: int, seed: int = 1234) -> Path:
         rows[rng.randrange(n)] = src
     train = folder / "train.jsonl"
     with open(train, "w") as f:
-        for r in rows:
-            f.write(json.dumps(r) + "\n")
+        f.writelines(json.dumps(r) + "\n" for r in rows)
     with open(folder / "suite.jsonl", "w") as f:
         for k in range(1000):
             r = rows[rng.randrange(n)] if k < 50 else make_conversation(rng, n + k)  # 50 leaked

@@ -409,9 +409,9 @@ def test_recipe_clean_is_info_only():
 
 
 @pytest.mark.parametrize("kw,expected", [
-    (dict(n=20, method="lora", epochs=1.0), "recipe.too_few"),
-    (dict(n=800, method="full", epochs=1.0), "recipe.full_on_small_data"),
-    (dict(n=5000, method="lora", epochs=3.0), "recipe.epochs"),
+    ({"n": 20, "method": "lora", "epochs": 1.0}, "recipe.too_few"),
+    ({"n": 800, "method": "full", "epochs": 1.0}, "recipe.full_on_small_data"),
+    ({"n": 5000, "method": "lora", "epochs": 3.0}, "recipe.epochs"),
 ])
 def test_recipe_planted(kw, expected):
     f, _ = check_recipe(kw["n"], 10_000, kw["method"], kw["epochs"], None, 4, 1, max(kw["n"] // 4, 1))

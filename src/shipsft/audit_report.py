@@ -37,8 +37,8 @@ def svg_histogram(name: str, hist: dict, title: str, xlabel: str, markers: dict[
     def x_of(v: float) -> float:
         return PAD_L + (v - lo) / (hi - lo or 1) * pw
 
-    parts = [f'<svg data-plot="{escape(name)}" class="plot" viewBox="0 0 {W} {H}" width="{W}" height="{H}" '
-             f'role="img" aria-label="{escape(title)}">',
+    parts = [(f'<svg data-plot="{escape(name)}" class="plot" viewBox="0 0 {W} {H}" width="{W}" height="{H}" '
+              f'role="img" aria-label="{escape(title)}">'),
              f'<text class="title" x="{PAD_L}" y="16">{escape(title)}</text>',
              f'<line class="axis" x1="{PAD_L}" y1="{H - PAD_B}" x2="{W - PAD_R}" y2="{H - PAD_B}"/>',
              f'<line class="axis" x1="{PAD_L}" y1="{PAD_T}" x2="{PAD_L}" y2="{H - PAD_B}"/>']
@@ -80,8 +80,8 @@ def svg_bars(name: str, items: list[tuple[str, float]], title: str, fmt: str = "
     row, label_w = 22, 190
     height = PAD_T + row * max(len(items), 1) + 10
     top = max_value or max((v for _, v in items), default=0) or 1
-    parts = [f'<svg data-plot="{escape(name)}" class="plot" viewBox="0 0 {W} {height}" width="{W}" '
-             f'height="{height}" role="img" aria-label="{escape(title)}">',
+    parts = [(f'<svg data-plot="{escape(name)}" class="plot" viewBox="0 0 {W} {height}" width="{W}" '
+              f'height="{height}" role="img" aria-label="{escape(title)}">'),
              f'<text class="title" x="4" y="16">{escape(title)}</text>']
     for k, (label, v) in enumerate(items):
         y = PAD_T + k * row
@@ -184,10 +184,10 @@ def _duplicates_html(dup: dict) -> str:
     bars = svg_bars("duplicate-clusters", [(f"cluster {k + 1}", s) for k, s in enumerate(sizes[:15])],
                     "Largest duplicate clusters (examples per cluster)") if sizes else \
         "<p class='muted' data-plot-empty='duplicate-clusters'>No duplicate clusters.</p>"
-    parts = [f"<p>{dup.get('exact_extra', 0):,} exact extra copies in {dup.get('exact_groups', 0):,} groups; "
-             f"{dup.get('near_extra', 0):,} near-duplicates in {dup.get('near_clusters', 0):,} clusters "
-             f"(MinHash, {dup.get('num_perm')} permutations, {dup.get('shingle')}-word shingles, "
-             f"Jaccard ≥ {dup.get('threshold')}).</p>", bars]
+    parts = [(f"<p>{dup.get('exact_extra', 0):,} exact extra copies in {dup.get('exact_groups', 0):,} groups; "
+              f"{dup.get('near_extra', 0):,} near-duplicates in {dup.get('near_clusters', 0):,} clusters "
+              f"(MinHash, {dup.get('num_perm')} permutations, {dup.get('shingle')}-word shingles, "
+              f"Jaccard ≥ {dup.get('threshold')}).</p>"), bars]
     for c in dup.get("top_exact", [])[:6]:
         parts.append(f"<div class='cluster' data-cluster='exact'><b>exact × {c['size']}</b> "
                      f"<span class='muted'>{escape(', '.join(c['sources']))}</span><div class='t'>"

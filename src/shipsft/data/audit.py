@@ -17,17 +17,18 @@ from __future__ import annotations
 
 import dataclasses
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from shipsft.data.audit_findings import AuditResult, Finding
 from shipsft.data.audit_template import check_template
-from shipsft.data.audit_text import Corpus, check_content, check_contamination, check_duplicates, texts_of
+from shipsft.data.audit_text import Corpus, check_contamination, check_content, check_duplicates, texts_of
 from shipsft.data.audit_tokens import check_lengths, check_masks, check_provenance, check_recipe
 from shipsft.errors import DataError, ShipError
 
-__all__ = ["AuditResult", "Finding", "run_audit", "audit_for_training", "run_audit_cli", "write_audit",
-           "prepare_for_audit", "load_eval_sets"]
+__all__ = ["AuditResult", "Finding", "audit_for_training", "load_eval_sets", "prepare_for_audit", "run_audit",
+           "run_audit_cli", "write_audit"]
 
 TEMPLATE_SAMPLE = 64  # examples re-rendered for parity: ~1 ms each; 64 finds any systematic template bug
 

@@ -168,7 +168,7 @@ def check_eot(tokenizer, rendered: list, kinds: list[str] | None = None, mode: s
     ok = np.isin(ids[ends], sp)
     bad = sorted({rendered[s].source for s in seq[~ok].tolist()})
     eot_ids = ids[ends[ok]]
-    stats = {"spans": int(len(ends)), "spans_without_eot": int((~ok).sum()),
+    stats = {"spans": len(ends), "spans_without_eot": int((~ok).sum()),
              "eot_tokens": {tokenizer.convert_ids_to_tokens(int(t)): int(c)
                             for t, c in zip(*np.unique(eot_ids, return_counts=True))}}
     if not bad:

@@ -14,8 +14,9 @@ import itertools
 import json
 import re
 from collections import defaultdict
+from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Any, Iterable
+from typing import Any
 
 import numpy as np
 
@@ -189,7 +190,7 @@ class Corpus:
     offsets: np.ndarray
 
     @classmethod
-    def of(cls, texts: list[ExampleText], index: WordIndex | None = None) -> "Corpus":
+    def of(cls, texts: list[ExampleText], index: WordIndex | None = None) -> Corpus:
         index = index or WordIndex()
         docs: list[str] = []
         for t in texts:
@@ -241,7 +242,7 @@ def lsh_candidate_groups(sig: np.ndarray, has: np.ndarray, bands: int = 16) -> l
     16 bands x 4 rows over 64 permutations: a pair with Jaccard 0.8 shares some band with probability
     1-(1-0.8^4)^16 = 0.9998, a pair at 0.5 with 0.64; candidates are then verified on the full signature.
     """
-    n, num_perm = sig.shape
+    num_perm = sig.shape[1]
     rows = num_perm // bands
     idx = np.flatnonzero(has)
     groups = []
@@ -254,7 +255,7 @@ def lsh_candidate_groups(sig: np.ndarray, has: np.ndarray, bands: int = 16) -> l
         order = np.argsort(key, kind="stable")
         k = key[order]
         cut = np.flatnonzero(np.r_[True, k[1:] != k[:-1], True])
-        for s, e in zip(cut[:-1], cut[1:]):
+        for s, e in itertools.pairwise(cut):
             if e - s > 1:
                 groups.append(idx[order[s:e]])
     return groups
@@ -549,20 +550,20 @@ def check_content(texts: list[ExampleText], refusal_warn: float = 0.05) -> tuple
              "refusals": len(refusals), "refusal_share": round(len(refusals) / max(len(answered), 1), 4)}
     rules = [  # (sources, check, severity, message, fix)
         (empty, "content.empty_answer", "error",
-         f"{len(empty)} example(s) have an empty or whitespace-only answer: the model is taught to answer with "
-         "nothing.", "fill in or remove these examples"),
+         (f"{len(empty)} example(s) have an empty or whitespace-only answer: the model is taught to answer with "
+          "nothing."), "fill in or remove these examples"),
         (placeholder, "content.placeholder", "warning",
-         f"{len(placeholder)} answer(s) contain placeholder text (lorem ipsum, TODO, [insert ...], <placeholder>, "
-         "{{var}}): the model will learn to emit it.", "replace the placeholders with real content or drop these"),
+         (f"{len(placeholder)} answer(s) contain placeholder text (lorem ipsum, TODO, [insert ...], <placeholder>, "
+          "{{var}}): the model will learn to emit it."), "replace the placeholders with real content or drop these"),
         (fences, "content.code_fence", "warning",
-         f"{len(fences)} answer(s) have an odd number of ``` fences (an unclosed code block): broken markdown gets "
-         "learned as the format.", "close the code blocks"),
+         (f"{len(fences)} answer(s) have an odd number of ``` fences (an unclosed code block): broken markdown gets "
+          "learned as the format."), "close the code blocks"),
         (echo, "content.echo_prompt", "warning",
          f"{len(echo)} answer(s) start by repeating the user's message verbatim: the model learns to parrot.",
          "strip the echoed prompt from the answers (often a data-extraction bug)"),
         (short, "content.short_answer", "warning",
-         f"{len(short)} answer(s) are under {short_cut:.0f} words where the median answer has {median:.0f}: likely "
-         "truncated or lazy targets.", "check them; complete or remove"),
+         (f"{len(short)} answer(s) are under {short_cut:.0f} words where the median answer has {median:.0f}: "
+          "likely truncated or lazy targets."), "check them; complete or remove"),
     ]
     for sources, check, severity, message, fix in rules:
         if sources:

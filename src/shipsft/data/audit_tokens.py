@@ -38,7 +38,7 @@ def percentiles(values) -> dict:
     if len(v) == 0:
         return {"n": 0, "p50": 0, "p90": 0, "p99": 0, "max": 0, "mean": 0, "sum": 0}
     p50, p90, p99 = np.percentile(v, [50, 90, 99])
-    return {"n": int(len(v)), "p50": float(p50), "p90": float(p90), "p99": float(p99), "max": float(v.max()),
+    return {"n": len(v), "p50": float(p50), "p90": float(p90), "p99": float(p99), "max": float(v.max()),
             "mean": round(float(v.mean()), 2), "sum": int(v.sum())}
 
 
@@ -57,9 +57,8 @@ def check_masks(rendered: list, max_length: int | None = None) -> tuple[list[Fin
     # and its last token is a trained one (after truncation: the end-of-turn marker is gone).
     cut = []
     for r in rendered:
-        if max_length is not None and len(r.ids) > max_length and any(r.mask[max_length:]):
-            cut.append(r.source)
-        elif r.truncated and r.mask and r.mask[-1]:
+        untruncated_cut = max_length is not None and len(r.ids) > max_length and any(r.mask[max_length:])
+        if untruncated_cut or (r.truncated and r.mask and r.mask[-1]):
             cut.append(r.source)
     stats = {"n_sequences": len(rendered), "trained_tokens": int(n_trained.sum()), "tokens": int(lengths.sum()),
              "trained_share": {**percentiles(share), "hist": histogram(share, 20, 0.0, 1.0)},
