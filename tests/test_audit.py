@@ -567,3 +567,18 @@ def test_parity_flags_sequences_without_an_example(qwen):
     rendered[1].source = "moved.jsonl:2"  # e.g. a cache entry written for a file at another path
     f, _ = check_parity(qwen, exs, rendered)
     assert checks(f) == {"template.sources": "error"} and f[0].examples == ["moved.jsonl:2"]
+
+
+@pytest.mark.parametrize("name", ["qwen2.5-instruct", "llama-3.2-instruct", "mistral-7b-instruct-v0.3", "qwen3"])
+def test_all_template_checks_clean_on_real_families(name):
+    """No false alarms on the real templates: multi-turn, system message (merged where the template drops it)."""
+    from shipsft.data.audit_template import check_template
+
+    tok = fixture_tokenizer(name)
+    kw = {"date_string": "26 Jul 2024"} if name.startswith("llama") else {}
+    policy = "merge" if name.startswith("mistral") else "keep"
+    exs = [chat(f"t:{i}", f"Hi {i}", f"Hello {i}!", "2+2?", "4", system="Be terse.") for i in range(3)]
+    rendered = render(tok, exs, template_kwargs=kw, system_message=policy)
+    f, s = check_template(tok, exs, rendered, template_kwargs=kw, system_message=policy)
+    assert [x for x in f if x.severity != "info"] == []
+    assert s["parity"]["sampled"] == len(rendered) and s["eot"]["spans"] == 6
