@@ -254,3 +254,105 @@ def test_early_stopping_and_selection_rules(tmp_path):
     assert (tmp_path / "run" / "final" / "weights.txt").read_text() == "20"
     # lower loss came with a higher metric; the tie at 0.8 gets average ranks: rho = -0.9487, not -1
     assert promo.spearman_eval_loss == pytest.approx(-0.9486833, abs=1e-6)
+
+
+@pytest.mark.slow
+def test_train_loop_gates_promotes_and_exits_3(tok, tmp_path):
+    """Through the real loop (shipsft.train.run_train) on a tiny full fine-tune, then `shipsft eval` on the run."""
+    import io
+
+    from rich.console import Console
+
+    from shipsft.eval_cli import run_eval_cli
+    from shipsft.train import run_train
+
+    model_dir = tmp_path / "tiny"
+    tiny_model(tok).save_pretrained(model_dir)
+    tok.save_pretrained(model_dir)
+    suite = write_suite(tmp_path / "qa.jsonl")
+    train = tmp_path / "train.jsonl"
+    train.write_text(suite.read_text() * 8)  # 48 conversations -> 24 packed rows -> 12 steps per epoch
+
+    def run(name, **ev):
+        cfg = RunConfig.model_validate({
+            "model": {"path": str(model_dir)}, "data": {"train": [str(train)], "max_length": 64},
+            "method": {"name": "full"}, "optim": {"lr": 0.01, "warmup_ratio": 0, "schedule": "constant"},
+            "train": {"epochs": 6, "batch_rows": 2, "precision": "fp32"}, "output": {"dir": str(tmp_path), "name": name},
+            "eval": {"suites": [{"name": "qa", "data": str(suite), "metrics": ["exact_match"], "max_new_tokens": 8}],
+                     **ev}})
+        out = io.StringIO()
+        code = run_train(cfg, skip_audit=True, argv=["test"], console=Console(file=out, width=200))
+        return code, out.getvalue(), tmp_path / name
+
+    code, log, run_dir = run("ok", gates=[{"metric": "exact_match", "value": 0.5}])
+    promo = json.loads((run_dir / "promotion.json").read_text())
+    assert code == 0 and promo["promoted"] and (run_dir / "final" / "model.safetensors").exists()
+    assert promo["step"] == min(c["step"] for c in promo["candidates"] if c["passed"] and c["value"] == promo["value"])
+    assert promo["spearman_eval_loss"] < -0.5  # inside one recipe, lower eval loss came with a better task metric
+    assert "PROMOTED step" in log and "qa/exact_match" in log  # the before/after table is printed
+
+    out = io.StringIO()
+    assert run_eval_cli(str(run_dir), [suite], out=tmp_path / "eval.json", console=Console(file=out, width=200)) == 0
+    saved = json.loads((tmp_path / "eval.json").read_text())
+    row = saved["suites"]["qa"]["rows"][0]
+    assert saved["baseline"] == str(model_dir) and row["base"] == 0.0 and row["tuned"] == promo["value"]
+    assert "before / after" in out.getvalue()
+
+    # early stopping (patience 1: the metric does not move from 0 between the first two epochs) and exit code 3
+    code, log, run_dir = run("stop", gates=[{"metric": "exact_match", "value": 0.99}],
+                             early_stopping={"metric": "exact_match", "patience": 1})
+    promo = json.loads((run_dir / "promotion.json").read_text())
+    assert code == 3 and not promo["promoted"] and not (run_dir / "final").exists()
+    assert [c["step"] for c in promo["candidates"]] == [12, 24] and "early stopping at step 24" in log
+    assert "gate qa/exact_match >= 0.99: best 0, short by 0.99" in log
+
+
+def test_eval_cli_adapter_uses_disabled_adapter_as_baseline(tok, tmp_path):
+    """`shipsft eval ADAPTER --baseline BASE`: the base is scored with the adapter off (no second model)."""
+    import io
+
+    import peft
+    from rich.console import Console
+
+    from shipsft.eval_cli import run_eval_cli
+
+    model_dir = tmp_path / "tiny"
+    tiny_model(tok).save_pretrained(model_dir)
+    tok.save_pretrained(model_dir)
+    suite = write_suite(tmp_path / "qa.jsonl")
+    from transformers import AutoModelForCausalLM
+
+    base = AutoModelForCausalLM.from_pretrained(model_dir)
+    # a random tiny model only memorises through LoRA at full rank (64 = hidden) with a trained head
+    lora = peft.get_peft_model(base, peft.LoraConfig(r=64, lora_alpha=64, target_modules="all-linear",
+                                                     modules_to_save=["lm_head"]))
+    items = build_items(eval_renderer(tok), [Example(source=f"s:{i}", messages=[
+        {"role": "user", "content": q}, {"role": "assistant", "content": a}]) for i, (q, a) in enumerate(QA)])
+    train_steps(lora, items, 100, lr=3e-3)
+    lora.save_pretrained(tmp_path / "adapter")
+    out = io.StringIO()
+    code = run_eval_cli(str(tmp_path / "adapter"), [suite], baseline=str(model_dir), metrics=["exact_match", "rouge_l"],
+                        limit=4, out=tmp_path / "e.json", console=Console(file=out, width=200))
+    rows = {r["metric"]: r for r in json.loads((tmp_path / "e.json").read_text())["suites"]["qa"]["rows"]}
+    assert code == 0 and rows["exact_match"]["n"] == 4 and rows["exact_match"]["base"] == 0.0
+    assert rows["exact_match"]["tuned"] == 1.0 and rows["rouge_l"]["delta"] == 1.0
+    assert "before / after" in out.getvalue()
+
+
+@pytest.mark.slow
+def test_smollm2_generation_batched_equals_single(smollm2_tokenizer):
+    """The real SmolLM2 (pad == eos, default system prompt): left-padded batches give the unbatched answers."""
+    from shipsft.config import RunConfig as Cfg
+    from shipsft.model import load_base
+
+    model, _ = load_base(Cfg(), torch.device("cpu"))
+    tok = smollm2_tokenizer
+    items = build_items(eval_renderer(tok), [load_probe()[0], load_probe()[4]])  # France capital; 12 x 8
+    assert eot_ids(tok, model) == [tok.convert_tokens_to_ids("<|im_end|>")]
+    prompts = [it.prompt_ids for it in items]
+    batched = generate(model.eval(), tok, prompts, stop_ids=eot_ids(tok, model), max_new_tokens=16)
+    single = [generate(model, tok, [p], stop_ids=eot_ids(tok, model), max_new_tokens=16)[0] for p in prompts]
+    assert batched == single
+    assert "Paris" in batched[0] and batched[1].startswith("12 multiplied by 8")  # (it says 104: a probe item
+    # the base model gets wrong, which is fine: the probe measures change from the base, not correctness)
+    assert not any("<|im_end|>" in b or "<|im_start|>" in b for b in batched)

@@ -78,7 +78,7 @@ def line_chart(title: str, series: dict[str, list[tuple[float, float]]], x_label
         return top + ph - (y - y0) / ((y1 - y0) or 1) * ph
 
     out = [f'<svg class="chart" role="img" aria-label="{_esc(title)}" width="{width}" height="{height + 18 * ((len(series) + 2) // 3)}" '
-           f'viewBox="0 0 {width} {height + 18 * ((len(series) + 2) // 3)}" xmlns="http://www.w3.org/2000/svg">',
+           f'viewBox="0 0 {width} {height + 18 * ((len(series) + 2) // 3)}">',
            f'<text x="{left}" y="16" class="title">{_esc(title)}</text>']
     for t in xt:
         out.append(f'<line x1="{px(t):.1f}" y1="{top}" x2="{px(t):.1f}" y2="{top + ph}" class="grid"/>'
@@ -149,8 +149,10 @@ def _eval_section(evals: list[dict]) -> str:
                  if any(n in e["metrics"] for e in smoke)})
     drift_keys = ("kl_to_base", "probe_kl", "general_loss_increase")
     drift = {k: [(e["step"], e["metrics"].get(k)) for e in full] for k in drift_keys}
-    losses = {k: [(e["step"], v) for e in full for kk, v in e["metrics"].items() if kk == k]
-              for k in sorted({k for e in full for k in e["metrics"] if k.endswith("eval_loss") or k == "probe_loss"})}
+    loss_keys = sorted({k for e in full for k in e["metrics"] if k.endswith("/eval_loss") or k == "probe_loss"})
+    if sum(k.endswith("/eval_loss") for k in loss_keys) > 1:  # with one suite the run-wide eval_loss is the same line
+        loss_keys.append("eval_loss")
+    losses = {k: [(e["step"], e["metrics"].get(k)) for e in full] for k in loss_keys}
     method = next((e.get("kl_method") for e in full if e.get("kl_method")), None)
     charts = [line_chart("task metrics (step 0 = base model)", task, dashed={k for k in task if k.startswith("smoke")}),
               line_chart("drift from the base model", drift), line_chart("eval loss on reference answers", losses)]
@@ -164,7 +166,9 @@ def _decision_section(promo: dict | None) -> str:
     ok = promo.get("promoted")
     cls = "verdict pass" if ok else "verdict fail"
     head = "PROMOTED" if ok else "NOT PROMOTED"
-    detail = _esc(promo.get("message", "")).split("\n")[0]
+    first = promo.get("message", "").split("\n")[0]
+    detail = _esc(first.split(":", 1)[1].strip() if first.startswith("NOT PROMOTED:") else
+                  first.removeprefix("PROMOTED").strip())
     parts = [f"<div class='{cls}' id='verdict'><b>{head}</b> — {detail}</div>"]
     gates = promo.get("gates") or []
     if gates:
