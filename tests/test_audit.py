@@ -329,7 +329,7 @@ def test_contamination_exact_ngram_and_clean():
     f, s = check_contamination(texts_of(train), {"suite qa": evals})
     got = {x.check: x for x in f}
     assert got["contamination.exact"].severity == "error"
-    assert got["contamination.exact"].examples == ["eval.jsonl:1 [id=q-1] (prompt)"]
+    assert got["contamination.exact"].examples == ["eval.jsonl:1 (id q-1) (prompt)"]
     assert got["contamination.ngram"].examples == ["eval.jsonl:2 (answer)"]
     assert s["sets"]["suite qa"]["exact"] == 1 and s["sets"]["suite qa"]["overlap"] == 1
     f, _ = check_contamination(texts_of(train), {"clean": texts_of(fresh)})
@@ -582,3 +582,22 @@ def test_all_template_checks_clean_on_real_families(name):
     f, s = check_template(tok, exs, rendered, template_kwargs=kw, system_message=policy)
     assert [x for x in f if x.severity != "info"] == []
     assert s["parity"]["sampled"] == len(rendered) and s["eot"]["spans"] == 6
+
+
+def test_shipsft_train_refuses_to_start_on_audit_errors(tmp_path, smollm2_tokenizer):
+    """The issue's 'done when': `shipsft train` blocks on audit errors, says how to fix or override, loads no model."""
+    from typer.testing import CliRunner
+
+    from shipsft.cli import app
+
+    rows = clean_rows()
+    make_config(tmp_path, rows, [conv(rows[5]["messages"][0]["content"], "x")],
+                extra=f"output:\n  dir: {tmp_path / 'runs'}\n  name: blocked\n")
+    # SHIPSFT_ALLOCATOR=system: otherwise `train` re-executes itself under tcmalloc, replacing the pytest process
+    res = CliRunner().invoke(app, ["train", str(tmp_path / "config.yaml")], env={"SHIPSFT_ALLOCATOR": "system"})
+    out = res.output + (res.stderr if res.stderr_bytes is not None else "")
+    assert res.exit_code == 1, out
+    assert "refuses to start" in out and "contamination.exact" in out and "fix:" in out and "--skip-audit" in out
+    audit = json.loads((tmp_path / "runs" / "blocked" / "audit.json").read_text())
+    assert audit["summary"]["errors"] == 1
+    assert not (tmp_path / "runs" / "blocked" / "manifest.json").exists()  # stopped before the model was loaded

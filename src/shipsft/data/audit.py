@@ -249,7 +249,7 @@ def print_summary(result: AuditResult, console, paths: tuple[Path, Path] | None 
                else "[bold green]ready to train[/bold green]")
     console.print(f"{n_e} error(s), {n_w} warning(s), {n_i} info — {verdict}")
     if paths:
-        console.print(f"wrote {paths[0]} and {paths[1]}")
+        console.print(Text(f"wrote {paths[0]} and {paths[1]}"))  # Text: a path is never read as rich markup
 
 
 def run_audit_cli(cfg, out_dir: str | Path | None = None, console=None, config_path: str | Path | None = None) -> int:

@@ -73,7 +73,7 @@ class AuditResult:
         lines = [f"the pre-flight audit found {len(self.errors)} error(s); training refuses to start:"]
         for f in self.errors:
             where = f" (e.g. {', '.join(f.examples[:3])})" if f.examples else ""
-            lines.append(f"  [{f.check}] {f.message}{where}")
+            lines.append(f"  {f.check}: {f.message}{where}")
             if f.fix:
                 lines.append(f"      fix: {f.fix}")
         lines.append(f"Fix the data/config and re-run, or override with `{override_hint}` "

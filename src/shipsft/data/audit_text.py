@@ -67,7 +67,8 @@ def _message_text(m: dict) -> str:
 def example_text(ex, mask: str = "all_assistant") -> ExampleText:
     """Split one `Example` into prompt and trained answers, following the configured mask mode."""
     meta = ex.meta or {}
-    source = ex.source if meta.get("id") is None else f"{ex.source} [id={meta['id']}]"
+    # "(id X)", not "[id=X]": the CLI prints findings through rich, which would take "[id=X]" for a style tag
+    source = ex.source if meta.get("id") is None else f"{ex.source} (id {meta['id']})"
     if ex.kind == "text":
         return ExampleText(source, "", [], [], ex.text or "", ex.text or "")
     if ex.kind == "completion_text":
