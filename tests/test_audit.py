@@ -601,3 +601,8 @@ def test_shipsft_train_refuses_to_start_on_audit_errors(tmp_path, smollm2_tokeni
     audit = json.loads((tmp_path / "runs" / "blocked" / "audit.json").read_text())
     assert audit["summary"]["errors"] == 1
     assert not (tmp_path / "runs" / "blocked" / "manifest.json").exists()  # stopped before the model was loaded
+
+
+def test_contamination_without_eval_data_says_so():
+    f, s = check_contamination(texts_of(clean_examples(5)), {})
+    assert checks(f) == {"contamination.no_eval": "info"} and s["sets"] == {}

@@ -412,7 +412,12 @@ def check_contamination(train: list[ExampleText], evals: dict[str, list[ExampleT
     findings: list[Finding] = []
     stats: dict[str, Any] = {"ngram": ngram, "sets": {}}
     if not evals:
-        return findings, stats
+        return [Finding(
+            "contamination.no_eval", "info",
+            "no eval data is configured (data.eval, eval.suites), so nothing was checked for leaks and training "
+            "will have no held-out signal for early stopping or promotion.",
+            fix="hold out a few hundred examples as data.eval or an eval suite (seed 001: eval-gated, not "
+                "loss-gated)")], stats
 
     def long_enough(s: str) -> bool:
         return len(s.split()) >= min_exact_words
