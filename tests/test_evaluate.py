@@ -14,7 +14,7 @@ import torch
 
 from shipsft.config import RunConfig
 from shipsft.data.types import Example
-from shipsft.drift import BUDGET, _batches, mean_kl, teacher_forced
+from shipsft.drift import BUDGET, _batches, mean_kl, mean_loss, teacher_forced
 from shipsft.evaluate import TrainingEval, load_probe
 from shipsft.generate import build_items, eot_ids, eval_renderer, generate
 from shipsft.promote import EarlyStop, promote
@@ -107,24 +107,37 @@ def test_generation_is_batch_invariant_and_stops_at_eot(tok):
     assert batched == [a for _, a in QA]  # memorised, and cut at <|im_end|> (pad == eos must not break it)
 
 
-def test_teacher_forced_loss_is_padding_invariant_and_flat(tok):
+def test_teacher_forced_loss_is_padding_invariant(tok):
     model = tiny_model(tok)
     items = build_items(eval_renderer(tok), load_probe()[:5])
     together = teacher_forced(model, items, pad_id=tok.pad_token_id, batch_size=5)
     alone = [teacher_forced(model, [it], pad_id=tok.pad_token_id)[0] for it in items]
-    for a, b in zip(together, alone):
-        assert a.n == b.n == sum(it_m for it_m in a_mask(items, a, together))
-        assert a.nll == pytest.approx(b.nll, rel=1e-4)
-    # batches never hold more than the budget of logits: batch x kept span x vocab elements
-    spans = [(len(it.ids), len(it.ids) - it.mask.index(True) + 1) for it in items]
-    for chunk in _batches(spans, vocab=49152, batch_size=8, budget=200 * 49152):
-        assert len(chunk) * max(spans[i][1] for i in chunk) * 49152 <= 200 * 49152 or len(chunk) == 1
-    assert BUDGET == 2**25
+    for it, a, b in zip(items, together, alone):
+        assert a.n == b.n == sum(it.mask[1:])  # every reference token (+ end-of-turn) scored, nothing else
+        assert a.nll == pytest.approx(b.nll, rel=1e-4)  # left padding + position ids: neighbours change nothing
 
 
-def a_mask(items, stat, stats):
-    it = items[stats.index(stat)]
-    return [sum(it.mask[1:])]
+def test_eval_memory_is_flat_in_the_number_of_examples(tok):
+    """Failure mode 16: the largest logits tensor the LM head ever produces does not grow with the eval set."""
+    model = tiny_model(tok)
+    probe = build_items(eval_renderer(tok), load_probe())
+    sizes: list[int] = []
+    hook = model.get_output_embeddings().register_forward_hook(lambda m, i, out: sizes.append(out.numel()))
+    try:
+        peaks = []
+        for n in (8, 40):
+            sizes.clear()
+            teacher_forced(model, probe[:n], pad_id=2, batch_size=8, budget=4 * len(tok) * 16)
+            generate(model, tok, [it.prompt_ids for it in probe[:n]], stop_ids=[2], max_new_tokens=4, batch_size=8)
+            peaks.append(max(sizes))
+    finally:
+        hook.remove()
+    longest = max(len(it.ids) - it.mask.index(True) + 1 for it in probe)
+    # 5x the examples, the same bound: the budget (or one item's answer span), never [N, T, V]
+    assert max(peaks) <= max(4 * 16, longest) * len(tok) < 40 * longest * len(tok) / 8
+    spans = [(len(it.ids), len(it.ids) - it.mask.index(True) + 1) for it in probe]
+    for chunk in _batches(spans, vocab=49152, batch_size=8, budget=BUDGET):
+        assert len(chunk) * max(spans[i][1] for i in chunk) * 49152 <= BUDGET  # 128 MB of fp32 logits per batch
 
 
 def test_kl_lora_exact_and_full_ft_bound(tok):
@@ -197,7 +210,7 @@ def test_training_eval_promotes_best_and_writes_records(tok, tmp_path):
 
 
 def test_not_promoted_names_the_gate_and_margin(tok, tmp_path):
-    cfg = make_cfg(tmp_path, forgetting_probe=False,
+    cfg = make_cfg(tmp_path, forgetting_probe=False, kl_max_examples=2,
                    gates=[{"metric": "exact_match", "op": ">=", "value": 0.9},
                           {"metric": "kl_to_base", "op": "<=", "value": 1e-6}])
     model = tiny_model(tok)
@@ -205,7 +218,11 @@ def test_not_promoted_names_the_gate_and_margin(tok, tmp_path):
     ev.baseline()
     train_steps(model, ev.suites[0].items, 80)
     ckpt = save(model, tmp_path / "ckpt")
-    kl = ev.full(80)["kl_to_base"]
+    got = ev.full(80)
+    kl = got["kl_to_base"]
+    # KL on the first 2 items only, eval loss on all 6: the split pass gives the same loss as one pass over all
+    assert len(ev.kl_items) == 2 and len(ev.rest_items) == 4
+    assert got["qa/eval_loss"] == pytest.approx(mean_loss(teacher_forced(model, ev.suites[0].items, pad_id=2)))
     promo = ev.finalize({80: ckpt})
     assert not promo.promoted and promo.exit_code == 3 and not (tmp_path / "run" / "final").exists()
     assert f"gate kl_to_base <= 1e-06: best {kl:.4g}, short by {kl - 1e-6:.4g}" in promo.message
@@ -356,3 +373,15 @@ def test_smollm2_generation_batched_equals_single(smollm2_tokenizer):
     assert "Paris" in batched[0] and batched[1].startswith("12 multiplied by 8")  # (it says 104: a probe item
     # the base model gets wrong, which is fine: the probe measures change from the base, not correctness)
     assert not any("<|im_end|>" in b or "<|im_start|>" in b for b in batched)
+
+
+def test_unmeasured_gate_fails_and_baseline_is_required(tok, tmp_path):
+    cfg = RunConfig.model_validate({"eval": {
+        "suites": [{"name": "qa", "data": "x.jsonl"}], "gates": [{"metric": "probe_kl", "op": "<=", "value": 0.1}]}})
+    (tmp_path / "c").mkdir()
+    promo = promote(cfg.eval, [{"step": 5, "metrics": {"qa/exact_match": 1.0}}], {5: tmp_path / "c"}, tmp_path)
+    assert promo.exit_code == 3 and "gate probe_kl <= 0.1: not measured at any checkpoint" in promo.message
+
+    ev = TrainingEval(make_cfg(tmp_path), tok, tiny_model(tok), tmp_path / "run")
+    with pytest.raises(RuntimeError, match=r"baseline\(\) must run before the first optimizer step"):
+        ev.full(1)

@@ -44,6 +44,9 @@ class TopK:
     logp: torch.Tensor  # [A, k] float32
     rest: torch.Tensor  # [A] float32, log(1 - sum(exp(logp)))
 
+    def to(self, device) -> "TopK":
+        return TopK(self.idx.to(device), self.logp.to(device), self.rest.to(device))
+
 
 @dataclass
 class SeqStats:
@@ -102,13 +105,14 @@ def teacher_forced(model, items: Sequence[EvalItem], *, pad_id: int, ref: str | 
     was_training = model.training
     model.eval()
     vocab = model.get_output_embeddings().weight.shape[0]
+    device = next(model.parameters()).device
     targets = [_targets(it) for it in items]
     spans = [(len(it.ids), len(it.ids) - pos[0]) for it, (pos, _) in zip(items, targets)]
     out: list[SeqStats | None] = [None] * len(items)
     try:
         for chunk in _batches(spans, vocab, batch_size, budget):
             keep = max(spans[i][1] for i in chunk)
-            ids, mask = left_pad([items[i].ids for i in chunk], pad_id)
+            ids, mask = left_pad([items[i].ids for i in chunk], pad_id, device)
             # positions count from each row's first real token, as in training (left padding must not shift RoPE)
             position_ids = (mask.cumsum(-1) - 1).clamp_min(0)
             kw = dict(input_ids=ids, attention_mask=mask, position_ids=position_ids, use_cache=False,
@@ -121,17 +125,17 @@ def teacher_forced(model, items: Sequence[EvalItem], *, pad_id: int, ref: str | 
             for row, i in enumerate(chunk):
                 pos, ys = targets[i]
                 # column of position t of item i inside the kept window: (width - len + t) - (width - keep)
-                cols = torch.tensor([keep - len(items[i].ids) + t for t in pos])
+                cols = torch.tensor([keep - len(items[i].ids) + t for t in pos], device=device)
                 logp = torch.log_softmax(logits[row, cols], dim=-1)
-                nll = -logp.gather(-1, torch.tensor(ys).unsqueeze(-1)).sum().item()
+                nll = -logp.gather(-1, torch.tensor(ys, device=device).unsqueeze(-1)).sum().item()
                 stats = SeqStats(nll=nll, n=len(ys))
                 if base_logits is not None:
                     base_logp = torch.log_softmax(base_logits[row, cols], dim=-1)
                     stats.kl = (logp.exp() * (logp - base_logp)).sum().item()
                 elif isinstance(ref, list):
-                    stats.kl = _bucket_kl(logp, ref[i]).sum().item()
+                    stats.kl = _bucket_kl(logp, ref[i].to(device)).sum().item()
                 if cache_topk:
-                    stats.topk = _topk(logp, cache_topk)
+                    stats.topk = _topk(logp, cache_topk).to("cpu")  # the cache lives in host memory
                 out[i] = stats
             del logits, base_logits
     finally:

@@ -124,8 +124,18 @@ class TrainingEval:
         if problems:
             raise ConfigError(problems)
         self.probe = build_items(renderer, load_probe()) if self.ecfg.forgetting_probe else []
-        # KL is measured on the first kl_max_examples of each suite plus the probe (fixed set, comparable over steps)
-        self.kl_items = [it for s in self.suites for it in s.items[: self.ecfg.kl_max_examples]] + self.probe
+        # KL is measured on the first kl_max_examples of each suite plus the probe (a fixed set, comparable over
+        # steps); eval loss on every suite item. One teacher-forced pass over each item: the KL set with the base
+        # reference, the rest of the suites without.
+        k = self.ecfg.kl_max_examples
+        self.kl_items = [it for s in self.suites for it in s.items[:k]] + self.probe
+        self.rest_items = [it for s in self.suites for it in s.items[k:]]
+        self.suite_index: dict[str, tuple[list[int], list[int]]] = {}  # suite -> (kl_items idx, rest_items idx)
+        a = b = 0
+        for s in self.suites:
+            head, tail = len(s.items[:k]), len(s.items[k:])
+            self.suite_index[s.name] = (list(range(a, a + head)), list(range(b, b + tail)))
+            a, b = a + head, b + tail
         self.stop_ids = eot_ids(tokenizer, model)
         self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else self.stop_ids[0]
         # LoRA: the base is the same model with the adapter off (exact). Full FT: the base's top-k, cached at baseline.
@@ -144,14 +154,13 @@ class TrainingEval:
     def baseline(self) -> dict[str, float]:
         """Base model on every suite + probe, before step 1. Returns flat metrics."""
         t0 = time.perf_counter()
-        metrics, samples_out, scores = self._suites_pass(self.suites, None)
+        metrics, samples_out, scores = self._generate_all()
         self.base_scores = scores
         full_ft = self.kl_ref is None and self.ecfg.kl_to_base
-        stats = teacher_forced(self.model, self.kl_items, pad_id=self.pad_id, cache_topk=TOPK if full_ft else 0,
-                               batch_size=self.ecfg.batch_size)
+        forced, stats = self._forced(None, cache_topk=TOPK if full_ft else 0, kl_zero=True)
         if full_ft:
             self.kl_ref = [s.topk for s in stats]
-        metrics.update(self._probe_metrics(stats, kl_zero=True))
+        metrics.update(forced)
         self._write("baseline", 0, metrics, samples_out, t0)
         return metrics
 
@@ -168,11 +177,12 @@ class TrainingEval:
 
     def full(self, step: int, epoch_end: bool = False) -> dict[str, float]:
         """Every suite + eval loss + KL to base + forgetting probe. Updates early stopping. Returns flat metrics."""
+        if self.base_probe_loss is None and self.probe or (self.ecfg.kl_to_base and self.kl_ref is None):
+            raise RuntimeError("TrainingEval.baseline() must run before the first optimizer step: KL, the forgetting "
+                               "probe and the before/after table compare against it")
         t0 = time.perf_counter()
-        metrics, samples_out, scores = self._suites_pass(self.suites, step)
-        stats = teacher_forced(self.model, self.kl_items, pad_id=self.pad_id,
-                               ref=self.kl_ref if self.ecfg.kl_to_base else None, batch_size=self.ecfg.batch_size)
-        metrics.update(self._probe_metrics(stats))
+        metrics, samples_out, scores = self._generate_all()
+        metrics.update(self._forced(self.kl_ref if self.ecfg.kl_to_base else None)[0])
         self.evals.append({"step": step, "metrics": metrics, "scores": scores})
         if self.early is not None:
             self.early.update(metrics)
@@ -199,22 +209,34 @@ class TrainingEval:
 
     # -- helpers --------------------------------------------------------------------------------------------------
 
-    def _suites_pass(self, suites: list[Suite], step: int | None):
+    def _generate_all(self):
+        """Generate on every suite: (flat metrics, samples for the report, per-example scores per suite)."""
         metrics: dict[str, float] = {}
         scores: dict[str, list[dict[str, float]]] = {}
         kept: list[dict] = []
-        stats_all: list[SeqStats] = []
-        for s in suites:
+        for s in self.suites:
             run = run_suite(self.model, self.tok, s, s.items, self.stop_ids, self.ecfg.batch_size)
             metrics.update({f"{s.name}/{k}": v for k, v in run.metrics.items()})
             scores[s.name] = run.scores
-            stats = teacher_forced(self.model, s.items, pad_id=self.pad_id, batch_size=self.ecfg.batch_size)
-            metrics[f"{s.name}/eval_loss"] = mean_loss(stats)
-            stats_all += stats
             kept += [{"suite": s.name, **x} for x in samples(s.items, run.outputs, self.ecfg.samples)]
-        if stats_all:
-            metrics["eval_loss"] = mean_loss(stats_all)
         return metrics, kept, scores
+
+    def _forced(self, ref, cache_topk: int = 0, kl_zero: bool = False) -> tuple[dict[str, float], list[SeqStats]]:
+        """Eval loss per suite, KL to base and the probe's loss, from one teacher-forced pass over each item."""
+        kw = dict(pad_id=self.pad_id, batch_size=self.ecfg.batch_size)
+        kl_stats = teacher_forced(self.model, self.kl_items, ref=ref, cache_topk=cache_topk, **kw)
+        rest = teacher_forced(self.model, self.rest_items, **kw)
+        metrics: dict[str, float] = {}
+        every: list[SeqStats] = []
+        for s in self.suites:
+            head, tail = self.suite_index[s.name]
+            stats = [kl_stats[i] for i in head] + [rest[i] for i in tail]
+            metrics[f"{s.name}/eval_loss"] = mean_loss(stats)
+            every += stats
+        if every:
+            metrics["eval_loss"] = mean_loss(every)
+        metrics.update(self._probe_metrics(kl_stats, kl_zero))
+        return metrics, kl_stats
 
     def _probe_metrics(self, stats: list[SeqStats], kl_zero: bool = False) -> dict[str, float]:
         out: dict[str, float] = {}

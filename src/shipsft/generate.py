@@ -121,7 +121,7 @@ def _last_turn_example(ex: Example) -> Example:
     return Example(source=ex.source, kind="chat", messages=ex.messages[: last + 1], tools=ex.tools, meta=ex.meta)
 
 
-def left_pad(seqs: list[list[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
+def left_pad(seqs: list[list[int]], pad_id: int, device=None) -> tuple[torch.Tensor, torch.Tensor]:
     """input_ids and attention_mask, padded on the left so every row ends at the last column."""
     width = max(len(s) for s in seqs)
     ids = torch.full((len(seqs), width), pad_id, dtype=torch.long)
@@ -129,7 +129,7 @@ def left_pad(seqs: list[list[int]], pad_id: int) -> tuple[torch.Tensor, torch.Te
     for row, s in enumerate(seqs):
         ids[row, width - len(s):] = torch.tensor(s, dtype=torch.long)
         mask[row, width - len(s):] = 1
-    return ids, mask
+    return ids.to(device), mask.to(device)
 
 
 @torch.no_grad()
@@ -142,12 +142,13 @@ def generate(model, tokenizer, prompts: list[list[int]], *, stop_ids: list[int],
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else stop_ids[0]
     was_training = model.training
     model.eval()
+    device = next(model.parameters()).device
     order = sorted(range(len(prompts)), key=lambda i: len(prompts[i]))
     outputs: list[str] = [""] * len(prompts)
     try:
         for start in range(0, len(order), batch_size):
             chunk = order[start:start + batch_size]
-            ids, mask = left_pad([prompts[i] for i in chunk], pad_id)
+            ids, mask = left_pad([prompts[i] for i in chunk], pad_id, device)
             out = model.generate(input_ids=ids, attention_mask=mask, max_new_tokens=max_new_tokens,
                                  do_sample=do_sample, eos_token_id=stop_ids, pad_token_id=pad_id, use_cache=True,
                                  temperature=None, top_p=None, top_k=None)

@@ -88,7 +88,9 @@ class EarlyStop:
     bad: int = 0  # full evals since the last improvement
 
     def update(self, metrics: dict[str, float]) -> None:
-        value = metrics[self.metric]
+        value = metrics.get(self.metric)
+        if value is None:
+            return  # not measured in this eval: neither an improvement nor a miss
         better = self.best is None or (value > self.best + self.min_delta if self.mode == "max"
                                        else value < self.best - self.min_delta)
         if better:
@@ -115,13 +117,17 @@ class GateResult:
     miss: float  # how far the value is on the wrong side of the threshold (0 when passed)
 
     def text(self) -> str:
+        if self.value != self.value:
+            return f"{self.metric} {self.op} {self.threshold:g}: not measured (FAILED)"
         verdict = "ok" if self.passed else f"FAILED by {self.miss:.4g}"
         return f"{self.metric} {self.op} {self.threshold:g}: {self.value:.4g} ({verdict})"
 
 
 def check_gate(gate: GateConfig, metrics: dict[str, float], first_suite: str) -> GateResult:
     name = full_name(gate.metric, first_suite)
-    value = metrics[name]
+    value = metrics.get(name)
+    if value is None or value != value:  # not measured at this checkpoint (e.g. a JSON field no answer had): fails
+        return GateResult(name, gate.op, gate.value, float("nan"), False, float("inf"))
     passed = bool(OPS[gate.op](value, gate.value))
     return GateResult(name, gate.op, gate.value, value, passed, 0.0 if passed else abs(value - gate.value))
 
@@ -190,7 +196,9 @@ def promote(ecfg: EvalConfig, evals: list[dict], checkpoints: dict[int, Path], r
     for g in ecfg.gates:  # for each gate, the closest any checkpoint came
         name = full_name(g.metric, first)
         closest = min((r for c in candidates for r in c["gates"] if r.metric == name), key=lambda r: r.miss)
-        if not closest.passed:
+        if closest.value != closest.value:
+            lines.append(f"  gate {name} {g.op} {g.value:g}: not measured at any checkpoint")
+        elif not closest.passed:
             lines.append(f"  gate {name} {g.op} {g.value:g}: best {closest.value:.4g}, short by {closest.miss:.4g}")
     lines.append(f"  best by {sel}: step {best['step']} ({best['value']:.4g}); failed there: "
                  + "; ".join(r.text() for r in best["gates"] if not r.passed))
