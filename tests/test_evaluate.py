@@ -385,3 +385,17 @@ def test_unmeasured_gate_fails_and_baseline_is_required(tok, tmp_path):
     ev = TrainingEval(make_cfg(tmp_path), tok, tiny_model(tok), tmp_path / "run")
     with pytest.raises(RuntimeError, match=r"baseline\(\) must run before the first optimizer step"):
         ev.full(1)
+
+
+def test_template_answer_prefix_is_not_scored():
+    """Qwen3's template writes an empty think block before every answer: a prediction starting with it is
+    scored on the answer alone; the eval loss still covers the block (as training does)."""
+    from conftest import fixture_tokenizer
+
+    tok = fixture_tokenizer("qwen3")
+    [item] = build_items(eval_renderer(tok), [Example(source="s:1", messages=[
+        {"role": "user", "content": "Capital of France?"}, {"role": "assistant", "content": "Paris."}])])
+    assert item.answer_prefix == "<think>\n\n</think>\n\n"
+    assert item.clean("<think>\n\n</think>\n\nParis.") == "Paris." and item.clean("Paris.") == "Paris."
+    assert tok.decode([t for t, m in zip(item.ids, item.mask) if m]) == "<think>\n\n</think>\n\nParis.<|im_end|>"
+    assert tok.decode(item.prompt_ids).endswith("<|im_start|>assistant\n")

@@ -37,6 +37,14 @@ class EvalItem:
     reference: str  # the reference content (what metrics compare against)
     prompt_text: str
     example: Example | None = None
+    # what the template writes in the answer turn before the content (Qwen3: an empty "<think>\n\n</think>\n\n"):
+    # a prediction that starts with it is scored without it
+    answer_prefix: str = ""
+
+    def clean(self, prediction: str) -> str:
+        if self.answer_prefix and prediction.startswith(self.answer_prefix):
+            return prediction[len(self.answer_prefix):]
+        return prediction
 
 
 def split_reference(ex: Example) -> tuple[list[dict[str, Any]] | str, str]:
@@ -107,7 +115,9 @@ def build_items(renderer: Renderer, examples: list[Example]) -> list[EvalItem]:
             msgs = _apply_system_policy(prompt, renderer.system_message)
             prompt_text = renderer.template.render(msgs, add_generation_prompt=True, tools=ex.tools)
             prompt_ids = _encode(tok, prompt_text)
-        items.append(EvalItem(ex.source, prompt_ids, seq.ids, seq.mask, reference, prompt_text, ex))
+        scored = tok.decode([t for t, m in zip(seq.ids, seq.mask) if m], skip_special_tokens=True)
+        prefix = scored[: scored.find(reference)] if reference and scored.find(reference) > 0 else ""
+        items.append(EvalItem(ex.source, prompt_ids, seq.ids, seq.mask, reference, prompt_text, ex, prefix))
     if problems:
         raise DataError(problems)
     return items

@@ -184,11 +184,12 @@ def promote(ecfg: EvalConfig, evals: list[dict], checkpoints: dict[int, Path], r
     table = [{"step": c["step"], "value": c["value"], "passed": c["passed"],
               "failed": [r.text() for r in c["gates"] if not r.passed]} for c in candidates]
     winner = next((c for c in candidates if c["passed"]), None)
+    corr = (f"\n  Spearman(eval loss, {sel}) over {len(candidates)} checkpoints: {rho:+.2f}" if rho is not None else "")
     if winner is not None:
         final = run_dir / "final"
         copy_atomic(checkpoints[winner["step"]], final)
         msg = (f"PROMOTED step {winner['step']} ({sel} = {winner['value']:.4g}) to {final}"
-               + ("; gates: " + "; ".join(r.text() for r in winner["gates"]) if winner["gates"] else ""))
+               + ("; gates: " + "; ".join(r.text() for r in winner["gates"]) if winner["gates"] else "") + corr)
         return Promotion(True, 0, msg, winner["step"], str(checkpoints[winner["step"]]), str(final), sel,
                          winner["value"], winner["gates"], rho, table)
     best = candidates[0]
@@ -201,7 +202,7 @@ def promote(ecfg: EvalConfig, evals: list[dict], checkpoints: dict[int, Path], r
         elif not closest.passed:
             lines.append(f"  gate {name} {g.op} {g.value:g}: best {closest.value:.4g}, short by {closest.miss:.4g}")
     lines.append(f"  best by {sel}: step {best['step']} ({best['value']:.4g}); failed there: "
-                 + "; ".join(r.text() for r in best["gates"] if not r.passed))
+                 + "; ".join(r.text() for r in best["gates"] if not r.passed) + corr)
     return Promotion(False, 3, "\n".join(lines), best["step"], str(checkpoints[best["step"]]), None, sel,
                      best["value"], best["gates"], rho, table)
 
