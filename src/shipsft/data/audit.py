@@ -15,7 +15,6 @@ errors. `shipsft train` calls `audit_for_training` and refuses to start on error
 """
 from __future__ import annotations
 
-import dataclasses
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -127,7 +126,8 @@ def run_audit(cfg, tokenizer, prepared, *, eval_sets: dict[str, list] | None = N
     f, stats["content"] = _timed(timings, "content", lambda: check_content(texts))
     findings += f
 
-    n_rows = len(getattr(prepared, "rows", None) or rendered)
+    rows = getattr(prepared, "rows", None)
+    n_rows = len(rows) if rows else stats.get("lengths", {}).get("rows", len(rendered))
     trained = sum(r.n_trained for r in rendered)
     f, stats["recipe"] = _timed(timings, "recipe", lambda: check_recipe(
         len(examples), trained, cfg.method.name, cfg.train.epochs, cfg.train.max_steps, cfg.train.batch_rows,
@@ -168,12 +168,13 @@ def prepare_for_audit(cfg, tokenizer) -> tuple[Any, list[Finding]]:
 
     `prepare` refuses overlong and zero-trained examples (right for training); the audit wants to *see* them, with
     their full lengths, so it renders with the same functions (and the same rendered-data cache, so the training
-    run that follows does not tokenise again), keeps the untruncated sequences, and packs copies (truncated) only
-    to measure the packing efficiency. A template that raises becomes an error finding and the
-    text-level checks still run.
+    run that follows does not tokenise again) and keeps the untruncated sequences. It builds no rows: the lengths
+    check measures packing with the packer's own best-fit-decreasing on the lengths (building rows would compute
+    labels for every token, ~3 s per 100k conversations). A template that raises becomes an error finding and
+    the text-level checks still run.
     """
     from shipsft.data.formats import load_examples
-    from shipsft.data.pack import Prepared, _render_cached, pack_examples
+    from shipsft.data.pack import Prepared, _render_cached
     from shipsft.data.render import load_renderer
 
     d = cfg.data
@@ -183,18 +184,15 @@ def prepare_for_audit(cfg, tokenizer) -> tuple[Any, list[Finding]]:
                            rejects_path=d.rejects_file or str(Path(cfg.output.dir) / "rejects-audit.jsonl")
                            if d.on_invalid == "skip" else None)
     findings: list[Finding] = []
-    renderer, rendered, rows, eff = None, [], [], 0.0
+    renderer, rendered = None, []
     try:
         need = any(ex.kind == "chat" for ex in loaded.examples)
         renderer = load_renderer(tokenizer, d, need_template=need)
         rendered = _render_cached(renderer, loaded, d)  # the same fingerprint cache `prepare` uses: train reuses it
-        copies = [dataclasses.replace(r) for r in rendered]  # pack truncates in place; the audit keeps full lengths
-        packed = pack_examples(copies, d.max_length, packing=d.packing, overlong="truncate")
-        rows, eff = packed.rows, packed.efficiency
     except ShipError as e:
         findings.append(Finding("template.render", "error", "rendering the training data failed: " + e.lines[0],
                                 fix=" ".join(e.lines[1:])[:400] or "see the message", data={"lines": e.lines[:20]}))
-    prepared = Prepared("train", loaded.examples, rendered, rows, eff, loaded.format, renderer,
+    prepared = Prepared("train", loaded.examples, rendered, [], 0.0, loaded.format, renderer,
                         list(loaded.notes), list(loaded.files), loaded.n_rejected)
     return prepared, findings
 

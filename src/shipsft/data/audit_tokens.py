@@ -116,12 +116,17 @@ def padding_waste(lengths, batch_rows: int, max_length: int, seed: int = 42) -> 
     return 1.0 - float(v.sum()) / slots
 
 
-def packing_efficiency(lengths, max_length: int) -> float:
-    """Real tokens / (rows * max_length) with best-fit-decreasing packing (the packer's own algorithm)."""
-    v = [min(int(n), max_length) for n in lengths]
-    if not v:
+def packed_rows(lengths, max_length: int) -> int:
+    """Rows of max_length that best-fit-decreasing packing (the packer's own algorithm) needs for these lengths."""
+    return len(best_fit_decreasing([min(int(n), max_length) for n in lengths], max_length))
+
+
+def packing_efficiency(lengths, max_length: int, rows: int | None = None) -> float:
+    """Real tokens / (rows * max_length) with best-fit-decreasing packing."""
+    if len(lengths) == 0:
         return 0.0
-    return sum(v) / (len(best_fit_decreasing(v, max_length)) * max_length)
+    rows = rows if rows is not None else packed_rows(lengths, max_length)
+    return sum(min(int(n), max_length) for n in lengths) / (rows * max_length)
 
 
 def check_lengths(rendered: list, max_length: int, batch_rows: int, packing: bool, seed: int = 42,
@@ -134,7 +139,8 @@ def check_lengths(rendered: list, max_length: int, batch_rows: int, packing: boo
     answer = np.array([r.n_trained for r in rendered], dtype=np.int64)
     rec = recommend_max_length(total, model_max)
     waste = padding_waste(total, batch_rows, max_length, seed)
-    eff = efficiency if efficiency is not None else packing_efficiency(total, max_length)
+    rows = packed_rows(total, max_length) if packing else len(total)  # rows per epoch, for the recipe check
+    eff = efficiency if efficiency is not None else packing_efficiency(total, max_length, rows if packing else None)
     hi = float(max(total.max(initial=0), max_length))
     stats = {
         "prompt": {**percentiles(prompt), "hist": histogram(prompt, 30)},
@@ -142,7 +148,7 @@ def check_lengths(rendered: list, max_length: int, batch_rows: int, packing: boo
         "total": {**percentiles(total), "hist": histogram(total, 30, 0, hi)},
         "max_length": max_length, "recommended_max_length": rec, "model_max_positions": model_max,
         "batch_rows": batch_rows, "padding_waste": round(waste, 4), "packing_efficiency": round(eff, 4),
-        "packing": packing, "n_over_max_length": int((total > max_length).sum()),
+        "packing": packing, "n_over_max_length": int((total > max_length).sum()), "rows": rows,
     }
     if not len(total):
         return findings, stats
