@@ -236,7 +236,8 @@ def test_lengths_over_max_length_and_padding_waste():
     f, _ = check_lengths(rs, max_length=512, batch_rows=4, packing=False, model_max=8192, overlong="error")
     assert checks(f)["lengths.over_max_length"] == "error"  # training would refuse to start
     over = next(x for x in f if x.check == "lengths.over_max_length")
-    assert over.examples == ["long:1"] and "--set data.max_length=" in over.fix
+    assert over.examples == ["long:1"] and over.fix.startswith("--set data.max_length=960 fits every example")
+    assert "--set data.max_length=640 (p99, rounded up to 64) data.overlong=truncate, which cuts 1" in over.fix
     assert s["n_over_max_length"] == 1
     f, _ = check_lengths(rs, max_length=9000, batch_rows=4, packing=True, model_max=8192)
     assert checks(f)["lengths.beyond_model"] == "error"

@@ -160,12 +160,17 @@ def check_lengths(rendered: list, max_length: int, batch_rows: int, packing: boo
             "never trained and give garbage.", fix=f"set data.max_length <= {model_max}"))
     if over:
         # with data.overlong=error `shipsft train` refuses these, so the audit says so as an error
+        fit_all = recommend_max_length([int(total.max())], model_max)
+        fix = f"--set data.max_length={fit_all} fits every example"
+        if rec < fit_all:
+            fix += (f"; or --set data.max_length={rec} (p99, rounded up to 64) data.overlong=truncate, which cuts "
+                    f"{int((total > rec).sum())}")
         findings.append(Finding(
             "lengths.over_max_length", "error" if overlong == "error" else "warning",
             f"{over} sequence(s) ({over / len(total):.1%}) are longer than data.max_length={max_length} (longest "
             f"{int(total.max())} tokens); with data.overlong={overlong} training "
             f"{'refuses to start' if overlong == 'error' else 'cuts them'}.",
-            fix=f"--set data.max_length={rec} (p99 rounded up to 64) or remove the long ones",
+            fix=fix + "; or remove the long ones",
             examples=[r.source for r, n in zip(rendered, total) if n > max_length]))
     elif max_length >= 2 * rec and max_length > 256:
         findings.append(Finding(
