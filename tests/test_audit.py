@@ -607,3 +607,17 @@ def test_shipsft_train_refuses_to_start_on_audit_errors(tmp_path, smollm2_tokeni
 def test_contamination_without_eval_data_says_so():
     f, s = check_contamination(texts_of(clean_examples(5)), {})
     assert checks(f) == {"contamination.no_eval": "info"} and s["sets"] == {}
+
+
+def test_cli_foreign_template_on_a_vocabulary_without_its_markers(tmp_path):
+    """ChatML on Llama-3.2's vocabulary: the markers split, nothing ends a turn, no EOS is learned: 3 errors."""
+    from conftest import FIXTURES
+
+    if not (FIXTURES / "llama-3.2-instruct").exists():
+        pytest.skip("llama-3.2-instruct fixture missing")
+    cfg = make_config(tmp_path, clean_rows(20),
+                      extra=f"  template: chatml\nmodel:\n  path: {FIXTURES / 'llama-3.2-instruct'}\n")
+    code = run_audit_cli(cfg, out_dir=tmp_path / "out", console=_quiet())
+    report = json.loads((tmp_path / "out" / "audit.json").read_text())
+    errors = {f["check"] for f in report["findings"] if f["severity"] == "error"}
+    assert code == 1 and errors == {"template.role_markers", "template.eot_not_trained", "template.pad_eos"}
