@@ -12,7 +12,6 @@ from __future__ import annotations
 from html import escape
 from typing import Any
 
-COLORS = {"error": "#c62828", "warning": "#b26a00", "info": "#1565c0"}
 BAR = "#5c6bc0"
 W, H, PAD_L, PAD_B, PAD_T, PAD_R = 560, 220, 52, 38, 26, 14
 
