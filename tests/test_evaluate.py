@@ -84,6 +84,23 @@ def train_steps(model, items, n_steps: int, lr: float = 1e-2):
     model.eval()
 
 
+@pytest.fixture(scope="module")
+def memorised(tok):
+    """One hand-rolled run on the six QA pairs, snapshots at steps 10 and 80 (80 memorises every answer)."""
+    model = tiny_model(tok)
+    items = qa_items(tok)
+    snaps = {}
+    for step, n in ((10, 10), (80, 70)):
+        train_steps(model, items, n)
+        snaps[step] = {k: v.clone() for k, v in model.state_dict().items()}
+    return snaps
+
+
+def qa_items(tok):
+    return build_items(eval_renderer(tok), [Example(source=f"s:{i}", messages=[
+        {"role": "user", "content": q}, {"role": "assistant", "content": a}]) for i, (q, a) in enumerate(QA)])
+
+
 def save(model, path: Path) -> Path:
     model.save_pretrained(path)
     return path
@@ -92,11 +109,10 @@ def save(model, path: Path) -> Path:
 # ------------------------------------------------------------------------------------------------------------------
 
 
-def test_generation_is_batch_invariant_and_stops_at_eot(tok):
+def test_generation_is_batch_invariant_and_stops_at_eot(tok, memorised):
     model = tiny_model(tok)
-    items = build_items(eval_renderer(tok), [Example(source=f"s:{i}", messages=[
-        {"role": "user", "content": q}, {"role": "assistant", "content": a}]) for i, (q, a) in enumerate(QA)])
-    train_steps(model, items, 80)
+    model.load_state_dict(memorised[80])
+    items = qa_items(tok)
     stop = eot_ids(tok, model)
     assert stop == [tok.convert_tokens_to_ids("<|im_end|>")]
     prompts = [it.prompt_ids for it in items]
@@ -178,7 +194,7 @@ def _exact_kl(tuned, base, items) -> float:
     return total / n
 
 
-def test_training_eval_promotes_best_and_writes_records(tok, tmp_path):
+def test_training_eval_promotes_best_and_writes_records(tok, tmp_path, memorised):
     cfg = make_cfg(tmp_path, smoke_every=2, smoke_size=3, samples=2,
                    gates=[{"metric": "exact_match", "op": ">=", "value": 0.9},
                           {"metric": "general_loss_increase", "op": "<=", "value": 20.0}])
@@ -188,8 +204,8 @@ def test_training_eval_promotes_best_and_writes_records(tok, tmp_path):
     assert base["qa/exact_match"] == 0.0 and base["kl_to_base"] == 0.0 and base["general_loss_increase"] == 0.0
     assert ev.smoke(1) is None and set(ev.smoke(2)) == {"qa/exact_match", "qa/token_f1"}
     ckpts = {}
-    for step, n in ((10, 10), (80, 70)):
-        train_steps(model, ev.suites[0].items, n)
+    for step in (10, 80):
+        model.load_state_dict(memorised[step])  # = training on the suite (see `memorised`)
         ckpts[step] = save(model, tmp_path / "ckpt" / f"step-{step}")
         got = ev.full(step, epoch_end=step == 80)
     assert got["qa/exact_match"] == 1.0 and got["kl_to_base"] > 0 and got["qa/eval_loss"] < base["qa/eval_loss"]
@@ -209,14 +225,14 @@ def test_training_eval_promotes_best_and_writes_records(tok, tmp_path):
     assert saved["promoted"] and saved["step"] == 80 and (tmp_path / "run" / "report.html").exists()
 
 
-def test_not_promoted_names_the_gate_and_margin(tok, tmp_path):
+def test_not_promoted_names_the_gate_and_margin(tok, tmp_path, memorised):
     cfg = make_cfg(tmp_path, forgetting_probe=False, kl_max_examples=2,
                    gates=[{"metric": "exact_match", "op": ">=", "value": 0.9},
                           {"metric": "kl_to_base", "op": "<=", "value": 1e-6}])
     model = tiny_model(tok)
     ev = TrainingEval(cfg, tok, model, tmp_path / "run")
     ev.baseline()
-    train_steps(model, ev.suites[0].items, 80)
+    model.load_state_dict(memorised[80])
     ckpt = save(model, tmp_path / "ckpt")
     got = ev.full(80)
     kl = got["kl_to_base"]
@@ -343,9 +359,7 @@ def test_eval_cli_adapter_uses_disabled_adapter_as_baseline(tok, tmp_path):
     # a random tiny model only memorises through LoRA at full rank (64 = hidden) with a trained head
     lora = peft.get_peft_model(base, peft.LoraConfig(r=64, lora_alpha=64, target_modules="all-linear",
                                                      modules_to_save=["lm_head"]))
-    items = build_items(eval_renderer(tok), [Example(source=f"s:{i}", messages=[
-        {"role": "user", "content": q}, {"role": "assistant", "content": a}]) for i, (q, a) in enumerate(QA)])
-    train_steps(lora, items, 100, lr=3e-3)
+    train_steps(lora, qa_items(tok), 100, lr=3e-3)
     lora.save_pretrained(tmp_path / "adapter")
     out = io.StringIO()
     code = run_eval_cli(str(tmp_path / "adapter"), [suite], baseline=str(model_dir), metrics=["exact_match", "rouge_l"],

@@ -14,6 +14,7 @@ Works unchanged for a peft LoRA model (no merge; `PeftModel.generate`) and for a
 """
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass
 from typing import Any
 
@@ -144,10 +145,13 @@ def left_pad(seqs: list[list[int]], pad_id: int, device=None) -> tuple[torch.Ten
 
 @torch.no_grad()
 def generate(model, tokenizer, prompts: list[list[int]], *, stop_ids: list[int], max_new_tokens: int = 128,
-             batch_size: int = 8, do_sample: bool = False) -> list[str]:
+             batch_size: int = 8, do_sample: bool = False, amp: torch.dtype | None = None) -> list[str]:
     """Greedy continuations of tokenised prompts, decoded up to (not including) the first stop token.
 
     Prompts are sorted by length so each batch pads little; the outputs come back in the input order.
+    `amp` (the run's autocast dtype, bf16 on AMX CPUs) runs the decode under autocast, as training does: on this
+    project's 2-core CPU, 8 quickstart prompts x 24 tokens took 19 s in fp32 and 10 s under bf16 autocast (machine
+    shared, so absolute times are high; the ratio held in two repeats).
     """
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else stop_ids[0]
     was_training = model.training
@@ -159,9 +163,10 @@ def generate(model, tokenizer, prompts: list[list[int]], *, stop_ids: list[int],
         for start in range(0, len(order), batch_size):
             chunk = order[start:start + batch_size]
             ids, mask = left_pad([prompts[i] for i in chunk], pad_id, device)
-            out = model.generate(input_ids=ids, attention_mask=mask, max_new_tokens=max_new_tokens,
-                                 do_sample=do_sample, eos_token_id=stop_ids, pad_token_id=pad_id, use_cache=True,
-                                 temperature=None, top_p=None, top_k=None)
+            with torch.autocast(device.type, dtype=amp) if amp is not None else contextlib.nullcontext():
+                out = model.generate(input_ids=ids, attention_mask=mask, max_new_tokens=max_new_tokens,
+                                     do_sample=do_sample, eos_token_id=stop_ids, pad_token_id=pad_id,
+                                     use_cache=True, temperature=None, top_p=None, top_k=None)
             for row, i in enumerate(chunk):
                 new = out[row, ids.shape[1]:].tolist()
                 cut = next((k for k, t in enumerate(new) if t in stop_ids), len(new))
