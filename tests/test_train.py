@@ -225,3 +225,21 @@ def test_smollm2_lora_steps_write_a_loadable_adapter(tmp_path):
     base = AutoModelForCausalLM.from_pretrained(resolve_model_dir("smollm2"), use_safetensors=True)
     reloaded = PeftModel.from_pretrained(base, res.out_dir)
     assert sum(p.numel() for n, p in reloaded.named_parameters() if "lora_" in n) == info.trainable
+
+
+def test_quickstart_data_is_reproducible_and_config_parses(tmp_path):
+    import runpy
+
+    from shipsft.config import load_config
+
+    here = Path(__file__).resolve().parents[1] / "examples" / "quickstart"
+    runpy.run_path(str(here / "make_data.py"))["main"](tmp_path)
+    for name in ("train.jsonl", "eval.jsonl"):
+        assert (tmp_path / name).read_bytes() == (here / name).read_bytes()
+    train = {json.loads(x)["messages"][1]["content"] for x in (here / "train.jsonl").read_text().splitlines()}
+    held_out = [json.loads(x)["messages"] for x in (here / "eval.jsonl").read_text().splitlines()]
+    assert len(train) == 300 and len(held_out) == 60 and not train & {m[1]["content"] for m in held_out}
+    answer = json.loads(held_out[0][2]["content"])
+    assert list(answer) == ["name", "age", "city", "item", "color", "qty"]
+    cfg = load_config(here / "config.yaml")
+    assert cfg.method.name == "lora" and Path(cfg.data.train[0]).is_file() and Path(cfg.data.eval[0]).is_file()

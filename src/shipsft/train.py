@@ -10,6 +10,7 @@ config or bad data fails in seconds, not after an hour. To change the loop, edit
 from __future__ import annotations
 
 import math
+import os
 import random
 import time
 from dataclasses import dataclass, field
@@ -244,7 +245,9 @@ def run_train(cfg: RunConfig, config_path: str | Path | None = None, skip_audit:
                   f"{autocast_dtype(cfg, device) or torch.float32}; lr {cfg.resolved_lr():g}")
     fingerprints = {"train": train_prep.fingerprint, **({"eval": eval_prep.fingerprint} if eval_prep else {})}
     write_run_files(run_dir, cfg, argv=argv, fingerprints=fingerprints, skip_audit=skip_audit,
-                    model_dir=info.model_dir, extra={"trainable_params": info.trainable, "total_params": info.total})
+                    model_dir=info.model_dir, extra={"trainable_params": info.trainable, "total_params": info.total,
+                           "allocator": os.environ.get("SHIPSFT_ALLOCATOR", "system"),
+                           "precision": str(autocast_dtype(cfg, device) or torch.float32)})
     evaluator = _training_eval(cfg, tokenizer, model, run_dir, console)
     result = fit(cfg, model, tokenizer, train_prep.rows, eval_prep.rows if eval_prep else None, run_dir, console,
                  evaluator)
