@@ -73,6 +73,9 @@ def train(
     overrides: Optional[list[str]] = SetOpt,
 ) -> None:
     """Audit, then train (LoRA / QLoRA / full), eval-gate and write the run folder."""
+    from shipsft.allocator import reexec_with_tcmalloc
+
+    reexec_with_tcmalloc()  # before torch is imported; SHIPSFT_ALLOCATOR=system opts out
     from shipsft.config import load_config
     from shipsft.train import run_train
 
