@@ -243,3 +243,17 @@ def test_quickstart_data_is_reproducible_and_config_parses(tmp_path):
     assert list(answer) == ["name", "age", "city", "item", "color", "qty"]
     cfg = load_config(here / "config.yaml")
     assert cfg.method.name == "lora" and Path(cfg.data.train[0]).is_file() and Path(cfg.data.eval[0]).is_file()
+
+
+def test_audit_errors_refuse_training_unless_skipped_and_recorded(tmp_path):
+    from shipsft.config import load_config
+    from shipsft.errors import AuditFailed
+
+    path = _write_tiny_run(tmp_path)
+    (tmp_path / "eval.jsonl").write_text((tmp_path / "train.jsonl").read_text())  # eval == train: contamination
+    with pytest.raises(AuditFailed, match="contamination"):
+        run_train(load_config(path), config_path=path, console=quiet())
+    run = tmp_path / "runs" / "t"
+    assert (run / "audit.json").exists() and not (run / "adapter").exists()
+    assert run_train(load_config(path), config_path=path, skip_audit=True, console=quiet()) == 0
+    assert json.loads((run / "manifest.json").read_text())["skip_audit"] is True

@@ -189,11 +189,8 @@ def fit(cfg: RunConfig, model, tokenizer, train_rows: list, eval_rows: list | No
 
 def _audit(cfg: RunConfig, tokenizer, prepared, run_dir: Path, skip_audit: bool, console: Console) -> None:
     """Pre-flight audit (shipsft.data.audit): refuse to train on errors unless --skip-audit (recorded)."""
-    try:
-        from shipsft.data.audit import audit_for_training
-    except ImportError:
-        console.print("[yellow]note:[/] shipsft.data.audit is not installed in this build; pre-flight audit skipped")
-        return
+    from shipsft.data.audit import audit_for_training
+
     report = audit_for_training(cfg, tokenizer, prepared, run_dir)
     if report.errors and not skip_audit:
         raise report.as_error()
@@ -204,14 +201,11 @@ def _audit(cfg: RunConfig, tokenizer, prepared, run_dir: Path, skip_audit: bool,
         console.print(f"audit: {len(report.warnings)} warning(s), see {run_dir / 'audit.json'}")
 
 
-def _training_eval(cfg: RunConfig, tokenizer, model, run_dir: Path, console: Console):
+def _training_eval(cfg: RunConfig, tokenizer, model, run_dir: Path):
     if not cfg.eval.suites:
         return None
-    try:
-        from shipsft.evaluate import TrainingEval
-    except ImportError:
-        raise ConfigError(["eval.suites is set, but shipsft.evaluate is not available in this build. "
-                           "Fix: remove eval.suites, or install the full shipsft package."]) from None
+    from shipsft.evaluate import TrainingEval
+
     return TrainingEval(cfg, tokenizer, model, run_dir)
 
 
@@ -248,7 +242,7 @@ def run_train(cfg: RunConfig, config_path: str | Path | None = None, skip_audit:
                     model_dir=info.model_dir, extra={"trainable_params": info.trainable, "total_params": info.total,
                            "allocator": os.environ.get("SHIPSFT_ALLOCATOR", "system"),
                            "precision": str(autocast_dtype(cfg, device) or torch.float32)})
-    evaluator = _training_eval(cfg, tokenizer, model, run_dir, console)
+    evaluator = _training_eval(cfg, tokenizer, model, run_dir)
     result = fit(cfg, model, tokenizer, train_prep.rows, eval_prep.rows if eval_prep else None, run_dir, console,
                  evaluator)
     update_manifest(run_dir, steps=result.steps, skipped_nonfinite_steps=result.n_skipped,
