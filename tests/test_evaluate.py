@@ -55,7 +55,8 @@ def tiny_model(tok, seed=0):
 def write_suite(path: Path) -> Path:
     with path.open("w") as f:
         for q, a in QA:
-            f.write(json.dumps({"messages": [{"role": "user", "content": q}, {"role": "assistant", "content": a}]}) + "\n")
+            msgs = [{"role": "user", "content": q}, {"role": "assistant", "content": a}]
+            f.write(json.dumps({"messages": msgs}) + "\n")
     return path
 
 
@@ -310,7 +311,8 @@ def test_train_loop_gates_promotes_and_exits_3(tok, tmp_path):
         cfg = RunConfig.model_validate({
             "model": {"path": str(model_dir)}, "data": {"train": [str(train)], "max_length": 64},
             "method": {"name": "full"}, "optim": {"lr": 0.01, "warmup_ratio": 0, "schedule": "constant"},
-            "train": {"epochs": 6, "batch_rows": 2, "precision": "fp32"}, "output": {"dir": str(tmp_path), "name": name},
+            "train": {"epochs": 6, "batch_rows": 2, "precision": "fp32"},
+            "output": {"dir": str(tmp_path), "name": name},
             "eval": {"suites": [{"name": "qa", "data": str(suite), "metrics": ["exact_match"], "max_new_tokens": 8}],
                      **ev}})
         out = io.StringIO()

@@ -159,7 +159,7 @@ def _print_table(console: Console, result: dict, label: str, base_spec: str | No
     table.add_column("n", justify="right")
     if base_spec:
         table.add_column(f"base ({base_spec})", justify="right")
-    table.add_column(f"tuned ({label})", justify="right")
+    table.add_column(f"tuned ({label})" if base_spec else label, justify="right")
     if base_spec:
         table.add_column("delta", justify="right")
         table.add_column("95% CI", justify="right")

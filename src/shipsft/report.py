@@ -77,17 +77,19 @@ def line_chart(title: str, series: dict[str, list[tuple[float, float]]], x_label
     def py(y):
         return top + ph - (y - y0) / ((y1 - y0) or 1) * ph
 
-    out = [f'<svg class="chart" role="img" aria-label="{_esc(title)}" width="{width}" height="{height + 18 * ((len(series) + 2) // 3)}" '
-           f'viewBox="0 0 {width} {height + 18 * ((len(series) + 2) // 3)}">',
-           f'<text x="{left}" y="16" class="title">{_esc(title)}</text>']
+    full_h = height + 18 * ((len(series) + 2) // 3)  # room for the legend, three entries a row
+    out = [f'<svg class="chart" role="img" aria-label="{_esc(title)}" width="{width}" height="{full_h}" '
+           f'viewBox="0 0 {width} {full_h}">', f'<text x="{left}" y="16" class="title">{_esc(title)}</text>']
     for t in xt:
         out.append(f'<line x1="{px(t):.1f}" y1="{top}" x2="{px(t):.1f}" y2="{top + ph}" class="grid"/>'
-                   f'<text x="{px(t):.1f}" y="{top + ph + 16}" class="tick" text-anchor="middle">{_fmt(t, 3)}</text>')
+                   f'<text x="{px(t):.1f}" y="{top + ph + 16}" class="tick" '
+                   f'text-anchor="middle">{_fmt(t, 3)}</text>')
     for t in yt:
         out.append(f'<line x1="{left}" y1="{py(t):.1f}" x2="{left + pw}" y2="{py(t):.1f}" class="grid"/>'
                    f'<text x="{left - 6}" y="{py(t) + 4:.1f}" class="tick" text-anchor="end">{_fmt(t, 3)}</text>')
     out.append(f'<rect x="{left}" y="{top}" width="{pw}" height="{ph}" class="frame"/>')
-    out.append(f'<text x="{left + pw / 2:.1f}" y="{top + ph + 32}" class="tick" text-anchor="middle">{_esc(x_label)}</text>')
+    out.append(f'<text x="{left + pw / 2:.1f}" y="{top + ph + 32}" class="tick" '
+               f'text-anchor="middle">{_esc(x_label)}</text>')
     for i, (name, pts) in enumerate(series.items()):
         color = COLORS[i % len(COLORS)]
         pts = sorted(pts)
@@ -128,7 +130,8 @@ def _training_section(metrics: list[dict]) -> str:
     ]
     tps_key = next((k for k in ("tokens_per_s", "trained_tok_s") if any(k in m for m in steps)), None)
     if tps_key:
-        charts.append(line_chart("throughput (trained tokens/s)", {tps_key: [(m["step"], m.get(tps_key)) for m in steps]}))
+        tps = [(m["step"], m.get(tps_key)) for m in steps]
+        charts.append(line_chart("throughput (trained tokens/s)", {tps_key: tps}))
     last = steps[-1]
     facts = (f"{len(steps)} logged steps; final loss {_fmt(last['loss'])}"
              + (f"; {_fmt(last.get(tps_key), 4)} tokens/s" if tps_key else "")
@@ -174,7 +177,8 @@ def _decision_section(promo: dict | None) -> str:
     if gates:
         parts.append(_table(["gate", "value", "threshold", "result"], [
             [_esc(g["metric"]), _fmt(g["value"]), f"{_esc(g['op'])} {_fmt(g['threshold'])}",
-             "<span class='pass'>pass</span>" if g["passed"] else f"<span class='fail'>fail by {_fmt(g['miss'])}</span>"]
+             "<span class='pass'>pass</span>" if g["passed"] else
+             f"<span class='fail'>fail by {_fmt(g['miss'])}</span>"]
             for g in gates], "gates"))
     cands = promo.get("candidates") or []
     if cands:
@@ -210,7 +214,8 @@ def _samples_section(evals: list[dict], promo: dict | None) -> str:
         return "<p class='muted'>No sample generations recorded.</p>"
     base_out = {(s.get("suite"), s["source"]): s["output"] for s in (base or {}).get("samples", [])}
     rows = [[_esc(s.get("suite", "")), f"<pre>{_esc(s['prompt'])}</pre>", f"<pre>{_esc(s['reference'])}</pre>",
-             f"<pre>{_esc(base_out.get((s.get('suite'), s['source']), '–'))}</pre>", f"<pre>{_esc(s['output'])}</pre>"]
+             f"<pre>{_esc(base_out.get((s.get('suite'), s['source']), '–'))}</pre>",
+             f"<pre>{_esc(s['output'])}</pre>"]
             for s in tuned["samples"]]
     return _table(["suite", "prompt", "reference", "base output", f"tuned output (step {tuned['step']})"], rows,
                   "samples")
@@ -219,7 +224,8 @@ def _samples_section(evals: list[dict], promo: dict | None) -> str:
 CSS = """
 body{font:14px/1.45 system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:24px auto;max-width:1120px;color:#111827;
 padding:0 16px}h1{font-size:22px;margin:0 0 4px}h2{font-size:17px;margin:28px 0 8px;border-bottom:1px solid #e5e7eb;
-padding-bottom:4px}h3{font-size:14px;margin:14px 0 6px}.muted{color:#6b7280}.charts{display:flex;flex-wrap:wrap;gap:12px}
+padding-bottom:4px}h3{font-size:14px;margin:14px 0 6px}.muted{color:#6b7280}
+.charts{display:flex;flex-wrap:wrap;gap:12px}
 .chart{border:1px solid #e5e7eb;border-radius:6px;background:#fff}.chart .title{font-weight:600;font-size:13px}
 .chart .tick,.chart .legend{font-size:11px;fill:#374151}.chart .grid{stroke:#f3f4f6}.chart .frame{fill:none;
 stroke:#d1d5db}table{border-collapse:collapse;margin:6px 0 10px;font-size:13px}th,td{border:1px solid #e5e7eb;
