@@ -78,3 +78,15 @@ def test_missing_file_and_bad_yaml(tmp_path):
         load_config(p)
     with pytest.raises(ConfigError, match="expected KEY=VALUE"):
         load_config(None, ["data.max_length"])
+
+
+def test_cli_error_lines_print_brackets_verbatim(tmp_path):
+    """Errors are printed without rich markup eating user text like '[insert …]'; exit 2, no traceback."""
+    import subprocess
+    import sys
+
+    p = _write(tmp_path, "data:\n  '[insert key]': 1\n")
+    out = subprocess.run([sys.executable, "-m", "shipsft.cli", "preview", str(p)], capture_output=True, text=True)
+    assert out.returncode == 2
+    assert "unknown key 'data.[insert key]'" in out.stderr
+    assert "Traceback" not in out.stderr

@@ -26,8 +26,10 @@ SetOpt = typer.Option(None, "--set", help="Dotted override, e.g. --set data.max_
 
 
 def _fail(e: ShipError) -> None:
-    for line in e.lines:
-        err_console.print(f"[bold red]error:[/] {line}", markup=True, soft_wrap=True)
+    from rich.markup import escape
+
+    for line in e.lines:  # escaped: user text such as "[insert name]" must print as it is, not as markup
+        err_console.print(f"[bold red]error:[/] {escape(line)}", markup=True, soft_wrap=True)
     raise typer.Exit(e.exit_code)
 
 
