@@ -2,6 +2,7 @@
 
     python bench/train_vs_trl.py                 # ~6-9 minutes on a 2-core CPU; prints the table
     python bench/train_vs_trl.py --examples 32   # quicker, noisier
+    python bench/train_vs_trl.py --only shipsft shipsft-fp32   # is bf16 autocast faster here, at equal loss?
 
 Contenders, each in its own subprocess (so peak RSS is that contender's alone, read from getrusage in the child):
   trl-defaults  SFTTrainer as a new user runs it: SFTConfig defaults (batch 8, padded, gradient checkpointing on,
@@ -10,7 +11,8 @@ Contenders, each in its own subprocess (so peak RSS is that contender's alone, r
                 checkpointing, lr 2e-4 constant like shipsft, and the same allocator as shipsft (tcmalloc via
                 LD_PRELOAD when libtcmalloc_minimal is installed; the table says whether it was).
   shipsft       `shipsft.train.fit` with the defaults (packing, logits only at trained positions, chunked CE,
-                precision auto), rows of 512 tokens x 4, lr 2e-4 constant.
+                precision auto), rows of 512 tokens x 2 (about TRL's 8 examples per step: the same 6 optimizer
+                steps), lr 2e-4 constant.
 
 Data: deterministic conversations "repeat the last K words in reverse" (as in cpu-facts.md section 4), given to TRL as
 conversational prompt/completion (so TRL trains the completion only, its default for that format) and to shipsft
@@ -82,7 +84,7 @@ def worker(name: str, n: int, out: Path) -> None:
     eval_rows = _shipsft_rows(tok, held_out, 512)
     trained_tokens = sum(r.n_trained for r in _shipsft_rows(tok, train, 512))
     real_tokens = 0
-    if name == "shipsft":
+    if name.startswith("shipsft"):
         from rich.console import Console
 
         from shipsft.model import load_for_training
@@ -90,7 +92,8 @@ def worker(name: str, n: int, out: Path) -> None:
 
         cfg = RunConfig.model_validate({"data": {"max_length": 512}, "method": {"lora": {"r": 16, "alpha": 32}},
                                         "optim": {"lr": 2e-4, "schedule": "constant", "warmup_steps": 0},
-                                        "train": {"batch_rows": 4, "epochs": 1}})
+                                        "train": {"batch_rows": 2, "epochs": 1,
+                                                  "precision": "fp32" if name == "shipsft-fp32" else "auto"}})
         model, _ = load_for_training(cfg, torch.device("cpu"))
         rows = _shipsft_rows(tok, train, 512)
         with tempfile.TemporaryDirectory() as d:
@@ -100,6 +103,7 @@ def worker(name: str, n: int, out: Path) -> None:
         real_tokens = sum(len(r.ids) for r in rows)
         slots = sum(h["tokens"] / (1 - h["padding_share"]) for h in res.history)
         losses = [h["loss"] for h in res.history]
+        steps = res.steps
         amp = autocast_dtype(cfg, torch.device("cpu"))
     else:
         from datasets import Dataset
@@ -133,8 +137,9 @@ def worker(name: str, n: int, out: Path) -> None:
         seconds = time.perf_counter() - t0
         real_tokens, slots = seen["real"], seen["slots"]
         losses = [h["loss"] for h in trainer.state.log_history if "loss" in h]
+        steps = trainer.state.global_step
         model = trainer.model
-    result = {"name": name, "seconds": seconds, "trained_tokens": trained_tokens, "real_tokens": real_tokens,
+    result = {"name": name, "seconds": seconds, "steps": steps, "trained_tokens": trained_tokens, "real_tokens": real_tokens,
               "padding_share": 1 - real_tokens / slots, "first_loss": losses[0], "last_loss": losses[-1],
               "eval_loss": eval_loss(model, eval_rows, tok.pad_token_id, 4, amp), "peak_rss_gb": peak_rss_gb(),
               "precision": str(amp or "fp32"), "tcmalloc": "tcmalloc" in os.environ.get("LD_PRELOAD", "")}
@@ -197,13 +202,13 @@ def main() -> None:
     bound = {p: matmul_bound(p) for p in {r["precision"] for r in results}}
     print()
     print("| contender | precision | tcmalloc | trained tok/s | processed tok/s | % of matmul bound | padding share "
-          "| peak RSS | train loss first -> last | held-out loss |")
-    print("|---|---|---|---|---|---|---|---|---|---|")
+          "| peak RSS | steps | train loss first -> last (own normalisation) | held-out loss |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|")
     for r in results:
         tps, ptps = r["trained_tokens"] / r["seconds"], r["real_tokens"] / r["seconds"]
         print(f"| {r['name']} | {r['precision'].replace('torch.', '')} | {'yes' if r['tcmalloc'] else 'no'} | "
               f"{tps:.1f} | {ptps:.0f} | {ptps / bound[r['precision']]:.0%} of {bound[r['precision']]:.0f} | "
-              f"{r['padding_share']:.1%} | {r['peak_rss_gb']:.2f} GB | {r['first_loss']:.3f} -> {r['last_loss']:.3f} | "
+              f"{r['padding_share']:.1%} | {r['peak_rss_gb']:.2f} GB | {r['steps']} | {r['first_loss']:.3f} -> {r['last_loss']:.3f} | "
               f"{r['eval_loss']:.4f} |")
     by = {r["name"]: r["trained_tokens"] / r["seconds"] for r in results}
     if "shipsft" in by:

@@ -52,7 +52,8 @@ def global_trained_tokens(n_local: int) -> int:
 
 
 def loss_scale(n_global: int) -> float:
-    world = torch.distributed.get_world_size() if torch.distributed.is_available() and torch.distributed.is_initialized() else 1
+    dist = torch.distributed
+    world = dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
     return world / n_global
 
 

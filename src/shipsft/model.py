@@ -28,7 +28,8 @@ class ModelInfo:
     total: int
 
     def summary(self) -> str:
-        return f"{self.method}: {self.trainable:,} trainable of {self.total:,} parameters ({self.trainable / self.total:.2%})"
+        share = self.trainable / self.total
+        return f"{self.method}: {self.trainable:,} trainable of {self.total:,} parameters ({share:.2%})"
 
 
 def pick_device() -> torch.device:
@@ -90,7 +91,8 @@ def load_base(cfg: RunConfig, device: torch.device) -> tuple[torch.nn.Module, Pa
         model = AutoModelForCausalLM.from_pretrained(model_dir, **kwargs)
     except (OSError, ValueError) as e:
         raise ConfigError([f"model.path: could not load a model from {model_dir}: {e}. Fix: a folder with "
-                           "config.json and *.safetensors weights (pickled .bin weights are refused), or a .gguf."]) from None
+                           "config.json and *.safetensors weights (pickled .bin weights are refused), or a .gguf."]
+                          ) from None
     if quant is None:
         model.to(device)
     model.config.use_cache = False  # packed rows only stay isolated without a cache (cpu-facts pitfall 9)

@@ -83,7 +83,8 @@ def eval_loss(model, rows: list, pad_id: int, batch_rows: int, amp: torch.dtype 
 
 def _progress(console: Console) -> Progress:
     return Progress(TextColumn("step {task.completed}/{task.total}"), BarColumn(),
-                    TextColumn("loss {task.fields[loss]:.4f}  lr {task.fields[lr]:.2e}  {task.fields[tps]:.0f} trained tok/s"),
+                    TextColumn("loss {task.fields[loss]:.4f}  lr {task.fields[lr]:.2e}  "
+                               "{task.fields[tps]:.0f} trained tok/s"),
                     TimeRemainingColumn(), console=console, transient=False)
 
 
