@@ -40,8 +40,10 @@ def autocast_dtype(cfg: RunConfig, device: torch.device) -> torch.dtype | None:
     """bf16 autocast, or None for plain fp32.
 
     auto: bf16 on a GPU that supports it, and on CPUs with native bf16 matmuls (AVX512-BF16 / AMX, which oneDNN
-    reports as mkldnn bf16 support). Measured on this project's 2-core AVX512-BF16 CPU with SmolLM2-135M LoRA:
-    see bench/train_vs_trl.py; on CPUs without it, bf16 is emulated and slower than fp32.
+    reports as mkldnn bf16 support). Measured with bench/train_vs_trl.py on a 2-core AMD EPYC with AVX512-BF16
+    (no AMX), SmolLM2-135M LoRA, 6 steps: bf16 1.82x fp32 (63.3 vs 34.8 trained tok/s); first-step loss 6.151 vs
+    6.150, held-out loss after the epoch 4.744 vs 4.634 (bf16 gradients are noisier; set fp32 to trade speed for
+    that). On CPUs without native bf16 it is emulated and slower than fp32, so auto keeps fp32 there.
     """
     p = cfg.train.precision
     if p == "fp32":
