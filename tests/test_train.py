@@ -257,3 +257,12 @@ def test_audit_errors_refuse_training_unless_skipped_and_recorded(tmp_path):
     assert (run / "audit.json").exists() and not (run / "adapter").exists()
     assert run_train(load_config(path), config_path=path, skip_audit=True, console=quiet()) == 0
     assert json.loads((run / "manifest.json").read_text())["skip_audit"] is True
+
+
+def test_compile_with_packing_is_refused(tmp_path):
+    from shipsft.config import load_config
+    from shipsft.errors import ConfigError
+
+    path = _write_tiny_run(tmp_path)
+    with pytest.raises(ConfigError, match="examples would attend to each other"):
+        run_train(load_config(path, ["train.compile=true"]), config_path=path, console=quiet())

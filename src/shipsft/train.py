@@ -23,7 +23,8 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 from shipsft.checkpoint import run_dir_for, save_atomic, update_manifest, write_run_files
 from shipsft.config import RunConfig
 from shipsft.errors import ConfigError, TrainingDiverged
-from shipsft.loss import batch_ce_sum, global_trained_tokens, loss_scale, neftune_hook, trained_token_count
+from shipsft.loss import (batch_ce_sum, decoder_and_head, global_trained_tokens, loss_scale, neftune_hook,
+                          trained_token_count)
 from shipsft.model import autocast_dtype, load_for_training, pick_device, save_trained
 from shipsft.optim import build_optimizers, lr_at, set_lr, warmup_steps
 from shipsft.track import MetricsLog
@@ -238,6 +239,8 @@ def run_train(cfg: RunConfig, config_path: str | Path | None = None, skip_audit:
     model, info = load_for_training(cfg, device)
     console.print(f"model: {info.model_dir} on {device}; {info.summary()}; precision "
                   f"{autocast_dtype(cfg, device) or torch.float32}; lr {cfg.resolved_lr():g}")
+    if cfg.train.compile:  # packing is off here (checked above): compile the decoder stack in place
+        decoder_and_head(model)[0].compile()
     fingerprints = {"train": train_prep.fingerprint, **({"eval": eval_prep.fingerprint} if eval_prep else {})}
     write_run_files(run_dir, cfg, argv=argv, fingerprints=fingerprints, skip_audit=skip_audit,
                     model_dir=info.model_dir, extra={"trainable_params": info.trainable, "total_params": info.total,
