@@ -25,6 +25,7 @@ def reexec_with_tcmalloc() -> None:
     preload = os.environ.get("LD_PRELOAD", "")
     if lib is None or os.environ.get("SHIPSFT_ALLOCATOR") == "system" or "tcmalloc" in preload:
         return
-    env = dict(os.environ, LD_PRELOAD=f"{lib} {preload}".strip(), SHIPSFT_ALLOCATOR="tcmalloc")
+    env = dict(os.environ, LD_PRELOAD=f"{lib} {preload}".strip(), SHIPSFT_ALLOCATOR="tcmalloc",
+               SHIPSFT_ARGV0=sys.argv[0])  # so the manifest records the command the user typed
     sys.stdout.flush()
     os.execve(sys.executable, [sys.executable, "-m", "shipsft.cli", *sys.argv[1:]], env)

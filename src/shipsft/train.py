@@ -219,6 +219,8 @@ def run_train(cfg: RunConfig, config_path: str | Path | None = None, skip_audit:
 
     console = console or Console()
     started = time.perf_counter()
+    if argv and os.environ.get("SHIPSFT_ARGV0"):  # re-executed under tcmalloc (shipsft.allocator)
+        argv = [os.environ["SHIPSFT_ARGV0"], *argv[1:]]
     torch.manual_seed(cfg.train.seed)
     if cfg.train.compile and cfg.data.packing:
         raise ConfigError(["train.compile with data.packing: under torch.compile transformers skips detecting "
