@@ -58,7 +58,7 @@ def autocast_dtype(cfg: RunConfig, device: torch.device) -> torch.dtype | None:
     return torch.bfloat16 if ok else None
 
 
-def _quantization_config(cfg: RunConfig, device: torch.device):
+def quantization_config(cfg: RunConfig, device: torch.device):
     """NF4 + double quantization with bf16 compute (the QLoRA recipe). CUDA only."""
     if device.type != "cuda":
         raise ConfigError(["method.name=qlora needs a CUDA GPU: bitsandbytes' 4-bit NF4 kernels do not run on "
@@ -79,7 +79,7 @@ def load_base(cfg: RunConfig, device: torch.device) -> tuple[torch.nn.Module, Pa
     """The causal LM with fp32 weights (NF4 for qlora) on `device`, in train mode."""
     from transformers import AutoModelForCausalLM
 
-    quant = _quantization_config(cfg, device) if cfg.method.name == "qlora" else None
+    quant = quantization_config(cfg, device) if cfg.method.name == "qlora" else None
     model_dir = resolve_model_dir(cfg.model.path, cfg.model.gguf_file)
     attn = cfg.model.attn_implementation
     if attn == "flash_attention_2" and device.type != "cuda":

@@ -25,7 +25,7 @@ from shipsft.config import RunConfig
 from shipsft.errors import ConfigError, TrainingDiverged
 from shipsft.loss import (batch_ce_sum, decoder_and_head, global_trained_tokens, loss_scale, neftune_hook,
                           trained_token_count)
-from shipsft.model import autocast_dtype, load_for_training, pick_device, save_trained
+from shipsft.model import autocast_dtype, load_for_training, pick_device, quantization_config, save_trained
 from shipsft.optim import build_optimizers, lr_at, set_lr, warmup_steps
 from shipsft.track import MetricsLog
 
@@ -226,6 +226,9 @@ def run_train(cfg: RunConfig, config_path: str | Path | None = None, skip_audit:
         raise ConfigError(["train.compile with data.packing: under torch.compile transformers skips detecting "
                            "packed documents from position_ids, so examples would attend to each other. "
                            "Fix: train.compile=false (or data.packing=false)."])
+    device = pick_device()
+    if cfg.method.name == "qlora":
+        quantization_config(cfg, device)  # no CUDA / no bitsandbytes: fail before any data work
     tokenizer = load_tokenizer(cfg.model.path, cfg.model.gguf_file, cfg.model.trust_remote_code)
     run_dir = run_dir_for(cfg, config_path)
     train_prep = prepare(cfg, tokenizer, "train")
@@ -237,7 +240,6 @@ def run_train(cfg: RunConfig, config_path: str | Path | None = None, skip_audit:
         console.print(f"note: {note}")
     run_dir.mkdir(parents=True, exist_ok=True)
     _audit(cfg, tokenizer, train_prep, run_dir, skip_audit, console)
-    device = pick_device()
     model, info = load_for_training(cfg, device)
     console.print(f"model: {info.model_dir} on {device}; {info.summary()}; precision "
                   f"{autocast_dtype(cfg, device) or torch.float32}; lr {cfg.resolved_lr():g}")
