@@ -202,6 +202,8 @@ def test_run_train_writes_a_reproducible_run_folder(tmp_path):
     assert len(manifest["data_fingerprint"]["train"]) == 16 and manifest["packages"]["torch"] == torch.__version__
     assert (run / "adapter" / "adapter_model.safetensors").exists()
     assert len([r for r in read_metrics(run / "metrics.jsonl") if "loss" in r]) == 4
+    report = (run / "report.html").read_text()  # written without eval suites too: the training curves
+    assert "<svg" in report and "loss" in report
 
 
 @pytest.mark.slow

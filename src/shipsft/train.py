@@ -181,11 +181,15 @@ def fit(cfg: RunConfig, model, tokenizer, train_rows: list, eval_rows: list | No
         result.eval_loss_after = eval_loss(model, eval_rows, pad_id, t.batch_rows, amp)
         log.write({"step": result.steps, "eval_loss": result.eval_loss_after})
     save_atomic(lambda d: save_trained(model, tokenizer, d), result.out_dir)
+    log.close()
     if evaluator is not None:
-        promotion = evaluator.finalize(checkpoints)
+        promotion = evaluator.finalize(checkpoints)  # also writes report.html
         console.print(promotion.message)
         result.exit_code = promotion.exit_code
-    log.close()
+    else:
+        from shipsft.report import write_report
+
+        write_report(run_dir)  # loss / lr / grad-norm curves even without eval suites
     return result
 
 
