@@ -148,7 +148,15 @@ class EvalConfig(Section):
 class OutputConfig(Section):
     dir: str = "runs"
     name: str | None = None  # default: <config stem>-<timestamp>
-    save_merged: bool = False
+    save_merged: bool = False  # merge/export is on the roadmap; until it lands, asking for it is an error
+
+    @field_validator("save_merged")
+    @classmethod
+    def _not_yet(cls, v: bool) -> bool:
+        if v:
+            raise ValueError("merged-weights export is not built yet (roadmap: merge/export); the run folder holds "
+                             "the peft adapter, which transformers and peft load directly. Remove output.save_merged")
+        return v
 
 
 class RunConfig(Section):
