@@ -541,3 +541,29 @@ def test_gc_is_back_on_after_loading_and_after_an_error(tmp_path):
     assert gc.isenabled()
     _errors(_lines(tmp_path / "b.jsonl", "{"))
     assert gc.isenabled()
+
+
+def test_cli_every_malformed_case_is_one_line_with_file_and_line(tmp_path):
+    """Each malformed-input case of the foundation issue through the real CLI: one line each naming file:line (and
+    the message index), exit code 2, no traceback, every problem reported in the same run."""
+    bad = [
+        '{"messages": [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "ok"}',  # invalid JSON
+        '{"messages": [{"content": "Hi"}, {"role": "assistant", "content": "ok"}]}',  # missing role
+        '{"messages": [{"role": "human", "content": "Hi"}, {"role": "assistant", "content": "ok"}]}',  # unknown
+        '{"messages": [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "  "}]}',  # empty answer
+        '{"messages": [{"role": "user", "content": "Hi"}]}',  # no assistant turn
+        '{"messages": [{"role": "user", "content": 42}, {"role": "assistant", "content": "ok"}]}',  # non-string
+    ]
+    data = _lines(tmp_path / "bad.jsonl", GOOD, *bad)
+    cfg = tmp_path / "config.yaml"
+    cfg.write_text("model: {path: smollm2}\ndata: {train: [bad.jsonl]}\n")
+    out = subprocess.run([sys.executable, "-m", "shipsft.cli", "preview", str(cfg)], capture_output=True, text=True,
+                         timeout=300, env={**os.environ, "COLUMNS": "400"})
+    assert out.returncode == 2, out.stderr
+    assert "Traceback" not in out.stderr + out.stdout
+    lines = [ln for ln in out.stderr.splitlines() if ln.startswith("error: ")]
+    for line_no, needle in [(2, "invalid JSON"), (3, "messages[0]"), (4, "messages[0]: role 'human'"),
+                            (5, "messages[1]"), (6, "no assistant"), (7, "messages[0]")]:
+        hits = [ln for ln in lines if ln.startswith(f"error: {data}:{line_no}:")]
+        assert hits and needle in hits[0], (line_no, needle, lines)
+    assert "6 of 7 records are invalid" in out.stderr
