@@ -229,7 +229,7 @@ padding-bottom:4px}h3{font-size:14px;margin:14px 0 6px}.muted{color:#6b7280}
 .chart{border:1px solid #e5e7eb;border-radius:6px;background:#fff}.chart .title{font-weight:600;font-size:13px}
 .chart .tick,.chart .legend{font-size:11px;fill:#374151}.chart .grid{stroke:#f3f4f6}.chart .frame{fill:none;
 stroke:#d1d5db}table{border-collapse:collapse;margin:6px 0 10px;font-size:13px}th,td{border:1px solid #e5e7eb;
-padding:4px 8px;text-align:left;vertical-align:top}th{background:#f9fafb}pre{margin:0;white-space:pre-wrap;
+padding:4px 8px;text-align:left;vertical-align:top}th{background:#f9fafb}pre{margin:0;white-space:pre-wrap;overflow-wrap:anywhere;
 max-width:300px;font-size:12px}.verdict{padding:10px 14px;border-radius:6px;margin:8px 0;font-size:15px}
 .verdict.pass{background:#dcfce7;border:1px solid #16a34a}.verdict.fail{background:#fee2e2;border:1px solid #dc2626}
 span.pass{color:#15803d}span.fail{color:#b91c1c}code{background:#f3f4f6;padding:1px 4px;border-radius:3px}
