@@ -21,18 +21,25 @@ TEMPLATE_ONLY_FIXTURES = ["gemma-it", "gemma-3-it"]
 _TOKENIZERS: dict = {}
 
 
+def require_fixture(name: str) -> Path:
+    """The fixture folder (../shared/fixtures/models/<name>, or $SHIPSFT_FIXTURES/<name>); skip with the reason when
+    the checkout has no shared/ beside it (CI always has it)."""
+    folder = FIXTURES / name
+    if not folder.exists():
+        pytest.skip(f"tokenizer fixture {folder} not present (set SHIPSFT_FIXTURES to the fixtures/models folder)")
+    return folder
+
+
 def fixture_tokenizer(name: str):
     if name not in _TOKENIZERS:
         from transformers import AutoTokenizer
 
-        if not (FIXTURES / name).exists():
-            pytest.skip(f"fixture {FIXTURES / name} not present")
-        _TOKENIZERS[name] = AutoTokenizer.from_pretrained(FIXTURES / name)
+        _TOKENIZERS[name] = AutoTokenizer.from_pretrained(require_fixture(name))
     return _TOKENIZERS[name]
 
 
 def fixture_meta(name: str) -> dict:
-    return json.loads((FIXTURES / name / "rendered_example.meta.json").read_text())
+    return json.loads((require_fixture(name) / "rendered_example.meta.json").read_text())
 
 
 @pytest.fixture(scope="session")

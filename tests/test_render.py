@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import pytest
 
-from conftest import FIXTURES, TEMPLATE_ONLY_FIXTURES, TOKENIZER_FIXTURES, fixture_meta, fixture_tokenizer
+from conftest import FIXTURES, TEMPLATE_ONLY_FIXTURES, TOKENIZER_FIXTURES, fixture_meta, fixture_tokenizer, require_fixture
 from shipsft.data.labels import IGNORE_INDEX, labels_from_mask
 from shipsft.data.render import (
     ChatTemplate,
@@ -83,7 +83,7 @@ def test_template_only_configs_render_identically(name):
 
 
 def test_gemma_system_role_error_names_example_and_fix():
-    tmpl = template_from_tokenizer_config(FIXTURES / "gemma-it" / "tokenizer_config.json")
+    tmpl = template_from_tokenizer_config(require_fixture("gemma-it") / "tokenizer_config.json")
     from shipsft.data.render import _render_safe
 
     with pytest.raises(TemplateError) as e:
