@@ -264,3 +264,20 @@ def test_chat_template_object_matches_apply_chat_template_kwargs():
     tok = fixture_tokenizer("llama-3.2-instruct")
     t = ChatTemplate(tok.chat_template, dict(tok.special_tokens_map), {"date_string": "1 Jan 2025"})
     assert "Today Date: 1 Jan 2025" in t.render(CONV)
+
+
+def test_end_of_turn_marker_follows_the_configured_template(smollm2_tokenizer):
+    """Generation must stop where training taught the model to stop: the marker comes from the template in use."""
+    from shipsft.data.render import end_of_turn_marker
+    from shipsft.generate import eot_ids
+
+    tok = smollm2_tokenizer
+    assert end_of_turn_marker(load_renderer(tok)) == "<|im_end|>"
+    tmpl = "{% for m in messages %}{{ m.role }}: {{ m.content }}<|endoftext|>\n{% endfor %}" \
+           "{% if add_generation_prompt %}assistant: {% endif %}"
+    r = load_renderer(tok, template=tmpl)
+    assert end_of_turn_marker(r) == "<|endoftext|>"
+    [seq] = render_examples(r, [Example(source="x:1", messages=CONV[:2])])
+    assert [t for t, m in zip(seq.ids, seq.mask) if m][-1] == tok.convert_tokens_to_ids("<|endoftext|>")
+    assert tok.convert_tokens_to_ids("<|endoftext|>") in eot_ids(tok, None, r)
+    assert eot_ids(tok) == [tok.eos_token_id]  # the tokenizer's own template ends turns with eos (<|im_end|>)

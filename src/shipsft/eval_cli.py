@@ -87,7 +87,7 @@ def score_model(model, tokenizer, cfg: RunConfig, files: list[Path], metric_spec
                 batch_size: int = 8, max_new_tokens: int = 128):
     """{suite name: (per-example scores, samples)} for one model."""
     renderer = eval_renderer(tokenizer, cfg.data)
-    stop = eot_ids(tokenizer, model)
+    stop = eot_ids(tokenizer, model, renderer)
     out = {}
     for f in files:
         items = build_items(renderer, load_suite_examples(f, "auto", limit))

@@ -138,7 +138,7 @@ class TrainingEval:
             head, tail = len(s.items[:k]), len(s.items[k:])
             self.suite_index[s.name] = (list(range(a, a + head)), list(range(b, b + tail)))
             a, b = a + head, b + tail
-        self.stop_ids = eot_ids(tokenizer, model)
+        self.stop_ids = eot_ids(tokenizer, model, renderer)
         # generation runs under the run's autocast (bf16 on AMX CPUs / GPUs: ~2x faster decoding here); loss and KL
         # stay fp32 so small drifts are not lost in bf16 rounding
         from shipsft.model import autocast_dtype

@@ -20,12 +20,9 @@ from typing import Any
 
 import torch
 
-from shipsft.data.render import Renderer, _apply_system_policy, load_renderer, render_examples
+from shipsft.data.render import Renderer, _apply_system_policy, end_of_turn_marker, load_renderer, render_examples
 from shipsft.data.types import Example
 from shipsft.errors import DataError
-
-_SENTINEL = "shipsft-sentinel-7f3a"
-
 
 @dataclass
 class EvalItem:
@@ -67,23 +64,20 @@ def _encode(tokenizer, text: str) -> list[int]:
     return tokenizer(text, add_special_tokens=False)["input_ids"]
 
 
-def eot_ids(tokenizer, model=None) -> list[int]:
-    """Every id that ends an assistant turn: the template's marker after a message, eos, generation_config eos."""
+def eot_ids(tokenizer, model=None, renderer: Renderer | None = None) -> list[int]:
+    """Every id that ends an assistant turn: eos, generation_config eos, and the end-of-turn marker of the template
+    the renderer uses (default: the tokenizer's own), found by the same rule as the training masks."""
     ids: list[int] = []
     if tokenizer.eos_token_id is not None:
         ids.append(tokenizer.eos_token_id)
     gen_cfg = getattr(model, "generation_config", None) if model is not None else None
     gen_eos = getattr(gen_cfg, "eos_token_id", None)
     ids.extend(gen_eos if isinstance(gen_eos, list) else [gen_eos] if gen_eos is not None else [])
-    if getattr(tokenizer, "chat_template", None):
-        # Render a turn with a sentinel answer: the first special token after it is the template's end-of-turn.
-        text = tokenizer.apply_chat_template([{"role": "user", "content": "hi"},
-                                              {"role": "assistant", "content": _SENTINEL}], tokenize=False)
-        tail = text[text.index(_SENTINEL) + len(_SENTINEL):] if _SENTINEL in text else ""
-        special = set(tokenizer.all_special_ids) | {i for i, t in tokenizer.added_tokens_decoder.items() if t.special}
-        marker = next((i for i in _encode(tokenizer, tail) if i in special), None)
-        if marker is not None:
-            ids.append(marker)
+    if renderer is None and getattr(tokenizer, "chat_template", None):
+        renderer = load_renderer(tokenizer)
+    marker = end_of_turn_marker(renderer) if renderer is not None and renderer.template is not None else None
+    if marker is not None:
+        ids.append(tokenizer.convert_tokens_to_ids(marker))
     return list(dict.fromkeys(i for i in ids if i is not None))
 
 

@@ -197,21 +197,40 @@ def _trained_turns(messages: list[dict], mode: str, n_prompt: int | None) -> lis
     return assistant
 
 
-def _eot_end(turn_text: str, specials: tuple[str, ...], train_eot: bool) -> tuple[int, bool]:
-    """Where the trained part of a rendered assistant turn ends, and whether an end-of-turn marker was found.
-
-    The end-of-turn marker is the last special token of the turn when only whitespace follows it (ChatML
-    '<|im_end|>' + '\\n', Llama-3 '<|eot_id|>', Mistral '</s>', Gemma '<end_of_turn>' + '\\n').
-    """
-    best = -1
-    best_tok = ""
+def _last_special(turn_text: str, specials: tuple[str, ...]) -> tuple[int, str] | None:
+    """The end-of-turn marker of a rendered assistant turn: its last special token when only whitespace follows it
+    (ChatML '<|im_end|>' + '\\n', Llama-3 '<|eot_id|>', Mistral '</s>', Gemma '<end_of_turn>' + '\\n')."""
+    best, best_tok = -1, ""
     for s in specials:
         pos = turn_text.rfind(s)
         if pos > best or (pos == best and pos >= 0 and len(s) > len(best_tok)):
             best, best_tok = pos, s
     if best >= 0 and not turn_text[best + len(best_tok):].strip():
-        return (best + len(best_tok) if train_eot else best), True
-    return len(turn_text), False
+        return best, best_tok
+    return None
+
+
+def _eot_end(turn_text: str, specials: tuple[str, ...], train_eot: bool) -> tuple[int, bool]:
+    """Where the trained part of a rendered assistant turn ends, and whether an end-of-turn marker was found."""
+    found = _last_special(turn_text, specials)
+    if found is None:
+        return len(turn_text), False
+    pos, tok = found
+    return (pos + len(tok) if train_eot else pos), True
+
+
+def end_of_turn_marker(r: Renderer) -> str | None:
+    """The special token this renderer's template closes an assistant turn with (the same rule the masks use), so
+    generation stops exactly where training taught the model to stop. None when the template has no such token."""
+    sentinel = "shipsft-sentinel-7f3a"
+    try:
+        text = r.template.render([{"role": "user", "content": "hi"}, {"role": "assistant", "content": sentinel}])
+    except Exception:  # noqa: BLE001 - a template that rejects this minimal chat tells us nothing
+        return None
+    if sentinel not in text:
+        return None
+    found = _last_special(text[text.index(sentinel) + len(sentinel):], r.specials)
+    return found[1] if found else None
 
 
 class _Unstable(Exception):
