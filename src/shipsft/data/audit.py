@@ -24,7 +24,7 @@ from shipsft.data.audit_findings import AuditResult, Finding
 from shipsft.data.audit_template import check_template
 from shipsft.data.audit_text import Corpus, check_contamination, check_content, check_duplicates, texts_of
 from shipsft.data.audit_tokens import check_lengths, check_masks, check_provenance, check_recipe
-from shipsft.errors import DataError, ShipError
+from shipsft.errors import ShipError
 
 __all__ = ["AuditResult", "Finding", "audit_for_training", "load_eval_sets", "prepare_for_audit", "run_audit",
            "run_audit_cli", "write_audit"]
@@ -173,22 +173,14 @@ def prepare_for_audit(cfg, tokenizer) -> tuple[Any, list[Finding]]:
     labels for every token, ~3 s per 100k conversations). A template that raises becomes an error finding and
     the text-level checks still run.
     """
-    from shipsft.data.formats import load_examples
-    from shipsft.data.pack import Prepared, _render_cached
-    from shipsft.data.render import load_renderer
+    from shipsft.data.pack import Prepared, _render_cached, load_split, renderer_for
 
-    d = cfg.data
-    if not d.train:
-        raise DataError(["data.train: no files configured. Fix: set data.train to one or more data files."])
-    loaded = load_examples(d.train, fmt=d.format, on_invalid=d.on_invalid,
-                           rejects_path=d.rejects_file or str(Path(cfg.output.dir) / "rejects-audit.jsonl")
-                           if d.on_invalid == "skip" else None)
+    loaded = load_split(cfg, "train", rejects_tag="audit")
     findings: list[Finding] = []
     renderer, rendered = None, []
     try:
-        need = any(ex.kind == "chat" for ex in loaded.examples)
-        renderer = load_renderer(tokenizer, d, need_template=need)
-        rendered = _render_cached(renderer, loaded, d)  # the same fingerprint cache `prepare` uses: train reuses it
+        renderer = renderer_for(cfg, tokenizer, loaded.examples)
+        rendered = _render_cached(renderer, loaded, cfg.data)  # the same fingerprint cache `prepare` uses
     except ShipError as e:
         findings.append(Finding("template.render", "error", "rendering the training data failed: " + e.lines[0],
                                 fix=" ".join(e.lines[1:])[:400] or "see the message", data={"lines": e.lines[:20]}))

@@ -191,10 +191,10 @@ def token_fingerprint(rendered: list[Rendered]) -> str:
     return h.hexdigest()
 
 
-def prepare(cfg, tokenizer, split: str = "train", renderer=None) -> Prepared:
-    """Load, validate, render, check and pack one split of the configured data."""
+def load_split(cfg, split: str = "train", rejects_tag: str | None = None):
+    """Read and validate one split's files (formats.LoadResult). Skipped records go to the configured rejects
+    file, else to <output.dir>/rejects-<tag>.jsonl (tag: the split, or e.g. "audit")."""
     from shipsft.data.formats import load_examples
-    from shipsft.data.render import load_renderer
 
     paths = cfg.data.train if split == "train" else cfg.data.eval
     if not paths:
@@ -202,10 +202,21 @@ def prepare(cfg, tokenizer, split: str = "train", renderer=None) -> Prepared:
                          "Parquet/CSV files or saved datasets folders."])
     rejects = cfg.data.rejects_file
     if rejects is None and cfg.data.on_invalid == "skip":
-        rejects = str(Path(cfg.output.dir) / f"rejects-{split}.jsonl")
-    loaded = load_examples(paths, fmt=cfg.data.format, on_invalid=cfg.data.on_invalid, rejects_path=rejects)
-    needs_template = any(ex.kind == "chat" for ex in loaded.examples)
-    r = renderer or load_renderer(tokenizer, cfg.data, need_template=needs_template)
+        rejects = str(Path(cfg.output.dir) / f"rejects-{rejects_tag or split}.jsonl")
+    return load_examples(paths, fmt=cfg.data.format, on_invalid=cfg.data.on_invalid, rejects_path=rejects)
+
+
+def renderer_for(cfg, tokenizer, examples: list[Example]):
+    """The configured renderer; a chat template is only required when some example is a conversation."""
+    from shipsft.data.render import load_renderer
+
+    return load_renderer(tokenizer, cfg.data, need_template=any(ex.kind == "chat" for ex in examples))
+
+
+def prepare(cfg, tokenizer, split: str = "train", renderer=None) -> Prepared:
+    """Load, validate, render, check and pack one split of the configured data."""
+    loaded = load_split(cfg, split)
+    r = renderer or renderer_for(cfg, tokenizer, loaded.examples)
     rendered = _render_cached(r, loaded, cfg.data)
     n_trunc, n_cut = truncate_overlong(rendered, cfg.data.max_length, cfg.data.overlong)
     check_trained(rendered, r.mode, truncated=bool(n_trunc))  # after truncation: a fully cut answer is caught too
