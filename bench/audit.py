@@ -69,7 +69,9 @@ def generate(folder: Path, n: int, seed: int = 1234) -> Path:
 
 def audit_once(cfg, tok, out: Path) -> tuple[dict[str, tuple[float, float]], object, object]:
     """One audit as `shipsft audit` runs it: {stage: (wall s, CPU s)}, the result, the prepared split."""
-    from shipsft.data.audit import prepare_for_audit, run_audit, write_audit
+    from shipsft.audit.run import run_audit
+    from shipsft.data.pipeline import prepare
+    from shipsft.train.run import write_audit
 
     times: dict[str, tuple[float, float]] = {}
 
@@ -79,8 +81,9 @@ def audit_once(cfg, tok, out: Path) -> tuple[dict[str, tuple[float, float]], obj
         times[name] = (time.perf_counter() - w, time.process_time() - c)
         return out_
 
-    prepared, findings = timed("read + render + pack (prepare_for_audit)", lambda: prepare_for_audit(cfg, tok))
-    result = timed("all checks (run_audit)", lambda: run_audit(cfg, tok, prepared, extra_findings=findings))
+    prepared = timed("read + render + pack (prepare, strict=False)",
+                     lambda: prepare(cfg.data, tok, "train", strict=False, rejects_path=None))
+    result = timed("all checks (run_audit)", lambda: run_audit(cfg, tok, prepared))
     timed("write audit.json + audit.html", lambda: write_audit(result, out))
     return times, result, prepared
 
@@ -94,9 +97,9 @@ def main(argv: list[str] | None = None) -> int:
 
     from rich.console import Console
 
+    from shipsft.cli.views import show_audit
     from shipsft.config import load_config
-    from shipsft.data.audit import print_summary
-    from shipsft.source import load_tokenizer
+    from shipsft.model.locate import load_tokenizer
 
     folder = Path(args.out or tempfile.mkdtemp(prefix="shipsft-audit-bench-"))
     folder.mkdir(parents=True, exist_ok=True)
@@ -106,7 +109,7 @@ def main(argv: list[str] | None = None) -> int:
     cfg = load_config(config, [f"model.path={args.model}"])
 
     w, c = time.perf_counter(), time.process_time()
-    tok = load_tokenizer(cfg.model.path, cfg.model.gguf_file, cfg.model.trust_remote_code)
+    tok = load_tokenizer(cfg.model)
     t_tok = (time.perf_counter() - w, time.process_time() - c)
     # A fresh rendered-data cache: the first audit renders everything (cold, what a new data set costs), the second
     # reads the cache that the first one wrote (warm: what `shipsft train` after `shipsft audit` costs).
@@ -114,7 +117,7 @@ def main(argv: list[str] | None = None) -> int:
     cold, result, prepared = audit_once(cfg, tok, folder / "audit")
     warm, _, _ = audit_once(cfg, tok, folder / "audit-warm")
 
-    print_summary(result, Console(width=120))
+    show_audit(result, Console(width=120))
     print(f"\n{args.n:,} conversations ({sum(len(r.ids) for r in prepared.rendered):,} tokens); data generated in "
           f"{t_gen:.1f} s (not counted); {os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f} at the end\n")
     print("| stage | cold wall s | cold CPU s | warm wall s |\n|---|---|---|---|")

@@ -45,13 +45,13 @@ def main() -> None:
     from rich.console import Console
     from rich.table import Table
 
-    from shipsft.config import RunConfig
+    from shipsft.config import ModelConfig, RunConfig
     from shipsft.data.formats import load_examples
-    from shipsft.data.pack import pack_examples, render_examples_checked
-    from shipsft.data.render import load_renderer
-    from shipsft.source import load_tokenizer
+    from shipsft.data.pack import pack_examples
+    from shipsft.data.render import load_renderer, render_examples
+    from shipsft.model.locate import load_tokenizer
 
-    tok = load_tokenizer(args.model)
+    tok = load_tokenizer(ModelConfig(path=args.model))
     with tempfile.TemporaryDirectory() as d:
         path = Path(d) / "train.jsonl"
         make_dataset(path, args.n)
@@ -60,9 +60,9 @@ def main() -> None:
         loaded = load_examples(cfg.data.train, fmt=cfg.data.format)
         t1 = time.perf_counter()
         r = load_renderer(tok, cfg.data)
-        rendered = render_examples_checked(r, loaded.examples)
+        rendered = render_examples(r, loaded.examples)
         t2 = time.perf_counter()
-        packed = pack_examples(rendered, cfg.data.max_length)
+        packed = pack_examples(rendered, cfg.data.max_length, cfg.data.packing)
         t3 = time.perf_counter()
 
     n_tok = sum(len(x.ids) for x in rendered)

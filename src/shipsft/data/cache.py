@@ -42,9 +42,9 @@ def cache_key(file_hashes: list[str], data_cfg: dict, tok_fp: str) -> str:
 def _dir() -> Path | None:
     if os.environ.get("SHIPSFT_NO_CACHE"):
         return None
-    from shipsft.source import cache_root
+    from shipsft.config import cache_dir
 
-    return cache_root() / "prepared"
+    return cache_dir() / "prepared"
 
 
 def load(key: str) -> list[Rendered] | None:

@@ -28,105 +28,13 @@ How a conversation becomes a training sequence (no string markers, no guessed sp
 from __future__ import annotations
 
 import bisect
-import json
-from dataclasses import dataclass, field
-from importlib import resources
-from pathlib import Path
+from dataclasses import dataclass
 from typing import Any, Iterable
 
+from shipsft.config import DataConfig
+from shipsft.data.template import ChatTemplate, resolve_template, special_strings
 from shipsft.data.types import Example, Rendered
 from shipsft.errors import TemplateError
-
-MODES = ("all_assistant", "last_assistant", "completion", "everything")
-NAMED_TEMPLATES = ("chatml",)  # shipped in shipsft/assets/templates/<name>.jinja
-_SPECIAL_KEYS = ("bos_token", "eos_token", "unk_token", "pad_token", "sep_token", "cls_token", "mask_token")
-
-
-# ------------------------------------------------------------------------------------------------------------
-# The template: the Jinja source plus exactly the variables apply_chat_template hands it
-
-
-@dataclass
-class ChatTemplate:
-    source: str
-    special: dict[str, str]  # bos_token/eos_token/... strings, as tokenizer.special_tokens_map gives them
-    kwargs: dict[str, Any] = field(default_factory=dict)  # user template kwargs, e.g. date_string for Llama 3.2
-    origin: str = "tokenizer"  # "tokenizer" | "named:<name>" | "file:<path>" | "inline"
-    _compiled: Any = field(default=None, repr=False, compare=False)
-    _plain_kwargs: dict = field(default_factory=dict, repr=False, compare=False)
-
-    def render(self, messages: list[dict], add_generation_prompt: bool = False, tools: list | None = None) -> str:
-        chat, tools = self.prepare(messages, tools)
-        return self.render_prepared(chat, add_generation_prompt, tools)
-
-    def prepare(self, messages: list[dict], tools: list | None = None) -> tuple[list[dict], list | None]:
-        """The conversation exactly as `render_jinja_template` hands it to the template: None-valued keys dropped
-        (apply_chat_template does that first), plain JSON types, reasoning fields aliased. Done once per
-        conversation; its prefixes are then rendered from slices (the sandbox cannot mutate them)."""
-        from transformers.utils.chat_template_utils import _alias_reasoning_fields, _plain_template_data
-
-        chat = [{k: v for k, v in m.items() if v is not None} for m in messages]
-        return _alias_reasoning_fields(_plain_template_data(chat)), _plain_template_data(tools)
-
-    def render_prepared(self, chat: list[dict], add_generation_prompt: bool = False, tools: list | None = None) -> str:
-        # the same call render_jinja_template makes (its compile cache included), minus the per-call deep copies:
-        # about 2x faster, and byte-identical (tests/test_render.py checks parity for every fixture family)
-        from transformers.utils.chat_template_utils import _compile_jinja_template, _plain_template_data
-
-        if self._compiled is None:
-            self._compiled = _compile_jinja_template(self.source)
-            self._plain_kwargs = _plain_template_data({**self.special, **self.kwargs})
-        return self._compiled.render(messages=chat, tools=tools, documents=None,
-                                     add_generation_prompt=add_generation_prompt, **self._plain_kwargs)
-
-
-def template_from_tokenizer_config(path: str | Path, kwargs: dict | None = None) -> ChatTemplate:
-    """A template from a bare `tokenizer_config.json` (e.g. Gemma fixtures that ship no tokenizer.json)."""
-    cfg = json.loads(Path(path).read_text())
-    src = cfg.get("chat_template")
-    if isinstance(src, list):  # named templates: take "default"
-        src = next((t["template"] for t in src if t.get("name") == "default"), src[0]["template"])
-    if not src:
-        raise TemplateError([f"{path}: no chat_template in this tokenizer_config.json"])
-    special = {}
-    for key in _SPECIAL_KEYS:
-        val = cfg.get(key)
-        if isinstance(val, dict):
-            val = val.get("content")
-        if isinstance(val, str):
-            special[key] = val
-    return ChatTemplate(src, special, dict(kwargs or {}), origin=f"file:{path}")
-
-
-def resolve_template(tokenizer, template: str | None, kwargs: dict | None) -> ChatTemplate:
-    """The model's own template, or a named/custom one when configured. No template at all is an error."""
-    special = {k: v for k, v in tokenizer.special_tokens_map.items() if isinstance(v, str)}
-    kwargs = dict(kwargs or {})
-    if template is None:
-        src = tokenizer.chat_template
-        if isinstance(src, dict):
-            src = src.get("default") or next(iter(src.values()))
-        if not src:
-            raise TemplateError(
-                ["the tokenizer has no chat template and data.template is not set. Fix: set data.template to a "
-                 f"named template ({', '.join(NAMED_TEMPLATES)}), a path to a .jinja file, or an inline Jinja string "
-                 "(or use data.format: text for raw-text continued pre-training)."]
-            )
-        return ChatTemplate(src, special, kwargs, origin="tokenizer")
-    if template in NAMED_TEMPLATES:
-        src = resources.files("shipsft").joinpath(f"assets/templates/{template}.jinja").read_text()
-        return ChatTemplate(src, special, kwargs, origin=f"named:{template}")
-    if template.endswith(".jinja"):
-        p = Path(template)
-        if not p.exists():
-            raise TemplateError([f"data.template: file {template} not found"])
-        return ChatTemplate(p.read_text(), special, kwargs, origin=f"file:{template}")
-    if "{%" in template or "{{" in template:
-        return ChatTemplate(template, special, kwargs, origin="inline")
-    raise TemplateError(
-        [f"data.template: {template!r} is not a named template ({', '.join(NAMED_TEMPLATES)}), a .jinja file, "
-         "or an inline Jinja template"]
-    )
 
 
 # ------------------------------------------------------------------------------------------------------------
@@ -151,30 +59,17 @@ class Renderer:
         return self.tokenizer.eos_token_id
 
 
-def special_strings(tokenizer) -> tuple[str, ...]:
-    found = {t.content for t in tokenizer.added_tokens_decoder.values() if t.special}
-    found |= {v for k, v in tokenizer.special_tokens_map.items() if isinstance(v, str)}
-    return tuple(sorted((s for s in found if s), key=len, reverse=True))
-
-
-def load_renderer(tokenizer, data_cfg=None, *, template: str | None = None, template_kwargs: dict | None = None,
-                  mode: str = "all_assistant", train_eot: bool = True, system_message: str = "keep",
-                  need_template: bool = True) -> Renderer:
-    """Build a Renderer from a tokenizer and either a DataConfig or keyword settings."""
-    if data_cfg is not None:
-        template, template_kwargs = data_cfg.template, data_cfg.template_kwargs
-        mode, train_eot, system_message = data_cfg.mask, data_cfg.train_eot, data_cfg.system_message
-    if mode not in MODES:
-        raise TemplateError([f"mask mode {mode!r} is not one of {', '.join(MODES)}"])
-    tmpl = resolve_template(tokenizer, template, template_kwargs) if need_template else None
-    return Renderer(tokenizer, tmpl, mode, train_eot, system_message, special_strings(tokenizer))
+def load_renderer(tokenizer, data: DataConfig, need_template: bool = True) -> Renderer:
+    """The renderer of `data` (template, kwargs, mask mode, end-of-turn, system policy) for this tokenizer."""
+    tmpl = resolve_template(tokenizer, data.template, data.template_kwargs) if need_template else None
+    return Renderer(tokenizer, tmpl, data.mask, data.train_eot, data.system_message, special_strings(tokenizer))
 
 
 # ------------------------------------------------------------------------------------------------------------
 # Chat conversations -> (text, trained character spans)
 
 
-def _apply_system_policy(messages: list[dict], policy: str) -> list[dict]:
+def apply_system_policy(messages: list[dict], policy: str) -> list[dict]:
     if policy == "keep" or not messages or messages[0].get("role") != "system":
         return messages
     system, rest = messages[0], messages[1:]
@@ -188,7 +83,9 @@ def _apply_system_policy(messages: list[dict], policy: str) -> list[dict]:
     return rest
 
 
-def _trained_turns(messages: list[dict], mode: str, n_prompt: int | None) -> list[int]:
+def trained_turns(messages: list[dict], mode: str, n_prompt: int | None) -> list[int]:
+    """Indices of the assistant turns that carry loss under mask `mode` (the one turn-selection rule: rendering,
+    the audit's text checks and eval references all use it). prompt/completion data trains the completion only."""
     assistant = [i for i, m in enumerate(messages) if m.get("role") == "assistant"]
     if n_prompt is not None:  # prompt/completion data: only the completion's assistant turns are trained
         assistant = [i for i in assistant if i >= n_prompt]
@@ -259,14 +156,14 @@ def chat_spans(r: Renderer, ex: Example) -> list[tuple[str, list[tuple[int, int]
     One element when the template is prefix-stable; one per trained assistant turn otherwise.
     """
     tmpl = r.template
-    msgs = _apply_system_policy(ex.messages or [], r.system_message)
+    msgs = apply_system_policy(ex.messages or [], r.system_message)
     shift = len(ex.messages or []) - len(msgs)  # merge/drop removed the leading system message
     n_prompt = None if ex.n_prompt is None else ex.n_prompt - shift
     chat, tools = tmpl.prepare(msgs, ex.tools)
     full = _render_safe(tmpl, chat, ex.source, tools=tools, prepared=True)
     if r.mode == "everything":
         return [(full, [(0, len(full))], None, True)]
-    turns = _trained_turns(msgs, r.mode, n_prompt)
+    turns = trained_turns(msgs, r.mode, n_prompt)
     if not turns:
         return [(full, [], None, True)]
     try:
@@ -403,16 +300,15 @@ def render_example(r: Renderer, ex: Example) -> list[Rendered]:
     return render_examples(r, [ex])
 
 
-def render_conversation(tokenizer, messages: list[dict], mode: str = "all_assistant", *, train_eot: bool = True,
-                        template: str | None = None, template_kwargs: dict | None = None,
-                        tools: list | None = None, system_message: str = "keep") -> list[Rendered]:
-    """Render one conversation with the tokenizer's own chat template: token ids and the trained mask.
+def render_conversation(tokenizer, messages: list[dict], data: DataConfig | None = None,
+                        tools: list | None = None) -> list[Rendered]:
+    """Render one conversation with the chat template of `data` (DataConfig(); its defaults: the tokenizer's own
+    template, every assistant turn trained with its end-of-turn marker): token ids and the trained mask.
 
     Returns one `Rendered` (ids, mask, text), or one per trained assistant turn when the template is not
     prefix-stable (see module docstring). Labels: `shipsft.data.labels.labels_from_mask(r.ids, r.mask)`.
     """
-    r = load_renderer(tokenizer, template=template, template_kwargs=template_kwargs, mode=mode,
-                      train_eot=train_eot, system_message=system_message)
+    r = load_renderer(tokenizer, data if data is not None else DataConfig())
     return render_examples(r, [Example(source="<conversation>", messages=messages, tools=tools)])
 
 

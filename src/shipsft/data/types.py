@@ -9,6 +9,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from shipsft.data.labels import n_targets
+
 Kind = Literal["chat", "completion_text", "text"]
 
 
@@ -43,5 +45,4 @@ class Rendered:
 
     @property
     def n_trained(self) -> int:
-        # tokens the model is taught to produce; the first token can never be a target (nothing precedes it)
-        return sum(self.mask[1:])
+        return n_targets(self.mask)

@@ -1,0 +1,159 @@
+"""Pre-flight audit: catch the failures that happen before training starts, when fixing them is cheap.
+
+`run_audit` takes the training split exactly as the data pipeline prepared it (`data.pipeline.prepare` with
+strict=False, so blocking problems are recorded instead of raised) and runs every check: template (parity, prefix
+stability, end-of-turn trained, role markers, double BOS, pad == eos, saved template), masks, lengths,
+duplicates, contamination against the eval data, content quality, data size vs recipe (with the step arithmetic
+from `train.schedule`), provenance. It returns findings and writes nothing: `shipsft audit` prints and saves them,
+`shipsft train` saves them into the run folder and refuses to start on errors unless `--skip-audit`.
+
+    result = run_audit(cfg, tokenizer, prepare(cfg.data, tokenizer, "train", strict=False, rejects_path=None))
+    result.errors, result.warnings, result.stats["lengths"]["total"]["p99"]
+"""
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from shipsft.audit.findings import AuditResult, Finding
+from shipsft.audit.template import check_template
+from shipsft.audit.text import Corpus, check_contamination, check_content, check_duplicates, texts_of
+from shipsft.audit.tokens import check_lengths, check_masks, check_provenance, check_recipe
+from shipsft.config import RunConfig
+from shipsft.errors import ShipError
+from shipsft.train.schedule import plan_steps
+
+TEMPLATE_SAMPLE = 64  # examples re-rendered for parity: ~1 ms each; 64 finds any systematic template bug
+
+
+def model_max_positions(tokenizer) -> int | None:
+    """The model's position limit from the config next to the tokenizer, else the tokenizer's own limit."""
+    folder = Path(str(tokenizer.name_or_path))
+    if (folder / "config.json").exists():  # only ever a local folder: never a hub lookup
+        try:
+            from transformers import AutoConfig
+
+            conf = AutoConfig.from_pretrained(folder)
+            conf = getattr(conf, "text_config", None) or conf
+            n = getattr(conf, "max_position_embeddings", None)
+            if n:
+                return int(n)
+        except Exception:  # noqa: BLE001 - an unreadable config: fall back to the tokenizer's limit
+            pass
+    n = getattr(tokenizer, "model_max_length", None)
+    return int(n) if n and n < 10_000_000 else None  # transformers uses 1e30 for "unset"
+
+
+def load_eval_sets(cfg: RunConfig) -> tuple[dict[str, list], list, list[Finding]]:
+    """Eval examples for the contamination check: the eval split and every eval suite (JSONL conversations)."""
+    from shipsft.data.formats import load_examples
+
+    sets: dict[str, list] = {}
+    files: list = []
+    findings: list[Finding] = []
+    wanted = []
+    if cfg.data.eval:
+        wanted.append(("data.eval", list(cfg.data.eval), cfg.data.format))
+    for suite in cfg.eval.suites:
+        wanted.append((f"suite {suite.name}", [suite.data], suite.format))
+    for name, paths, fmt in wanted:
+        try:
+            loaded = load_examples(paths, fmt=fmt)
+        except ShipError as e:
+            findings.append(Finding("contamination.load", "error", f"could not read {name}: {e.lines[0]}",
+                                    fix="fix the eval data (every problem is listed by `shipsft audit`)",
+                                    data={"lines": e.lines[:20]}))
+            continue
+        sets[name] = loaded.examples
+        files += list(loaded.files)
+    return sets, files, findings
+
+
+def _timed(timings: dict, name: str, fn: Callable[[], Any]) -> Any:
+    """fn(), with its wall time recorded under `name` (bench/audit.py prints these)."""
+    t0 = time.perf_counter()
+    out = fn()
+    timings[name] = round(time.perf_counter() - t0, 3)
+    return out
+
+
+def run_audit(cfg: RunConfig, tokenizer, prepared, *, eval_sets: dict[str, list] | None = None,
+              eval_files: list | None = None, max_positions: int | None = None) -> AuditResult:
+    """Every check over one prepared training split. `eval_sets` (name -> Examples) default to cfg's eval data."""
+    timings: dict[str, float] = {}
+    findings: list[Finding] = []
+    if prepared.render_failed:  # the template raised: report it; the text-level checks below still run
+        e = prepared.problems[0]
+        findings.append(Finding("template.render", "error", "rendering the training data failed: " + e.lines[0],
+                                fix=" ".join(e.lines[1:])[:400] or "see the message", data={"lines": e.lines[:20]}))
+    stats: dict[str, Any] = {"timings": timings}
+    t_start = time.perf_counter()
+    examples, rendered = prepared.examples, prepared.rendered
+    d = cfg.data
+
+    texts = _timed(timings, "text.extract", lambda: texts_of(examples, d.mask))
+    tmpl = getattr(prepared.renderer, "template", None)
+    if rendered:
+        source = None if tmpl is None or tmpl.origin == "tokenizer" else tmpl.source
+        f, stats["template"] = check_template(
+            tokenizer, examples, rendered, template_source=source, template_kwargs=d.template_kwargs,
+            system_message=d.system_message, mode=d.mask, train_eot=d.train_eot, sample=TEMPLATE_SAMPLE,
+            seed=cfg.train.seed, timings=timings)
+        findings += f
+        f, stats["masks"] = _timed(timings, "masks", lambda: check_masks(rendered, d.max_length))
+        findings += f
+        model_max = max_positions if max_positions is not None else model_max_positions(tokenizer)
+        f, stats["lengths"] = _timed(timings, "lengths", lambda: check_lengths(
+            rendered, prepared.full_lengths, d.max_length, cfg.train.batch_rows, d.packing, cfg.train.seed,
+            model_max, prepared.efficiency, len(prepared.rows), d.overlong))
+        findings += f
+    corpus = _timed(timings, "text.words", lambda: Corpus.of(texts))  # shared by the next two checks
+    f, stats["duplicates"] = _timed(timings, "duplicates", lambda: check_duplicates(texts, corpus=corpus))
+    findings += f
+
+    if eval_sets is None:
+        eval_sets, more_files, f = _timed(timings, "contamination.load", lambda: load_eval_sets(cfg))
+        eval_files = (eval_files or []) + more_files
+        findings += f
+    eval_texts = {name: texts_of(exs, "all_assistant") for name, exs in eval_sets.items()}
+    f, stats["contamination"] = _timed(
+        timings, "contamination", lambda: check_contamination(texts, eval_texts, corpus=corpus))
+    findings += f
+    f, stats["content"] = _timed(timings, "content", lambda: check_content(texts))
+    findings += f
+
+    trained = sum(r.n_trained for r in rendered)
+    plan = plan_steps(len(prepared.rows), cfg.train)  # the loop's own step arithmetic
+    f, stats["recipe"] = _timed(timings, "recipe", lambda: check_recipe(len(examples), trained, cfg.method.name,
+                                                                        plan))
+    findings += f
+
+    paths = {"train": list(d.train), "eval": list(d.eval)}
+    for suite in cfg.eval.suites:
+        paths[f"suite:{suite.name}"] = [suite.data]
+    all_examples = {"train": examples, **eval_sets}
+    files = list(prepared.files) + list(eval_files or [])
+    f, stats["provenance"] = _timed(timings, "provenance", lambda: check_provenance(paths, all_examples, files))
+    findings += f
+
+    n_rejected = prepared.n_rejected
+    if n_rejected:
+        findings.append(Finding(
+            "data.rejected", "warning",
+            f"{n_rejected} record(s) were invalid and skipped (data.on_invalid: skip); they are in the rejects file.",
+            fix="fix them at the source, or accept the loss knowingly"))
+    timings["total"] = round(time.perf_counter() - t_start, 3)
+    stats["overview"] = {
+        "examples": len(examples), "sequences": len(rendered), "tokens": sum(len(r.ids) for r in rendered),
+        "trained_tokens": trained, "format": prepared.format,
+        "eval_sets": {k: len(v) for k, v in eval_sets.items()},
+    }
+    meta = {
+        "model": cfg.model.path, "config_hash": cfg.config_hash(), "fingerprint": prepared.fingerprint,
+        "template": getattr(tmpl, "origin", None), "mask": d.mask, "max_length": d.max_length,
+        "method": cfg.method.name, "notes": list(prepared.notes),
+        "created": time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime()),
+    }
+    return AuditResult(findings, stats, meta)

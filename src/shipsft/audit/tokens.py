@@ -1,0 +1,313 @@
+"""Token-level audit checks: trained-token masks, length distributions, padding vs packing, data size vs recipe,
+and provenance of the data files.
+
+Pure functions over `Rendered` sequences (ids + mask) and plain numbers, so each is tested without a model.
+
+    from shipsft.audit.tokens import check_masks, check_lengths
+    findings, stats = check_masks(prepared.rendered, max_length=2048)
+"""
+from __future__ import annotations
+
+import hashlib
+import math
+from collections import Counter, defaultdict
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from shipsft.audit.findings import Finding
+from shipsft.data.pack import best_fit_decreasing
+from shipsft.train.schedule import StepPlan
+
+
+def histogram(values, bins: int = 30, lo: float | None = None, hi: float | None = None) -> dict:
+    """{edges, counts} for the HTML plots (JSON-ready)."""
+    v = np.asarray(values, dtype=np.float64)
+    if len(v) == 0:
+        return {"edges": [], "counts": []}
+    lo = float(v.min()) if lo is None else lo
+    hi = float(v.max()) if hi is None else hi
+    if hi <= lo:
+        hi = lo + 1
+    counts, edges = np.histogram(v, bins=bins, range=(lo, hi))
+    return {"edges": [round(float(e), 4) for e in edges], "counts": counts.tolist()}
+
+
+def percentiles(values) -> dict:
+    v = np.asarray(values, dtype=np.float64)
+    if len(v) == 0:
+        return {"n": 0, "p50": 0, "p90": 0, "p99": 0, "max": 0, "mean": 0, "sum": 0}
+    p50, p90, p99 = np.percentile(v, [50, 90, 99])
+    return {"n": len(v), "p50": float(p50), "p90": float(p90), "p99": float(p99), "max": float(v.max()),
+            "mean": round(float(v.mean()), 2), "sum": int(v.sum())}
+
+
+# ------------------------------------------------------------------------------------------------------------
+# Masks
+
+
+def check_masks(rendered: list, max_length: int | None = None) -> tuple[list[Finding], dict]:
+    """Trained-token share per sequence, sequences that train on nothing, answers cut by max_length."""
+    findings: list[Finding] = []
+    n_trained = np.array([r.n_trained for r in rendered], dtype=np.int64)
+    lengths = np.array([len(r.ids) for r in rendered], dtype=np.int64)
+    share = n_trained / np.maximum(lengths, 1)
+    zero = [r.source for r, k in zip(rendered, n_trained) if k == 0]
+    # An answer is cut when trained tokens lie past max_length (before truncation) or the sequence was truncated
+    # and its last token is a trained one (after truncation: the end-of-turn marker is gone).
+    cut = []
+    for r in rendered:
+        untruncated_cut = max_length is not None and len(r.ids) > max_length and any(r.mask[max_length:])
+        if untruncated_cut or (r.truncated and r.mask and r.mask[-1]):
+            cut.append(r.source)
+    stats = {"n_sequences": len(rendered), "trained_tokens": int(n_trained.sum()), "tokens": int(lengths.sum()),
+             "trained_share": {**percentiles(share), "hist": histogram(share, 20, 0.0, 1.0)},
+             "zero_trained": len(zero), "answers_cut": len(cut)}
+    if zero:
+        findings.append(Finding(
+            "masks.zero_trained", "error",
+            f"{len(zero)} sequence(s) have zero trained tokens: they cost compute and teach nothing (the usual sign "
+            "of a mask built from markers the template does not produce, or of examples without an answer).",
+            fix="check data.mask and that every example ends with an assistant answer; remove the rest",
+            examples=zero))
+    if cut:
+        findings.append(Finding(
+            "masks.answer_cut", "warning",
+            f"{len(cut)} sequence(s) lose trained answer tokens to max_length={max_length}: the model learns "
+            "answers that stop mid-way and never sees their end-of-turn marker.",
+            fix="raise data.max_length (see lengths.recommended_max_length) or shorten/remove these examples",
+            examples=cut))
+    if len(rendered):
+        low = [r.source for r, s in zip(rendered, share) if 0 < s < 0.02]
+        if low:
+            findings.append(Finding(
+                "masks.low_share", "info",
+                f"{len(low)} sequence(s) train on under 2% of their tokens (long prompt, short answer): "
+                "most of their compute goes to context.",
+                fix="fine for classification-style data; otherwise consider trimming the context", examples=low))
+    return findings, stats
+
+
+# ------------------------------------------------------------------------------------------------------------
+# Lengths, recommended max_length, padding waste vs packing
+
+
+def recommend_max_length(total_lengths, model_max: int | None = None, multiple: int = 64) -> int:
+    """p99 of total lengths rounded up to a multiple of 64, capped by the model's positions."""
+    if len(total_lengths) == 0:
+        return multiple
+    p99 = float(np.percentile(np.asarray(total_lengths), 99))
+    rec = int(math.ceil(p99 / multiple) * multiple) or multiple
+    return min(rec, model_max) if model_max else rec
+
+
+def padding_waste(lengths, batch_rows: int, max_length: int, seed: int = 42) -> float:
+    """Share of padding when examples are batched in shuffled order and each batch is padded to its longest."""
+    v = np.minimum(np.asarray(lengths, dtype=np.int64), max_length)
+    if len(v) == 0:
+        return 0.0
+    v = v[np.random.default_rng(seed).permutation(len(v))]
+    n_full = len(v) // batch_rows * batch_rows
+    slots = 0
+    if n_full:
+        slots += int(v[:n_full].reshape(-1, batch_rows).max(axis=1).sum()) * batch_rows
+    if n_full < len(v):
+        slots += int(v[n_full:].max()) * (len(v) - n_full)
+    return 1.0 - float(v.sum()) / slots
+
+
+def check_lengths(rendered: list, full_lengths: list[int], max_length: int, batch_rows: int, packing: bool,
+                  seed: int, model_max: int | None, efficiency: float, n_rows: int, overlong: str
+                  ) -> tuple[list[Finding], dict]:
+    """Token length distributions (prompt / answer / total; totals before any truncation), a recommended
+    max_length, padding waste vs the packing the pipeline achieved (`efficiency`, `n_rows` rows per epoch)."""
+    findings: list[Finding] = []
+    total = np.array(full_lengths, dtype=np.int64)
+    prompt = np.array([r.n_prompt_tokens for r in rendered], dtype=np.int64)
+    answer = np.array([r.n_trained for r in rendered], dtype=np.int64)
+    rec = recommend_max_length(total, model_max)
+    waste = padding_waste(total, batch_rows, max_length, seed)
+    eff = efficiency
+    hi = float(max(total.max(initial=0), max_length))
+    stats = {
+        "prompt": {**percentiles(prompt), "hist": histogram(prompt, 30)},
+        "answer": {**percentiles(answer), "hist": histogram(answer, 30)},
+        "total": {**percentiles(total), "hist": histogram(total, 30, 0, hi)},
+        "max_length": max_length, "recommended_max_length": rec, "model_max_positions": model_max,
+        "batch_rows": batch_rows, "padding_waste": round(waste, 4), "packing_efficiency": round(eff, 4),
+        "packing": packing, "n_over_max_length": int((total > max_length).sum()), "rows": n_rows,
+    }
+    if not len(total):
+        return findings, stats
+    over = int((total > max_length).sum())
+    if model_max and max_length > model_max:
+        findings.append(Finding(
+            "lengths.beyond_model", "error",
+            f"data.max_length={max_length} is beyond the model's {model_max} positions: positions past it were "
+            "never trained and give garbage.", fix=f"set data.max_length <= {model_max}"))
+    if over:
+        # with data.overlong=error `shipsft train` refuses these, so the audit says so as an error
+        fit_all = recommend_max_length([int(total.max())], model_max)
+        fix = f"--set data.max_length={fit_all} fits every example"
+        if rec < fit_all:
+            fix += (f"; or --set data.max_length={rec} (p99, rounded up to 64) data.overlong=truncate, which cuts "
+                    f"{int((total > rec).sum())}")
+        findings.append(Finding(
+            "lengths.over_max_length", "error" if overlong == "error" else "warning",
+            f"{over} sequence(s) ({over / len(total):.1%}) are longer than data.max_length={max_length} (longest "
+            f"{int(total.max())} tokens); with data.overlong={overlong} training "
+            f"{'refuses to start' if overlong == 'error' else 'cuts them'}.",
+            fix=fix + "; or remove the long ones",
+            examples=[r.source for r, n in zip(rendered, total) if n > max_length]))
+    elif max_length >= 2 * rec and max_length > 256:
+        findings.append(Finding(
+            "lengths.max_length_oversized", "info",
+            f"data.max_length={max_length} is {max_length / rec:.1f}x the recommended {rec} (p99 of the data): "
+            "packed rows and attention buffers are sized for sequences the data does not have.",
+            fix=f"--set data.max_length={rec}"))
+    if not packing and waste > 0.2:
+        fits = [int(n) for n in total if n <= max_length]
+        would = sum(fits) / (len(best_fit_decreasing(fits, max_length)) * max_length) if fits else 0.0
+        findings.append(Finding(
+            "lengths.padding_waste", "warning",
+            f"without packing, {waste:.0%} of every batch of {batch_rows} is padding (shuffled, padded to the "
+            f"longest); packing would fill {would:.0%} of each row.",
+            fix="set data.packing: true (examples never attend to each other: position ids restart per example)"))
+    else:
+        findings.append(Finding(
+            "lengths.summary", "info",
+            f"total tokens p50/p90/p99/max = {int(np.percentile(total, 50))}/{int(np.percentile(total, 90))}/"
+            f"{int(np.percentile(total, 99))}/{int(total.max())}; recommended max_length {rec}; padding waste at "
+            f"batch_rows={batch_rows} would be {waste:.0%}, packing efficiency {eff:.0%}."))
+    return findings, stats
+
+
+# ------------------------------------------------------------------------------------------------------------
+# Data size vs method, epochs and optimizer steps
+
+
+def size_band(n_examples: int) -> str:
+    if n_examples < 50:
+        return "very few: even a style or format change usually takes 50+ examples"
+    if n_examples < 500:
+        return "enough for a style or format change with LoRA"
+    if n_examples < 1000:
+        return "between a style/format change and task specialisation"
+    if n_examples < 10_000:
+        return "task specialisation"
+    if n_examples < 100_000:
+        return "substantial behaviour change; full fine-tuning starts to pay"
+    return "large; more data helps with diminishing returns"
+
+
+def check_recipe(n_examples: int, trained_tokens: int, method: str, plan: StepPlan) -> tuple[list[Finding], dict]:
+    """Examples and tokens against the chosen method, epochs and optimizer steps (`plan`: train/schedule.py)."""
+    findings: list[Finding] = []
+    epochs = plan.epochs
+    band = size_band(n_examples)
+    stats = {"n_examples": n_examples, "trained_tokens": trained_tokens, "method": method,
+             "epochs": round(epochs, 3), "band": band, "rows_per_step": plan.rows_per_step,
+             "optimizer_steps": plan.total_steps, "steps_per_epoch": plan.steps_per_epoch,
+             "trained_tokens_seen": int(trained_tokens * epochs)}
+    findings.append(Finding(
+        "recipe.summary", "info",
+        f"{n_examples} examples, {trained_tokens:,} trained tokens, method={method}, {epochs:.2f} epoch(s) in "
+        f"{plan.total_steps} optimizer step(s): {band}."))
+    if n_examples < 50:
+        findings.append(Finding(
+            "recipe.too_few", "warning",
+            f"only {n_examples} examples: fewer than the ~50 even a style/format LoRA usually needs; expect the "
+            "model to memorise them.", fix="collect more demonstrations (50-500 for style/format, 1k-10k for a task)"))
+    if method == "full" and n_examples < 10_000:
+        findings.append(Finding(
+            "recipe.full_on_small_data", "warning",
+            f"full fine-tuning on {n_examples} examples: on small sets LoRA on every linear layer matches full "
+            "fine-tuning closely (Schulman et al., LoRA Without Regret, 2025) while changing far fewer weights, "
+            "so it forgets less of what the base model knew (Biderman et al., LoRA Learns Less and Forgets Less, "
+            "2024).", fix="--set method.name=lora (all linear layers), or gather 10k+ examples"))
+    if epochs > 2 and n_examples >= 500:
+        findings.append(Finding(
+            "recipe.epochs", "warning",
+            f"{epochs:.1f} epochs over {n_examples} examples: repeating a set this size many times overfits it "
+            "(the eval loss turns up while the train loss keeps falling) and erodes what the base model knew.",
+            fix="--set train.epochs=2 and spend the budget on fresh examples; gate on an eval with early stopping"))
+    elif epochs > 2:
+        findings.append(Finding(
+            "recipe.epochs", "info",
+            f"{epochs:.1f} epochs over a small set ({n_examples} examples): small sets can need several passes, "
+            "but watch for overfitting.", fix="watch the eval loss and task metric; enable eval.early_stopping"))
+    return findings, stats
+
+
+# ------------------------------------------------------------------------------------------------------------
+# Provenance: files, hashes, licenses
+
+
+def file_sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    if path.is_dir():  # a saved `datasets` folder: hash every file in a stable order
+        for p in sorted(q for q in path.rglob("*") if q.is_file()):
+            h.update(str(p.relative_to(path)).encode())
+            h.update(file_sha256(p).encode())
+        return h.hexdigest()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+_LICENSE_KEYS = ("license", "licence", "license_name", "dataset_license")
+
+
+def _field(rec: Any, key: str, default: Any = None) -> Any:
+    return rec.get(key, default) if isinstance(rec, dict) else getattr(rec, key, default)
+
+
+def check_provenance(paths: dict[str, list[str]], examples: dict[str, list], loaded_files: list | None = None
+                     ) -> tuple[list[Finding], dict]:
+    """Source files per role (train / eval / suite:name): size, sha256, example count and license fields.
+
+    `loaded_files` are the loader's `FileInfo` records (path, sha256, n_records, licenses) when available; any file
+    they do not cover is hashed here. Licenses also come from each example's `meta` (a `license` column kept by the
+    format adapters). A file without any license is reported as info.
+    """
+    findings: list[Finding] = []
+    known = {str(_field(f, "path")): f for f in (loaded_files or []) if _field(f, "path")}
+    per_file_licenses: dict[str, set] = defaultdict(set)
+    per_file_count: Counter = Counter()
+    for exs in examples.values():
+        for ex in exs:
+            file = ex.source.rsplit(":", 1)[0]
+            per_file_count[file] += 1
+            meta = ex.meta or {}
+            lic = next((meta[k] for k in _LICENSE_KEYS if meta.get(k)), None)
+            if lic:
+                per_file_licenses[file].add(str(lic))
+    files = []
+    for role, ps in paths.items():
+        for p in ps:
+            path, rec = Path(p), known.get(str(p))
+            entry: dict[str, Any] = {"role": role, "path": str(p), "exists": path.exists()}
+            if path.exists():
+                entry["bytes"] = (sum(q.stat().st_size for q in path.rglob("*") if q.is_file()) if path.is_dir()
+                                  else path.stat().st_size)
+                entry["sha256"] = _field(rec, "sha256") or file_sha256(path)
+            entry["examples"] = per_file_count.get(str(p), 0) or (_field(rec, "n_records", 0) if rec else 0)
+            entry["licenses"] = sorted(set(_field(rec, "licenses", None) or []) | per_file_licenses.get(str(p), set()))
+            files.append(entry)
+    missing = [f["path"] for f in files if not f["licenses"]]
+    if missing:
+        findings.append(Finding(
+            "provenance.license", "info",
+            f"{len(missing)} data file(s) record no license (no `license` field in the records or the file's "
+            "metadata): check that you may train on them before shipping the model.",
+            fix="add a `license` field per record (kept in Example.meta), or document the source in the run notes",
+            examples=missing))
+    mixed = [f["path"] for f in files if len(f["licenses"]) > 1]
+    if mixed:
+        findings.append(Finding(
+            "provenance.mixed_licenses", "info",
+            f"{len(mixed)} file(s) mix several licenses; the most restrictive one binds the model.",
+            fix="check that the licenses are compatible with your use", examples=mixed))
+    return findings, {"files": files}

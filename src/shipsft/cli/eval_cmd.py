@@ -1,0 +1,164 @@
+"""`shipsft eval MODEL_OR_RUN [--suite FILE ...] [--baseline MODEL] [--metric ...] [--limit N] [--out eval.json]`
+
+Scores a model on task suites (conversations whose last assistant turn is the reference) and, with a baseline,
+prints a before/after table: metric per suite for base and tuned, the delta and its paired-bootstrap 95% CI.
+
+MODEL_OR_RUN is a model folder, a .gguf, `smollm2`, a peft adapter folder, or a run folder (`shipsft train`
+output). A run folder means its promoted `final/` (or, for a run that was not promoted, its last saved `adapter/`
+or `model/`, with a note) on top of the base model in its `config.yaml`, evaluated with the run's own eval settings
+(its suites, metrics, generation budget, batch size, template and precision) unless --suite / --metric / --limit
+say otherwise; the baseline then defaults to that base. When the tuned model is a LoRA adapter over the baseline,
+the baseline is scored by switching the adapter off (`disable_adapter`): no second model is loaded.
+
+    shipsft eval runs/quickstart --out eval.json
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from rich.console import Console
+
+from shipsft.config import EvalConfig, ModelConfig, RunConfig, SuiteConfig, load_config
+from shipsft.errors import ConfigError
+from shipsft.eval.metrics import resolve_metrics
+from shipsft.eval.suites import before_after, samples, score_suites
+from shipsft.model.load import load_base, load_trained
+from shipsft.model.locate import tokenizer_from
+from shipsft.model.precision import autocast_dtype, pick_device
+from shipsft.runs.jsonio import write_json
+from shipsft.runs.layout import RunFolder, is_run_folder
+from shipsft.cli.views import show_eval
+
+
+@dataclass
+class Target:
+    """What to evaluate: a base model (cfg.model) plus optional trained weights (an adapter or a full model)."""
+
+    cfg: RunConfig  # model + data (template) + eval + precision settings
+    weights: Path | None
+    label: str
+    is_run: bool = False
+    note: str = ""
+
+
+def resolve_target(spec: str) -> Target:
+    p = Path(spec)
+    if p.is_dir() and is_run_folder(p):
+        folder = RunFolder(p)
+        cfg = load_config(folder.config)
+        found = folder.shipped_weights()
+        if found is None:
+            raise ConfigError([f"{p}: a run folder without final/, adapter/ or model/ (did training finish?)"])
+        weights, note = found
+        return Target(cfg, weights, f"{p.name}/{weights.name}", True, note)
+    if p.is_dir() and (p / "adapter_config.json").exists():
+        base = json.loads((p / "adapter_config.json").read_text()).get("base_model_name_or_path")
+        if not base:
+            raise ConfigError([f"{p}/adapter_config.json names no base model. Fix: evaluate the run folder."])
+        return Target(RunConfig(model=ModelConfig(path=base)), p, p.name)
+    return Target(RunConfig(model=ModelConfig(path=spec)), None, p.name or spec)
+
+
+def eval_settings(target: Target, suites: list[Path] | None, metrics: list[str] | None,
+                  limit: int | None) -> EvalConfig:
+    """The suites to score: the run's own (with --metric / --limit applied), or the --suite files."""
+    run_eval = target.cfg.eval
+    if suites:
+        template = run_eval.suites[0] if run_eval.suites else None
+        specs = [SuiteConfig(name=Path(f).stem, data=str(f),
+                             metrics=metrics or (template.metrics if template else SuiteConfig.model_fields[
+                                 "metrics"].default_factory()),
+                             limit=limit,
+                             **({"max_new_tokens": template.max_new_tokens} if template else {}))
+                 for f in suites]
+    elif run_eval.suites:
+        specs = [s.model_copy(update={k: v for k, v in (("metrics", metrics), ("limit", limit)) if v})
+                 for s in run_eval.suites]
+    else:
+        raise ConfigError([f"{target.label}: no eval suites to score. Fix: give --suite FILE (conversations whose "
+                           "last assistant turn is the reference)."])
+    uses_judge = any("judge" in s.metrics for s in specs)
+    return EvalConfig(suites=specs, batch_size=run_eval.batch_size, judge_model=run_eval.judge_model,
+                      judge_url=run_eval.judge_url if uses_judge else None)
+
+
+def load_target(target: Target, device: torch.device):
+    """(model, tokenizer) in eval mode; an adapter stays a peft model (not merged)."""
+    cfg = target.cfg
+    if target.weights is not None:
+        model = load_trained(cfg.model, cfg.method, target.weights, device)
+        tok_dir = target.weights if (target.weights / "tokenizer_config.json").exists() else None
+    else:
+        model, model_dir = load_base(cfg.model, cfg.method, device)
+        model.eval()
+        tok_dir = model_dir
+    if tok_dir is None:
+        from shipsft.model.locate import resolve_model_dir
+
+        tok_dir = resolve_model_dir(cfg.model.path, cfg.model.gguf_file)
+    return model, tokenizer_from(tok_dir, cfg.model.trust_remote_code)
+
+
+def _scores(model, tok, cfg: RunConfig, ecfg: EvalConfig, amp) -> dict:
+    runs = score_suites(model, tok, cfg.data, ecfg, amp)
+    return {name: (run.scores, samples(suite.items, run.outputs, 3)) for name, (suite, run) in runs.items()}
+
+
+def run_eval(model: str, suites: list[Path] | None, baseline: str | None = None, metrics: list[str] | None = None,
+             limit: int | None = None, out: Path | None = None, console: Console | None = None) -> int:
+    console = console or Console()
+    if metrics:
+        resolve_metrics(list(metrics))  # fail on a bad metric name before loading anything
+    missing = [str(s) for s in suites or [] if not Path(s).exists()]
+    if missing:
+        raise ConfigError([f"--suite {m}: file not found" for m in missing])
+    target = resolve_target(model)
+    ecfg = eval_settings(target, suites, metrics, limit)
+    if target.note:
+        console.print(f"[yellow]note:[/] {model}: {target.note}")
+    base_spec = baseline or (target.cfg.model.path if target.is_run else None)
+    device = pick_device()
+    amp = autocast_dtype(target.cfg.train.precision, device)
+    tuned_model, tok = load_target(target, device)
+    console.print(f"tuned: {target.label}" + (f"  baseline: {base_spec}" if base_spec else ""))
+    tuned = _scores(tuned_model, tok, target.cfg, ecfg, amp)
+    base = None
+    if base_spec is not None:
+        if target.weights is not None and hasattr(tuned_model, "disable_adapter") and \
+                base_spec == target.cfg.model.path:  # the adapter's own base: switch it off, no second model
+            with tuned_model.disable_adapter():
+                base = _scores(tuned_model, tok, target.cfg, ecfg, amp)
+        else:
+            del tuned_model  # one model in memory at a time
+            same = base_spec == target.cfg.model.path
+            bcfg = target.cfg if same else RunConfig(model=ModelConfig(path=base_spec))
+            base_model, base_tok = load_target(Target(bcfg, None, base_spec), device)
+            base = _scores(base_model, base_tok, bcfg, ecfg, amp)
+    result = _summarise(tuned, base)
+    show_eval(console, result, target.label, base_spec)
+    if out is not None:
+        write_json(Path(out), {"model": model, "baseline": base_spec, "suites_config": ecfg.model_dump(mode="json"),
+                               "suites": result})
+        console.print(f"wrote {out}")
+    return 0
+
+
+def _summarise(tuned: dict, base: dict | None) -> dict:
+    result = {}
+    for name, (scores, smp) in tuned.items():
+        entry: dict = {"n": len(scores), "samples": smp}
+        if base is not None:
+            entry["rows"] = before_after(name, base[name][0], scores)
+            base_out = {s["source"]: s["output"] for s in base[name][1]}
+            for s in smp:
+                s["base_output"] = base_out.get(s["source"])
+        else:
+            keys = list(scores[0]) if scores else []
+            entry["rows"] = [{"suite": name, "metric": k,
+                              "tuned": sum(s[k] for s in scores if k in s) / sum(1 for s in scores if k in s)}
+                             for k in keys]
+        result[name] = entry
+    return result

@@ -1,0 +1,159 @@
+"""`shipsft` command line: a thin typer layer over the library.
+
+    shipsft preview CONFIG [--index N] [--set key=value ...]
+    shipsft audit CONFIG [--out DIR]
+    shipsft train CONFIG [--skip-audit]
+    shipsft eval MODEL_OR_RUN [--suite FILE] [--baseline MODEL]
+    shipsft config explain [KEY]
+    shipsft --version
+
+User mistakes (ShipError) print one line each and exit with the error's code, never a traceback.
+"""
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from shipsft import __version__
+from shipsft.cli.console import RichProgress, console, fail
+from shipsft.errors import ShipError
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, help="Supervised fine-tuning that ships.")
+config_app = typer.Typer(add_completion=False, no_args_is_help=True, help="Inspect the configuration schema.")
+app.add_typer(config_app, name="config")
+
+SetOpt = typer.Option(None, "--set", help="Dotted override, e.g. --set data.max_length=1024 (repeatable)")
+
+
+def _version(value: bool) -> None:
+    if value:
+        console.print(f"shipsft {__version__}")
+        raise typer.Exit(0)
+
+
+@app.callback()
+def _root(version: bool = typer.Option(False, "--version", callback=_version, is_eager=True,
+                                       help="Print the version and exit.")) -> None:
+    pass
+
+
+def _prepare_for_inspection(config: Path, overrides: list[str] | None, tag: str):
+    """(cfg, tokenizer, prepared training split) as training would prepare it, problems recorded, not raised."""
+    from shipsft.config import load_config
+    from shipsft.data.pipeline import prepare
+    from shipsft.model.locate import load_tokenizer
+
+    cfg = load_config(config, overrides or [])
+    tok = load_tokenizer(cfg.model)
+    prep = prepare(cfg.data, tok, "train", strict=False, rejects_path=Path(cfg.output.dir) / f"rejects-{tag}.jsonl")
+    return cfg, tok, prep
+
+
+@app.command()
+def preview(
+    config: Path = typer.Argument(..., help="Run config YAML"),
+    index: int = typer.Option(0, "--index", "-i", help="Which training example to show"),
+    overrides: Optional[list[str]] = SetOpt,
+) -> None:
+    """Show one example as the model sees it: trained tokens coloured, counts, format, template, packing."""
+    from shipsft.cli.views import show_preview
+    from shipsft.errors import ConfigError
+
+    try:
+        cfg, tok, prep = _prepare_for_inspection(config, overrides, "preview")
+        if prep.render_failed:
+            raise prep.problems[0]
+        n = len(prep.rendered)
+        if not 0 <= index < n:
+            raise ConfigError([f"--index {index}: the training set has {n} sequences (0..{n - 1})"])
+        show_preview(console, tok, prep, cfg.data, index)
+    except ShipError as e:
+        fail(e)
+
+
+@app.command()
+def audit(
+    config: Path = typer.Argument(..., help="Run config YAML"),
+    out: Optional[Path] = typer.Option(None, "--out", help="Folder for audit.json and audit.html"),
+    overrides: Optional[list[str]] = SetOpt,
+) -> None:
+    """Pre-flight audit of data and template. Exit 1 when there are errors."""
+    from shipsft.audit.run import run_audit
+    from shipsft.cli.views import show_audit
+    from shipsft.train.run import write_audit
+
+    try:
+        cfg, tok, prep = _prepare_for_inspection(config, overrides, "audit")
+        result = run_audit(cfg, tok, prep)
+        folder = out or Path(cfg.output.dir) / f"audit-{Path(config).stem}"
+        show_audit(result, console, write_audit(result, folder))
+    except ShipError as e:
+        fail(e)
+    raise typer.Exit(1 if result.errors else 0)
+
+
+@app.command()
+def train(
+    config: Path = typer.Argument(..., help="Run config YAML"),
+    skip_audit: bool = typer.Option(False, "--skip-audit", help="Train despite audit errors (recorded in the run)"),
+    overrides: Optional[list[str]] = SetOpt,
+) -> None:
+    """Audit, then train (LoRA / QLoRA / full), eval-gate and write the run folder."""
+    from shipsft.cli.allocator import reexec_with_tcmalloc
+
+    reexec_with_tcmalloc()  # before torch is imported; SHIPSFT_ALLOCATOR=system opts out
+    from shipsft.config import load_config
+    from shipsft.train.run import run_train
+
+    progress = RichProgress()
+    try:
+        cfg = load_config(config, overrides or [])
+        code = run_train(cfg, config_path=config, skip_audit=skip_audit, argv=sys.argv, progress=progress)
+    except ShipError as e:
+        progress.stop()
+        fail(e)
+    raise typer.Exit(code or 0)
+
+
+@app.command(name="eval")
+def eval_cmd(
+    model: str = typer.Argument(..., help="A run folder, a model folder, an adapter folder, a .gguf, or 'smollm2'"),
+    suite: Optional[list[Path]] = typer.Option(None, "--suite", help="Eval data file (default for a run folder: "
+                                                                     "the run's own suites); repeatable"),
+    baseline: Optional[str] = typer.Option(None, "--baseline", help="Base model for a before/after table"),
+    metrics: Optional[list[str]] = typer.Option(None, "--metric", help="Metric names (default: the run's, or "
+                                                                       "exact_match)"),
+    limit: Optional[int] = typer.Option(None, "--limit", help="Only the first N examples of each suite"),
+    out: Optional[Path] = typer.Option(None, "--out", help="Write eval.json here"),
+) -> None:
+    """Evaluate a model (or a run's promoted model) on task suites; --baseline adds deltas with 95% CIs."""
+    from shipsft.cli.eval_cmd import run_eval
+
+    try:
+        code = run_eval(model, suites=suite, baseline=baseline, metrics=metrics, limit=limit, out=out,
+                        console=console)
+    except ShipError as e:
+        fail(e)
+    raise typer.Exit(code or 0)
+
+
+@config_app.command("explain")
+def config_explain(key: Optional[str] = typer.Argument(None, help="A dotted key (optim.lr) or a section (optim); "
+                                                                  "none = every key")) -> None:
+    """Print each config key with its type, default and what it does."""
+    from rich.markup import escape
+
+    from shipsft.config import explain
+
+    try:
+        for line in explain(key):
+            console.print(escape(line), soft_wrap=True)
+    except ShipError as e:
+        fail(e)
+
+
+def main() -> None:
+    app()

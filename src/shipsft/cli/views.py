@@ -1,0 +1,102 @@
+"""What the commands show: one example as the model sees it (preview), the audit summary, the eval table."""
+from __future__ import annotations
+
+from pathlib import Path
+
+from rich.console import Console
+from rich.table import Table
+from rich.text import Text
+
+from shipsft.data.labels import count_trained, labels_from_mask
+
+_STYLE = {"error": "bold red", "warning": "yellow", "info": "cyan"}
+
+
+def colour_tokens(tokenizer, ids: list[int], mask: list[bool]) -> Text:
+    """Rich text of the sequence: trained tokens bold green on a dark background, ignored tokens dim."""
+    special = set(tokenizer.all_special_ids)
+    out = Text()
+    for tok_id, m in zip(ids, mask):
+        piece = tokenizer.decode([tok_id], skip_special_tokens=False)
+        if tok_id in special:
+            piece = f"[{piece}]"
+        out.append(piece, style="bold green on grey15" if m else "grey50")
+    return out
+
+
+def show_preview(console: Console, tok, prep, data, index: int) -> None:
+    """`shipsft preview`: one example exactly as the model sees it, then counts, format, template, packing."""
+    seq = prep.rendered[index]
+    n_trained = count_trained(labels_from_mask(seq.ids, seq.mask))
+    console.rule(f"[bold]example {index}[/] — {seq.source}" + (f" (assistant turn {seq.turn})" if seq.turn else ""))
+    console.print(colour_tokens(tok, seq.ids, seq.mask), soft_wrap=True)
+    console.print(Text.assemble(("trained", "bold green on grey15"), "  ", ("ignored", "grey50"),
+                                "   special tokens in [brackets]"))
+    t = Table(show_header=False, box=None, pad_edge=False)
+    t.add_row("tokens", f"{len(seq.ids)} (trained {n_trained}, ignored {len(seq.ids) - n_trained})")
+    t.add_row("format", prep.format)
+    tmpl = prep.renderer.template
+    t.add_row("template", tmpl.origin if tmpl else "none (plain text)")
+    t.add_row("mask", f"{data.mask}; end-of-turn trained: {data.train_eot}")
+    t.add_row("dataset", f"{len(prep.examples)} examples -> {len(prep.rendered)} sequences, {prep.n_tokens:,} "
+                         f"tokens, {sum(r.n_trained for r in prep.rendered):,} trained")
+    mode = "packed" if data.packing else "unpacked (one example per row)"
+    t.add_row("packing", f"{mode}: {len(prep.rows)} rows of max {data.max_length} tokens, "
+                         f"efficiency {prep.efficiency:.1%} (real tokens / slots)")
+    t.add_row("fingerprint", prep.fingerprint)
+    console.print(t)
+    for note in prep.notes:
+        console.print(Text.assemble(("note: ", "cyan"), note))
+    for problem in prep.problems:
+        for line in problem.lines:
+            console.print(Text.assemble(("problem: ", "bold red"), line))
+
+
+def show_audit(result, console: Console, paths: tuple[Path, Path] | None = None) -> None:
+    ov = result.stats.get("overview", {})
+    console.print(f"[bold]shipsft audit[/bold]  {ov.get('examples', 0):,} examples -> {ov.get('sequences', 0):,} "
+                  f"sequences, {ov.get('tokens', 0):,} tokens ({ov.get('trained_tokens', 0):,} trained)")
+    table = Table(show_lines=True, expand=True)
+    table.add_column("severity", no_wrap=True)
+    table.add_column("check", no_wrap=True)
+    table.add_column("finding and fix", ratio=1)
+    for f in result.sorted_findings():
+        body = Text(f.message)
+        if f.fix:
+            body.append("\nfix: ", style="bold green")
+            body.append(f.fix)
+        if f.examples:
+            more = f.data.get("count", len(f.examples)) - min(3, len(f.examples))
+            body.append("\ne.g. " + ", ".join(f.examples[:3]) + (f" (+{more} more)" if more > 0 else ""), style="dim")
+        table.add_row(Text(f.severity, style=_STYLE[f.severity]), f.check, body)
+    console.print(table)
+    n_e, n_w, n_i = len(result.errors), len(result.warnings), len(result.infos)
+    verdict = ("[bold red]training would refuse to start[/bold red]" if n_e
+               else "[bold green]ready to train[/bold green]")
+    console.print(f"{n_e} error(s), {n_w} warning(s), {n_i} info — {verdict}")
+    if paths:
+        console.print(Text(f"wrote {paths[0]} and {paths[1]}"))  # Text: a path is never read as rich markup
+
+
+def show_eval(console: Console, result: dict, label: str, base_spec: str | None) -> None:
+    table = Table(title="before / after" if base_spec else "eval", show_lines=False)
+    table.add_column("suite")
+    table.add_column("metric")
+    table.add_column("n", justify="right")
+    if base_spec:
+        table.add_column(f"base ({base_spec})", justify="right")
+    table.add_column(f"tuned ({label})" if base_spec else label, justify="right")
+    if base_spec:
+        table.add_column("delta", justify="right")
+        table.add_column("95% CI", justify="right")
+    for name, entry in result.items():
+        for r in entry["rows"]:
+            cells = [name, r["metric"], str(r.get("n", entry["n"]))]
+            if base_spec:
+                color = "green" if r["lo"] > 0 else "red" if r["hi"] < 0 else "white"
+                cells += [f"{r['base']:.4f}", f"{r['tuned']:.4f}", f"[{color}]{r['delta']:+.4f}[/]",
+                          f"[{r['lo']:+.4f}, {r['hi']:+.4f}]"]
+            else:
+                cells.append(f"{r['tuned']:.4f}")
+            table.add_row(*cells)
+    console.print(table)

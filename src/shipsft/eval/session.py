@@ -1,0 +1,165 @@
+"""Evals during training: task metrics on generations, eval loss, drift from the base model. Returns numbers and
+writes no files; the training loop decides when to call each function and what to do with the result.
+
+    sess = build_session(cfg.eval, cfg.data, tokenizer, model, amp)  # loads suites + probe, checks metric names
+    rec = baseline(sess)           # before step 1: base model on every suite + probe (full FT: caches base top-k)
+    rec = smoke(sess, step)        # the first eval.smoke_size examples of the first suite
+    rec = full(sess, step)         # every suite + eval loss + KL to base + forgetting probe
+
+Each returns an `EvalRecord` (kind, step, flat metrics, per-example scores, sample generations). Metric names:
+`<suite>/<metric>` per suite (plus `<suite>/eval_loss`), and run-wide `eval_loss`, `kl_to_base`, `probe_loss`,
+`probe_kl`, `general_loss_increase` (see `eval/gates.py` for how gates and early stopping name them).
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+from shipsft.config import DataConfig, EvalConfig
+from shipsft.errors import ConfigError
+from shipsft.eval.drift import TOPK, SeqStats, mean_kl, mean_loss, teacher_forced
+from shipsft.eval.gates import check_names
+from shipsft.eval.items import EvalItem, build_items, eval_renderer, load_probe, stop_ids
+from shipsft.eval.suites import Suite, build_suite, run_suite, samples
+
+
+@dataclass
+class EvalRecord:
+    kind: str  # baseline | smoke | full
+    step: int
+    metrics: dict[str, float]
+    scores: dict[str, list[dict[str, float]]] = field(default_factory=dict)  # suite -> per-example scores
+    samples: list[dict] = field(default_factory=list)
+    time_s: float = 0.0
+
+    def to_json(self, kl_method: str, **extra) -> dict:
+        """The eval.jsonl line (per-example scores stay in memory: the before/after table uses them)."""
+        return {"kind": self.kind, "step": self.step, **extra, "metrics": self.metrics, "samples": self.samples,
+                "kl_method": kl_method, "time_s": self.time_s}
+
+
+@dataclass
+class EvalSession:
+    cfg: EvalConfig
+    tokenizer: object
+    model: object
+    suites: list[Suite]
+    probe: list[EvalItem]
+    kl_items: list[EvalItem]  # the first kl_max_examples of each suite + the probe: KL is measured on these
+    rest_items: list[EvalItem]  # the remaining suite items (eval loss only)
+    suite_index: dict[str, tuple[list[int], list[int]]]  # suite -> (kl_items indices, rest_items indices)
+    stop: list[int]
+    pad_id: int
+    amp: object  # the run's autocast dtype for generation; loss and KL stay fp32
+    kl_ref: object = None  # "adapter" (LoRA: the same model with the adapter off) or the base top-k (full FT)
+    kl_method: str = ""
+    base_probe_loss: float | None = None
+    base_scores: dict[str, list[dict[str, float]]] = field(default_factory=dict)
+
+
+def build_session(ecfg: EvalConfig, data: DataConfig, tokenizer, model, amp) -> EvalSession:
+    """Load every suite and the probe, tokenised with the run's template; check metric names (start-up errors)."""
+    renderer = eval_renderer(tokenizer, data)
+    suites = [build_suite(sc, renderer, ecfg) for sc in ecfg.suites]
+    problems = check_names(ecfg, {s.name: [m.name for m in s.metrics] for s in suites})
+    if problems:
+        raise ConfigError(problems)
+    probe = build_items(renderer, load_probe()) if ecfg.forgetting_probe else []
+    # KL on a fixed set (comparable over steps); eval loss on every suite item; one teacher-forced pass per item
+    k = ecfg.kl_max_examples
+    kl_items = [it for s in suites for it in s.items[:k]] + probe
+    rest_items = [it for s in suites for it in s.items[k:]]
+    index, a, b = {}, 0, 0
+    for s in suites:
+        head, tail = len(s.items[:k]), len(s.items[k:])
+        index[s.name] = (list(range(a, a + head)), list(range(b, b + tail)))
+        a, b = a + head, b + tail
+    stop = stop_ids(tokenizer, model, renderer)
+    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else stop[0]
+    lora = hasattr(model, "disable_adapter")
+    kl_method = "exact (adapter disabled)" if lora else f"top-{TOPK} + rest (lower bound)"
+    return EvalSession(ecfg, tokenizer, model, suites, probe, kl_items, rest_items, index, stop, pad_id, amp,
+                       "adapter" if lora else None, kl_method)
+
+
+def baseline(sess: EvalSession) -> EvalRecord:
+    """Base model on every suite + probe, before step 1."""
+    t0 = time.perf_counter()
+    metrics, kept, scores = _generate_all(sess)
+    sess.base_scores = scores
+    full_ft = sess.kl_ref is None and sess.cfg.kl_to_base
+    forced, stats = _forced(sess, None, cache_topk=TOPK if full_ft else 0, kl_zero=True)
+    if full_ft:
+        sess.kl_ref = [s.topk for s in stats]
+    metrics.update(forced)
+    return EvalRecord("baseline", 0, metrics, scores, kept, round(time.perf_counter() - t0, 2))
+
+
+def smoke(sess: EvalSession, step: int) -> EvalRecord:
+    """The first eval.smoke_size examples of the first suite."""
+    t0 = time.perf_counter()
+    s = sess.suites[0]
+    run = run_suite(sess.model, sess.tokenizer, s, s.items[: sess.cfg.smoke_size], sess.stop, sess.cfg.batch_size,
+                    sess.amp)
+    metrics = {f"{s.name}/{k}": v for k, v in run.metrics.items()}
+    return EvalRecord("smoke", step, metrics, time_s=round(time.perf_counter() - t0, 2))
+
+
+def full(sess: EvalSession, step: int) -> EvalRecord:
+    """Every suite + eval loss + KL to base + forgetting probe."""
+    if (sess.base_probe_loss is None and sess.probe) or (sess.cfg.kl_to_base and sess.kl_ref is None):
+        raise RuntimeError("baseline(session) must run before the first optimizer step: KL, the forgetting probe "
+                           "and the before/after table compare against it")
+    t0 = time.perf_counter()
+    metrics, kept, scores = _generate_all(sess)
+    metrics.update(_forced(sess, sess.kl_ref if sess.cfg.kl_to_base else None)[0])
+    return EvalRecord("full", step, metrics, scores, kept, round(time.perf_counter() - t0, 2))
+
+
+def _generate_all(sess: EvalSession):
+    """Generate on every suite: (flat metrics, samples for the report, per-example scores per suite)."""
+    metrics: dict[str, float] = {}
+    scores: dict[str, list[dict[str, float]]] = {}
+    kept: list[dict] = []
+    for s in sess.suites:
+        run = run_suite(sess.model, sess.tokenizer, s, s.items, sess.stop, sess.cfg.batch_size, sess.amp)
+        metrics.update({f"{s.name}/{k}": v for k, v in run.metrics.items()})
+        scores[s.name] = run.scores
+        kept += [{"suite": s.name, **x} for x in samples(s.items, run.outputs, sess.cfg.samples)]
+    return metrics, kept, scores
+
+
+def _forced(sess: EvalSession, ref, cache_topk: int = 0, kl_zero: bool = False
+            ) -> tuple[dict[str, float], list[SeqStats]]:
+    """Eval loss per suite, KL to base and the probe's loss, from one teacher-forced pass over each item."""
+    kw = dict(pad_id=sess.pad_id, batch_size=sess.cfg.batch_size)
+    kl_stats = teacher_forced(sess.model, sess.kl_items, ref=ref, cache_topk=cache_topk, **kw)
+    rest = teacher_forced(sess.model, sess.rest_items, cache_topk=0, **kw)
+    metrics: dict[str, float] = {}
+    every: list[SeqStats] = []
+    for s in sess.suites:
+        head, tail = sess.suite_index[s.name]
+        stats = [kl_stats[i] for i in head] + [rest[i] for i in tail]
+        metrics[f"{s.name}/eval_loss"] = mean_loss(stats)
+        every += stats
+    if every:
+        metrics["eval_loss"] = mean_loss(every)
+    metrics.update(_probe_metrics(sess, kl_stats, kl_zero))
+    return metrics, kl_stats
+
+
+def _probe_metrics(sess: EvalSession, stats: list[SeqStats], kl_zero: bool) -> dict[str, float]:
+    out: dict[str, float] = {}
+    if sess.cfg.kl_to_base and stats:
+        kl = 0.0 if kl_zero else mean_kl(stats)
+        if kl is not None:
+            out["kl_to_base"] = kl
+    probe = stats[len(stats) - len(sess.probe):] if sess.probe else []
+    if probe:
+        out["probe_loss"] = mean_loss(probe)
+        if sess.base_probe_loss is None:
+            sess.base_probe_loss = out["probe_loss"]
+        out["general_loss_increase"] = out["probe_loss"] - sess.base_probe_loss
+        if sess.cfg.kl_to_base:
+            out["probe_kl"] = 0.0 if kl_zero else (mean_kl(probe) or 0.0)
+    return out

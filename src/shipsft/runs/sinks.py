@@ -1,0 +1,42 @@
+"""Metric sinks. `metrics.jsonl` in the run folder always: one JSON object per line, flushed per line so a killed
+run keeps its curve, and valid JSON even when a loss is NaN (written as null; the step says `"skipped": true`).
+
+    with MetricsSink(folder) as sink:
+        sink.write({"step": 1, "loss": 2.31, "lr": 2e-4})
+"""
+from __future__ import annotations
+
+from shipsft.runs.jsonio import JsonlWriter, read_jsonl
+from shipsft.runs.layout import RunFolder
+
+
+class MetricsSink:
+    def __init__(self, folder: RunFolder):
+        self._metrics = JsonlWriter(folder.metrics)
+        self._evals = JsonlWriter(folder.evals)
+
+    def write(self, record: dict) -> None:
+        """A training record: {"step", "loss", "lr", ...} or {"step", "eval_loss"}."""
+        self._metrics.write(record)
+
+    def write_eval(self, record: dict) -> None:
+        """A task eval: {"kind": baseline|smoke|full, "step", "metrics", "samples", ...}."""
+        self._evals.write(record)
+
+    def close(self) -> None:
+        self._metrics.close()
+        self._evals.close()
+
+    def __enter__(self) -> "MetricsSink":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+def read_metrics(folder: RunFolder) -> list[dict]:
+    return read_jsonl(folder.metrics)
+
+
+def read_evals(folder: RunFolder) -> list[dict]:
+    return read_jsonl(folder.evals)

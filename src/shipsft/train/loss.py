@@ -1,0 +1,140 @@
+"""The SFT loss: cross-entropy summed over trained tokens, divided once by the trained tokens of the whole step.
+
+Why this shape (DESIGN invariant 4 in docs/architecture.md; failure modes 1-3 in docs/failure-modes.md): if each
+micro-batch were averaged on its own, a micro-batch with 40 trained tokens would weigh as much as one with 400, and
+gradient accumulation would change the update. So the loop multiplies the SUM of per-token cross-entropies of one
+micro-batch (`batch_ce_sum`) by `dist.loss_scale(n_step)`, where n_step is the trained tokens of every micro-batch
+of the optimizer step, on every rank.
+
+Why never `model(...).logits`: the LM head of SmolLM2 is 49,152 x 576, so full fp32 logits for a 4 x 512 batch are
+403 MB (plus as much again for their gradient), and in an SFT batch most positions are prompt tokens whose logits
+are thrown away. We run the decoder, keep the hidden states of the trained positions only, and push them through
+the LM head in chunks of `chunk_rows` with a fused forward+backward (`_ChunkedLinearCE`): each chunk's softmax
+gradient is folded into dL/dh (and dL/dW when the head is trained) right away, so peak memory is one
+[chunk_rows, vocab] fp32 block (1024 x 49,152 x 4 B = 201 MB) however long the batch. On a GPU with liger-kernel
+installed, its fused linear+CE kernel does the same job.
+
+Labels follow `shipsft.data.labels`: logits at position t are scored against labels[t] (already shifted there).
+
+    loss = batch_ce_sum(model, batch) * loss_scale(n_step)   # then loss.backward()
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+
+
+from shipsft.data.labels import IGNORE_INDEX
+from shipsft.model.load import base_model
+
+CHUNK_ROWS = 1024
+
+
+def decoder_and_head(model: torch.nn.Module) -> tuple[torch.nn.Module, torch.nn.Module]:
+    """The decoder stack (hidden states out) and the LM head of a causal LM, peft-wrapped or not.
+
+    peft injects its LoRA layers into the modules themselves, so calling the base decoder runs the adapters.
+    """
+    base = base_model(model)
+    return base.get_decoder(), base.get_output_embeddings()
+
+
+def hidden_states(model: torch.nn.Module, input_ids: torch.Tensor, position_ids: torch.Tensor) -> torch.Tensor:
+    """Last hidden states [B, T, d]. Packed rows: position_ids restart per example and there is no attention_mask,
+    so transformers builds a per-document causal mask; use_cache=False is what keeps that detection on (with a
+    KV cache, transformers skips it and the documents silently attend to each other: a logit difference of 17.3
+    measured on SmolLM2; tests/train/test_loss.py checks packed == unpacked)."""
+    decoder, _ = decoder_and_head(model)
+    out = decoder(input_ids=input_ids, position_ids=position_ids, use_cache=False)
+    return out.last_hidden_state
+
+
+class _ChunkedLinearCE(torch.autograd.Function):
+    """sum_i CE(h_i @ W.T + b, y_i), computing gradients chunk by chunk in the forward pass.
+
+    Saves dL/dh [N, d] (and dL/dW when W is trained) instead of [N, vocab] logits. Matmuls run in `compute_dtype`
+    (bf16 under autocast); log-softmax always in fp32.
+    """
+
+    @staticmethod
+    def forward(ctx, h, weight, bias, targets, chunk_rows, compute_dtype):  # noqa: D401
+        w = weight.to(compute_dtype)
+        need_w = weight.requires_grad
+        need_b = bias is not None and bias.requires_grad
+        grad_h = torch.empty_like(h, dtype=h.dtype) if h.requires_grad else None
+        acc = torch.promote_types(h.dtype, torch.float32)  # fp32, or fp64 when the inputs are fp64 (tests)
+        grad_w = torch.zeros_like(weight, dtype=acc) if need_w else None
+        grad_b = torch.zeros_like(bias, dtype=acc) if need_b else None
+        total = torch.zeros((), dtype=acc, device=h.device)
+        for start in range(0, h.shape[0], chunk_rows):
+            hc = h[start:start + chunk_rows].to(compute_dtype)
+            yc = targets[start:start + chunk_rows]
+            logits = (hc @ w.t()).to(acc)
+            if bias is not None:
+                logits += bias.to(acc)
+            lse = torch.logsumexp(logits, dim=-1)
+            total += (lse - logits.gather(1, yc[:, None]).squeeze(1)).sum()
+            if grad_h is None and grad_w is None and grad_b is None:
+                continue
+            # d(sum CE)/d logits = softmax - onehot, computed in place over the logits block
+            probs = logits.sub_(lse[:, None]).exp_()
+            probs[torch.arange(len(yc), device=h.device), yc] -= 1.0
+            g = probs.to(compute_dtype)
+            if grad_h is not None:
+                grad_h[start:start + chunk_rows] = (g @ w).to(h.dtype)
+            if grad_w is not None:
+                grad_w += (g.t() @ hc).to(acc)
+            if grad_b is not None:
+                grad_b += probs.sum(0)
+        ctx.save_for_backward(grad_h, grad_w, grad_b)
+        return total
+
+    @staticmethod
+    def backward(ctx, grad_out):
+        grad_h, grad_w, grad_b = ctx.saved_tensors
+        scale = lambda g: None if g is None else g * grad_out.to(g.dtype)  # noqa: E731
+        return scale(grad_h), scale(grad_w), scale(grad_b), None, None, None
+
+
+def linear_ce_sum(h: torch.Tensor, head: torch.nn.Module, targets: torch.Tensor,
+                  chunk_rows: int = CHUNK_ROWS) -> torch.Tensor:
+    """Summed cross-entropy of `head(h)` against `targets` ([N, d] hidden states of trained positions only)."""
+    if h.is_cuda:
+        fused = _liger_fused()
+        if fused is not None:
+            return fused(h, head.weight, targets, bias=head.bias, reduction="sum")
+    compute_dtype = torch.get_autocast_dtype(h.device.type) if torch.is_autocast_enabled(h.device.type) else h.dtype
+    with torch.autocast(h.device.type, enabled=False):
+        return _ChunkedLinearCE.apply(h, head.weight, head.bias, targets, chunk_rows, compute_dtype)
+
+
+def _liger_fused():
+    try:
+        from liger_kernel.transformers.functional import liger_fused_linear_cross_entropy
+    except ImportError:
+        return None
+    return liger_fused_linear_cross_entropy
+
+
+def batch_ce_sum(model: torch.nn.Module, batch: dict[str, torch.Tensor], chunk_rows: int = CHUNK_ROWS) -> torch.Tensor:
+    """Summed CE over the trained tokens of one micro-batch (input_ids, labels, position_ids: [B, T])."""
+    h = hidden_states(model, batch["input_ids"], batch["position_ids"])
+    labels = batch["labels"]
+    keep = labels != IGNORE_INDEX
+    _, head = decoder_and_head(model)
+    return linear_ce_sum(h[keep], head, labels[keep], chunk_rows)
+
+
+def neftune_hook(alpha: float):
+    """Forward hook for the input embedding: uniform noise in [-1, 1] * alpha / sqrt(L * d) at train time only
+    (NEFTune, Jain et al. 2023, eq. 1; L = row length, d = hidden size). Register it, and remove the handle after
+    training: the saved model never carries it."""
+
+    def hook(module, args, output):
+        if not module.training:
+            return output
+        scale = alpha / math.sqrt(output.shape[-2] * output.shape[-1])
+        return output + torch.empty_like(output).uniform_(-scale, scale)
+
+    return hook

@@ -1,0 +1,129 @@
+"""Packing: best-fit-decreasing, position ids, boundary masking, efficiency, overlong handling, and isolation."""
+from __future__ import annotations
+
+import pytest
+import torch
+
+from helpers import tiny_llama
+from shipsft.data.labels import IGNORE_INDEX, count_trained, labels_from_mask
+from shipsft.data.pack import best_fit_decreasing, collate, overlong_error, pack_examples, truncate_overlong
+from shipsft.data.types import Rendered
+
+
+def _rendered(lengths, seed=0, trained_from=1):
+    g = torch.Generator().manual_seed(seed)
+    out = []
+    for i, n in enumerate(lengths):
+        ids = torch.randint(3, 128, (n,), generator=g).tolist()
+        out.append(Rendered(f"d.jsonl:{i + 1}", ids, [k >= trained_from for k in range(n)]))
+    return out
+
+
+def test_labels_from_mask_shift_and_ignore():
+    ids = [10, 11, 12, 13, 14]
+    mask = [False, False, True, True, False]
+    assert labels_from_mask(ids, mask) == [IGNORE_INDEX, 12, 13, IGNORE_INDEX, IGNORE_INDEX]
+    assert count_trained(labels_from_mask(ids, mask)) == 2
+
+
+def test_best_fit_decreasing_exact_bins():
+    # 9 opens bin 0; 7 fills it exactly (16); 5 opens bin 1; 4 and 3 join it (fullest bin with room)
+    assert best_fit_decreasing([5, 9, 3, 7, 4], 16) == [[1, 3], [0, 4, 2]]
+    # every item lands in exactly one bin, and no bin overflows
+    lengths = [13, 2, 8, 8, 1, 16, 5, 11, 3, 7, 9, 4]
+    bins = best_fit_decreasing(lengths, 16)
+    assert sorted(i for b in bins for i in b) == list(range(len(lengths)))
+    assert all(sum(lengths[i] for i in b) <= 16 for b in bins)
+
+
+def test_pack_rows_positions_and_boundaries():
+    rs = _rendered([5, 9, 3, 7, 4])
+    res = pack_examples(rs, 16, True)
+    assert [r.seq_lens for r in res.rows] == [[9, 7], [5, 3, 4]]  # data order kept inside a row
+    row = res.rows[1]
+    assert row.position_ids == list(range(5)) + list(range(3)) + list(range(4))
+    # the last target of every packed example is IGNORE: no example learns to predict its neighbour
+    ends = [sum(row.seq_lens[: k + 1]) - 1 for k in range(len(row.seq_lens))]
+    assert all(row.labels[e] == IGNORE_INDEX for e in ends)
+    # nothing dropped: every trained target survives packing
+    assert sum(r.n_trained for r in res.rows) == sum(count_trained(labels_from_mask(x.ids, x.mask)) for x in rs)
+    assert res.efficiency == pytest.approx(28 / 32)
+
+
+def test_overlong_examples_are_left_out_of_rows_and_named_with_the_fix():
+    rs = _rendered([5, 40, 50])
+    res = pack_examples(rs, 32, True)
+    assert res.left_out == [1, 2] and [r.example_idx for r in res.rows] == [[0]]  # never cut here
+    text = "\n".join(overlong_error([rs[i] for i in res.left_out], 32).lines)
+    assert "2 example(s) are longer than data.max_length=32" in text
+    assert "d.jsonl:3, 50 tokens" in text and "data.overlong: truncate" in text and "data.max_length=64" in text
+
+
+def test_overlong_truncate_counts_cut_answers():
+    rs = _rendered([5, 40], trained_from=30) + [Rendered("d.jsonl:3", list(range(3, 43)), [False] * 40)]
+    rs[2].mask[5] = True  # trained token inside the kept part: truncation does not cut its answer
+    assert truncate_overlong(rs, 32) == (2, 1)
+    res = pack_examples(rs, 32, True)
+    assert res.left_out == [] and max(len(r.ids) for r in res.rows) <= 32
+
+
+def test_collate_pads_with_own_position_run():
+    rs = _rendered([6, 3])
+    res = pack_examples(rs, 6, True)
+    batch = collate(res.rows, pad_id=0)
+    assert batch["input_ids"].shape == (2, 6)
+    short = 1 if len(res.rows[1].ids) == 3 else 0
+    assert batch["position_ids"][short].tolist() == [0, 1, 2, 0, 1, 2]
+    assert batch["labels"][short, 3:].tolist() == [IGNORE_INDEX] * 3
+
+
+@pytest.mark.parametrize("arch", ["llama", "qwen2", "qwen3", "mistral", "gemma"])
+def test_packed_logits_equal_each_example_alone(arch):
+    """Isolation: a packed row's logits for each example == that example run alone (SDPA on CPU, 1e-5)."""
+    model = _tiny(arch)
+    rs = _rendered([7, 5, 9, 3, 11, 4, 6], seed=1)
+    res = pack_examples(rs, 16, True)
+    assert any(len(r.seq_lens) > 1 for r in res.rows)
+    batch = collate(res.rows, pad_id=0)
+    with torch.no_grad():
+        packed = model(input_ids=batch["input_ids"], position_ids=batch["position_ids"], use_cache=False).logits
+        for b, row in enumerate(res.rows):
+            off = 0
+            for i, n in zip(row.example_idx, row.seq_lens):
+                alone = model(input_ids=torch.tensor([rs[i].ids]), use_cache=False).logits[0]
+                torch.testing.assert_close(packed[b, off:off + n], alone, atol=1e-5, rtol=0)
+                off += n
+
+
+def test_packed_loss_equals_unpacked_loss():
+    model = _tiny("llama")
+    rs = _rendered([7, 5, 9, 3, 11], seed=2, trained_from=2)
+    res = pack_examples(rs, 16, True)
+    batch = collate(res.rows, pad_id=0)
+    with torch.no_grad():
+        logits = model(input_ids=batch["input_ids"], position_ids=batch["position_ids"], use_cache=False).logits
+        packed = torch.nn.functional.cross_entropy(logits.flatten(0, 1), batch["labels"].flatten(), reduction="sum")
+        alone = sum(
+            torch.nn.functional.cross_entropy(
+                model(input_ids=torch.tensor([r.ids]), use_cache=False).logits[0],
+                torch.tensor(labels_from_mask(r.ids, r.mask)), reduction="sum")
+            for r in rs)
+    torch.testing.assert_close(packed, alone, atol=1e-4, rtol=1e-6)
+
+
+def _tiny(arch: str):
+    import transformers as T
+
+    torch.manual_seed(0)
+    common = dict(vocab_size=128, hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
+                  num_key_value_heads=2, max_position_embeddings=256, attn_implementation="sdpa")
+    if arch == "llama":
+        return tiny_llama()
+    cfg_cls, model_cls = {
+        "qwen2": (T.Qwen2Config, T.Qwen2ForCausalLM),
+        "qwen3": (T.Qwen3Config, T.Qwen3ForCausalLM),
+        "mistral": (T.MistralConfig, T.MistralForCausalLM),
+        "gemma": (T.GemmaConfig, T.GemmaForCausalLM),
+    }[arch]
+    extra = {"head_dim": 16} if arch in ("qwen3", "gemma") else {}
+    return model_cls(cfg_cls(**common, **extra)).eval()

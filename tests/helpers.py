@@ -1,0 +1,148 @@
+"""Shared test helpers: real tokenizers from ../shared/fixtures/models, tiny random models, the toy task's tokenizer.
+(`tests/` is on sys.path: pyproject.toml sets pytest's pythonpath.)"""
+from __future__ import annotations
+
+import json
+import os
+import random
+from pathlib import Path
+
+import pytest
+
+from shipsft.config import RunConfig
+from shipsft.data.pack import pack_examples
+from shipsft.data.render import render_conversation
+
+REPO = Path(__file__).resolve().parents[1]
+FIXTURES = Path(os.environ.get("SHIPSFT_FIXTURES", REPO.parent / "shared" / "fixtures" / "models"))
+# every fixture folder that ships a tokenizer.json (loadable with AutoTokenizer) and its template kwargs
+TOKENIZER_FIXTURES = {
+    "llama-3.2-instruct": {"date_string": "26 Jul 2024"},
+    "qwen2.5-instruct": {},
+    "qwen3": {},
+    "mistral-7b-instruct-v0.3": {},
+}
+TEMPLATE_ONLY_FIXTURES = ["gemma-it", "gemma-3-it"]
+
+_TOKENIZERS: dict = {}
+
+
+def require_fixture(name: str) -> Path:
+    """The fixture folder (../shared/fixtures/models/<name>, or $SHIPSFT_FIXTURES/<name>); skip with the reason when
+    the checkout has no shared/ beside it (CI always has it)."""
+    folder = FIXTURES / name
+    if not folder.exists():
+        pytest.skip(f"tokenizer fixture {folder} not present (set SHIPSFT_FIXTURES to the fixtures/models folder)")
+    return folder
+
+
+def fixture_tokenizer(name: str):
+    if name not in _TOKENIZERS:
+        from transformers import AutoTokenizer
+
+        _TOKENIZERS[name] = AutoTokenizer.from_pretrained(require_fixture(name))
+    return _TOKENIZERS[name]
+
+
+def fixture_meta(name: str) -> dict:
+    return json.loads((require_fixture(name) / "rendered_example.meta.json").read_text())
+
+
+def tiny_llama(vocab_size: int = 128, seed: int = 0, **kw):
+    import torch
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    torch.manual_seed(seed)
+    cfg = LlamaConfig(vocab_size=vocab_size, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+                      num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=512,
+                      attn_implementation="sdpa", **kw)
+    return LlamaForCausalLM(cfg).eval()
+
+
+# ------------------------------------------------------------------------------------------------------------
+# The toy task: a tiny BPE, a tiny Llama, and the production loop on them
+
+CHATML = ("{% for m in messages %}{{ '<|im_start|>' + m['role'] + '\n' + m['content'] + '<|im_end|>\n' }}{% endfor %}"
+          "{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}")
+WORDS = "red green blue cat dog bird one two three alpha beta gamma north south east west".split()
+
+
+def conversations(n: int, seed: int = 0) -> list[list[dict]]:
+    """A learnable toy task: repeat the listed words in reverse order."""
+    rng = random.Random(seed)
+    out = []
+    for _ in range(n):
+        words = rng.sample(WORDS, rng.randint(2, 5))
+        out.append([{"role": "user", "content": "reverse: " + " ".join(words)},
+                    {"role": "assistant", "content": " ".join(reversed(words))}])
+    return out
+
+
+_TOK = {}
+
+
+def tiny_tokenizer():
+    """A 512-token byte-level BPE trained on the toy task in ~0.2 s, with a ChatML template."""
+    if "tok" not in _TOK:
+        from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+        from transformers import PreTrainedTokenizerFast
+
+        tok = Tokenizer(models.BPE())
+        tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+        tok.decoder = decoders.ByteLevel()
+        trainer = trainers.BpeTrainer(vocab_size=512, special_tokens=["<|im_start|>", "<|im_end|>"],
+                                      initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
+        corpus = [f"<|im_start|>{m['role']}\n{m['content']}<|im_end|>\n" for c in conversations(300, 99) for m in c]
+        tok.train_from_iterator(corpus, trainer)
+        fast = PreTrainedTokenizerFast(tokenizer_object=tok, eos_token="<|im_end|>", pad_token="<|im_end|>")
+        fast.chat_template = CHATML
+        _TOK["tok"] = fast
+    return _TOK["tok"]
+
+
+def rows_for(convs, max_length=128):
+    tok = tiny_tokenizer()
+    rendered = [r for c in convs for r in render_conversation(tok, c)]
+    return pack_examples(rendered, max_length, True).rows
+
+
+def tiny_model(seed=0):
+    return tiny_llama(vocab_size=len(tiny_tokenizer()), seed=seed).train()
+
+
+def cfg_for(tmp_path, **sections) -> RunConfig:
+    raw = {"output": {"dir": str(tmp_path)}, "data": {"max_length": 128},
+           "train": {"batch_rows": 2, "log_every": 1, "seed": 0}, **sections}
+    return RunConfig.model_validate(raw)
+
+
+def fit_run(cfg, model, tok, rows, eval_rows, run_dir):
+    """The production loop on an in-memory model: train/run.py's own `assemble`, then `fit`."""
+    from shipsft.runs.layout import RunFolder
+    from shipsft.train.loop import fit
+    from shipsft.train.run import assemble
+
+    s = assemble(cfg, model, tok, rows, eval_rows, RunFolder(Path(run_dir)))
+    try:
+        return fit(s)
+    finally:
+        s.sink.close()
+
+
+class Notes:
+    """A Progress (train/loop.py) that keeps the notes it is given."""
+
+    def __init__(self):
+        self.lines: list[str] = []
+
+    def start(self, total: int) -> None:
+        pass
+
+    def step(self, record: dict) -> None:
+        pass
+
+    def note(self, text: str) -> None:
+        self.lines.append(text)
+
+    def stop(self) -> None:
+        pass
