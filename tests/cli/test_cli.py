@@ -38,6 +38,7 @@ def test_user_mistakes_are_one_line_exit_2_no_traceback(tmp_path, case):
         args, says = ("preview", p), "not valid UTF-8"
     elif case == "not_gguf":
         (tmp_path / "m.gguf").write_text("hello")
+        (tmp_path / "x.jsonl").write_text('{"text": "a"}\n')
         p = tmp_path / "c.yaml"
         p.write_text(f"model:\n  path: {tmp_path / 'm.gguf'}\ndata:\n  train: x.jsonl\n")
         args, says = ("audit", p), "is not a GGUF file"
@@ -50,3 +51,22 @@ def test_user_mistakes_are_one_line_exit_2_no_traceback(tmp_path, case):
     lines = [x for x in out.splitlines() if x.strip()]
     assert len(lines) == 1 and lines[0].startswith("error: ") and says in lines[0], out
     assert "Traceback" not in out
+
+
+def test_missing_files_name_the_config_file_and_the_key(tmp_path):
+    p = tmp_path / "c.yaml"
+    p.write_text("model:\n  path: models/nope\ndata:\n  train: [trian.jsonl]\neval:\n  suites:\n"
+                 "    - {name: qa, data: qa.jsonl}\n")
+    code, out, _ = run("train", p)
+    lines = [x for x in out.splitlines() if x.strip()]
+    assert code == 2 and len(lines) == 3, out
+    assert lines[0] == f"error: {p}: data.train: trian.jsonl: file not found (relative paths are read from {tmp_path})"
+    assert lines[1].startswith(f"error: {p}: eval.suites.0.data: qa.jsonl: file not found")
+    assert lines[2].startswith(f"error: {p}: model.path: 'models/nope' is not a local folder")
+
+
+def test_embedded_model_names_match_what_model_locate_ships():
+    from shipsft.config import EMBEDDED_MODELS
+    from shipsft.model.locate import EMBEDDED
+
+    assert set(EMBEDDED_MODELS) == set(EMBEDDED)

@@ -1,6 +1,6 @@
 """Data formats -> Examples: every format in every file type, auto detection, validation messages, skip mode.
 
-    pytest tests/test_formats.py
+    pytest tests/data/test_formats.py
 """
 from __future__ import annotations
 
@@ -14,8 +14,18 @@ from pathlib import Path
 
 import pytest
 
-from shipsft.data.formats import examples_from_dataset, load_examples, read_records
+from shipsft.data import formats
+from shipsft.data.formats import read_records
 from shipsft.errors import DataError
+
+
+def load_examples(paths, fmt="auto", on_invalid="error", rejects_path=None, allow_any_role_order=False):
+    """formats.load_examples with the settings a default DataConfig gives (the library takes them explicitly)."""
+    return formats.load_examples(paths, fmt, on_invalid, rejects_path, allow_any_role_order)
+
+
+def examples_from_dataset(ds, name="<dataset>", fmt="auto"):
+    return formats.examples_from_dataset(ds, name, fmt, "error", None, False)
 
 ASSETS = Path(__file__).resolve().parents[1] / "assets" / "data"
 FIXTURES = ["messages", "sharegpt", "alpaca", "prompt_completion", "prompt_completion_chat", "text"]
@@ -232,12 +242,39 @@ def test_mixed_formats_across_files_are_an_error(tmp_path):
         "'output'); convert them to one format (one run reads one format)"]
 
 
-def test_undetectable_format(tmp_path):
+def test_undetectable_format_names_the_line_and_the_missing_column(tmp_path):
     p = _lines(tmp_path / "d.jsonl", '{"question": "q", "answer": "a"}')
     assert _errors(p) == [
-        f"{p}: cannot detect the data format: the first record has columns 'question', 'answer'; expected "
+        f"{p}:1: cannot detect the data format: the record has columns 'question', 'answer'; expected "
         "'messages' -> messages; 'conversations' -> sharegpt; 'prompt' + 'completion' -> prompt_completion; "
         "'instruction' + 'output' -> alpaca; 'text' -> text (or set data.format)"]
+    # an Alpaca record without its answer: the closest format and exactly what it lacks
+    p = _lines(tmp_path / "a.jsonl", '{"instruction": "Add 2+2", "input": ""}')
+    assert _errors(p) == [f"{p}:1: cannot detect the data format: the record has columns 'instruction', 'input'; "
+                          "format alpaca also needs 'output' (or set data.format)"]
+    # a JSON array on a JSONL line
+    p = _lines(tmp_path / "l.jsonl", '[{"role": "user", "content": "Hi"}]')
+    assert _errors(p) == [f"{p}:1: the record is a list, not an object: each record must be one JSON object such as "
+                          '{"messages": [...]} (one per line in JSONL)']
+
+
+@pytest.mark.parametrize("messages, problem", [
+    ([("user", "a"), ("user", "b"), ("assistant", "c")],
+     "messages[1]: two user messages in a row (messages[0] and [1]). Fix: merge them into one user message"),
+    ([("user", "a"), ("assistant", "b"), ("assistant", "c")],
+     "messages[2]: two assistant messages in a row (messages[1] and [2])"),
+    ([("user", "a"), ("system", "be terse"), ("assistant", "c")],
+     "messages[1]: a system message after messages[0]"),
+    ([("user", "a"), ("tool", "18C"), ("assistant", "c")],
+     "messages[1]: a tool result after a user message, not after an assistant tool call"),
+])
+def test_roles_out_of_order_are_errors_unless_allowed(tmp_path, messages, problem):
+    record = {"messages": [{"role": r, "content": c} for r, c in messages]}
+    p = _lines(tmp_path / "r.jsonl", GOOD, json.dumps(record))
+    [line, summary] = _errors(p)
+    assert line.startswith(f"{p}:2: {problem}") and "data.allow_any_role_order: true" in line, line
+    assert summary.startswith("1 of 2 records are invalid")
+    assert len(load_examples(p, allow_any_role_order=True).examples) == 2
 
 
 def test_unknown_format_setting():

@@ -127,3 +127,15 @@ def _tiny(arch: str):
     }[arch]
     extra = {"head_dim": 16} if arch in ("qwen3", "gemma") else {}
     return model_cls(cfg_cls(**common, **extra)).eval()
+
+
+def test_collate_masks_padding_by_position_never_by_token_id():
+    """Failure mode 10: with pad == eos (SmolLM2), masking labels equal to pad_id would erase every trained
+    end-of-turn token; padding is masked by position, so the trained eos labels survive collation."""
+    eos = 2
+    rs = [Rendered("a:1", [5, 6, 7, eos], [False, False, True, True]), Rendered("a:2", [5, eos], [False, True])]
+    batch = collate(pack_examples(rs, 4, False).rows, pad_id=eos)
+    assert batch["input_ids"].tolist() == [[5, 6, 7, eos], [5, eos, eos, eos]]
+    assert batch["labels"].tolist() == [[IGNORE_INDEX, 7, eos, IGNORE_INDEX],
+                                        [eos, IGNORE_INDEX, IGNORE_INDEX, IGNORE_INDEX]]
+    assert count_trained(batch["labels"]) == 3

@@ -193,13 +193,15 @@ def test_qwen3_think_block_is_split_per_turn():
 
 
 def test_mistral_without_system_is_prefix_stable_with_system_is_an_error():
+    """Mistral v0.3 writes the system message only before the LAST user message of a conversation that ends with
+    a user turn (inference): in training data it vanishes. An error naming it and the fix, never a silent loss."""
     tok = fixture_tokenizer("mistral-7b-instruct-v0.3")
     [seq] = rc(tok, CONV)
     assert seq.turn is None
     with pytest.raises(TemplateError) as e:
         rc(tok, SYS_CONV)
     msg = e.value.lines[0]
-    assert "messages[2]" in msg and "differently" in msg and "data.system_message: merge" in msg
+    assert "messages[0] (system)" in msg and "drops its content" in msg and "data.system_message: merge" in msg
 
 
 def test_mistral_system_merge_renders_system_into_first_user_turn():
@@ -291,3 +293,55 @@ def test_end_of_turn_marker_follows_the_configured_template(smollm2_tokenizer):
     assert [t for t, m in zip(seq.ids, seq.mask) if m][-1] == tok.convert_tokens_to_ids("<|endoftext|>")
     assert tok.convert_tokens_to_ids("<|endoftext|>") in stop_ids(tok, None, r)
     assert stop_ids(tok, None, lr(tok)) == [tok.eos_token_id]  # its own template ends turns with eos (<|im_end|>)
+
+
+def test_tool_calls_on_a_template_without_tool_support_are_an_error(smollm2_tokenizer):
+    """SmolLM2's template renders only `content`: an assistant turn that calls a tool would become an empty turn,
+    teaching the model to answer with <|im_end|> at once. One error names the example, the call and the fix."""
+    msgs = [{"role": "user", "content": "Weather in Oslo?"},
+            {"role": "assistant", "content": "", "tool_calls": [
+                {"type": "function", "function": {"name": "get_weather", "arguments": {"city": "Oslo"}}}]},
+            {"role": "tool", "content": "18C"}, {"role": "assistant", "content": "It is 18C in Oslo."}]
+    with pytest.raises(TemplateError) as e:
+        render_examples(lr(smollm2_tokenizer), [Example(source="calls.jsonl:4", messages=msgs)])
+    line = e.value.lines[0]
+    assert line.startswith("calls.jsonl:4: messages[1] (assistant): the chat template (tokenizer) drops the tool "
+                           "call 'get_weather'")
+    assert "Fix: use a template that renders tool calls" in line
+    assert e.value.lines[-1] == "1 of 1 examples cannot be rendered as training data; nothing was trained on."
+
+
+def test_json_string_arguments_are_parsed_for_templates_that_encode_them(tmp_path):
+    """OpenAI sends `arguments` as a JSON string; Qwen2.5's template applies `tojson` to it, which would train the
+    escaped string '"{\\"city\\": ...}"'. The string is parsed into an object first, and the pipeline says so."""
+    import json as _json
+
+    from shipsft.data.pipeline import prepare
+
+    tok = fixture_tokenizer("qwen2.5-instruct")
+    call = {"type": "function", "function": {"name": "get_weather", "arguments": '{"city": "Oslo", "days": 2}'}}
+    msgs = [{"role": "user", "content": "Weather in Oslo?"}, {"role": "assistant", "content": "", "tool_calls": [call]},
+            {"role": "tool", "content": "18C"}, {"role": "assistant", "content": "18C."}]
+    r = lr(tok)
+    assert r.parse_json_arguments
+    [seq] = render_examples(r, [Example(source="c:1", messages=msgs)])
+    assert '"arguments": {"city": "Oslo", "days": 2}' in seq.text and '\\"city\\"' not in seq.text
+    (tmp_path / "t.jsonl").write_text(_json.dumps({"messages": msgs}) + "\n")
+    prep = prepare(DataConfig(train=[str(tmp_path / "t.jsonl")]), tok, "train", strict=True, rejects_path=None)
+    assert any("1 example(s) give tool-call arguments as JSON strings" in n for n in prep.notes)
+    # a template that renders the string as it is (SmolLM2 has no tool support; Llama 3.2 formats dicts itself
+    # with tojson too) is detected per template, not by model name
+    assert lr(fixture_tokenizer("llama-3.2-instruct"), template_kwargs={"date_string": "26 Jul 2024"}).parse_json_arguments
+
+
+def test_preview_and_audit_notes_say_how_a_turn_ends(tmp_path, smollm2_tokenizer):
+    import json as _json
+
+    from shipsft.data.pipeline import prepare
+
+    (tmp_path / "t.jsonl").write_text(_json.dumps({"messages": [{"role": "user", "content": "Hi"},
+                                                                {"role": "assistant", "content": "Hello"}]}) + "\n")
+    prep = prepare(DataConfig(train=[str(tmp_path / "t.jsonl")]), smollm2_tokenizer, "train", strict=True,
+                   rejects_path=None)
+    assert ("end of turn: '<|im_end|>' ends every assistant turn; '\\n' written after the last turn is never trained "
+            "(stop token '<|im_end|>' = id 2)") in prep.notes

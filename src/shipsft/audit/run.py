@@ -60,7 +60,7 @@ def load_eval_sets(cfg: RunConfig) -> tuple[dict[str, list], list, list[Finding]
         wanted.append((f"suite {suite.name}", [suite.data], suite.format))
     for name, paths, fmt in wanted:
         try:
-            loaded = load_examples(paths, fmt=fmt)
+            loaded = load_examples(paths, fmt, "error", None, cfg.data.allow_any_role_order)
         except ShipError as e:
             findings.append(Finding("contamination.load", "error", f"could not read {name}: {e.lines[0]}",
                                     fix="fix the eval data (every problem is listed by `shipsft audit`)",
@@ -95,6 +95,14 @@ def run_audit(cfg: RunConfig, tokenizer, prepared, *, eval_sets: dict[str, list]
 
     texts = _timed(timings, "text.extract", lambda: texts_of(examples, d.mask))
     tmpl = getattr(prepared.renderer, "template", None)
+    turn_end = getattr(prepared.renderer, "turn_end", None)
+    if turn_end is not None:
+        stop = turn_end.stop_token
+        stop_id = tokenizer.convert_tokens_to_ids(stop) if stop else None
+        stats["turn_end"] = {"close_final": turn_end.close_final, "close_nonfinal": turn_end.close_nonfinal,
+                             "after_final": turn_end.after_final, "stop_token": stop, "stop_id": stop_id}
+        findings.append(Finding("template.turn_end", "info", f"end of turn: {turn_end.describe()}"
+                                + (f"; generation stops at {stop!r} (id {stop_id})" if stop else "")))
     if rendered:
         source = None if tmpl is None or tmpl.origin == "tokenizer" else tmpl.source
         f, stats["template"] = check_template(

@@ -73,8 +73,9 @@ def _expected_text(tokenizer, ex, turn: int | None, template_source: str | None,
     msgs = _policy_messages(ex, system_message)
     if turn is not None:
         msgs = msgs[: turn + 1]
-    return tokenizer.apply_chat_template(msgs, tokenize=False, chat_template=template_source, tools=ex.tools,
-                                         **kwargs)
+    kwargs = dict(kwargs)
+    tools = ex.tools if ex.tools is not None else kwargs.pop("tools", None)  # as ChatTemplate.render_prepared
+    return tokenizer.apply_chat_template(msgs, tokenize=False, chat_template=template_source, tools=tools, **kwargs)
 
 
 def _first_diff(a: str, b: str) -> int:

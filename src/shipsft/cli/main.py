@@ -42,11 +42,12 @@ def _root(version: bool = typer.Option(False, "--version", callback=_version, is
 
 def _prepare_for_inspection(config: Path, overrides: list[str] | None, tag: str):
     """(cfg, tokenizer, prepared training split) as training would prepare it, problems recorded, not raised."""
-    from shipsft.config import load_config
+    from shipsft.config import check_paths, load_config
     from shipsft.data.pipeline import prepare
     from shipsft.model.locate import load_tokenizer
 
     cfg = load_config(config, overrides or [])
+    check_paths(cfg, config)
     tok = load_tokenizer(cfg.model)
     prep = prepare(cfg.data, tok, "train", strict=False, rejects_path=Path(cfg.output.dir) / f"rejects-{tag}.jsonl")
     return cfg, tok, prep
@@ -105,12 +106,13 @@ def train(
     from shipsft.cli.allocator import reexec_with_tcmalloc
 
     reexec_with_tcmalloc()  # before torch is imported; SHIPSFT_ALLOCATOR=system opts out
-    from shipsft.config import load_config
+    from shipsft.config import check_paths, load_config
     from shipsft.train.run import run_train
 
     progress = RichProgress()
     try:
         cfg = load_config(config, overrides or [])
+        check_paths(cfg, config)
         code = run_train(cfg, config_path=config, skip_audit=skip_audit, argv=sys.argv, progress=progress)
     except ShipError as e:
         progress.stop()

@@ -18,7 +18,7 @@ import numpy as np
 
 from shipsft.data.types import Rendered
 
-RENDER_VERSION = "1"  # bump when render/mask semantics change
+RENDER_VERSION = "2"  # bump when render/mask semantics change (2: turn ends read off the template's structure)
 
 
 def tokenizer_fingerprint(tokenizer) -> str:

@@ -32,7 +32,7 @@ problem (the first 20, then "... and N more"); `on_invalid="skip"` skips them, c
 `rejects_path` as JSONL `{"source", "reason", "record"}`.
 
     from shipsft.data.formats import load_examples
-    res = load_examples(["data/train.jsonl"], fmt="auto")
+    res = load_examples(["data/train.jsonl"], "auto", "error", None, allow_any_role_order=False)
     print(res.format, len(res.examples), res.notes)
 
 Speed: one `json.loads` per line and plain dict checks, no per-record pydantic, the cyclic GC paused while loading:
@@ -292,6 +292,26 @@ def detect_format(records: list[Record]) -> tuple[str, str] | None:
         if seen >= _DETECT_SCAN:
             break
     return None
+
+
+def _undetected(records: list[Record], path: str) -> str:
+    """Why no format fits: the first record's line, its columns, and the closest format's missing column."""
+    first = next((r for r in records if r.error is None), None)
+    if first is None:
+        return f"{records[0].source}: {records[0].error} (no record of {path} could be read)"
+    if not isinstance(first.data, dict):
+        kind = _type_name(first.data)
+        return (f"{first.source}: the record is a {kind}, not an object: each record must be one JSON object such as "
+                '{"messages": [...]} (one per line in JSONL)')
+    cols = set(first.data)
+    scored = [(sum(c in cols for c in sig), fmt, sig) for fmt, sig in _SIGNATURES]
+    best, fmt, sig = max(scored, key=lambda t: t[0])
+    if best:
+        missing = [c for c in sig if c not in cols]
+        return (f"{first.source}: cannot detect the data format: the record has columns {_names(first.data)}; "
+                f"format {fmt} also needs {_names(missing)} (or set data.format)")
+    return (f"{first.source}: cannot detect the data format: the record has columns {_names(first.data) or 'none'}; "
+            f"expected {_expected_columns()} (or set data.format)")
 
 
 def _expected_columns() -> str:
@@ -585,13 +605,34 @@ _ADAPTERS = {
 }
 
 
-def adapt_record(rec: Record, fmt: str) -> tuple[Example | None, list[str]]:
+def role_order_problems(msgs: list[dict]) -> list[str]:
+    """Roles out of order, checked before any template sees them: a system message that is not first, two user or
+    two assistant messages in a row, a tool result that follows no tool call. Permissive templates render these
+    without a word (SmolLM2 even adds its default system prompt before a conversation whose system message is not
+    first), strict ones raise a message that names the wrong fix."""
+    problems = []
+    opt_out = "or set data.allow_any_role_order: true if your template accepts this order"
+    for j, m in enumerate(msgs):
+        role, prev = m["role"], msgs[j - 1]["role"] if j else None
+        if role == "system" and j > 0:
+            problems.append(f"messages[{j}]: a system message after messages[0]: templates refuse it or render it "
+                            f"where no served conversation has one. Fix: move it to the start, {opt_out}")
+        elif role == prev and role in ("user", "assistant"):
+            problems.append(f"messages[{j}]: two {role} messages in a row (messages[{j - 1}] and [{j}]). Fix: merge "
+                            f"them into one {role} message, {opt_out}")
+        elif role == "tool" and prev not in ("assistant", "tool"):
+            problems.append(f"messages[{j}]: a tool result after {'a ' + prev + ' message' if prev else 'nothing'}, "
+                            f"not after an assistant tool call. Fix: put the assistant's tool call before it, {opt_out}")
+    return problems
+
+
+def adapt_record(rec: Record, fmt: str, allow_any_role_order: bool) -> tuple[Example | None, list[str]]:
     """One raw record -> (Example, []) or (None, problems). Problems have no "file:line: " prefix."""
-    ex, chk = _adapt(rec, fmt)
+    ex, chk = _adapt(rec, fmt, allow_any_role_order)
     return ex, chk.problems
 
 
-def _adapt(rec: Record, fmt: str) -> tuple[Example | None, _Check]:
+def _adapt(rec: Record, fmt: str, allow_any_role_order: bool) -> tuple[Example | None, _Check]:
     chk = _Check()
     if rec.error is not None:
         chk.problems.append(rec.error)
@@ -601,6 +642,8 @@ def _adapt(rec: Record, fmt: str) -> tuple[Example | None, _Check]:
         chk.problems.append(f"record must be a JSON object, got {_type_name(row)}")
         return None, chk
     ex = _ADAPTERS[fmt](row, rec.source, chk)
+    if not chk.problems and ex.kind == "chat" and not allow_any_role_order:
+        chk.problems.extend(role_order_problems(ex.messages))
     if chk.problems:
         missing = next((i for i, p in enumerate(chk.problems) if p.startswith("missing '")), None)
         if missing is not None:
@@ -623,8 +666,8 @@ def _columns_hint(row: dict, fmt: str) -> str:
 # Loading: read every file, settle the format, adapt + validate every record, then raise once or return.
 
 
-def load_examples(paths: str | Path | Iterable[str | Path], fmt: str = "auto", on_invalid: str = "error",
-                  rejects_path: str | Path | None = None) -> LoadResult:
+def load_examples(paths: str | Path | Iterable[str | Path], fmt: str, on_invalid: str,
+                  rejects_path: str | Path | None, allow_any_role_order: bool) -> LoadResult:
     """Read data files into Examples. Raises DataError listing every problem (file:line and message index)."""
     _check_settings(fmt, on_invalid)
     paths = [paths] if isinstance(paths, (str, Path)) else list(paths)
@@ -637,15 +680,15 @@ def load_examples(paths: str | Path | Iterable[str | Path], fmt: str = "auto", o
                 inputs.append(read_records(p))
             except DataError as e:
                 errors.extend(e.lines)
-        return _load(inputs, fmt, on_invalid, rejects_path, errors)
+        return _load(inputs, fmt, on_invalid, rejects_path, errors, allow_any_role_order)
 
 
-def examples_from_dataset(ds: Any, fmt: str = "auto", name: str = "<dataset>", on_invalid: str = "error",
-                          rejects_path: str | Path | None = None) -> LoadResult:
+def examples_from_dataset(ds: Any, name: str, fmt: str, on_invalid: str, rejects_path: str | Path | None,
+                          allow_any_role_order: bool) -> LoadResult:
     """The same as load_examples for an in-memory `datasets.Dataset`; sources read "<name>:#<row>"."""
     _check_settings(fmt, on_invalid)
     with _gc_paused():
-        return _load([_dataset_records(ds, name)], fmt, on_invalid, rejects_path, [])
+        return _load([_dataset_records(ds, name)], fmt, on_invalid, rejects_path, [], allow_any_role_order)
 
 
 @contextlib.contextmanager
@@ -672,7 +715,7 @@ def _check_settings(fmt: str, on_invalid: str) -> None:
 
 
 def _load(inputs: list[tuple[list[Record], FileInfo]], fmt: str, on_invalid: str,
-          rejects_path: str | Path | None, errors: list[str]) -> LoadResult:
+          rejects_path: str | Path | None, errors: list[str], allow_any_role_order: bool) -> LoadResult:
     fmt, notes = _settle_format(inputs, fmt, errors)
     if fmt is None:
         raise DataError(_capped(errors))
@@ -685,7 +728,7 @@ def _load(inputs: list[tuple[list[Record], FileInfo]], fmt: str, on_invalid: str
         info.format = fmt
         licenses = set(info.licenses)
         for rec in records:
-            ex, chk = _adapt(rec, fmt)
+            ex, chk = _adapt(rec, fmt, allow_any_role_order)
             problems = chk.problems
             if ex is not None:
                 n_joined += chk.n_joined
@@ -732,10 +775,7 @@ def _settle_format(inputs: list[tuple[list[Record], FileInfo]], fmt: str, errors
     for records, info in inputs:
         hit = detect_format(records)
         if hit is None:
-            first = next((r.data for r in records if isinstance(r.data, dict)), None)
-            has = f"the first record has columns {_names(first) or 'none'}" if first is not None else "no record is an object"
-            errors.append(f"{info.path}: cannot detect the data format: {has}; expected {_expected_columns()} "
-                          "(or set data.format)")
+            errors.append(_undetected(records, info.path))
             continue
         found.setdefault(hit[0], []).append((info.path, hit[1]))
     if len(found) > 1:

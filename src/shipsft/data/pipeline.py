@@ -76,7 +76,7 @@ def load_split(data: DataConfig, split: str, rejects_path: Path | None):
         raise DataError([f"data.{split}: no files configured. Fix: set data.{split} to one or more JSONL/JSON/"
                          "Parquet/CSV files or saved datasets folders."])
     rejects = data.rejects_file or (str(rejects_path) if rejects_path is not None else None)
-    return load_examples(paths, fmt=data.format, on_invalid=data.on_invalid, rejects_path=rejects)
+    return load_examples(paths, data.format, data.on_invalid, rejects, data.allow_any_role_order)
 
 
 def renderer_for(data: DataConfig, tokenizer, examples: list[Example]):
@@ -103,9 +103,14 @@ def zero_trained_error(rendered: list[Rendered], idx: list[int], mode: str) -> D
 def prepare(data: DataConfig, tokenizer, split: str, *, strict: bool, rejects_path: Path | None,
             renderer=None) -> Prepared:
     """Load, validate, render, check and pack one split (module docstring)."""
+    from shipsft.data.render import no_stop_problem, parse_string_arguments
+
     loaded = load_split(data, split, rejects_path)
     try:
         r = renderer or renderer_for(data, tokenizer, loaded.examples)
+        no_stop = no_stop_problem(r) if any(ex.kind == "chat" for ex in loaded.examples) else None
+        if no_stop is not None and strict:
+            raise no_stop
         rendered = render_cached(r, loaded, data)
     except ShipError as e:
         if strict:
@@ -119,7 +124,7 @@ def prepare(data: DataConfig, tokenizer, split: str, *, strict: bool, rejects_pa
         n_trunc, n_cut = truncate_overlong(rendered, data.max_length)
     packed = pack_examples(rendered, data.max_length, data.packing)
     zero = [i for i, x in enumerate(rendered) if x.n_trained == 0]  # after truncation: a cut-away answer counts
-    problems = []
+    problems = [no_stop] if no_stop is not None else []
     if packed.left_out:
         problems.append(overlong_error([rendered[i] for i in packed.left_out], data.max_length))
     if zero:
@@ -127,6 +132,15 @@ def prepare(data: DataConfig, tokenizer, split: str, *, strict: bool, rejects_pa
     if strict and problems:
         raise DataError([line for p in problems for line in p.lines])
     notes = list(loaded.notes)
+    if r is not None and r.turn_end is not None:
+        stop = r.turn_end.stop_token
+        ids = f" (stop token {stop!r} = id {r.tokenizer.convert_tokens_to_ids(stop)})" if stop else ""
+        notes.append(f"end of turn: {r.turn_end.describe()}{ids}")
+    if r is not None and r.parse_json_arguments:
+        n_parsed = sum(parse_string_arguments(ex.messages or [])[1] for ex in loaded.examples if ex.kind == "chat")
+        if n_parsed:
+            notes.append(f"{n_parsed} example(s) give tool-call arguments as JSON strings; this template JSON-encodes "
+                         "arguments itself, so they were parsed into objects (else they would be encoded twice)")
     n_split = sum(1 for x in rendered if x.turn is not None)
     if n_split:
         notes.append(f"the chat template is not prefix-stable (it rewrites earlier turns): {n_split} sequences were "

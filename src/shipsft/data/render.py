@@ -28,11 +28,12 @@ How a conversation becomes a training sequence (no string markers, no guessed sp
 from __future__ import annotations
 
 import bisect
+import json
 from dataclasses import dataclass
 from typing import Any, Iterable
 
 from shipsft.config import DataConfig
-from shipsft.data.template import ChatTemplate, resolve_template, special_strings
+from shipsft.data.template import ChatTemplate, TurnEnd, find_turn_end, resolve_template, special_strings
 from shipsft.data.types import Example, Rendered
 from shipsft.errors import TemplateError
 
@@ -49,6 +50,8 @@ class Renderer:
     train_eot: bool = True
     system_message: str = "keep"  # keep | merge (into the first user turn) | drop
     specials: tuple[str, ...] = ()  # special-token strings, longest first (end-of-turn detection)
+    turn_end: TurnEnd | None = None  # how the template closes an assistant turn (template.find_turn_end)
+    parse_json_arguments: bool = False  # the template JSON-encodes tool-call arguments itself (Qwen2.5 tojson)
 
     @property
     def bos_id(self) -> int | None:
@@ -60,9 +63,40 @@ class Renderer:
 
 
 def load_renderer(tokenizer, data: DataConfig, need_template: bool = True) -> Renderer:
-    """The renderer of `data` (template, kwargs, mask mode, end-of-turn, system policy) for this tokenizer."""
-    tmpl = resolve_template(tokenizer, data.template, data.template_kwargs) if need_template else None
-    return Renderer(tokenizer, tmpl, data.mask, data.train_eot, data.system_message, special_strings(tokenizer))
+    """The renderer of `data` (template, kwargs, mask mode, end-of-turn, system policy) for this tokenizer.
+
+    Reads the template's turn structure once (`find_turn_end`); `no_stop_problem` says when nothing it writes could
+    teach the model to stop (data/pipeline.py refuses that for training, the audit reports it)."""
+    specials = special_strings(tokenizer)
+    if not need_template:
+        return Renderer(tokenizer, None, data.mask, data.train_eot, data.system_message, specials)
+    tmpl = resolve_template(tokenizer, data.template, data.template_kwargs)
+    return Renderer(tokenizer, tmpl, data.mask, data.train_eot, data.system_message, specials,
+                    find_turn_end(tmpl, specials), encodes_arguments(tmpl))
+
+
+def no_stop_problem(r: Renderer) -> TemplateError | None:
+    """With data.train_eot on, a template that closes assistant turns with no special token of this vocabulary
+    leaves nothing to train that makes the model stop: the answers would be trained without an end."""
+    te = r.turn_end
+    if te is None or te.close_final or not r.train_eot or r.mode == "everything":
+        return None
+    return TemplateError([f"the chat template ({r.template.origin}) closes an assistant turn with no special token "
+                          f"of this tokenizer (it writes {te.after_final!r} after an answer), so no trained token "
+                          "teaches the model to stop. Fix: data.template with a template whose end-of-turn marker is "
+                          "a special token of this vocabulary, or data.train_eot: false to train answers without one."])
+
+
+def encodes_arguments(tmpl: ChatTemplate) -> bool:
+    """Whether the template JSON-encodes tool-call arguments itself: a string of JSON then comes out escaped twice
+    ('"{\\"city\\": ...'), so such strings are parsed into objects first (OpenAI sends arguments as strings)."""
+    call = {"type": "function", "function": {"name": "shipsft_probe", "arguments": '{"probe_key": 1}'}}
+    msgs = [{"role": "user", "content": "q"}, {"role": "assistant", "content": "", "tool_calls": [call]}]
+    try:
+        text = tmpl.render(msgs)
+    except Exception:  # noqa: BLE001 - a template without tool support: nothing to parse for it
+        return False
+    return '\\"probe_key\\"' in text
 
 
 # ------------------------------------------------------------------------------------------------------------
@@ -94,44 +128,10 @@ def trained_turns(messages: list[dict], mode: str, n_prompt: int | None) -> list
     return assistant
 
 
-def _last_special(turn_text: str, specials: tuple[str, ...]) -> tuple[int, str] | None:
-    """The end-of-turn marker of a rendered assistant turn: its last special token when only whitespace follows it
-    (ChatML '<|im_end|>' + '\\n', Llama-3 '<|eot_id|>', Mistral '</s>', Gemma '<end_of_turn>' + '\\n')."""
-    best, best_tok = -1, ""
-    for s in specials:
-        pos = turn_text.rfind(s)
-        if pos > best or (pos == best and pos >= 0 and len(s) > len(best_tok)):
-            best, best_tok = pos, s
-    if best >= 0 and not turn_text[best + len(best_tok):].strip():
-        return best, best_tok
-    return None
-
-
-def _eot_end(turn_text: str, specials: tuple[str, ...], train_eot: bool) -> tuple[int, bool]:
-    """Where the trained part of a rendered assistant turn ends, and whether an end-of-turn marker was found."""
-    found = _last_special(turn_text, specials)
-    if found is None:
-        return len(turn_text), False
-    pos, tok = found
-    return (pos + len(tok) if train_eot else pos), True
-
-
 def end_of_turn_marker(r: Renderer) -> str | None:
-    """The special token this renderer's template closes an assistant turn with (the same rule the masks use), so
-    generation stops exactly where training taught the model to stop. None when the template has no such token."""
-    sentinel = "shipsft-sentinel-7f3a"
-    try:
-        text = r.template.render([{"role": "user", "content": "hi"}, {"role": "assistant", "content": sentinel}])
-    except Exception:  # noqa: BLE001 - a template that rejects this minimal chat tells us nothing
-        return None
-    if sentinel not in text:
-        return None
-    found = _last_special(text[text.index(sentinel) + len(sentinel):], r.specials)
-    return found[1] if found else None
-
-
-class _Unstable(Exception):
-    pass
+    """The special token the renderer's template ends an assistant turn with (the one the masks train), so generation
+    stops exactly where training taught the model to stop. None when nothing closes a turn."""
+    return r.turn_end.stop_token if r.turn_end is not None else None
 
 
 def _render_safe(tmpl: ChatTemplate, messages, source: str, gen: bool = False, tools=None,
@@ -142,61 +142,172 @@ def _render_safe(tmpl: ChatTemplate, messages, source: str, gen: bool = False, t
         return tmpl.render(messages, add_generation_prompt=gen, tools=tools)
     except Exception as e:  # noqa: BLE001 - Jinja raise_exception / TypeError from user data
         msg = str(e)
+        has_system = bool(messages) and messages[0].get("role") == "system"
         fix = ""
-        if "system" in msg.lower():
+        if has_system and ("system" in msg.lower() or "alternate" in msg.lower()):
+            # e.g. Mixtral: a system message breaks "roles must alternate user/assistant"
             fix = " Fix: set data.system_message: merge (fold it into the first user turn) or drop."
         elif "alternate" in msg.lower():
-            fix = " Fix: make roles alternate user/assistant after an optional system message."
+            fix = (" Fix: make roles alternate user/assistant (merge consecutive messages of one role into one), or "
+                   "use a template that accepts this order.")
         raise TemplateError([f"{source}: the chat template ({tmpl.origin}) raised: {msg}.{fix}"]) from None
 
 
-def chat_spans(r: Renderer, ex: Example) -> list[tuple[str, list[tuple[int, int]], int | None, bool]]:
-    """Render one chat example: [(text, trained char spans, turn or None, eot_found)].
+def parse_string_arguments(messages: list[dict]) -> tuple[list[dict], bool]:
+    """Tool calls whose `arguments` is a string holding a JSON object get the object instead (for templates that
+    JSON-encode arguments themselves). Returns (messages, whether anything changed)."""
+    out, changed = [], False
+    for m in messages:
+        calls = m.get("tool_calls")
+        if m.get("role") == "assistant" and isinstance(calls, list):
+            new_calls = []
+            for c in calls:
+                fn = c.get("function") if isinstance(c, dict) else None
+                args = fn.get("arguments") if isinstance(fn, dict) else None
+                if isinstance(args, str):
+                    try:
+                        parsed = json.loads(args)
+                    except json.JSONDecodeError:
+                        parsed = None
+                    if isinstance(parsed, dict):
+                        c = {**c, "function": {**fn, "arguments": parsed}}
+                        changed = True
+                new_calls.append(c)
+            m = {**m, "tool_calls": new_calls}
+        out.append(m)
+    return out, changed
 
-    One element when the template is prefix-stable; one per trained assistant turn otherwise.
+
+def _leaves(value: Any) -> list[str]:
+    """The scalar values of a JSON-like object, as text (what a template must have written somewhere)."""
+    if isinstance(value, dict):
+        return [x for v in value.values() for x in _leaves(v)]
+    if isinstance(value, list):
+        return [x for v in value for x in _leaves(v)]
+    if value is None or value == "":
+        return []
+    return [value if isinstance(value, str) else json.dumps(value)]
+
+
+def dropped_parts(m: dict, text: str) -> list[str]:
+    """What of message `m` is missing from `text`: its content, or a tool call's name or argument values."""
+    missing = []
+    content = m.get("content")
+    if isinstance(content, str) and content.strip() and content.strip() not in text:
+        missing.append("its content")
+    for c in m.get("tool_calls") or []:
+        fn = c.get("function", c) if isinstance(c, dict) else {}
+        name = fn.get("name")
+        if name and name not in text:
+            missing.append(f"the tool call {name!r}")
+            continue
+        args = fn.get("arguments")
+        if isinstance(args, str):
+            try:
+                args = json.loads(args)
+            except json.JSONDecodeError:
+                args = [args]
+        lost = [v for v in _leaves(args) if v not in text and json.dumps(v)[1:-1] not in text]
+        if lost:
+            missing.append(f"argument value(s) {', '.join(repr(v) for v in lost[:3])} of the tool call {name!r}")
+    return missing
+
+
+def _fidelity_error(source: str, j: int, m: dict, missing: list[str], tmpl: ChatTemplate) -> TemplateError:
+    role = m.get("role")
+    if role == "system":
+        fix = "set data.system_message: merge (fold it into the first user turn), or use a template with a system role"
+    elif m.get("tool_calls"):
+        fix = ("use a template that renders tool calls (data.template; e.g. the model's tool-use template), or write "
+               "the call into the assistant content as text")
+    else:
+        fix = "use the model's own chat template, or a data.template that renders every message"
+    return TemplateError([f"{source}: messages[{j}] ({role}): the chat template ({tmpl.origin}) drops "
+                          f"{' and '.join(missing)}; training would silently lose it. Fix: {fix}."])
+
+
+def _span(gen: str, body: str, te: TurnEnd, train_eot: bool, source: str, i: int, tmpl: ChatTemplate
+          ) -> tuple[int, int]:
+    """The trained characters of one assistant turn: from the end of the generation prompt through the answer and,
+    with train_eot, the text that closes the turn (`te.close_final`: the turn is the last one of `body`)."""
+    turn_text = body[len(gen):]
+    if not turn_text.endswith(te.close_final):
+        raise TemplateError([f"{source}: messages[{i}]: this assistant turn does not end with the template's "
+                             f"end-of-turn text {te.close_final!r} (it ends with {turn_text[-40:]!r}), so where "
+                             f"the answer stops is unknown. Fix: check this message (the template ({tmpl.origin}) "
+                             "renders it unlike a plain answer), or use a data.template that closes every turn alike."])
+    end = len(turn_text) if train_eot else len(turn_text) - len(te.close_final)
+    return len(gen), len(gen) + end
+
+
+def chat_spans(r: Renderer, ex: Example) -> list[tuple[str, list[tuple[int, int]], int | None]]:
+    """Render one chat example: [(text, trained char spans, turn or None)].
+
+    One element when the template is prefix-stable; one per trained assistant turn otherwise. Every message's
+    content and tool calls must appear in the text (else a TemplateError naming what the template dropped).
     """
-    tmpl = r.template
+    tmpl, te = r.template, r.turn_end
     msgs = apply_system_policy(ex.messages or [], r.system_message)
+    if r.parse_json_arguments:
+        msgs, _ = parse_string_arguments(msgs)
     shift = len(ex.messages or []) - len(msgs)  # merge/drop removed the leading system message
     n_prompt = None if ex.n_prompt is None else ex.n_prompt - shift
     chat, tools = tmpl.prepare(msgs, ex.tools)
     full = _render_safe(tmpl, chat, ex.source, tools=tools, prepared=True)
+    for j, m in enumerate(msgs):  # context messages must all be there; answers are checked in their own turn below
+        missing = dropped_parts(m, full) if m.get("role") != "assistant" else []
+        if missing:
+            raise _fidelity_error(ex.source, j + shift, m, missing, tmpl)
     if r.mode == "everything":
-        return [(full, [(0, len(full))], None, True)]
+        return [(full, [(0, len(full))], None)]
+    last = len(chat) - 1
+    renders: dict[int, tuple[str, str, str]] = {}
+
+    def turn(i: int) -> tuple[str, str, str]:
+        """(generation prompt before turn i, the conversation through turn i, the end-of-conversation text the
+        template wrote after it: `te.after_final`, or "")."""
+        if i not in renders:
+            gen = _render_safe(tmpl, chat[:i], ex.source, gen=True, tools=tools, prepared=True)
+            upto = full if i == last else _render_safe(tmpl, chat[: i + 1], ex.source, tools=tools, prepared=True)
+            tail = te.after_final if te.after_final and upto.endswith(te.after_final) else ""
+            body = upto[: len(upto) - len(tail)]
+            missing = dropped_parts(msgs[i], body[len(gen):] if body.startswith(gen) else body)
+            if missing:
+                raise _fidelity_error(ex.source, i + shift, msgs[i], missing, tmpl)
+            renders[i] = gen, body, tail
+        return renders[i]
+
+    for i, m in enumerate(msgs):  # every assistant message, trained or context, as the model produces it
+        if m.get("role") == "assistant":
+            turn(i)
     turns = trained_turns(msgs, r.mode, n_prompt)
     if not turns:
-        return [(full, [], None, True)]
-    try:
-        spans, eot_ok = [], True
-        for i in turns:
-            gen = _render_safe(tmpl, chat[:i], ex.source, gen=True, tools=tools, prepared=True)
-            upto = full if i == len(chat) - 1 else _render_safe(tmpl, chat[: i + 1], ex.source, tools=tools,
-                                                                 prepared=True)
-            if not (upto.startswith(gen) and full.startswith(upto)):
-                raise _Unstable
-            end, found = _eot_end(upto[len(gen):], r.specials, r.train_eot)
-            spans.append((len(gen), len(gen) + end))
-            eot_ok &= found
-        return [(full, spans, None, eot_ok)]
-    except _Unstable:
-        pass
+        return [(full, [], None)]
+    stable = te.close_final == te.close_nonfinal
+    spans = []
+    for i in turns:
+        gen, body, _ = turn(i)
+        if not (stable and body.startswith(gen) and full.startswith(body)):
+            break
+        spans.append(_span(gen, body, te, r.train_eot, ex.source, i + shift, tmpl))
+    else:
+        return [(full, spans, None)]
     # Not prefix-stable: one sequence per trained turn, each exactly what the model sees when answering that turn.
     out = []
     for i in turns:
-        gen = _render_safe(tmpl, chat[:i], ex.source, gen=True, tools=tools, prepared=True)
-        upto = _render_safe(tmpl, chat[: i + 1], ex.source, tools=tools, prepared=True)
-        if not upto.startswith(gen):
-            k = next((j for j, (a, b) in enumerate(zip(gen, upto)) if a != b), min(len(gen), len(upto)))
+        gen, body, tail = turn(i)
+        if not body.startswith(gen):
+            k = next((j for j, (a, b) in enumerate(zip(gen, body)) if a != b), min(len(gen), len(body)))
             raise TemplateError(
-                [f"{ex.source}: messages[{i}]: the chat template ({tmpl.origin}) renders the context of this "
+                [f"{ex.source}: messages[{i + shift}]: the chat template ({tmpl.origin}) renders the context of this "
                  "assistant turn differently with the answer present than at inference "
-                 f"(inference prompt has {gen[k:k + 40]!r} where the training text has {upto[k:k + 40]!r}); "
+                 f"(inference prompt has {gen[k:k + 40]!r} where the training text has {body[k:k + 40]!r}); "
                  "training on it would teach a context the model never sees when served. "
                  "Fix: data.system_message: merge (fold the system message into the first user turn) or drop, "
                  "or data.template with a prefix-stable template."]
             )
-        end, found = _eot_end(upto[len(gen):], r.specials, r.train_eot)
-        out.append((upto, [(len(gen), len(gen) + end)], i, found))
+        # the turn's own sequence is the conversation through it, as the template renders it (tail untrained)
+        out.append((body + tail, [_span(gen, body, te, r.train_eot, ex.source, i + shift, tmpl)], i))
     return out
 
 
@@ -244,10 +355,15 @@ def _check_bos(ids: list[int], r: Renderer, source: str) -> None:
         )
 
 
+MAX_PROBLEMS = 20  # template problems listed in one error; the rest are counted
+
+
 def render_examples(r: Renderer, examples: Iterable[Example], batch_size: int = 4096) -> list[Rendered]:
-    """Render many examples; tokenisation is batched (the Rust tokenizer uses every core)."""
+    """Render many examples; tokenisation is batched (the Rust tokenizer uses every core). Template problems are
+    collected over every example and raised once (each line names its example)."""
     out: list[Rendered] = []
     pending: list[tuple[str, str, list, int | None]] = []  # (source, text, spans, turn)
+    problems: list[str] = []
 
     def flush():
         if not pending:
@@ -260,16 +376,25 @@ def render_examples(r: Renderer, examples: Iterable[Example], batch_size: int = 
             out.append(Rendered(source, ids, mask, text, turn, first))
         pending.clear()
 
-    for ex in examples:
+    n = 0
+    for n, ex in enumerate(examples, 1):
         if ex.kind == "chat":
-            for text, spans, turn, _ in chat_spans(r, ex):
-                pending.append((ex.source, text, spans, turn))
+            try:
+                pending.extend((ex.source, text, spans, turn) for text, spans, turn in chat_spans(r, ex))
+            except TemplateError as e:
+                problems.extend(e.lines)
+                continue
             if len(pending) >= batch_size:
                 flush()
         else:
             flush()  # keep output order equal to input order
             out.append(_render_plain(r, ex))
     flush()
+    if problems:
+        lines = problems[:MAX_PROBLEMS] + ([f"... and {len(problems) - MAX_PROBLEMS} more"]
+                                           if len(problems) > MAX_PROBLEMS else [])
+        raise TemplateError(lines + [f"{len(problems)} of {n} examples cannot be rendered as training data; "
+                                     "nothing was trained on."])
     return out
 
 

@@ -56,8 +56,10 @@ class ChatTemplate:
         if self._compiled is None:
             self._compiled = _compile_jinja_template(self.source)
             self._plain_kwargs = _plain_template_data({**self.special, **self.kwargs})
-        return self._compiled.render(messages=chat, tools=tools, documents=None,
-                                     add_generation_prompt=add_generation_prompt, **self._plain_kwargs)
+        variables = {"documents": None, "tools": None, **self._plain_kwargs}  # template_kwargs may give `tools`
+        if tools is not None:  # an example's own tools win over a default given in data.template_kwargs
+            variables["tools"] = tools
+        return self._compiled.render(messages=chat, add_generation_prompt=add_generation_prompt, **variables)
 
 
 def template_from_tokenizer_config(path: str | Path, kwargs: dict | None = None) -> ChatTemplate:
@@ -109,3 +111,102 @@ def resolve_template(tokenizer, template: str | None, kwargs: dict | None) -> Ch
     )
 
 
+
+
+# ------------------------------------------------------------------------------------------------------------
+# Where an assistant turn ends, read off the template's own structure
+
+
+@dataclass(frozen=True)
+class TurnEnd:
+    """How this template closes an assistant turn, found by rendering probe conversations and diffing them.
+
+    close_final     the text after the answer of the LAST turn, through the special token that ends it: what the
+                    model must emit at inference to stop ('<|im_end|>', '<|eot_id|>', ' </s>', '<|return|>')
+    close_nonfinal  the same for a turn that another turn follows ('<|end|>' for gpt-oss, else == close_final)
+    after_final     what the template writes after close_final only at the end of a conversation ('\\n',
+                    '\\n<eos>', '\\n<|endoftext|>'): never trained; the model stops before it
+    stop_token      the special token generation stops at: the last one of close_final (None: nothing closes a turn)
+    """
+
+    close_final: str
+    close_nonfinal: str
+    after_final: str
+    stop_token: str | None
+
+    def describe(self) -> str:
+        if not self.close_final:
+            return (f"nothing closes an assistant turn (the template writes {self.after_final!r} after an answer, "
+                    "no special token), so no token can teach the model to stop")
+        text = f"{self.close_final!r} ends every assistant turn"
+        if self.close_nonfinal != self.close_final:
+            text = (f"{self.close_final!r} ends the last assistant turn and {self.close_nonfinal!r} a turn another "
+                    "follows, so each turn is trained as the last one in its own sequence")
+        if self.after_final:
+            text += f"; {self.after_final!r} written after the last turn is never trained"
+        return text
+
+
+PROBE = ("shipsftQ1", "shipsftA1", "shipsftQ2", "shipsftA2")
+
+
+def specials_at(text: str, specials: tuple[str, ...]) -> list[tuple[int, str]]:
+    """(position, token) of every special-token string in `text`, left to right (`specials` longest first)."""
+    out, i = [], 0
+    while i < len(text):
+        hit = next((s for s in specials if text.startswith(s, i)), None)
+        if hit:
+            out.append((i, hit))
+            i += len(hit)
+        else:
+            i += 1
+    return out
+
+
+def _common_prefix(a: str, b: str, specials: tuple[str, ...]) -> int:
+    """Length of the common prefix of a and b, backed off so that it cuts no special token of either string."""
+    k = next((i for i, (x, y) in enumerate(zip(a, b)) if x != y), min(len(a), len(b)))
+    for text in (a, b):
+        for pos, tok in specials_at(text, specials):
+            if pos < k < pos + len(tok):
+                k = pos
+    return k
+
+
+def _close(text: str, specials: tuple[str, ...], last: bool) -> tuple[str, str | None]:
+    """`text` through its last (or first) special token, and that token; ("", None) when it has none."""
+    found = specials_at(text, specials)
+    if not found:
+        return "", None
+    pos, tok = found[-1] if last else found[0]
+    return text[:pos + len(tok)], tok
+
+
+def find_turn_end(template: ChatTemplate, specials: tuple[str, ...]) -> TurnEnd:
+    """Render [user, assistant] and [user, assistant, user, assistant] and compare what follows the first answer:
+    the part both share, through its last special token, closes every turn; what only the one-turn render has after
+    it is written at the end of a conversation and is never trained. When they share no special token the last turn
+    closes differently (gpt-oss) or nothing closes a turn (ChatGLM3). Raises TemplateError when the template cannot
+    render a plain conversation."""
+    q1, a1, q2, a2 = PROBE
+    try:
+        one = template.render([{"role": "user", "content": q1}, {"role": "assistant", "content": a1}])
+        two = template.render([{"role": "user", "content": q1}, {"role": "assistant", "content": a1},
+                               {"role": "user", "content": q2}, {"role": "assistant", "content": a2}])
+    except Exception as e:  # noqa: BLE001 - Jinja raise_exception / anything a user template throws
+        raise TemplateError([f"the chat template ({template.origin}) cannot render a plain user/assistant "
+                             f"conversation ({str(e)[:200]}), so where an assistant turn ends cannot be found. Fix: "
+                             "use a template that renders user and assistant turns (data.template)."]) from None
+    if a1 not in one or a1 not in two or q2 not in two:
+        raise TemplateError([f"the chat template ({template.origin}) does not write the messages' content into the "
+                             "text it renders. Fix: use the model's own chat template, or a template that renders "
+                             "message['content']."])
+    final_tail = one[one.index(a1) + len(a1):]
+    nonfinal_tail = two[two.index(a1) + len(a1):two.index(q2)]
+    k = _common_prefix(final_tail, nonfinal_tail, specials)
+    shared, tok = _close(final_tail[:k], specials, last=True)
+    if shared:
+        return TurnEnd(shared, shared, final_tail[len(shared):], tok)
+    close_final, tok = _close(final_tail, specials, last=False)
+    close_nonfinal, _ = _close(nonfinal_tail, specials, last=False)
+    return TurnEnd(close_final, close_nonfinal, final_tail[len(close_final):], tok)

@@ -5,7 +5,7 @@ The prompt is the conversation up to (not including) that turn, rendered with th
 conversation rendered as training renders it, with the mask on the reference answer + its end-of-turn token: the
 tokens eval loss and KL are measured on.
 
-    items = build_items(eval_renderer(tokenizer, cfg.data), load_suite_examples(suite))
+    items = build_items(eval_renderer(tokenizer, cfg.data), load_suite_examples(suite, cfg.data.allow_any_role_order))
 """
 from __future__ import annotations
 
@@ -125,10 +125,11 @@ def _last_turn_example(ex: Example) -> Example:
                    n_prompt=ex.n_prompt)
 
 
-def load_suite_examples(suite: SuiteConfig) -> list[Example]:
+def load_suite_examples(suite: SuiteConfig, allow_any_role_order: bool) -> list[Example]:
+    """A suite's conversations: every record must be valid (an eval set is never silently thinned)."""
     from shipsft.data.formats import load_examples
 
-    examples = load_examples([suite.data], fmt=suite.format, on_invalid="error").examples
+    examples = load_examples([suite.data], suite.format, "error", None, allow_any_role_order).examples
     return examples[: suite.limit] if suite.limit else examples
 
 

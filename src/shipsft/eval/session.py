@@ -60,7 +60,7 @@ class EvalSession:
 def build_session(ecfg: EvalConfig, data: DataConfig, tokenizer, model, amp) -> EvalSession:
     """Load every suite and the probe, tokenised with the run's template; check metric names (start-up errors)."""
     renderer = eval_renderer(tokenizer, data)
-    suites = [build_suite(sc, renderer, ecfg) for sc in ecfg.suites]
+    suites = [build_suite(sc, renderer, ecfg, data.allow_any_role_order) for sc in ecfg.suites]
     problems = check_names(ecfg, {s.name: [m.name for m in s.metrics] for s in suites})
     if problems:
         raise ConfigError(problems)

