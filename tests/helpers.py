@@ -53,10 +53,9 @@ def tiny_llama(vocab_size: int = 128, seed: int = 0, **kw):
     from transformers import LlamaConfig, LlamaForCausalLM
 
     torch.manual_seed(seed)
-    cfg = LlamaConfig(vocab_size=vocab_size, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
-                      num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=512,
-                      attn_implementation="sdpa", **kw)
-    return LlamaForCausalLM(cfg).eval()
+    shape = dict(vocab_size=vocab_size, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+                 num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=512, attn_implementation="sdpa")
+    return LlamaForCausalLM(LlamaConfig(**{**shape, **kw})).eval()
 
 
 # ------------------------------------------------------------------------------------------------------------
@@ -146,3 +145,44 @@ class Notes:
 
     def stop(self) -> None:
         pass
+
+
+def write_tiny_run_config(folder: Path, model=None, **overrides) -> Path:
+    """A run config over a saved tiny Llama + the toy task (64 train / 16 eval conversations, one eval suite),
+    4 fp32 steps: `run_train(load_config(path), config_path=path)` writes <folder>/runs/t in a few seconds."""
+    import yaml
+
+    model_dir = folder / "tiny-model"
+    (model or tiny_model()).save_pretrained(model_dir, safe_serialization=True)
+    tiny_tokenizer().save_pretrained(model_dir)
+    for split, (n, seed) in {"train": (64, 0), "eval": (16, 5)}.items():
+        (folder / f"{split}.jsonl").write_text(
+            "".join(json.dumps({"messages": c}) + "\n" for c in conversations(n, seed)))
+    cfg = {"model": {"path": str(model_dir)},
+           "data": {"train": str(folder / "train.jsonl"), "eval": str(folder / "eval.jsonl"), "max_length": 128},
+           "train": {"max_steps": 4, "batch_rows": 4, "precision": "fp32"},
+           "eval": {"suites": [{"name": "toy", "data": str(folder / "eval.jsonl"), "max_new_tokens": 8}],
+                    "kl_to_base": False, "forgetting_probe": False},
+           "output": {"dir": str(folder / "runs"), "name": "t"}, **overrides}
+    (folder / "config.yaml").write_text(yaml.safe_dump(cfg))
+    return folder / "config.yaml"
+
+
+def write_tiny_run(tmp_path: Path, n_train: int = 64, model_kw: dict | None = None, **overrides) -> Path:
+    """A tiny run on disk: a random Llama + the toy BPE as a model folder, train/eval JSONL of the toy task, and a
+    config.yaml (fp32, 4 steps of 4 rows, run folder runs/t) with `overrides` replacing whole sections."""
+    import yaml
+
+    model_dir = tmp_path / "tiny-model"
+    if not model_dir.exists():
+        tiny_llama(vocab_size=len(tiny_tokenizer()), **(model_kw or {})).save_pretrained(model_dir,
+                                                                                      safe_serialization=True)
+        tiny_tokenizer().save_pretrained(model_dir)
+    for split, (n, seed) in {"train": (n_train, 0), "eval": (16, 5)}.items():
+        (tmp_path / f"{split}.jsonl").write_text(
+            "".join(json.dumps({"messages": c}) + "\n" for c in conversations(n, seed)))
+    cfg = {"model": {"path": str(model_dir)}, "data": {"train": "train.jsonl", "eval": "eval.jsonl", "max_length": 128},
+           "train": {"max_steps": 4, "batch_rows": 4, "precision": "fp32"}, "output": {"dir": str(tmp_path / "runs"),
+           "name": "t"}, **overrides}
+    (tmp_path / "config.yaml").write_text(yaml.safe_dump(cfg))
+    return tmp_path / "config.yaml"

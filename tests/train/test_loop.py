@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from helpers import Notes, cfg_for, conversations, fit_run, rows_for, tiny_model, tiny_tokenizer
+from helpers import Notes, write_tiny_run, cfg_for, conversations, fit_run, rows_for, tiny_model, tiny_tokenizer
 from shipsft.config import OptimConfig, load_config
 from shipsft.data.pack import pack_examples
 from shipsft.data.render import render_conversation
@@ -114,20 +114,7 @@ def test_lora_adapter_saved_loads_with_same_logits_and_neftune_hook_removed(tmp_
         torch.testing.assert_close(model(input_ids=x).logits, reloaded(input_ids=x).logits)
 
 
-def _write_tiny_run(tmp_path: Path, **overrides) -> Path:
-    model_dir = tmp_path / "tiny-model"
-    tiny_model().save_pretrained(model_dir, safe_serialization=True)
-    tiny_tokenizer().save_pretrained(model_dir)
-    for split, (n, seed) in {"train": (64, 0), "eval": (16, 5)}.items():
-        (tmp_path / f"{split}.jsonl").write_text(
-            "".join(json.dumps({"messages": c}) + "\n" for c in conversations(n, seed)))
-    cfg = {"model": {"path": str(model_dir)}, "data": {"train": "train.jsonl", "eval": "eval.jsonl", "max_length": 128},
-           "train": {"max_steps": 4, "batch_rows": 4, "precision": "fp32"}, "output": {"dir": str(tmp_path / "runs"),
-           "name": "t"}, **overrides}
-    import yaml
-
-    (tmp_path / "config.yaml").write_text(yaml.safe_dump(cfg))
-    return tmp_path / "config.yaml"
+_write_tiny_run = write_tiny_run
 
 
 def test_run_train_writes_a_reproducible_run_folder(tmp_path):

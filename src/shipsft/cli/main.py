@@ -4,6 +4,7 @@
     shipsft audit CONFIG [--out DIR]
     shipsft train CONFIG [--skip-audit]
     shipsft eval MODEL_OR_RUN [--suite FILE] [--baseline MODEL]
+    shipsft reproduce RUN_DIR [--check-steps N]
     shipsft config explain [KEY]
     shipsft --version
 
@@ -100,23 +101,48 @@ def audit(
 def train(
     config: Path = typer.Argument(..., help="Run config YAML"),
     skip_audit: bool = typer.Option(False, "--skip-audit", help="Train despite audit errors (recorded in the run)"),
+    resume: Optional[str] = typer.Option(None, "--resume", help="Continue from the latest complete checkpoint of "
+                                         "the run this config names (bare --resume), of a run folder, or from one "
+                                         "checkpoints/step-N folder"),
+    resume_force: bool = typer.Option(False, "--resume-force", help="Resume even though the config differs from "
+                                      "the checkpoint's in what changes the result (recorded in the manifest)"),
     overrides: Optional[list[str]] = SetOpt,
 ) -> None:
-    """Audit, then train (LoRA / QLoRA / full), eval-gate and write the run folder."""
+    """Audit, then train (LoRA / QLoRA / full), eval-gate and write the run folder. SIGTERM / Ctrl-C finish the
+    current step, save a checkpoint and print the command that resumes it (a second Ctrl-C stops at once)."""
     from shipsft.cli.allocator import reexec_with_tcmalloc
 
     reexec_with_tcmalloc()  # before torch is imported; SHIPSFT_ALLOCATOR=system opts out
     from shipsft.config import check_paths, load_config
+    from shipsft.train.preempt import CheckpointWriteError, Preempted, StopRequest
+    from shipsft.train.resume import find_checkpoint
     from shipsft.train.run import run_train
 
     progress = RichProgress()
+    stop = StopRequest()
     try:
         cfg = load_config(config, overrides or [])
         check_paths(cfg, config)
-        code = run_train(cfg, config_path=config, skip_audit=skip_audit, argv=sys.argv, progress=progress)
+        checkpoint = None
+        if resume is not None:
+            checkpoint, notes = find_checkpoint(resume, cfg.output, config)
+            for note in notes:
+                progress.note(note)
+        with stop.installed():
+            code = run_train(cfg, config_path=config, skip_audit=skip_audit, argv=sys.argv, progress=progress,
+                             resume=checkpoint, force=resume_force, stop=stop)
+    except (Preempted, CheckpointWriteError) as e:
+        progress.stop()
+        e.lines.append(f"resume with: shipsft train {config} --resume {e.run_folder}"
+                       + "".join(f" --set {o}" for o in overrides or []))
+        fail(e)
     except ShipError as e:
         progress.stop()
         fail(e)
+    except KeyboardInterrupt:  # a second Ctrl-C while the step or the save was running
+        progress.stop()
+        console.print("interrupted at once (second Ctrl-C): the last complete checkpoint is the one to resume from")
+        raise typer.Exit(130)
     raise typer.Exit(code or 0)
 
 
@@ -142,6 +168,37 @@ def eval_cmd(
     raise typer.Exit(code or 0)
 
 
+@app.command()
+def reproduce(
+    run: Path = typer.Argument(..., help="A run folder (shipsft train output)"),
+    check_steps: Optional[int] = typer.Option(None, "--check-steps", min=1, help="Also train the first N steps "
+                                              "again and compare each step's loss with the recorded one"),
+) -> None:
+    """Can this run be re-run as it was? Config, data, tokens, tokenizer, template and packages: recorded vs now."""
+    from rich.table import Table
+
+    from shipsft.train.reproduce import LOSS_TOLERANCE
+    from shipsft.train.reproduce import reproduce as check
+
+    try:
+        report = check(run, check_steps, RichProgress())
+    except ShipError as e:
+        fail(e)
+    table = Table(title=f"reproduce {run}")
+    for col in ("what", "recorded", "now", ""):
+        table.add_column(col)
+    for r in report.rows:
+        table.add_row(r.what, r.recorded, r.now, "[green]same[/]" if r.ok else "[bold red]differs[/]")
+    console.print(table)
+    if report.losses:
+        console.print(f"first {len(report.losses)} steps retrained: max |loss difference| {report.max_loss_diff:.2e} "
+                      f"(tolerance {LOSS_TOLERANCE:g}); losses "
+                      + ", ".join(f"{s}: {a:.5f}/{b:.5f}" for s, a, b in report.losses))
+    console.print("[bold green]reproducible as recorded[/]" if report.ok else
+                  "[bold red]differs from the record[/] (see the rows marked differs)")
+    raise typer.Exit(0 if report.ok else 1)
+
+
 @config_app.command("explain")
 def config_explain(key: Optional[str] = typer.Argument(None, help="A dotted key (optim.lr) or a section (optim); "
                                                                   "none = every key")) -> None:
@@ -158,4 +215,15 @@ def config_explain(key: Optional[str] = typer.Argument(None, help="A dotted key 
 
 
 def main() -> None:
-    app()
+    app(args=bare_resume(sys.argv[1:]))
+
+
+def bare_resume(args: list[str]) -> list[str]:
+    """`--resume` with no value means the latest checkpoint of the run the config names (typer options take a
+    value, so the bare flag is given the value `latest` here)."""
+    out = list(args)
+    for i, a in enumerate(out):
+        if a == "--resume" and (i + 1 == len(out) or out[i + 1].startswith("-")):
+            out.insert(i + 1, "latest")
+            break
+    return out

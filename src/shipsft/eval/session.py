@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 
 from shipsft.config import DataConfig, EvalConfig
 from shipsft.errors import ConfigError
-from shipsft.eval.drift import TOPK, SeqStats, mean_kl, mean_loss, teacher_forced
+from shipsft.eval.drift import TOPK, SeqStats, TopK, mean_kl, mean_loss, teacher_forced
 from shipsft.eval.gates import check_names
 from shipsft.eval.items import EvalItem, build_items, eval_renderer, load_probe, stop_ids
 from shipsft.eval.suites import Suite, build_suite, run_suite, samples
@@ -163,3 +163,20 @@ def _probe_metrics(sess: EvalSession, stats: list[SeqStats], kl_zero: bool) -> d
         if sess.cfg.kl_to_base:
             out["probe_kl"] = 0.0 if kl_zero else (mean_kl(probe) or 0.0)
     return out
+
+
+def restore(sess: EvalSession, baseline_record: dict | None, kl_ref: list[dict] | None) -> None:
+    """After a resume: the baseline's numbers (probe loss, per-example scores for the before/after table) and, for
+    full fine-tuning, the base model's cached top-k distributions, which no later step could measure again."""
+    if baseline_record is not None:
+        sess.base_scores = baseline_record["scores"]
+        sess.base_probe_loss = baseline_record["metrics"].get("probe_loss")
+    if kl_ref is not None:
+        sess.kl_ref = [TopK(**t) for t in kl_ref]
+
+
+def kl_reference_state(sess: EvalSession) -> list[dict] | None:
+    """The full fine-tune KL reference as plain tensors for a checkpoint (None for LoRA: the adapter is the base)."""
+    if not isinstance(sess.kl_ref, list):
+        return None
+    return [{"idx": t.idx, "logp": t.logp, "rest": t.rest} for t in sess.kl_ref]

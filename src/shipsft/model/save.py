@@ -14,3 +14,27 @@ def save_weights(model: torch.nn.Module, tokenizer, out_dir: Path) -> None:
     out_dir.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(out_dir, safe_serialization=True)
     tokenizer.save_pretrained(out_dir)
+
+
+def load_checkpoint_weights(model: torch.nn.Module, folder: Path) -> None:
+    """Put the weights a checkpoint saved back into the same model (a resume): the adapter into a peft model, every
+    weight into a full fine-tune (tied weights are saved once and come back through their tie)."""
+    from safetensors.torch import load_file
+
+    folder = Path(folder)
+    if (folder / "adapter_model.safetensors").exists():
+        from peft import set_peft_model_state_dict
+
+        result = set_peft_model_state_dict(model, load_file(folder / "adapter_model.safetensors"))
+        unexpected = list(getattr(result, "unexpected_keys", []) or [])
+        if unexpected:
+            raise ValueError(f"{folder}: adapter weights that this model has no place for: {unexpected[:5]}")
+        return
+    state = {}
+    for f in sorted(folder.glob("model*.safetensors")):
+        state.update(load_file(f))
+    missing, unexpected = model.load_state_dict(state, strict=False)
+    tied = {k for k in missing if k.endswith("lm_head.weight") and getattr(model.config, "tie_word_embeddings", False)}
+    if set(missing) - tied or unexpected:
+        raise ValueError(f"{folder}: the checkpoint does not match this model (missing {sorted(set(missing) - tied)[:5]}, "
+                         f"unexpected {unexpected[:5]})")

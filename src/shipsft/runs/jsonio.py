@@ -80,6 +80,10 @@ class JsonlWriter:
         self._f.write(dumps(record) + "\n")
         self._f.flush()
 
+    def tell(self) -> int:
+        self._f.flush()
+        return self._f.tell()
+
     def close(self) -> None:
         if not self._f.closed:
             self._f.close()

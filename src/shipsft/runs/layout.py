@@ -8,6 +8,7 @@
       eval.jsonl           baseline / smoke / full task evals
       promotion.json       the gate decision and the before/after table
       report.html          curves, before/after, samples, gate decision
+      README.md            the runbook: what was trained, and the commands to re-run, resume and evaluate it
       checkpoints/step-N/  loadable weights (adapter or model + tokenizer) and a COMPLETE marker written last
       adapter/ or model/   the weights at the end of training
       final/               the promoted checkpoint (weights only)
@@ -59,6 +60,10 @@ class RunFolder:
     @property
     def report(self) -> Path:
         return self.root / "report.html"
+
+    @property
+    def readme(self) -> Path:
+        return self.root / "README.md"
 
     @property
     def checkpoints(self) -> Path:

@@ -11,9 +11,20 @@ from shipsft.runs.layout import RunFolder
 
 
 class MetricsSink:
-    def __init__(self, folder: RunFolder):
+    def __init__(self, folder: RunFolder, resume_offsets: tuple[int, int] | None = None):
+        """`resume_offsets`: the bytes of metrics.jsonl / eval.jsonl a checkpoint accounts for; lines a killed run
+        wrote after that checkpoint are cut, so a resumed run's curves have no duplicated steps."""
+        if resume_offsets is not None:
+            for path, size in zip((folder.metrics, folder.evals), resume_offsets):
+                if path.exists():
+                    with open(path, "r+b") as f:
+                        f.truncate(size)
         self._metrics = JsonlWriter(folder.metrics)
         self._evals = JsonlWriter(folder.evals)
+
+    def offsets(self) -> tuple[int, int]:
+        """Bytes written so far to metrics.jsonl and eval.jsonl (saved in every checkpoint)."""
+        return self._metrics.tell(), self._evals.tell()
 
     def write(self, record: dict) -> None:
         """A training record: {"step", "loss", "lr", ...} or {"step", "eval_loss"}."""

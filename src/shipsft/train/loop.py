@@ -1,17 +1,19 @@
 """The training loop, read top to bottom. It owns its cadence: when to log, measure eval loss, run smoke and full
-task evals, save checkpoints and stop early are all decided here, in plain sight; nothing outside drives it.
+task evals, save checkpoints, stop early or stop on a signal are all decided here, in plain sight.
 
-    for step:  micro-batches fwd/bwd -> clip -> optimizer step -> log -> eval loss -> smoke eval -> checkpoint
-               -> full eval + early stopping (epoch ends and the last step)
+    for step:  micro-batches fwd/bwd -> clip -> optimizer step -> log -> eval loss -> smoke eval
+               -> full eval + early stopping (epoch ends, last step) -> checkpoint -> stop if asked
 
 Everything it needs is built before it starts (`train/run.py: setup`), so a bad config or bad data fails in
-seconds, not after an hour. To change the loop, edit the loop: there are no callbacks.
+seconds, not after an hour. Where the run is lives in one `LoopState`, saved whole in every checkpoint, so a run
+killed at any point continues from its last checkpoint exactly as if it had never stopped. To change the loop,
+edit the loop: there are no callbacks.
 """
 from __future__ import annotations
 
 import math
 import time
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from typing import Any, Protocol
 
 import torch
@@ -26,9 +28,11 @@ from shipsft.model.save import save_weights
 from shipsft.runs.checkpoint import prune_checkpoints, save_atomic, save_checkpoint
 from shipsft.runs.layout import RunFolder
 from shipsft.runs.sinks import MetricsSink
-from shipsft.train import dist, optim
+from shipsft.runs.state import TrainingState, write_state
+from shipsft.train import dist, optim, rng
 from shipsft.train.batches import Cursor, micro_batches, next_rows
 from shipsft.train.loss import batch_ce_sum, neftune_hook
+from shipsft.train.preempt import Preempted, StopRequest, checkpoint_write_error
 from shipsft.train.schedule import StepPlan, lr_at, warmup_steps
 
 
@@ -61,6 +65,36 @@ class Silent:
 
 
 @dataclass
+class LoopState:
+    """Where a run is. Saved whole in every checkpoint (`to_json`) and restored by a resume."""
+
+    step: int = 0  # optimizer steps done
+    cursor: Cursor = field(default_factory=Cursor)  # the data position (train/batches.py)
+    examples_seen: int = 0
+    trained_total: int = 0  # trained tokens of every step (all ranks)
+    train_time: float = 0.0
+    consecutive_bad: int = 0
+    n_skipped: int = 0
+    recent: list[float] = field(default_factory=list)  # the last 10 finite step losses
+    eval_loss_before: float | None = None
+    early_best: float | None = None
+    early_bad: int = 0
+    baseline: dict | None = None  # the baseline EvalRecord (with per-example scores for the before/after table)
+    evals: list[dict] = field(default_factory=list)  # every full EvalRecord so far
+    checkpoints: list[int] = field(default_factory=list)  # steps whose checkpoint is kept
+    offsets: tuple[int, int] = (0, 0)  # bytes of metrics.jsonl / eval.jsonl that belong to the steps done
+    rows_per_step: int = 0  # the plan the steps done followed (a resume with another batch re-plans from here)
+    total_steps: int = 0
+
+    def to_json(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_json(cls, d: dict) -> "LoopState":
+        return cls(**{**d, "cursor": Cursor(**d["cursor"]), "offsets": tuple(d["offsets"])})
+
+
+@dataclass
 class Setup:
     """Everything one training run needs, built before the loop starts (`train/run.py: setup`)."""
 
@@ -80,6 +114,9 @@ class Setup:
     amp: torch.dtype | None
     device: torch.device
     pad_id: int
+    config_yaml: str  # the resolved config, saved in every checkpoint
+    state: LoopState = field(default_factory=LoopState)  # fresh, or restored from a checkpoint
+    rng: dict | None = None  # random states to restore before the next step (a resume)
 
 
 @dataclass
@@ -90,7 +127,7 @@ class FitResult:
     train_loss: float | None = None  # mean over the last 10 finite steps
     n_skipped: int = 0  # optimizer steps skipped for a non-finite loss or gradient
     trained_tok_s: float = 0.0
-    history: list[dict] = field(default_factory=list)
+    history: list[dict] = field(default_factory=list)  # this process's step records
     checkpoints: dict[int, Any] = field(default_factory=dict)  # step -> checkpoint folder
     evals: list[session.EvalRecord] = field(default_factory=list)  # full evals, in order
     baseline: session.EvalRecord | None = None
@@ -113,43 +150,61 @@ def eval_loss(model, rows: list[Row], pad_id: int, batch_rows: int, amp: torch.d
     return total / max(n, 1)
 
 
-def _save(s: Setup, step: int, result: FitResult) -> None:
-    """A checkpoint at `step` (loadable weights + tokenizer, COMPLETE written last); then keep the last
-    train.keep_checkpoints and the best ones by the task metric."""
-    path = save_checkpoint(s.folder.checkpoint(step),
-                           lambda d: save_weights(s.model, s.tokenizer, d))
-    result.checkpoints[step] = path
-    evals = [{"step": e.step, "metrics": e.metrics} for e in result.evals]
-    keep = gates.keep_steps(s.eval, evals) | {step}
-    for gone in prune_checkpoints(s.folder, s.train.keep_checkpoints, keep):
-        result.checkpoints.pop(gone, None)
+def _save(s: Setup, st: LoopState) -> None:
+    """A checkpoint at st.step: loadable weights + tokenizer + the whole training state, COMPLETE written last; then
+    keep the last train.keep_checkpoints and the ones promotion may still choose. A failed write (disk full, not
+    writable) stops the run with one line; the previous checkpoint stays intact."""
+    st.offsets = s.sink.offsets()
+    state = TrainingState(st.to_json(), s.config_yaml, [o.state_dict() for o in s.optimizers], rng.capture(),
+                          session.kl_reference_state(s.session) if s.session is not None else None)
+
+    def write(d):
+        save_weights(s.model, s.tokenizer, d)
+        write_state(d, state)
+
+    try:
+        save_checkpoint(s.folder.checkpoint(st.step), write)
+    except OSError as e:
+        raise checkpoint_write_error(s.folder, st, e) from None
+    keep = gates.keep_steps(s.eval, st.evals) | {st.step}
+    st.checkpoints = sorted(set(st.checkpoints) | {st.step})
+    removed = prune_checkpoints(s.folder, s.train.keep_checkpoints, keep)
+    st.checkpoints = [k for k in st.checkpoints if k not in removed]
 
 
-def fit(s: Setup, progress: Progress | None = None) -> FitResult:
-    """Train for s.plan.total_steps optimizer steps (or until early stopping). Writes metrics, eval records and
-    checkpoints into the run folder; promotion is the caller's (`train/run.py: finish`)."""
-    t, progress = s.train, progress or Silent()
+def fit(s: Setup, progress: Progress | None = None, stop: StopRequest | None = None,
+        limit_steps: int | None = None) -> FitResult:
+    """Train from s.state to s.plan.total_steps optimizer steps (or until early stopping, a stop request, or
+    `limit_steps` steps of this call). Writes metrics, eval records and checkpoints into the run folder; promotion
+    is the caller's (`train/run.py: finish`)."""
+    t, st, progress = s.train, s.state, progress or Silent()
     total, warmup = s.plan.total_steps, warmup_steps(s.optim, s.plan.total_steps)
+    st.rows_per_step, st.total_steps = s.plan.rows_per_step, total
     params = [p for p in s.model.parameters() if p.requires_grad]
     embed = base_model(s.model).get_input_embeddings()
     hook = embed.register_forward_hook(neftune_hook(t.neftune_alpha)) if t.neftune_alpha else None
     early = gates.early_stop_for(s.eval)
-    result = FitResult(steps=0)
-    if s.eval_rows:
-        result.eval_loss_before = eval_loss(s.model, s.eval_rows, s.pad_id, t.batch_rows, s.amp)
-        s.sink.write({"step": 0, "eval_loss": result.eval_loss_before})
-        progress.note(f"eval loss before training: {result.eval_loss_before:.4f}")
-    if s.session is not None:
-        result.baseline = session.baseline(s.session)
-        s.sink.write({"step": 0, **{f"baseline/{k}": v for k, v in result.baseline.metrics.items()}})
-        s.sink.write_eval(result.baseline.to_json(s.session.kl_method))
-    cursor = Cursor()
-    consecutive_bad, trained_total, train_time, recent = 0, 0, 0.0, []
+    if early is not None:
+        early.best, early.bad = st.early_best, st.early_bad
+    result = FitResult(steps=st.step)
+    if st.step == 0:  # a fresh run measures the base model once; a resumed one kept those numbers in its state
+        if s.eval_rows:
+            st.eval_loss_before = eval_loss(s.model, s.eval_rows, s.pad_id, t.batch_rows, s.amp)
+            s.sink.write({"step": 0, "eval_loss": st.eval_loss_before})
+            progress.note(f"eval loss before training: {st.eval_loss_before:.4f}")
+        if s.session is not None:
+            base = session.baseline(s.session)
+            st.baseline = asdict(base)
+            s.sink.write({"step": 0, **{f"baseline/{k}": v for k, v in base.metrics.items()}})
+            s.sink.write_eval(base.to_json(s.session.kl_method))
+    if s.rng is not None:
+        rng.restore(s.rng)  # the next step draws the noise the uninterrupted run drew
     optim.train_mode(s.optimizers)
     progress.start(total)
-    for step in range(total):
+    end = total if limit_steps is None else min(total, st.step + limit_steps)
+    for step in range(st.step, end):
         t0 = time.perf_counter()
-        epoch, epoch_end, idx = next_rows(cursor, len(s.rows), s.plan.rows_per_step, t.seed)
+        epoch, epoch_end, idx = next_rows(st.cursor, len(s.rows), s.plan.rows_per_step, t.seed)
         micro = [collate([s.rows[i] for i in mb], s.pad_id) for mb in micro_batches(idx, t.batch_rows)]
         lr = lr_at(step, total, warmup, s.optim)
         optim.set_lr(s.optimizers, lr)
@@ -167,70 +222,87 @@ def fit(s: Setup, progress: Progress | None = None) -> FitResult:
         if finite:
             for opt in s.optimizers:
                 opt.step()
-            consecutive_bad = 0
+            st.consecutive_bad = 0
         else:  # skip the update entirely: one NaN would poison every weight and Adam moment it touches
-            result.n_skipped += 1
-            consecutive_bad += 1
+            st.n_skipped += 1
+            st.consecutive_bad += 1
         for opt in s.optimizers:
             opt.zero_grad(set_to_none=True)
-        if consecutive_bad >= t.max_nonfinite_steps:
+        if st.consecutive_bad >= t.max_nonfinite_steps:
             progress.stop()
             raise TrainingDiverged([
-                f"step {step + 1}: the loss or gradient was non-finite for {consecutive_bad} optimizer steps in a "
-                f"row (loss {loss_sum}, grad norm {grad_norm}); stopped. Fix: lower optim.lr (now {s.optim.lr:g}), "
-                "keep optim.max_grad_norm set, or use train.precision=fp32."])
-        train_time += time.perf_counter() - t0
-        trained_total += n_step
+                f"step {step + 1}: the loss or gradient was non-finite for {st.consecutive_bad} optimizer steps in "
+                f"a row (loss {loss_sum}, grad norm {grad_norm}); stopped. Fix: lower optim.lr (now "
+                f"{s.optim.lr:g}), keep optim.max_grad_norm set, or use train.precision=fp32."])
+        st.step, st.train_time = step + 1, st.train_time + time.perf_counter() - t0
+        st.trained_total += n_step
+        n_examples = sum(len(s.rows[i].seq_lens) for i in idx)
+        st.examples_seen += n_examples
         real = sum(mb["n_real"] for mb in micro)
         slots = sum(mb["input_ids"].numel() for mb in micro)
-        record = {"step": step + 1, "epoch": epoch, "loss": loss_sum, "lr": lr, "grad_norm": grad_norm,
-                  "trained_tokens": n_step, "tokens": real, "padding_share": 1 - real / slots,
-                  "trained_tok_s": trained_total / train_time, "skipped": not finite}
+        record = {"step": st.step, "epoch": epoch, "loss": loss_sum, "lr": lr, "grad_norm": grad_norm,
+                  "trained_tokens": n_step, "tokens": real, "examples": n_examples, "padding_share": 1 - real / slots,
+                  "cursor": [st.cursor.epoch, st.cursor.position], "trained_tok_s": st.trained_total / st.train_time,
+                  "skipped": not finite}
         result.history.append(record)
-        result.steps = step + 1
         if finite:
-            recent = (recent + [loss_sum])[-10:]
-        last = step + 1 == total
-        if (step + 1) % t.log_every == 0 or last:
+            st.recent = (st.recent + [loss_sum])[-10:]
+        last = st.step == total
+        if st.step % t.log_every == 0 or last:
             s.sink.write(record)
         progress.step(record)
 
-        # -- cadence: eval loss, smoke eval, checkpoint, full eval + early stopping ----------------------------
+        # -- cadence: eval loss, smoke eval, full eval + early stopping, checkpoint, stop request ---------------
         evaluate_now = s.session is not None and (epoch_end or last)
-        smoke_now = (s.session is not None and s.eval.smoke_every and (step + 1) % s.eval.smoke_every == 0)
-        save_now = epoch_end or last or (t.save_every and (step + 1) % t.save_every == 0)
-        if not (save_now or smoke_now or (s.eval_rows and t.eval_every and (step + 1) % t.eval_every == 0)):
-            continue
-        optim.eval_mode(s.optimizers)  # schedule-free: evaluate and save the averaged weights
-        if s.eval_rows and t.eval_every and (step + 1) % t.eval_every == 0 and not last:
-            s.sink.write({"step": step + 1, "eval_loss": eval_loss(s.model, s.eval_rows, s.pad_id, t.batch_rows,
-                                                                   s.amp)})
-        if smoke_now:
-            rec = session.smoke(s.session, step + 1)
-            s.sink.write({"step": step + 1, **{f"smoke/{k}": v for k, v in rec.metrics.items()}})
-            s.sink.write_eval(rec.to_json(s.session.kl_method))
-        if evaluate_now:  # the full eval comes first so that pruning the checkpoints can keep the best one
-            rec = session.full(s.session, step + 1)
-            result.evals.append(rec)
-            s.sink.write({"step": step + 1, **{f"eval/{k}": v for k, v in rec.metrics.items()}})
-            s.sink.write_eval(rec.to_json(s.session.kl_method, epoch_end=epoch_end))
-            if early is not None:
-                early.update(rec.metrics)
-        if save_now:
-            _save(s, step + 1, result)
-        optim.train_mode(s.optimizers)
+        smoke_now = s.session is not None and s.eval.smoke_every and st.step % s.eval.smoke_every == 0
+        loss_now = s.eval_rows and t.eval_every and st.step % t.eval_every == 0 and not last
+        save_now = epoch_end or last or (t.save_every and st.step % t.save_every == 0)
+        stop_now = stop is not None and stop.signal is not None
+        if save_now or smoke_now or loss_now or stop_now:
+            optim.eval_mode(s.optimizers)  # schedule-free: evaluate and save the averaged weights
+            if loss_now:
+                s.sink.write({"step": st.step, "eval_loss": eval_loss(s.model, s.eval_rows, s.pad_id, t.batch_rows,
+                                                                      s.amp)})
+            if smoke_now:
+                rec = session.smoke(s.session, st.step)
+                s.sink.write({"step": st.step, **{f"smoke/{k}": v for k, v in rec.metrics.items()}})
+                s.sink.write_eval(rec.to_json(s.session.kl_method))
+            if evaluate_now:  # before the checkpoint: pruning keeps the ones promotion may choose
+                rec = session.full(s.session, st.step)
+                st.evals.append(asdict(rec))
+                s.sink.write({"step": st.step, **{f"eval/{k}": v for k, v in rec.metrics.items()}})
+                s.sink.write_eval(rec.to_json(s.session.kl_method, epoch_end=epoch_end))
+                if early is not None:
+                    early.update(rec.metrics)
+                    st.early_best, st.early_bad = early.best, early.bad
+            if save_now or stop_now:
+                _save(s, st)
+            optim.train_mode(s.optimizers)
+        if stop_now:
+            progress.stop()
+            raise Preempted(stop.signal, st.step, s.folder.checkpoint(st.step))
         if early is not None and early.should_stop:
-            progress.note(f"early stopping at step {step + 1}")
+            progress.note(f"early stopping at step {st.step}")
             result.stopped_early = True
             break
     progress.stop()
     if hook is not None:
         hook.remove()  # the saved model never carries training noise
     optim.eval_mode(s.optimizers)
-    result.train_loss = sum(recent) / len(recent) if recent else None
-    result.trained_tok_s = trained_total / train_time if train_time else 0.0
+    result.steps, result.n_skipped = st.step, st.n_skipped
+    result.eval_loss_before = st.eval_loss_before
+    result.train_loss = sum(st.recent) / len(st.recent) if st.recent else None
+    result.trained_tok_s = st.trained_total / st.train_time if st.train_time else 0.0
+    result.checkpoints = {k: s.folder.checkpoint(k) for k in st.checkpoints}
+    result.evals = [session.EvalRecord(**e) for e in st.evals]
+    result.baseline = session.EvalRecord(**st.baseline) if st.baseline else None
+    if st.step < total and not result.stopped_early:
+        return result  # limit_steps: a partial run (shipsft reproduce --check-steps) saves no end weights
     if s.eval_rows:
         result.eval_loss_after = eval_loss(s.model, s.eval_rows, s.pad_id, t.batch_rows, s.amp)
         s.sink.write({"step": result.steps, "eval_loss": result.eval_loss_after})
-    save_atomic(s.folder.trained(s.method), lambda d: save_weights(s.model, s.tokenizer, d))
+    try:
+        save_atomic(s.folder.trained(s.method), lambda d: save_weights(s.model, s.tokenizer, d))
+    except OSError as e:
+        raise checkpoint_write_error(s.folder, st, e, what=s.folder.trained(s.method)) from None
     return result

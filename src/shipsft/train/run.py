@@ -2,6 +2,7 @@
 
 setup   load the tokenizer, prepare the data once (strict=False, so the audit sees every problem), audit it and
         refuse on errors, load and adapt the model, build the optimizer, the eval session and the run folder;
+        or, resuming, restore all of it from a checkpoint (weights, optimizer, random states, data cursor, evals);
 fit     the loop (`train/loop.py`);
 finish  choose the checkpoint to ship (`eval.gates.choose`), copy it to final/ (`runs.checkpoint.copy_weights`),
         write promotion.json and report.html.
@@ -10,7 +11,9 @@ finish  choose the checkpoint to ship (`eval.gates.choose`), copy it to final/ (
 """
 from __future__ import annotations
 
+import hashlib
 import os
+import shutil
 import time
 from pathlib import Path
 
@@ -19,11 +22,13 @@ import torch
 from shipsft.audit.findings import AuditResult
 from shipsft.audit.run import run_audit
 from shipsft.config import RunConfig
-from shipsft.data.pipeline import Prepared, prepare
-from shipsft.errors import DataError
+from shipsft.data.cache import tokenizer_fingerprint
+from shipsft.data.pipeline import Prepared, prepare, token_fingerprint
+from shipsft.errors import ConfigError, DataError
 from shipsft.eval import gates, session
 from shipsft.eval.suites import before_after, before_after_text
 from shipsft.model.load import load_for_training, quantization_config
+from shipsft.model.save import load_checkpoint_weights
 from shipsft.model.locate import load_tokenizer
 from shipsft.model.precision import autocast_dtype, pick_device
 from shipsft.report.audit import render_html as render_audit_html
@@ -33,10 +38,12 @@ from shipsft.runs.jsonio import read_json, write_json, write_text_atomic
 from shipsft.runs.layout import RunFolder, run_folder_for
 from shipsft.runs.manifest import read_manifest, update_manifest, write_manifest
 from shipsft.runs.sinks import MetricsSink, read_evals, read_metrics
-from shipsft.train.loop import FitResult, Progress, Setup, Silent, fit
+from shipsft.runs.state import TrainingState, read_state
+from shipsft.train.loop import FitResult, LoopState, Progress, Setup, Silent, fit
+from shipsft.train.preempt import StopRequest
 from shipsft.train.loss import decoder_and_head
 from shipsft.train.optim import build_optimizers
-from shipsft.train.schedule import plan_steps
+from shipsft.train.schedule import plan_steps, replan_from
 
 
 def write_audit(result: AuditResult, folder: Path) -> tuple[Path, Path]:
@@ -66,17 +73,27 @@ def audit_gate(cfg: RunConfig, tokenizer, prep: Prepared, folder: RunFolder, ski
 
 
 def setup(cfg: RunConfig, config_path: str | Path | None, skip_audit: bool, argv: list[str] | None,
-          progress: Progress) -> Setup:
+          progress: Progress, resume: Path | None = None, force: bool = False) -> Setup:
+    """Everything the loop needs. `resume`: a complete checkpoint folder to continue from (train/resume.py finds
+    it); its config must match in everything that changes the result unless `force`."""
     torch.manual_seed(cfg.train.seed)
     device = pick_device()
     if cfg.method.name == "qlora":
         quantization_config(cfg.method, device)  # no CUDA / no bitsandbytes: fail before any data work
     amp = autocast_dtype(cfg.train.precision, device)
     tokenizer = load_tokenizer(cfg.model)
-    folder = run_folder_for(cfg.output, config_path)
+    folder = RunFolder(Path(resume).parents[1]) if resume else run_folder_for(cfg.output, config_path)
+    state = read_state(resume) if resume else None
     train_prep = prepare(cfg.data, tokenizer, "train", strict=False, rejects_path=folder.rejects("train"))
     eval_prep = (prepare(cfg.data, tokenizer, "eval", strict=True, rejects_path=folder.rejects("eval"),
                          renderer=train_prep.renderer) if cfg.data.eval else None)
+    fingerprints = {"train": train_prep.fingerprint, **({"eval": eval_prep.fingerprint} if eval_prep else {})}
+    changes = resume_changes(cfg, state, read_manifest(folder), fingerprints) if state else []
+    if changes and not force:
+        raise ConfigError([f"--resume {resume}: this config differs from the checkpoint's in what changes the "
+                           "result:"] + [f"  {c}" for c in changes] +
+                          ["Fix: resume with the run's own config (its config.yaml), or add --resume-force to "
+                           "continue anyway (recorded in the manifest)."])
     progress.note(f"data: {len(train_prep.rendered)} train examples ({train_prep.format}) -> {len(train_prep.rows)} "
                   f"rows of <= {cfg.data.max_length} tokens, {train_prep.n_trained:,} trained tokens, "
                   f"packing efficiency {train_prep.efficiency:.1%}")
@@ -85,31 +102,127 @@ def setup(cfg: RunConfig, config_path: str | Path | None, skip_audit: bool, argv
     folder.root.mkdir(parents=True, exist_ok=True)
     audit_gate(cfg, tokenizer, train_prep, folder, skip_audit, progress)
     model, info = load_for_training(cfg.model, cfg.method, cfg.train.gradient_checkpointing, device)
+    check_free_space(folder, model, cfg.method.name)
     progress.note(f"model: {info.model_dir} on {device}; {info.summary()}; precision {amp or torch.float32}; "
                   f"lr {cfg.optim.lr:g}")
     if cfg.train.compile:  # packing is off here (a config rule): compile the decoder stack in place
         decoder_and_head(model)[0].compile()
-    fingerprints = {"train": train_prep.fingerprint, **({"eval": eval_prep.fingerprint} if eval_prep else {})}
     if argv and os.environ.get("SHIPSFT_ARGV0"):  # re-executed under tcmalloc (cli/allocator.py)
         argv = [os.environ["SHIPSFT_ARGV0"], *argv[1:]]
-    write_manifest(folder, cfg, argv=argv, fingerprints=fingerprints, extra={
-        "skip_audit": skip_audit, "model_dir": str(info.model_dir), "trainable_params": info.trainable,
-        "total_params": info.total, "allocator": os.environ.get("SHIPSFT_ALLOCATOR", "system"),
-        "precision": str(amp or torch.float32)})
-    if train_prep.renderer.template is not None:  # checkpoints ship the template training rendered with
-        tokenizer.chat_template = train_prep.renderer.template.source
-    return assemble(cfg, model, tokenizer, train_prep.rows, eval_prep.rows if eval_prep else None, folder)
+    template = train_prep.renderer.template
+    if state is None:
+        write_manifest(folder, cfg, argv=argv, fingerprints=fingerprints, extra={
+            "skip_audit": skip_audit, "model_dir": str(info.model_dir), "trainable_params": info.trainable,
+            "total_params": info.total, "allocator": os.environ.get("SHIPSFT_ALLOCATOR", "system"),
+            "precision": str(amp or torch.float32), "tokenizer_hash": tokenizer_fingerprint(tokenizer),
+            "template_hash": hashlib.sha256(template.source.encode()).hexdigest()[:16] if template else None,
+            "data_files": {f.path: f.sha256 for f in train_prep.files + (eval_prep.files if eval_prep else [])},
+            "token_fingerprint": {"train": token_fingerprint(train_prep.rendered)[:16]}})
+        write_text_atomic(folder.readme, runbook(folder, cfg, argv, info))
+    else:
+        resumes = read_manifest(folder).get("resumes", [])
+        update_manifest(folder, resumes=resumes + [{"from_step": state.loop["step"], "checkpoint": str(resume),
+                                                    "command": list(argv) if argv else None,
+                                                    "at": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "forced": force,
+                                                    "changes": changes}])
+        write_text_atomic(folder.config, cfg.to_yaml())
+        load_checkpoint_weights(model, resume)
+    if template is not None:  # checkpoints ship the template training rendered with
+        tokenizer.chat_template = template.source
+    s = assemble(cfg, model, tokenizer, train_prep.rows, eval_prep.rows if eval_prep else None, folder,
+                 resume_offsets=tuple(state.loop["offsets"]) if state else None)
+    if state is not None:
+        for opt, sd in zip(s.optimizers, state.optimizers):
+            opt.load_state_dict(sd)
+        s.state, s.rng = LoopState.from_json(state.loop), state.rng
+        if s.state.rows_per_step != s.plan.rows_per_step:  # a forced resume with another batch: re-plan the rest
+            s.plan = replan_from(s.plan, len(s.rows), cfg.train, s.state.step, s.state.cursor.epoch,
+                                 s.state.cursor.position)
+        if s.session is not None:
+            session.restore(s.session, s.state.baseline, state.eval_ref)
+        progress.note(f"resumed from {resume} (step {s.state.step} of {s.plan.total_steps})")
+    return s
 
 
-def assemble(cfg: RunConfig, model, tokenizer, rows: list, eval_rows: list | None, folder: RunFolder) -> Setup:
+def check_free_space(folder: RunFolder, model, method: str) -> None:
+    """Refuse to start when the run folder's disk cannot hold one checkpoint: the weights saved (the trainable ones
+    for LoRA, all of them for full fine-tuning), two Adam moments per trainable weight, and the tokenizer."""
+    trainable = sum(p.numel() * p.element_size() for p in model.parameters() if p.requires_grad)
+    weights = sum(p.numel() * p.element_size() for p in model.parameters()) if method == "full" else trainable
+    need = weights + 2 * trainable + 5 * 2**20  # + tokenizer files (SmolLM2's: 3.5 MB) and the state files
+    free = shutil.disk_usage(folder.root).free
+    if free < need:
+        raise ConfigError([f"output.dir: {folder.root.parent} has {free / 2**20:.0f} MB free, one checkpoint of this "
+                           f"run needs about {need / 2**20:.0f} MB. Fix: free space, or set output.dir to a disk with "
+                           "room."])
+
+
+def runbook(folder: RunFolder, cfg: RunConfig, argv: list[str] | None, info) -> str:
+    """The run folder's README.md: what was trained and the commands to re-run, resume and evaluate it."""
+    command = " ".join(argv) if argv else "shipsft train CONFIG"
+    return f"""# {folder.root.name}
+
+{cfg.method.name} fine-tune of `{cfg.model.path}` ({info.trainable:,} trainable of {info.total:,} parameters), data
+{", ".join(f"`{p}`" for p in cfg.data.train)}, {cfg.train.epochs:g} epoch(s), lr {cfg.optim.lr:g}, seed
+{cfg.train.seed}. Everything chosen for this run is in `config.yaml` (resolved); `manifest.json` holds the config hash,
+the data, token, tokenizer and template fingerprints, package versions and the command that started it:
+
+    {command}
+
+Re-run it from this folder (a new run folder; `shipsft reproduce` first says whether data, tokenizer, template and
+packages still match):
+
+    shipsft reproduce {folder.root}
+    shipsft train {folder.config} --set output.name={folder.root.name}-rerun
+
+Resume it after a crash or a preemption (from its latest complete checkpoint; a checkpoint without its COMPLETE
+marker is skipped):
+
+    shipsft train {folder.config} --resume {folder.root}
+
+Evaluate what it ships (`final/` when a checkpoint passed the gates, else its last weights) against its base model:
+
+    shipsft eval {folder.root}
+
+Files: `audit.json`/`audit.html` (pre-flight audit), `metrics.jsonl` (per step), `eval.jsonl` (task evals),
+`promotion.json` (gate decision), `report.html`, `checkpoints/step-N/` (weights + training state), `final/`.
+"""
+
+
+def resume_changes(cfg: RunConfig, state: TrainingState, manifest: dict, fingerprints: dict) -> list[str]:
+    """What differs from the checkpoint in anything that changes the trained weights: the model, data, method,
+    optimizer and training settings (not output, logging or checkpoint cadence), and the data's fingerprint."""
+    import yaml
+
+    before = RunConfig.model_validate(yaml.safe_load(state.config_yaml)).model_dump(mode="json")
+    now = cfg.model_dump(mode="json")
+    changes = []
+    for section in ("model", "data", "method", "optim", "train"):
+        for key in sorted(set(before[section]) | set(now[section])):
+            if section == "train" and key in NOT_RESULT_AFFECTING:
+                continue
+            if before[section].get(key) != now[section].get(key):
+                changes.append(f"{section}.{key}: {before[section].get(key)!r} -> {now[section].get(key)!r}")
+    was = manifest.get("data_fingerprint", {}).get("train")
+    if was and was != fingerprints["train"]:
+        changes.append(f"training data fingerprint: {was} -> {fingerprints['train']} (files, their contents or how "
+                       "they render changed)")
+    return changes
+
+
+NOT_RESULT_AFFECTING = {"log_every", "save_every", "keep_checkpoints", "eval_every", "max_nonfinite_steps"}
+
+
+def assemble(cfg: RunConfig, model, tokenizer, rows: list, eval_rows: list | None, folder: RunFolder,
+             resume_offsets: tuple[int, int] | None = None) -> Setup:
     """The loop's Setup for a loaded model and prepared rows: optimizer, eval session, metric sink, step plan."""
     device = next(model.parameters()).device
     amp = autocast_dtype(cfg.train.precision, device)
     sess = session.build_session(cfg.eval, cfg.data, tokenizer, model, amp) if cfg.eval.suites else None
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
     return Setup(cfg.train, cfg.optim, cfg.eval, cfg.method.name, model, tokenizer,
-                 build_optimizers(cfg.optim, model), rows, eval_rows, sess, folder, MetricsSink(folder),
-                 plan_steps(len(rows), cfg.train), amp, device, pad_id)
+                 build_optimizers(cfg.optim, model), rows, eval_rows, sess, folder, MetricsSink(folder, resume_offsets),
+                 plan_steps(len(rows), cfg.train), amp, device, pad_id, cfg.to_yaml())
 
 
 def finish(s: Setup, result: FitResult, progress: Progress) -> int:
@@ -141,13 +254,14 @@ def write_report(folder: RunFolder) -> Path:
 
 
 def run_train(cfg: RunConfig, config_path: str | Path | None = None, skip_audit: bool = False,
-              argv: list[str] | None = None, progress: Progress | None = None) -> int:
-    """Set up everything, run `fit`, finish. Returns the process exit code."""
+              argv: list[str] | None = None, progress: Progress | None = None, resume: Path | None = None,
+              force: bool = False, stop: StopRequest | None = None) -> int:
+    """Set up everything (or resume from a checkpoint), run `fit`, finish. Returns the process exit code."""
     progress = progress or Silent()
     started = time.perf_counter()
-    s = setup(cfg, config_path, skip_audit, argv, progress)
+    s = setup(cfg, config_path, skip_audit, argv, progress, resume, force)
     try:
-        result = fit(s, progress)
+        result = fit(s, progress, stop)
     finally:
         s.sink.close()
     code = finish(s, result, progress)

@@ -31,6 +31,17 @@ def plan_steps(n_rows: int, train: TrainConfig) -> StepPlan:
     return StepPlan(per_step, per_epoch, total, epochs)
 
 
+def replan_from(plan: StepPlan, n_rows: int, train: TrainConfig, step: int, epoch: int, position: int) -> StepPlan:
+    """The plan of a run resumed with a different batch (--resume-force): the steps already done, then what is left
+    of train.epochs at the new rows per step, counted from the data cursor (epoch, rows of it done)."""
+    if train.max_steps:
+        return plan
+    left_in_epoch = math.ceil((n_rows - position) / plan.rows_per_step)
+    later = max(0.0, train.epochs - epoch - 1)
+    total = step + left_in_epoch + math.ceil(later * plan.steps_per_epoch)
+    return StepPlan(plan.rows_per_step, plan.steps_per_epoch, max(total, step), plan.epochs)
+
+
 def warmup_steps(optim: OptimConfig, total_steps: int) -> int:
     if optim.warmup_steps is not None:
         return min(optim.warmup_steps, total_steps)
