@@ -109,19 +109,32 @@ def tiny_model(seed=0):
     return tiny_llama(vocab_size=len(tiny_tokenizer()), seed=seed).train()
 
 
+def examples_for(convs):
+    """The toy conversations rendered as training sequences (what the loop packs, step by step)."""
+    tok = tiny_tokenizer()
+    return [r for c in convs for r in render_conversation(tok, c)]
+
+
 def cfg_for(tmp_path, **sections) -> RunConfig:
     raw = {"output": {"dir": str(tmp_path)}, "data": {"max_length": 128},
-           "train": {"batch_rows": 2, "log_every": 1, "seed": 0}, **sections}
+           "train": {"batch_size": 8, "epochs": 1, "log_every": 1, "seed": 0}, **sections}
     return RunConfig.model_validate(raw)
 
 
-def fit_run(cfg, model, tok, rows, eval_rows, run_dir):
+def fit_run(cfg, model, tok, examples, eval_rows, run_dir):
     """The production loop on an in-memory model: train/run.py's own `assemble`, then `fit`."""
     from shipsft.runs.layout import RunFolder
     from shipsft.train.loop import fit
     from shipsft.train.run import assemble
 
-    s = assemble(cfg, model, tok, rows, eval_rows, RunFolder(Path(run_dir)))
+    from shipsft.data.pipeline import resolve_max_length
+    from shipsft.train.recipe import resolve_auto
+
+    lengths = [len(x.ids) for x in examples]  # resolve any 'auto' as train/run.py's setup does
+    max_length, _ = resolve_max_length(cfg.data, lengths, None)
+    _, train, _ = resolve_auto(cfg.data, cfg.train, len(examples), lengths)
+    cfg = cfg.model_copy(update={"data": cfg.data.model_copy(update={"max_length": max_length}), "train": train})
+    s = assemble(cfg, model, tok, examples, eval_rows, RunFolder(Path(run_dir)))
     try:
         return fit(s)
     finally:
@@ -147,30 +160,9 @@ class Notes:
         pass
 
 
-def write_tiny_run_config(folder: Path, model=None, **overrides) -> Path:
-    """A run config over a saved tiny Llama + the toy task (64 train / 16 eval conversations, one eval suite),
-    4 fp32 steps: `run_train(load_config(path), config_path=path)` writes <folder>/runs/t in a few seconds."""
-    import yaml
-
-    model_dir = folder / "tiny-model"
-    (model or tiny_model()).save_pretrained(model_dir, safe_serialization=True)
-    tiny_tokenizer().save_pretrained(model_dir)
-    for split, (n, seed) in {"train": (64, 0), "eval": (16, 5)}.items():
-        (folder / f"{split}.jsonl").write_text(
-            "".join(json.dumps({"messages": c}) + "\n" for c in conversations(n, seed)))
-    cfg = {"model": {"path": str(model_dir)},
-           "data": {"train": str(folder / "train.jsonl"), "eval": str(folder / "eval.jsonl"), "max_length": 128},
-           "train": {"max_steps": 4, "batch_rows": 4, "precision": "fp32"},
-           "eval": {"suites": [{"name": "toy", "data": str(folder / "eval.jsonl"), "max_new_tokens": 8}],
-                    "kl_to_base": False, "forgetting_probe": False},
-           "output": {"dir": str(folder / "runs"), "name": "t"}, **overrides}
-    (folder / "config.yaml").write_text(yaml.safe_dump(cfg))
-    return folder / "config.yaml"
-
-
 def write_tiny_run(tmp_path: Path, n_train: int = 64, model_kw: dict | None = None, **overrides) -> Path:
     """A tiny run on disk: a random Llama + the toy BPE as a model folder, train/eval JSONL of the toy task, and a
-    config.yaml (fp32, 4 steps of 4 rows, run folder runs/t) with `overrides` replacing whole sections."""
+    config.yaml (fp32, 4 steps of 16 examples, run folder runs/t) with `overrides` replacing whole sections."""
     import yaml
 
     model_dir = tmp_path / "tiny-model"
@@ -182,7 +174,7 @@ def write_tiny_run(tmp_path: Path, n_train: int = 64, model_kw: dict | None = No
         (tmp_path / f"{split}.jsonl").write_text(
             "".join(json.dumps({"messages": c}) + "\n" for c in conversations(n, seed)))
     cfg = {"model": {"path": str(model_dir)}, "data": {"train": "train.jsonl", "eval": "eval.jsonl", "max_length": 128},
-           "train": {"max_steps": 4, "batch_rows": 4, "precision": "fp32"}, "output": {"dir": str(tmp_path / "runs"),
+           "train": {"max_steps": 4, "batch_size": 16, "precision": "fp32"}, "output": {"dir": str(tmp_path / "runs"),
            "name": "t"}, **overrides}
     (tmp_path / "config.yaml").write_text(yaml.safe_dump(cfg))
     return tmp_path / "config.yaml"

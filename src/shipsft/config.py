@@ -72,7 +72,9 @@ class DataConfig(Section):
             "or every token."))
     train_eot: bool = Field(True, description=(
         "Train the end-of-turn marker after each trained assistant turn, so the model learns to stop."))
-    max_length: int = Field(2048, ge=8, description="Longest sequence in tokens (packed row length).")
+    max_length: int | Literal["auto"] = Field("auto", description=(
+        "Longest sequence in tokens (the packed row length); auto = the longest rendered example rounded up to a "
+        "multiple of 64, capped by the model's positions (printed, and written into the run's config.yaml)."))
     packing: bool = Field(True, description=(
         "Pack examples into rows best-fit-decreasing; position ids restart per example, so examples never attend "
         "to each other."))
@@ -94,6 +96,13 @@ class DataConfig(Section):
     @classmethod
     def _one_or_many(cls, v: Any) -> Any:
         return [v] if isinstance(v, str) else v
+
+    @field_validator("max_length")
+    @classmethod
+    def _long_enough(cls, v: Any) -> Any:
+        if isinstance(v, int) and v < 8:
+            raise ValueError("must be at least 8 (or auto)")
+        return v
 
     @model_validator(mode="after")
     def _combinations(self) -> "DataConfig":
@@ -198,10 +207,19 @@ class OptimConfig(Section):
 
 
 class TrainConfig(Section):
-    epochs: float = Field(1.0, gt=0, description="Passes over the training data (fractions allowed).")
-    max_steps: int | None = Field(None, ge=1, description="Stop after this many optimizer steps (overrides epochs).")
-    batch_rows: int = Field(4, ge=1, description="Rows (of up to data.max_length tokens) per micro-batch.")
-    grad_accum: int = Field(1, ge=1, description="Micro-batches per optimizer step.")
+    epochs: float | Literal["auto"] = Field("auto", description=(
+        "Passes over the training data (fractions allowed); auto = chosen from the data size (printed with the "
+        "reason and written into the run's config.yaml)."))
+    max_steps: int | None = Field(None, ge=1, description="Stop after this many optimizer steps (instead of epochs).")
+    batch_size: int | Literal["auto"] | None = Field("auto", description=(
+        "Examples per optimizer step (packed into rows of data.max_length); auto = chosen from the data size so a "
+        "small set still gets enough optimizer steps. null when train.batch_tokens sets the batch instead."))
+    batch_tokens: int | None = Field(None, ge=8, description=(
+        "Tokens per optimizer step instead of a number of examples: each step takes examples until this many "
+        "tokens (at least one example). Set it with train.batch_size: null."))
+    micro_batch_tokens: int = Field(4096, ge=8, description=(
+        "Most tokens one forward pass holds (memory): a step's rows beyond it go to further micro-batches whose "
+        "gradients accumulate into the same update (the loss is normalised over the whole step either way)."))
     seed: int = Field(42, description="Seed for data order, LoRA init and NEFTune noise.")
     precision: Literal["auto", "fp32", "bf16"] = Field("auto", description=(
         "auto: bf16 autocast on CUDA and on CPUs with native bf16 (AVX512-BF16 / AMX), fp32 elsewhere."))
@@ -217,6 +235,41 @@ class TrainConfig(Section):
     max_nonfinite_steps: int = Field(3, ge=1, description=(
         "Consecutive optimizer steps with a non-finite loss or gradient (each skipped) that stop the run."))
     compile: bool = Field(False, description="torch.compile the decoder (needs data.packing: false).")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _batch(cls, data: Any) -> Any:
+        if not isinstance(data, dict):
+            return data
+        gone = [k for k in ("batch_rows", "grad_accum") if k in data]
+        if gone:
+            raise ValueError(f"train.{' and train.'.join(gone)}: the batch is set in examples per optimizer step "
+                             "(train.batch_size) or tokens per step (train.batch_tokens) now, packed into rows of "
+                             "data.max_length; train.micro_batch_tokens caps one forward pass (gradient accumulation "
+                             "follows from it). Fix: replace with train.batch_size: <examples per step>")
+        if data.get("batch_tokens") is not None:
+            if data.get("batch_size", "auto") not in (None, "auto") and "batch_size" in data:
+                raise ValueError("train.batch_size and train.batch_tokens are both set; one would be ignored. Fix: "
+                                 "keep one (batch_size: null to use batch_tokens)")
+            data = {**data, "batch_size": None}
+        elif data.get("batch_size", "auto") is None:
+            raise ValueError("train.batch_size is null but train.batch_tokens is not set: no batch size. Fix: set "
+                             "one of them")
+        return data
+
+    @field_validator("batch_size")
+    @classmethod
+    def _positive(cls, v: Any) -> Any:
+        if isinstance(v, int) and v < 1:
+            raise ValueError("must be at least 1")
+        return v
+
+    @field_validator("epochs")
+    @classmethod
+    def _epochs_positive(cls, v: Any) -> Any:
+        if isinstance(v, (int, float)) and v <= 0:
+            raise ValueError("must be greater than 0")
+        return v
 
 
 class GateConfig(Section):
@@ -458,8 +511,11 @@ def _format_errors(err: ValidationError, source: str) -> list[str]:
             msg += f" — did you mean '{'.'.join(str(p) for p in loc[:-1] + (hint[0],))}'?" if hint else ""
             if known:
                 msg += f" (valid keys here: {', '.join(known)})"
-        elif e["type"] == "value_error":  # our combination rules: each message already names its keys
-            lines += [f"{source}: {m}" for m in str(e["msg"]).removeprefix("Value error, ").split("\n")]
+        elif e["type"] == "value_error":
+            # a combination rule (a section's validator) names its keys itself; a field's own rule gets its key
+            field = dotted if loc and _section_model(loc) is None else ""
+            lines += [f"{source}: {field + ': ' if field else ''}{m}"
+                      for m in str(e["msg"]).removeprefix("Value error, ").split("\n")]
             continue
         else:
             msg = f"{source}: {dotted or '<root>'}: {e['msg']}"

@@ -328,13 +328,13 @@ def test_train_loop_gates_promotes_and_exits_3(tok, tmp_path):
     tok.save_pretrained(model_dir)
     suite = write_suite(tmp_path / "qa.jsonl")
     train = tmp_path / "train.jsonl"
-    train.write_text(suite.read_text() * 8)  # 48 conversations -> 24 packed rows -> 12 steps per epoch
+    train.write_text(suite.read_text() * 8)  # 48 conversations, 4 per step -> 12 steps per epoch
 
     def run(name, **ev):
         cfg = RunConfig.model_validate({
             "model": {"path": str(model_dir)}, "data": {"train": [str(train)], "max_length": 64},
             "method": {"name": "full"}, "optim": {"lr": 0.01, "warmup_ratio": 0, "schedule": "constant"},
-            "train": {"epochs": 6, "batch_rows": 2, "precision": "fp32"},
+            "train": {"epochs": 6, "batch_size": 4, "precision": "fp32"},
             "output": {"dir": str(tmp_path), "name": name},
             "eval": {"suites": [{"name": "qa", "data": str(suite), "metrics": ["exact_match"], "max_new_tokens": 8}],
                      **ev}})

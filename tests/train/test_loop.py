@@ -10,7 +10,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from helpers import Notes, write_tiny_run, cfg_for, conversations, fit_run, rows_for, tiny_model, tiny_tokenizer
+from helpers import (Notes, cfg_for, conversations, examples_for, fit_run, rows_for, tiny_model, tiny_tokenizer,
+                     write_tiny_run)
 from shipsft.config import OptimConfig, load_config
 from shipsft.data.pack import pack_examples
 from shipsft.data.render import render_conversation
@@ -22,11 +23,11 @@ from shipsft.train.schedule import lr_at
 
 
 def test_full_finetune_learns_logs_schedule_and_saves(tmp_path):
-    cfg = cfg_for(tmp_path, method={"name": "full"}, train={"batch_rows": 4, "max_steps": 30, "eval_every": 10,
+    cfg = cfg_for(tmp_path, method={"name": "full"}, train={"batch_size": 16, "max_steps": 30, "eval_every": 10,
                   "precision": "fp32", "seed": 0}, optim={"lr": 3e-3, "warmup_steps": 3},
                   data={"max_length": 128, "eval": ["(rows passed in memory)"]})
-    res = fit_run(cfg, tiny_model(), tiny_tokenizer(), rows_for(conversations(120)), rows_for(conversations(20, 7)),
-                  tmp_path)
+    res = fit_run(cfg, tiny_model(), tiny_tokenizer(), examples_for(conversations(120)),
+                  rows_for(conversations(20, 7)), tmp_path)
     assert res.steps == 30 and res.n_skipped == 0
     assert res.eval_loss_after < res.eval_loss_before - 1.0  # the toy task is learnable in 30 steps
     recs = read_jsonl(tmp_path / "metrics.jsonl")
@@ -44,16 +45,22 @@ def test_full_finetune_learns_logs_schedule_and_saves(tmp_path):
 
 
 def test_grad_accumulation_in_the_loop_equals_one_big_batch(tmp_path):
-    rows = rows_for(conversations(16), max_length=64)
+    """16 examples per step in one forward pass, or split into micro-batches of one or two rows (micro_batch_tokens):
+    the loss is normalised over the whole step, so the update is the same (failure modes 1 and 3)."""
+    examples = examples_for(conversations(32))
     base = tiny_model()
-    weights = []
-    for batch_rows, accum in [(4, 1), (1, 4), (2, 2)]:
+    weights, micro = [], []
+    for micro_tokens in (4096, 64, 128):
         model = copy.deepcopy(base).double()
-        cfg = cfg_for(tmp_path / f"{batch_rows}x{accum}", method={"name": "full"}, data={"max_length": 64},
-                      train={"batch_rows": batch_rows, "grad_accum": accum, "max_steps": 2, "precision": "fp32"},
+        run = tmp_path / f"micro{micro_tokens}"
+        cfg = cfg_for(run, method={"name": "full"}, data={"max_length": 64},
+                      train={"batch_size": 16, "micro_batch_tokens": micro_tokens, "max_steps": 2,
+                             "precision": "fp32"},
                       optim={"lr": 1e-3, "schedule": "constant", "warmup_steps": 0})
-        fit_run(cfg, model, tiny_tokenizer(), rows, None, tmp_path / f"{batch_rows}x{accum}")
+        res = fit_run(cfg, model, tiny_tokenizer(), examples, None, run)
         weights.append([p.detach() for p in model.parameters()])
+        micro.append(res.history[0]["micro_batches"])
+    assert micro[0] == 1 and micro[1] > micro[2] > 1  # really split: 1 row per pass, then 2
     for other in weights[1:]:
         for a, b in zip(weights[0], other):
             torch.testing.assert_close(a, b, rtol=0, atol=1e-6)
@@ -72,10 +79,10 @@ def _poison_steps(model, bad_calls: set[int]):
 
 def test_nonfinite_step_is_skipped_and_counted(tmp_path):
     model = tiny_model()
-    cfg = cfg_for(tmp_path, method={"name": "full"}, train={"batch_rows": 2, "max_steps": 4, "precision": "fp32"},
+    cfg = cfg_for(tmp_path, method={"name": "full"}, train={"batch_size": 8, "max_steps": 4, "precision": "fp32"},
                   optim={"lr": 1e-3})
     _poison_steps(model, {2})  # the second optimizer step (one micro-batch per step, no eval set)
-    res = fit_run(cfg, model, tiny_tokenizer(), rows_for(conversations(20)), None, tmp_path)
+    res = fit_run(cfg, model, tiny_tokenizer(), examples_for(conversations(20)), None, tmp_path)
     assert res.n_skipped == 1 and res.steps == 4
     text = (tmp_path / "metrics.jsonl").read_text()
     assert "NaN" not in text  # strict JSON: a non-finite loss is written as null
@@ -93,7 +100,7 @@ def test_repeated_nonfinite_steps_stop_with_a_clear_error(tmp_path):
                                                               "precision": "fp32"})
     _poison_steps(model, {2, 3, 4})
     with pytest.raises(TrainingDiverged, match="non-finite for 3 optimizer steps in a row"):
-        fit_run(cfg, model, tiny_tokenizer(), rows_for(conversations(40)), None, tmp_path)
+        fit_run(cfg, model, tiny_tokenizer(), examples_for(conversations(40)), None, tmp_path)
 
 
 def test_lora_adapter_saved_loads_with_same_logits_and_neftune_hook_removed(tmp_path):
@@ -102,7 +109,7 @@ def test_lora_adapter_saved_loads_with_same_logits_and_neftune_hook_removed(tmp_
     cfg = cfg_for(tmp_path, train={"max_steps": 3, "neftune_alpha": 5.0, "precision": "fp32"},
                   method={"name": "lora", "lora": {"r": 4, "alpha": 8}}, optim={"lr": 1e-2})
     model = apply_method(cfg.method, tiny_model(), False)
-    fit_run(cfg, model, tiny_tokenizer(), rows_for(conversations(20)), None, tmp_path)
+    fit_run(cfg, model, tiny_tokenizer(), examples_for(conversations(20)), None, tmp_path)
     out_dir = tmp_path / "adapter"
     assert (out_dir / "adapter_model.safetensors").exists() and (out_dir / "adapter_config.json").exists()
     emb = model.get_base_model().get_input_embeddings()
@@ -152,15 +159,15 @@ def test_smollm2_lora_steps_write_a_loadable_adapter(tmp_path):
     from shipsft.model.load import load_for_training
     from shipsft.model.locate import load_tokenizer, resolve_model_dir
 
-    cfg = cfg_for(tmp_path, train={"max_steps": 2, "batch_rows": 2}, method={"lora": {"r": 8, "alpha": 16}},
+    cfg = cfg_for(tmp_path, train={"max_steps": 2, "batch_size": 8}, method={"lora": {"r": 8, "alpha": 16}},
                   data={"max_length": 256, "eval": ["(rows passed in memory)"]})
     tok = load_tokenizer(cfg.model)
     rendered = [r for c in conversations(16) for r in render_conversation(tok, c)]
-    rows = pack_examples(rendered, 256, True).rows
+    rows = pack_examples(rendered[:4], 256, True).rows
     model, info = load_for_training(cfg.model, cfg.method, False, torch.device("cpu"))
     # q,o 576->576; k,v 576->192; gate,up 576->1536; down 1536->576: r * (in + out) each, 30 layers
     assert info.trainable == 8 * 30 * (2 * (576 + 576) + 2 * (576 + 192) + 2 * (576 + 1536) + (1536 + 576))
-    res = fit_run(cfg, model, tok, rows, rows[:2], tmp_path)
+    res = fit_run(cfg, model, tok, rendered, rows, tmp_path)
     assert res.eval_loss_after < res.eval_loss_before
     base = AutoModelForCausalLM.from_pretrained(resolve_model_dir("smollm2"), use_safetensors=True)
     reloaded = PeftModel.from_pretrained(base, tmp_path / "adapter")
@@ -200,9 +207,9 @@ def test_audit_errors_refuse_training_unless_skipped_and_recorded(tmp_path):
 def test_checkpoints_on_their_own_cadence_and_the_last_k_kept(tmp_path):
     """Without eval suites: a checkpoint every train.save_every steps and at the end, each complete, the oldest
     pruned down to train.keep_checkpoints."""
-    cfg = cfg_for(tmp_path, method={"name": "full"}, train={"batch_rows": 2, "max_steps": 7, "save_every": 2,
+    cfg = cfg_for(tmp_path, method={"name": "full"}, train={"batch_size": 8, "max_steps": 7, "save_every": 2,
                                                               "keep_checkpoints": 2, "precision": "fp32"})
-    res = fit_run(cfg, tiny_model(), tiny_tokenizer(), rows_for(conversations(40)), None, tmp_path)
+    res = fit_run(cfg, tiny_model(), tiny_tokenizer(), examples_for(conversations(40)), None, tmp_path)
     kept = sorted(p.name for p in (tmp_path / "checkpoints").iterdir())
     assert kept == ["step-6", "step-7"] and sorted(res.checkpoints) == [6, 7]
     assert all((tmp_path / "checkpoints" / k / "COMPLETE").exists() for k in kept)
@@ -219,9 +226,9 @@ def test_schedule_free_optimizer_is_switched_around_evals_and_saves(tmp_path):
     from shipsft.train.loop import fit
     from shipsft.train.run import assemble
 
-    cfg = cfg_for(tmp_path, method={"name": "full"}, train={"batch_rows": 2, "max_steps": 4, "precision": "fp32"},
+    cfg = cfg_for(tmp_path, method={"name": "full"}, train={"batch_size": 8, "max_steps": 4, "precision": "fp32"},
                   optim={"name": "schedule_free_adamw", "lr": 1e-2})
-    s = assemble(cfg, tiny_model(), tiny_tokenizer(), rows_for(conversations(20)), None, RunFolder(tmp_path))
+    s = assemble(cfg, tiny_model(), tiny_tokenizer(), examples_for(conversations(20)), None, RunFolder(tmp_path))
     assert fit(s).steps == 4
     s.sink.close()
     [opt] = s.optimizers
@@ -238,4 +245,4 @@ def test_compile_with_packing_is_refused(tmp_path):
 
     path = _write_tiny_run(tmp_path)
     with pytest.raises(ConfigError, match="examples would attend to each other"):
-        run_train(load_config(path, ["train.compile=true"]), config_path=path)
+        run_train(load_config(path, ["train.compile=true", "model.attn_implementation=sdpa"]), config_path=path)

@@ -31,7 +31,7 @@ LORA = {"method": {"name": "lora", "lora": {"r": 4, "alpha": 8, "dropout": 0.1}}
 
 
 def config(tmp_path: Path, **train) -> Path:
-    return write_tiny_run(tmp_path, **LORA, train={"max_steps": 12, "batch_rows": 2, "precision": "fp32",
+    return write_tiny_run(tmp_path, **LORA, train={"max_steps": 12, "batch_size": 8, "precision": "fp32",
                                                    "neftune_alpha": 5.0, "save_every": 1, "keep_checkpoints": 3,
                                                    "eval_every": 4, **train})
 
@@ -106,7 +106,7 @@ def test_kill_9_during_a_checkpoint_write_keeps_the_previous_one(tmp_path):
     be killed in the middle: the half-written one is skipped and named, the previous one resumes the run."""
     big = {"hidden_size": 256, "intermediate_size": 1024, "num_hidden_layers": 4}
     path = write_tiny_run(tmp_path, model_kw=big, method={"name": "full"}, optim={"lr": 1e-3},
-                          train={"max_steps": 10, "batch_rows": 2, "precision": "fp32", "save_every": 1,
+                          train={"max_steps": 10, "batch_size": 8, "precision": "fp32", "save_every": 1,
                                  "keep_checkpoints": 2})
     run = RunFolder(tmp_path / "runs" / "t")
     proc = shipsft(path)
@@ -132,17 +132,17 @@ def test_kill_9_during_a_checkpoint_write_keeps_the_previous_one(tmp_path):
     assert not [p for p in run.checkpoints.iterdir() if ".tmp" in p.name]  # leftovers of the killed save removed
     fresh = tmp_path / "fresh"
     write_tiny_run(fresh, model_kw=big, method={"name": "full"}, optim={"lr": 1e-3},
-                   train={"max_steps": 10, "batch_rows": 2, "precision": "fp32", "save_every": 5})
+                   train={"max_steps": 10, "batch_size": 8, "precision": "fp32", "save_every": 5})
     assert run_train(load_config(fresh / "config.yaml"), config_path=fresh / "config.yaml") == 0
     assert_same_weights(run.root / "model", fresh / "runs" / "t" / "model")
 
 
 @pytest.mark.slow
 def test_sigterm_saves_and_names_the_resume_command_then_a_bigger_batch_continues_the_cursor(tmp_path):
-    """SIGTERM: the step finishes, a checkpoint is saved, exit 143 with the command; resuming with 3 rows per step
-    instead of 2 (forced: it changes the schedule) trains every example of each epoch exactly once."""
+    """SIGTERM: the step finishes, a checkpoint is saved, exit 143 with the command; resuming with 12 examples per
+    step instead of 8 (forced: it changes the schedule) trains every example of each epoch exactly once."""
     path = write_tiny_run(tmp_path, n_train=48, **LORA,
-                          train={"epochs": 2, "batch_rows": 2, "precision": "fp32", "save_every": 1000})
+                          train={"epochs": 2, "batch_size": 8, "precision": "fp32", "save_every": 1000})
     run = tmp_path / "runs" / "t"
     proc = shipsft(path)
     wait_for_steps(run, proc, 3)
@@ -156,11 +156,11 @@ def test_sigterm_saves_and_names_the_resume_command_then_a_bigger_batch_continue
     assert (run / "checkpoints" / f"step-{step}" / "COMPLETE").exists()
 
     refused = subprocess.run([sys.executable, "-m", "shipsft", "train", str(path), "--resume",
-                              "--set", "train.batch_rows=3"], env=ENV, capture_output=True, text=True, timeout=600)
-    assert refused.returncode == 2 and "train.batch_rows: 2 -> 3" in refused.stderr and "--resume-force" in \
+                              "--set", "train.batch_size=12"], env=ENV, capture_output=True, text=True, timeout=600)
+    assert refused.returncode == 2 and "train.batch_size: 8 -> 12" in refused.stderr and "--resume-force" in \
         refused.stderr
     done = subprocess.run([sys.executable, "-m", "shipsft", "train", str(path), "--resume", "--resume-force",
-                           "--set", "train.batch_rows=3"], env=ENV, capture_output=True, text=True, timeout=600)
+                           "--set", "train.batch_size=12"], env=ENV, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]
     records = [r for r in read_jsonl(run / "metrics.jsonl") if "loss" in r]
     assert [r["step"] for r in records] == list(range(1, len(records) + 1))
@@ -174,7 +174,7 @@ def test_sigterm_saves_and_names_the_resume_command_then_a_bigger_batch_continue
     assert per_epoch == {0: 48, 1: 48}, per_epoch
     assert cursors[-1] == (2, 0)
     manifest = json.loads((run / "manifest.json").read_text())
-    assert manifest["resumes"][-1]["forced"] and "train.batch_rows: 2 -> 3" in manifest["resumes"][-1]["changes"]
+    assert manifest["resumes"][-1]["forced"] and "train.batch_size: 8 -> 12" in manifest["resumes"][-1]["changes"]
 
 
 def test_a_second_ctrl_c_stops_at_once():
@@ -190,7 +190,7 @@ def test_a_second_ctrl_c_stops_at_once():
 def test_an_incomplete_checkpoint_is_skipped_and_named(tmp_path):
     from shipsft.train.resume import find_checkpoint
 
-    path = write_tiny_run(tmp_path, train={"max_steps": 4, "batch_rows": 4, "precision": "fp32", "save_every": 2})
+    path = write_tiny_run(tmp_path, train={"max_steps": 4, "batch_size": 16, "precision": "fp32", "save_every": 2})
     assert run_train(load_config(path), config_path=path) == 0
     run = RunFolder(tmp_path / "runs" / "t")
     (run.checkpoint(4) / "COMPLETE").unlink()  # as if the process died before the marker
@@ -215,7 +215,7 @@ def test_a_full_disk_is_one_line_and_the_previous_checkpoint_stays(tmp_path):
     _mount_tmpfs(disk, 80)
     try:
         path = write_tiny_run(tmp_path, model_kw=big, method={"name": "full"}, optim={"lr": 1e-3},
-                              train={"max_steps": 6, "batch_rows": 2, "precision": "fp32", "save_every": 2,
+                              train={"max_steps": 6, "batch_size": 8, "precision": "fp32", "save_every": 2,
                                      "keep_checkpoints": 1}, output={"dir": str(disk), "name": "t"})
         done = subprocess.run([sys.executable, "-m", "shipsft", "train", str(path)], env=ENV, capture_output=True,
                               text=True, timeout=600)
@@ -254,7 +254,7 @@ def test_a_disk_too_small_for_one_checkpoint_is_refused_before_training(tmp_path
 def test_reproduce_reports_what_matches_and_retrains_the_first_steps(tmp_path):
     from shipsft.train.reproduce import reproduce
 
-    path = write_tiny_run(tmp_path, train={"max_steps": 4, "batch_rows": 4, "precision": "fp32"})
+    path = write_tiny_run(tmp_path, train={"max_steps": 4, "batch_size": 16, "precision": "fp32"})
     assert run_train(load_config(path), config_path=path, argv=["shipsft", "train", str(path)]) == 0
     run = tmp_path / "runs" / "t"
     report = reproduce(run, check_steps=3)

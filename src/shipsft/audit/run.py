@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 from shipsft.audit.findings import AuditResult, Finding
@@ -23,27 +22,11 @@ from shipsft.audit.text import Corpus, check_contamination, check_content, check
 from shipsft.audit.tokens import check_lengths, check_masks, check_provenance, check_recipe
 from shipsft.config import RunConfig
 from shipsft.errors import ShipError
+from shipsft.data.pipeline import model_max_positions
+from shipsft.train.recipe import resolve_auto
 from shipsft.train.schedule import plan_steps
 
 TEMPLATE_SAMPLE = 64  # examples re-rendered for parity: ~1 ms each; 64 finds any systematic template bug
-
-
-def model_max_positions(tokenizer) -> int | None:
-    """The model's position limit from the config next to the tokenizer, else the tokenizer's own limit."""
-    folder = Path(str(tokenizer.name_or_path))
-    if (folder / "config.json").exists():  # only ever a local folder: never a hub lookup
-        try:
-            from transformers import AutoConfig
-
-            conf = AutoConfig.from_pretrained(folder)
-            conf = getattr(conf, "text_config", None) or conf
-            n = getattr(conf, "max_position_embeddings", None)
-            if n:
-                return int(n)
-        except Exception:  # noqa: BLE001 - an unreadable config: fall back to the tokenizer's limit
-            pass
-    n = getattr(tokenizer, "model_max_length", None)
-    return int(n) if n and n < 10_000_000 else None  # transformers uses 1e30 for "unset"
 
 
 def load_eval_sets(cfg: RunConfig) -> tuple[dict[str, list], list, list[Finding]]:
@@ -92,6 +75,9 @@ def run_audit(cfg: RunConfig, tokenizer, prepared, *, eval_sets: dict[str, list]
     t_start = time.perf_counter()
     examples, rendered = prepared.examples, prepared.rendered
     d = cfg.data
+    max_length = prepared.max_length  # resolved from 'auto' by the pipeline
+    # the batch and epochs as training will resolve them, so the recipe check sees the real step count
+    _, train, auto_reasons = resolve_auto(d, cfg.train, len(rendered), prepared.full_lengths)
 
     texts = _timed(timings, "text.extract", lambda: texts_of(examples, d.mask))
     tmpl = getattr(prepared.renderer, "template", None)
@@ -110,11 +96,11 @@ def run_audit(cfg: RunConfig, tokenizer, prepared, *, eval_sets: dict[str, list]
             system_message=d.system_message, mode=d.mask, train_eot=d.train_eot, sample=TEMPLATE_SAMPLE,
             seed=cfg.train.seed, timings=timings)
         findings += f
-        f, stats["masks"] = _timed(timings, "masks", lambda: check_masks(rendered, d.max_length))
+        f, stats["masks"] = _timed(timings, "masks", lambda: check_masks(rendered, max_length))
         findings += f
         model_max = max_positions if max_positions is not None else model_max_positions(tokenizer)
         f, stats["lengths"] = _timed(timings, "lengths", lambda: check_lengths(
-            rendered, prepared.full_lengths, d.max_length, cfg.train.batch_rows, d.packing, cfg.train.seed,
+            rendered, prepared.full_lengths, max_length, train.batch_size or 1, d.packing, cfg.train.seed,
             model_max, prepared.efficiency, len(prepared.rows), d.overlong))
         findings += f
     corpus = _timed(timings, "text.words", lambda: Corpus.of(texts))  # shared by the next two checks
@@ -133,10 +119,11 @@ def run_audit(cfg: RunConfig, tokenizer, prepared, *, eval_sets: dict[str, list]
     findings += f
 
     trained = sum(r.n_trained for r in rendered)
-    plan = plan_steps(len(prepared.rows), cfg.train)  # the loop's own step arithmetic
-    f, stats["recipe"] = _timed(timings, "recipe", lambda: check_recipe(len(examples), trained, cfg.method.name,
-                                                                        plan))
-    findings += f
+    if prepared.full_lengths:
+        plan = plan_steps(prepared.full_lengths, train)  # the loop's own step arithmetic
+        f, stats["recipe"] = _timed(timings, "recipe", lambda: check_recipe(len(examples), trained,
+                                                                            cfg.method.name, plan))
+        findings += f + [Finding("recipe.auto", "info", reason) for reason in auto_reasons]
 
     paths = {"train": list(d.train), "eval": list(d.eval)}
     for suite in cfg.eval.suites:
@@ -160,7 +147,7 @@ def run_audit(cfg: RunConfig, tokenizer, prepared, *, eval_sets: dict[str, list]
     }
     meta = {
         "model": cfg.model.path, "config_hash": cfg.config_hash(), "fingerprint": prepared.fingerprint,
-        "template": getattr(tmpl, "origin", None), "mask": d.mask, "max_length": d.max_length,
+        "template": getattr(tmpl, "origin", None), "mask": d.mask, "max_length": max_length,
         "method": cfg.method.name, "notes": list(prepared.notes),
         "created": time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime()),
     }

@@ -147,3 +147,21 @@ def collate(rows: list[Row], pad_id: int) -> dict[str, Any]:
         pos[b, :n] = torch.tensor(r.position_ids)
         pos[b, n:] = torch.arange(T - n)
     return {"input_ids": ids, "labels": labels, "position_ids": pos, "n_real": sum(len(r.ids) for r in rows)}
+
+
+def group_rows(rows: list[Row], max_tokens: int) -> list[list[Row]]:
+    """Consecutive rows in groups whose padded size (rows x the longest row) stays within `max_tokens`, at least
+    one row each: the micro-batches of one optimizer step (train.micro_batch_tokens)."""
+    groups: list[list[Row]] = []
+    cur: list[Row] = []
+    longest = 0
+    for r in rows:
+        width = max(longest, len(r.ids))
+        if cur and (len(cur) + 1) * width > max_tokens:
+            groups.append(cur)
+            cur, width = [], len(r.ids)
+        cur.append(r)
+        longest = width
+    if cur:
+        groups.append(cur)
+    return groups

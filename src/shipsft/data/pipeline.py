@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from shipsft.config import DataConfig
-from shipsft.data.pack import Row, overlong_error, pack_examples, truncate_overlong
+from shipsft.data.pack import Row, overlong_error, pack_examples, round_up, truncate_overlong
 from shipsft.data.types import Example, Rendered
 from shipsft.errors import DataError, ShipError
 
@@ -32,6 +32,7 @@ class Prepared:
     format: str
     renderer: Any  # shipsft.data.render.Renderer, or None when rendering itself failed (audit only)
     full_lengths: list[int]  # token length of each rendered sequence before any truncation
+    max_length: int = 0  # data.max_length as used (resolved from 'auto')
     notes: list[str] = field(default_factory=list)
     files: list[Any] = field(default_factory=list)  # formats.FileInfo: path, sha256, n_records, licenses
     n_rejected: int = 0
@@ -50,6 +51,37 @@ class Prepared:
     @property
     def n_trained(self) -> int:
         return sum(r.n_trained for r in self.rows)
+
+
+def model_max_positions(tokenizer) -> int | None:
+    """The model's position limit from the config next to the tokenizer, else the tokenizer's own limit."""
+    folder = Path(str(tokenizer.name_or_path))
+    if (folder / "config.json").exists():  # only ever a local folder: never a hub lookup
+        try:
+            from transformers import AutoConfig
+
+            conf = AutoConfig.from_pretrained(folder)
+            conf = getattr(conf, "text_config", None) or conf
+            n = getattr(conf, "max_position_embeddings", None)
+            if n:
+                return int(n)
+        except Exception:  # noqa: BLE001 - an unreadable config: fall back to the tokenizer's limit
+            pass
+    n = getattr(tokenizer, "model_max_length", None)
+    return int(n) if n and n < 10_000_000 else None  # transformers uses 1e30 for "unset"
+
+
+def resolve_max_length(data: DataConfig, full_lengths: list[int], model_max: int | None) -> tuple[int, str | None]:
+    """data.max_length, or for 'auto' the longest example rounded up to a multiple of 64 (capped by the model's
+    positions), with the reason to print."""
+    if data.max_length != "auto":
+        return data.max_length, None
+    longest = max(full_lengths, default=8)
+    chosen = round_up(longest, 64)
+    why = f"longest example {longest} tokens, rounded up to a multiple of 64"
+    if model_max and chosen > model_max:
+        chosen, why = model_max, f"longest example {longest} tokens, capped by the model's {model_max} positions"
+    return chosen, f"data.max_length auto -> {chosen} ({why})"
 
 
 def token_fingerprint(rendered: list[Rendered]) -> str:
@@ -116,9 +148,11 @@ def prepare(data: DataConfig, tokenizer, split: str, *, strict: bool, rejects_pa
         if strict:
             raise
         # the audit still runs its text-level checks on the examples, and reports this as an error
-        return Prepared(split, loaded.examples, [], [], 0.0, loaded.format, None, [], list(loaded.notes),
+        return Prepared(split, loaded.examples, [], [], 0.0, loaded.format, None, [], 0, list(loaded.notes),
                         list(loaded.files), loaded.n_rejected, problems=[e], render_failed=True)
     full_lengths = [len(x.ids) for x in rendered]
+    max_length, why = resolve_max_length(data, full_lengths, model_max_positions(tokenizer))
+    data = data.model_copy(update={"max_length": max_length})
     n_trunc = n_cut = 0
     if data.overlong == "truncate":
         n_trunc, n_cut = truncate_overlong(rendered, data.max_length)
@@ -131,7 +165,7 @@ def prepare(data: DataConfig, tokenizer, split: str, *, strict: bool, rejects_pa
         problems.append(zero_trained_error(rendered, zero, r.mode))
     if strict and problems:
         raise DataError([line for p in problems for line in p.lines])
-    notes = list(loaded.notes)
+    notes = list(loaded.notes) + ([why] if why else [])
     if r is not None and r.turn_end is not None:
         stop = r.turn_end.stop_token
         ids = f" (stop token {stop!r} = id {r.tokenizer.convert_tokens_to_ids(stop)})" if stop else ""
@@ -154,8 +188,8 @@ def prepare(data: DataConfig, tokenizer, split: str, *, strict: bool, rejects_pa
     h.update(repr(sorted(data.model_dump(mode="json").items())).encode())
     h.update(token_fingerprint(rendered).encode())
     return Prepared(split, loaded.examples, rendered, packed.rows, packed.efficiency, loaded.format, r, full_lengths,
-                    notes, list(loaded.files), loaded.n_rejected, n_trunc, n_cut, h.hexdigest()[:16], problems,
-                    packed.left_out, zero)
+                    max_length, notes, list(loaded.files), loaded.n_rejected, n_trunc, n_cut, h.hexdigest()[:16],
+                    problems, packed.left_out, zero)
 
 
 def render_cached(r, loaded, data: DataConfig) -> list[Rendered]:

@@ -79,7 +79,7 @@ def _length_plots(lengths: dict) -> str:
                                   f"p99 {fmt_count(s.get('p99', 0))}": s.get("p99")}, color))
     pw, pe = lengths.get("padding_waste", 0), lengths.get("packing_efficiency", 0)
     out.append(svg_bars("padding-vs-packing",
-                        [(f"padded batches of {lengths.get('batch_rows')}: real", 1 - pw),
+                        [(f"padded batches of {lengths.get('batch_size')}: real", 1 - pw),
                          ("padded batches: padding", pw), ("packed rows: real", pe), ("packed rows: empty", 1 - pe)],
                         "Where the compute goes: padding vs packing", "{:.0%}", max_value=1.0,
                         colors=["#43a047", "#e57373", "#43a047", "#e57373"]))

@@ -1,11 +1,14 @@
-"""Data order: which packed rows each optimizer step trains on.
+"""Data order: which examples each optimizer step trains on, and how they become rows.
 
-Every epoch visits every row once, in an order shuffled by (train.seed, epoch), so a run is reproducible from its
-config. Where a run is in the data is a `Cursor`: the epoch and how many rows of that epoch's order were trained.
-Rows are fixed units (the packer's output for data.max_length), so the cursor does not depend on the batch size.
+Every epoch visits every example once, in an order shuffled by (train.seed, epoch), so a run is reproducible from its
+config. A step takes the next train.batch_size examples of that order (or, with train.batch_tokens, examples until
+that many tokens), packs them into rows of data.max_length, and splits the rows into micro-batches of at most
+train.micro_batch_tokens tokens. Where a run is in the data is a `Cursor`: the epoch and how many examples of that
+epoch's order are done. It counts examples, not batches, so a resume with another batch size or another number of
+processes neither repeats nor skips one.
 
     cursor = Cursor()
-    epoch, epoch_end, idx = next_rows(cursor, n_rows=len(rows), rows_per_step=8, seed=42)
+    epoch, epoch_end, idx = next_examples(cursor, lengths, BatchRule(examples=8), seed=42)
 """
 from __future__ import annotations
 
@@ -16,27 +19,63 @@ from dataclasses import dataclass
 @dataclass
 class Cursor:
     epoch: int = 0
-    position: int = 0  # rows of this epoch's order already trained
+    position: int = 0  # examples of this epoch's order already trained
 
 
-def epoch_order(n_rows: int, seed: int, epoch: int) -> list[int]:
-    order = list(range(n_rows))
+@dataclass(frozen=True)
+class BatchRule:
+    """How many examples one optimizer step takes: a fixed number, or as many as fit in a token budget."""
+
+    examples: int | None = None
+    tokens: int | None = None
+
+
+def epoch_order(n: int, seed: int, epoch: int) -> list[int]:
+    order = list(range(n))
     random.Random(seed + epoch).shuffle(order)
     return order
 
 
-def next_rows(cursor: Cursor, n_rows: int, rows_per_step: int, seed: int) -> tuple[int, bool, list[int]]:
-    """(epoch, whether this step ends the epoch, row indices) of the next optimizer step; advances the cursor.
-    The last step of an epoch takes what is left, so no row is dropped or repeated within an epoch."""
-    order = epoch_order(n_rows, seed, cursor.epoch)
-    idx = order[cursor.position:cursor.position + rows_per_step]
+def take(order: list[int], position: int, lengths: list[int], rule: BatchRule) -> list[int]:
+    """The examples of the next step from `position` of an epoch's order (never past its end)."""
+    if rule.examples is not None:
+        return order[position:position + rule.examples]
+    idx, used = [], 0
+    for i in order[position:]:
+        if idx and used + lengths[i] > rule.tokens:
+            break
+        idx.append(i)
+        used += lengths[i]
+    return idx
+
+
+def next_examples(cursor: Cursor, lengths: list[int], rule: BatchRule, seed: int) -> tuple[int, bool, list[int]]:
+    """(epoch, whether this step ends the epoch, example indices) of the next optimizer step; advances the cursor.
+    The last step of an epoch takes what is left, so no example is dropped or repeated within an epoch."""
+    order = epoch_order(len(lengths), seed, cursor.epoch)
+    idx = take(order, cursor.position, lengths, rule)
     epoch = cursor.epoch
     cursor.position += len(idx)
-    epoch_end = cursor.position >= n_rows
+    epoch_end = cursor.position >= len(lengths)
     if epoch_end:
         cursor.epoch, cursor.position = cursor.epoch + 1, 0
     return epoch, epoch_end, idx
 
 
-def micro_batches(idx: list[int], batch_rows: int) -> list[list[int]]:
-    return [idx[j:j + batch_rows] for j in range(0, len(idx), batch_rows)]
+def steps_from(lengths: list[int], rule: BatchRule, seed: int, epochs: float, start: Cursor) -> int:
+    """Optimizer steps from `start` to the end of `epochs` epochs (a fraction of the last epoch counts its first
+    steps), walking the same orders the loop will walk."""
+    n, steps = len(lengths), 0
+    cursor = Cursor(start.epoch, start.position)
+    while cursor.epoch < epochs:
+        last_fraction = epochs - cursor.epoch
+        order = epoch_order(n, seed, cursor.epoch)
+        epoch_steps, pos = [], cursor.position
+        while pos < n:
+            pos += len(take(order, pos, lengths, rule))
+            epoch_steps.append(pos)
+        if last_fraction < 1:  # stop once this share of the epoch's examples is done
+            epoch_steps = [p for p in epoch_steps if p <= max(1, round(last_fraction * n))] or epoch_steps[:1]
+        steps += len(epoch_steps)
+        cursor = Cursor(cursor.epoch + 1, 0)
+    return steps

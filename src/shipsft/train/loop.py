@@ -20,7 +20,8 @@ import torch
 
 from shipsft.config import EvalConfig, OptimConfig, TrainConfig
 from shipsft.data.labels import count_trained
-from shipsft.data.pack import Row, collate
+from shipsft.data.pack import Row, collate, group_rows, pack_examples
+from shipsft.data.types import Rendered
 from shipsft.errors import TrainingDiverged
 from shipsft.eval import gates, session
 from shipsft.model.load import base_model
@@ -30,7 +31,7 @@ from shipsft.runs.layout import RunFolder
 from shipsft.runs.sinks import MetricsSink
 from shipsft.runs.state import TrainingState, write_state
 from shipsft.train import dist, optim, rng
-from shipsft.train.batches import Cursor, micro_batches, next_rows
+from shipsft.train.batches import Cursor, next_examples
 from shipsft.train.loss import batch_ce_sum, neftune_hook
 from shipsft.train.preempt import Preempted, StopRequest, checkpoint_write_error
 from shipsft.train.schedule import StepPlan, lr_at, warmup_steps
@@ -83,7 +84,8 @@ class LoopState:
     evals: list[dict] = field(default_factory=list)  # every full EvalRecord so far
     checkpoints: list[int] = field(default_factory=list)  # steps whose checkpoint is kept
     offsets: tuple[int, int] = (0, 0)  # bytes of metrics.jsonl / eval.jsonl that belong to the steps done
-    rows_per_step: int = 0  # the plan the steps done followed (a resume with another batch re-plans from here)
+    # the batch the steps done followed, [examples, tokens] per step (a resume with another re-plans from the cursor)
+    batch: list = field(default_factory=list)
     total_steps: int = 0
 
     def to_json(self) -> dict:
@@ -105,7 +107,9 @@ class Setup:
     model: torch.nn.Module
     tokenizer: Any  # carries the chat template training renders with: every checkpoint saves it
     optimizers: list[torch.optim.Optimizer]
-    rows: list[Row]
+    examples: list[Rendered]  # the training sequences; each step packs its examples into rows
+    max_length: int  # data.max_length as resolved: the packed row length
+    packing: bool
     eval_rows: list[Row] | None
     session: session.EvalSession | None  # task evals (eval.suites), or None
     folder: RunFolder
@@ -117,6 +121,10 @@ class Setup:
     config_yaml: str  # the resolved config, saved in every checkpoint
     state: LoopState = field(default_factory=LoopState)  # fresh, or restored from a checkpoint
     rng: dict | None = None  # random states to restore before the next step (a resume)
+
+    @property
+    def lengths(self) -> list[int]:
+        return [len(x.ids) for x in self.examples]
 
 
 @dataclass
@@ -135,14 +143,14 @@ class FitResult:
 
 
 @torch.no_grad()
-def eval_loss(model, rows: list[Row], pad_id: int, batch_rows: int, amp: torch.dtype | None) -> float:
+def eval_loss(model, rows: list[Row], pad_id: int, micro_tokens: int, amp: torch.dtype | None) -> float:
     """Mean CE per trained token over the eval rows (summed, divided once: the same normalisation as training)."""
     was_training = model.training
     model.eval()
     total, n = 0.0, 0
     device = next(model.parameters()).device
-    for i in range(0, len(rows), batch_rows):
-        batch = {k: v.to(device) for k, v in collate(rows[i:i + batch_rows], pad_id).items() if torch.is_tensor(v)}
+    for group in group_rows(rows, micro_tokens):
+        batch = {k: v.to(device) for k, v in collate(group, pad_id).items() if torch.is_tensor(v)}
         with torch.autocast(device.type, dtype=amp or torch.float32, enabled=amp is not None):
             total += float(batch_ce_sum(model, batch))
         n += count_trained(batch["labels"])
@@ -179,7 +187,8 @@ def fit(s: Setup, progress: Progress | None = None, stop: StopRequest | None = N
     is the caller's (`train/run.py: finish`)."""
     t, st, progress = s.train, s.state, progress or Silent()
     total, warmup = s.plan.total_steps, warmup_steps(s.optim, s.plan.total_steps)
-    st.rows_per_step, st.total_steps = s.plan.rows_per_step, total
+    st.batch, st.total_steps = [s.plan.rule.examples, s.plan.rule.tokens], total
+    lengths = s.lengths
     params = [p for p in s.model.parameters() if p.requires_grad]
     embed = base_model(s.model).get_input_embeddings()
     hook = embed.register_forward_hook(neftune_hook(t.neftune_alpha)) if t.neftune_alpha else None
@@ -189,7 +198,7 @@ def fit(s: Setup, progress: Progress | None = None, stop: StopRequest | None = N
     result = FitResult(steps=st.step)
     if st.step == 0:  # a fresh run measures the base model once; a resumed one kept those numbers in its state
         if s.eval_rows:
-            st.eval_loss_before = eval_loss(s.model, s.eval_rows, s.pad_id, t.batch_rows, s.amp)
+            st.eval_loss_before = eval_loss(s.model, s.eval_rows, s.pad_id, t.micro_batch_tokens, s.amp)
             s.sink.write({"step": 0, "eval_loss": st.eval_loss_before})
             progress.note(f"eval loss before training: {st.eval_loss_before:.4f}")
         if s.session is not None:
@@ -204,8 +213,9 @@ def fit(s: Setup, progress: Progress | None = None, stop: StopRequest | None = N
     end = total if limit_steps is None else min(total, st.step + limit_steps)
     for step in range(st.step, end):
         t0 = time.perf_counter()
-        epoch, epoch_end, idx = next_rows(st.cursor, len(s.rows), s.plan.rows_per_step, t.seed)
-        micro = [collate([s.rows[i] for i in mb], s.pad_id) for mb in micro_batches(idx, t.batch_rows)]
+        epoch, epoch_end, idx = next_examples(st.cursor, lengths, s.plan.rule, t.seed)
+        rows = pack_examples([s.examples[i] for i in idx], s.max_length, s.packing).rows
+        micro = [collate(group, s.pad_id) for group in group_rows(rows, t.micro_batch_tokens)]
         lr = lr_at(step, total, warmup, s.optim)
         optim.set_lr(s.optimizers, lr)
         # one denominator for the whole step: every micro-batch (and every rank) divides by the same count
@@ -236,12 +246,13 @@ def fit(s: Setup, progress: Progress | None = None, stop: StopRequest | None = N
                 f"{s.optim.lr:g}), keep optim.max_grad_norm set, or use train.precision=fp32."])
         st.step, st.train_time = step + 1, st.train_time + time.perf_counter() - t0
         st.trained_total += n_step
-        n_examples = sum(len(s.rows[i].seq_lens) for i in idx)
+        n_examples = len(idx)
         st.examples_seen += n_examples
         real = sum(mb["n_real"] for mb in micro)
         slots = sum(mb["input_ids"].numel() for mb in micro)
         record = {"step": st.step, "epoch": epoch, "loss": loss_sum, "lr": lr, "grad_norm": grad_norm,
-                  "trained_tokens": n_step, "tokens": real, "examples": n_examples, "padding_share": 1 - real / slots,
+                  "trained_tokens": n_step, "tokens": real, "examples": n_examples, "micro_batches": len(micro),
+                  "padding_share": 1 - real / slots,
                   "cursor": [st.cursor.epoch, st.cursor.position], "trained_tok_s": st.trained_total / st.train_time,
                   "skipped": not finite}
         result.history.append(record)
@@ -261,8 +272,8 @@ def fit(s: Setup, progress: Progress | None = None, stop: StopRequest | None = N
         if save_now or smoke_now or loss_now or stop_now:
             optim.eval_mode(s.optimizers)  # schedule-free: evaluate and save the averaged weights
             if loss_now:
-                s.sink.write({"step": st.step, "eval_loss": eval_loss(s.model, s.eval_rows, s.pad_id, t.batch_rows,
-                                                                      s.amp)})
+                s.sink.write({"step": st.step, "eval_loss": eval_loss(s.model, s.eval_rows, s.pad_id,
+                                                                      t.micro_batch_tokens, s.amp)})
             if smoke_now:
                 rec = session.smoke(s.session, st.step)
                 s.sink.write({"step": st.step, **{f"smoke/{k}": v for k, v in rec.metrics.items()}})
@@ -299,7 +310,7 @@ def fit(s: Setup, progress: Progress | None = None, stop: StopRequest | None = N
     if st.step < total and not result.stopped_early:
         return result  # limit_steps: a partial run (shipsft reproduce --check-steps) saves no end weights
     if s.eval_rows:
-        result.eval_loss_after = eval_loss(s.model, s.eval_rows, s.pad_id, t.batch_rows, s.amp)
+        result.eval_loss_after = eval_loss(s.model, s.eval_rows, s.pad_id, t.micro_batch_tokens, s.amp)
         s.sink.write({"step": result.steps, "eval_loss": result.eval_loss_after})
     try:
         save_atomic(s.folder.trained(s.method), lambda d: save_weights(s.model, s.tokenizer, d))

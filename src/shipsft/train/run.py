@@ -43,6 +43,7 @@ from shipsft.train.loop import FitResult, LoopState, Progress, Setup, Silent, fi
 from shipsft.train.preempt import StopRequest
 from shipsft.train.loss import decoder_and_head
 from shipsft.train.optim import build_optimizers
+from shipsft.train.recipe import resolve_auto
 from shipsft.train.schedule import plan_steps, replan_from
 
 
@@ -85,6 +86,9 @@ def setup(cfg: RunConfig, config_path: str | Path | None, skip_audit: bool, argv
     folder = RunFolder(Path(resume).parents[1]) if resume else run_folder_for(cfg.output, config_path)
     state = read_state(resume) if resume else None
     train_prep = prepare(cfg.data, tokenizer, "train", strict=False, rejects_path=folder.rejects("train"))
+    data, train, reasons = resolve_auto(cfg.data, cfg.train, len(train_prep.rendered), train_prep.full_lengths)
+    cfg = cfg.model_copy(update={"data": data.model_copy(update={"max_length": train_prep.max_length}),
+                                 "train": train})  # every automatic choice, as numbers, into config.yaml
     eval_prep = (prepare(cfg.data, tokenizer, "eval", strict=True, rejects_path=folder.rejects("eval"),
                          renderer=train_prep.renderer) if cfg.data.eval else None)
     fingerprints = {"train": train_prep.fingerprint, **({"eval": eval_prep.fingerprint} if eval_prep else {})}
@@ -94,10 +98,12 @@ def setup(cfg: RunConfig, config_path: str | Path | None, skip_audit: bool, argv
                            "result:"] + [f"  {c}" for c in changes] +
                           ["Fix: resume with the run's own config (its config.yaml), or add --resume-force to "
                            "continue anyway (recorded in the manifest)."])
-    progress.note(f"data: {len(train_prep.rendered)} train examples ({train_prep.format}) -> {len(train_prep.rows)} "
-                  f"rows of <= {cfg.data.max_length} tokens, {train_prep.n_trained:,} trained tokens, "
-                  f"packing efficiency {train_prep.efficiency:.1%}")
-    for note in train_prep.notes:
+    per_step = (f"{cfg.train.batch_size} examples" if cfg.train.batch_size else
+                f"up to {cfg.train.batch_tokens:,} tokens")
+    progress.note(f"data: {len(train_prep.rendered)} train examples ({train_prep.format}), rows of <= "
+                  f"{cfg.data.max_length} tokens, {train_prep.n_trained:,} trained tokens; {per_step} per optimizer "
+                  "step")
+    for note in train_prep.notes + reasons:
         progress.note(f"note: {note}")
     folder.root.mkdir(parents=True, exist_ok=True)
     audit_gate(cfg, tokenizer, train_prep, folder, skip_audit, progress)
@@ -129,15 +135,14 @@ def setup(cfg: RunConfig, config_path: str | Path | None, skip_audit: bool, argv
         load_checkpoint_weights(model, resume)
     if template is not None:  # checkpoints ship the template training rendered with
         tokenizer.chat_template = template.source
-    s = assemble(cfg, model, tokenizer, train_prep.rows, eval_prep.rows if eval_prep else None, folder,
+    s = assemble(cfg, model, tokenizer, train_prep.rendered, eval_prep.rows if eval_prep else None, folder,
                  resume_offsets=tuple(state.loop["offsets"]) if state else None)
     if state is not None:
         for opt, sd in zip(s.optimizers, state.optimizers):
             opt.load_state_dict(sd)
         s.state, s.rng = LoopState.from_json(state.loop), state.rng
-        if s.state.rows_per_step != s.plan.rows_per_step:  # a forced resume with another batch: re-plan the rest
-            s.plan = replan_from(s.plan, len(s.rows), cfg.train, s.state.step, s.state.cursor.epoch,
-                                 s.state.cursor.position)
+        if s.state.batch != [s.plan.rule.examples, s.plan.rule.tokens]:  # a forced resume with another batch
+            s.plan = replan_from(s.plan, s.lengths, cfg.train, s.state.step, s.state.cursor)
         if s.session is not None:
             session.restore(s.session, s.state.baseline, state.eval_ref)
         progress.note(f"resumed from {resume} (step {s.state.step} of {s.plan.total_steps})")
@@ -213,16 +218,18 @@ def resume_changes(cfg: RunConfig, state: TrainingState, manifest: dict, fingerp
 NOT_RESULT_AFFECTING = {"log_every", "save_every", "keep_checkpoints", "eval_every", "max_nonfinite_steps"}
 
 
-def assemble(cfg: RunConfig, model, tokenizer, rows: list, eval_rows: list | None, folder: RunFolder,
+def assemble(cfg: RunConfig, model, tokenizer, examples: list, eval_rows: list | None, folder: RunFolder,
              resume_offsets: tuple[int, int] | None = None) -> Setup:
-    """The loop's Setup for a loaded model and prepared rows: optimizer, eval session, metric sink, step plan."""
+    """The loop's Setup for a loaded model and rendered training examples (`cfg` with every 'auto' resolved):
+    optimizer, eval session, metric sink, step plan."""
     device = next(model.parameters()).device
     amp = autocast_dtype(cfg.train.precision, device)
     sess = session.build_session(cfg.eval, cfg.data, tokenizer, model, amp) if cfg.eval.suites else None
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
     return Setup(cfg.train, cfg.optim, cfg.eval, cfg.method.name, model, tokenizer,
-                 build_optimizers(cfg.optim, model), rows, eval_rows, sess, folder, MetricsSink(folder, resume_offsets),
-                 plan_steps(len(rows), cfg.train), amp, device, pad_id, cfg.to_yaml())
+                 build_optimizers(cfg.optim, model), examples, cfg.data.max_length, cfg.data.packing, eval_rows, sess,
+                 folder, MetricsSink(folder, resume_offsets),
+                 plan_steps([len(x.ids) for x in examples], cfg.train), amp, device, pad_id, cfg.to_yaml())
 
 
 def finish(s: Setup, result: FitResult, progress: Progress) -> int:

@@ -1,10 +1,10 @@
-"""The step arithmetic of a run and its learning-rate schedule: how many optimizer steps, how many rows each takes,
-the warmup, and the LR at every step. The audit asks this module instead of re-deriving it.
+"""The step arithmetic of a run and its learning-rate schedule: how many optimizer steps, how many examples each
+takes, the warmup, and the LR at every step. The audit asks this module instead of re-deriving it.
 
 The schedule is a plain function of the optimizer step, `lr_at`, applied once per optimizer step (DESIGN invariant
 5 in docs/architecture.md): there is no scheduler object to forget to step, or to step per micro-batch.
 
-    plan = plan_steps(n_rows=len(rows), train=cfg.train)
+    plan = plan_steps(lengths, cfg.train)
     lr = lr_at(step, plan.total_steps, warmup_steps(cfg.optim, plan.total_steps), cfg.optim)
 """
 from __future__ import annotations
@@ -13,33 +13,40 @@ import math
 from dataclasses import dataclass
 
 from shipsft.config import OptimConfig, TrainConfig
+from shipsft.train.batches import BatchRule, Cursor, steps_from
 
 
 @dataclass(frozen=True)
 class StepPlan:
-    rows_per_step: int  # packed rows per optimizer step (batch_rows x grad_accum)
+    rule: BatchRule  # examples (or tokens) per optimizer step
     steps_per_epoch: int
     total_steps: int
     epochs: float  # passes over the data the run will make (max_steps may cut or extend train.epochs)
 
 
-def plan_steps(n_rows: int, train: TrainConfig) -> StepPlan:
-    per_step = train.batch_rows * train.grad_accum
-    per_epoch = max(1, math.ceil(n_rows / per_step))
-    total = train.max_steps or max(1, math.ceil(train.epochs * per_epoch))
-    epochs = train.epochs if train.max_steps is None else total * per_step / max(n_rows, 1)
-    return StepPlan(per_step, per_epoch, total, epochs)
+def batch_rule(train: TrainConfig) -> BatchRule:
+    if train.batch_size in (None, "auto") and train.batch_tokens is None:
+        raise ValueError("train.batch_size is still 'auto': resolve it first (train/recipe.py: resolve_auto)")
+    return BatchRule(examples=train.batch_size, tokens=train.batch_tokens)
 
 
-def replan_from(plan: StepPlan, n_rows: int, train: TrainConfig, step: int, epoch: int, position: int) -> StepPlan:
+def plan_steps(lengths: list[int], train: TrainConfig) -> StepPlan:
+    """The plan for examples of these token lengths (train.epochs and the batch already resolved from 'auto')."""
+    rule = batch_rule(train)
+    per_epoch = max(1, steps_from(lengths, rule, train.seed, 1, Cursor()))
+    if train.max_steps:
+        return StepPlan(rule, per_epoch, train.max_steps, train.max_steps / per_epoch)
+    total = max(1, steps_from(lengths, rule, train.seed, float(train.epochs), Cursor()))
+    return StepPlan(rule, per_epoch, total, float(train.epochs))
+
+
+def replan_from(plan: StepPlan, lengths: list[int], train: TrainConfig, step: int, cursor: Cursor) -> StepPlan:
     """The plan of a run resumed with a different batch (--resume-force): the steps already done, then what is left
-    of train.epochs at the new rows per step, counted from the data cursor (epoch, rows of it done)."""
+    of train.epochs at the new batch, walked from the data cursor."""
     if train.max_steps:
         return plan
-    left_in_epoch = math.ceil((n_rows - position) / plan.rows_per_step)
-    later = max(0.0, train.epochs - epoch - 1)
-    total = step + left_in_epoch + math.ceil(later * plan.steps_per_epoch)
-    return StepPlan(plan.rows_per_step, plan.steps_per_epoch, max(total, step), plan.epochs)
+    total = step + steps_from(lengths, plan.rule, train.seed, float(train.epochs), cursor)
+    return StepPlan(plan.rule, plan.steps_per_epoch, max(total, step), plan.epochs)
 
 
 def warmup_steps(optim: OptimConfig, total_steps: int) -> int:
