@@ -118,6 +118,12 @@ def test_rendered_cache_round_trip(tmp_path, smollm2_tokenizer, monkeypatch):
     assert [(r.source, r.ids, r.mask, r.text, r.turn) for r in cached.rendered] == \
         [(r.source, r.ids, r.mask, r.text, r.turn) for r in fresh.rendered]
     assert cached.fingerprint == fresh.fingerprint
+    # the second prepare really reads the cache: a marker planted in the stored texts comes back
+    meta_file = next((tmp_path / "cache" / "prepared").glob("*.json"))
+    meta = json.loads(meta_file.read_text())
+    meta["items"][0][1] = "PLANTED"
+    meta_file.write_text(json.dumps(meta))
+    assert run_prepare(cfg, smollm2_tokenizer).rendered[0].text == "PLANTED"
     # a different masking mode is a different key
     cfg.data.mask = "last_assistant"
     run_prepare(cfg, smollm2_tokenizer)

@@ -60,6 +60,11 @@ def test_trained_token_count_is_exact_after_the_shift():
     assert count_trained(batch["labels"]) == expected == sum(r.n_trained for r in packed.rows)
     labels = labels_from_mask(rendered[0].ids, rendered[0].mask)
     assert count_trained(torch.tensor(labels)) == count_trained(labels) == 3
+    # a mask that trains token 0 too: token 0 has no predecessor, so 6 trained mask positions are 5 targets
+    whole = Rendered("t.jsonl:9", list(range(3, 9)), [True] * 6)
+    assert whole.n_trained == 5
+    assert count_trained(labels_from_mask(whole.ids, whole.mask)) == 5
+    assert count_trained(collate(pack_examples([whole], 32, True).rows, pad_id=0)["labels"]) == 5
 
 
 @pytest.mark.parametrize("with_bias", [False, True])
