@@ -1,31 +1,44 @@
-"""TRL's SFTTrainer vs shipsft, side by side: same model, data, LoRA and trained tokens, one epoch each.
+"""TRL's SFTTrainer vs shipsft, side by side: same model, data, LoRA and trained tokens, one epoch each; an ablation
+of shipsft's optimisations; two data shapes; the machine's matmul bound and the share of it each contender reaches.
 
-    python bench/train_vs_trl.py                 # ~6-9 minutes on a 2-core CPU; prints the table
-    python bench/train_vs_trl.py --examples 32   # quicker, noisier
-    python bench/train_vs_trl.py --only shipsft shipsft-fp32   # is bf16 autocast faster here, at equal loss?
+    python bench/train_vs_trl.py                       # the whole table (about 40 minutes on a 2-core CPU)
+    python bench/train_vs_trl.py --sets short --only trl-padfree shipsft     # a quick pair
 
-Contenders, each in its own subprocess (so peak RSS is that contender's alone, read from getrusage in the child):
+Every contender runs in its own subprocess (peak RSS is that contender's alone, from getrusage in the child),
+one after the other. Run it on a quiet machine: it prints the load average before and after.
+
+Data sets (deterministic: "repeat the last K listed words in reverse", as in the quickstart's spirit)
+  short  48 conversations of ~60-200 tokens, 16 held out; 6 optimizer steps of ~8 conversations each
+  long   8 conversations of 1-1.7k tokens (1,000-1,600 listed words), 4 held out; 4 steps of ~2 conversations
+
+Contenders
   trl-defaults  SFTTrainer as a new user runs it: SFTConfig defaults (batch 8, padded, gradient checkpointing on,
-                bf16 autocast on a CPU with bf16, lr 2e-5), the same LoRA config.
-  trl-best      its fastest setting on CPU (cpu-facts.md): padding_free, bf16 autocast where native, no gradient
-                checkpointing, lr 2e-4 constant like shipsft, and the same allocator as shipsft (tcmalloc via
-                LD_PRELOAD when libtcmalloc_minimal is installed; the table says whether it was).
-  shipsft       `shipsft.train.loop.fit` with the defaults (packing, logits only at trained positions, chunked CE,
-                precision auto), rows of 512 tokens x 2 (about TRL's 8 examples per step: the same 6 optimizer
-                steps), lr 2e-4 constant.
+                bf16 "mixed precision", which TRL turns on even where the CPU has no native bf16, lr 2e-5, linear
+                decay), the same LoRA; glibc malloc. Short set only, and its first 2 of 6 steps only: with bf16
+                emulated it needs about 4 minutes per step here; its throughput is taken over those steps.
+  trl-padfree   TRL's fastest setting found on a CPU, candidate 1: padding_free (the batch flattened into one row,
+                TRL's recommendation), fp32 where bf16 is emulated (bf16 autocast where it is native), no gradient
+                checkpointing, lr 2e-4 constant, tcmalloc (LD_PRELOAD, the allocator shipsft uses).
+  trl-grouped   candidate 2: the same, but padded batches grouped by length (train_sampling_strategy=
+                group_by_length) instead of padding_free: attention per example instead of over a flattened row.
+                "TRL best" in the summary is whichever of the two was faster in this run.
+  shipsft       `shipsft.train.loop.fit` with its defaults: packing, per-document attention, logits only at trained
+                positions (chunked CE), precision auto, tcmalloc; TRL's examples per step (8 short, 2 long) packed
+                into rows of 512 (short) or 4,096 tokens (long), lr 2e-4 constant.
+  ablations     shipsft with one optimisation taken away: `-per-doc` (attention: one masked SDPA pass per row, as on
+                main), `-tcmalloc` (glibc malloc).
 
-Data: deterministic conversations "repeat the last K words in reverse" (as in cpu-facts.md section 4), given to TRL as
-conversational prompt/completion (so TRL trains the completion only, its default for that format) and to shipsft
-as messages with all_assistant masking: both train the assistant answer and its <|im_end|> (TRL also its trailing
-newline, +1 token per example). Trained tokens/s counts the answer tokens shipsft trains, identical for all rows.
-"Loss at equal tokens" is the held-out loss per trained token after the epoch, computed for every contender by the
-same function (shipsft.train.loop.eval_loss) on the same 16 eval conversations.
+Trained tokens/s counts the answer tokens shipsft trains (identical for every row: it is 1 / wall time of the
+epoch). TRL is given conversational prompt/completion data, so it trains the completion only (its default for that
+format), like shipsft's all_assistant mask. Held-out loss is the loss per trained token after the epoch, computed
+for every contender by the same function (shipsft.train.loop.eval_loss) on the same held-out conversations.
 """
 from __future__ import annotations
 
 import argparse
 import json
 import os
+import platform
 import random
 import resource
 import subprocess
@@ -38,18 +51,29 @@ WORDS = ("apple river stone cloud maple orbit pixel tiger lemon violet cobalt am
          "oyster quartz saddle timber walnut zephyr canyon delta ember fjord glacier hollow island jungle").split()
 LORA = dict(r=16, lora_alpha=32, lora_dropout=0.0, target_modules="all-linear")
 TCMALLOC = ["/usr/lib/x86_64-linux-gnu/libtcmalloc_minimal.so.4", "/usr/lib/libtcmalloc_minimal.so.4"]
+# data set -> train conversations, held-out, list length range, K range, shipsft row length, and the examples per
+# optimizer step both tools use (TRL's per-device batch = shipsft's train.batch_size): the same optimizer steps
+SETS = {"short": dict(n=48, held=16, words=(8, 60), k=(2, 30), max_length=512, batch=8),
+        "long": dict(n=8, held=4, words=(1000, 1600), k=(20, 80), max_length=4096, batch=2)}
+CONTENDERS = ["trl-defaults", "trl-padfree", "trl-grouped", "shipsft", "shipsft-per-doc", "shipsft-tcmalloc"]
 
 
-def conversations(n: int, seed: int) -> list[list[dict]]:
+def conversations(n: int, seed: int, words=(8, 60), k=(2, 30)) -> list[list[dict]]:
     rng = random.Random(seed)
     out = []
     for _ in range(n):
-        words = [rng.choice(WORDS) for _ in range(rng.randint(8, 60))]
-        k = rng.randint(2, min(30, len(words)))
-        out.append([{"role": "user", "content": f"Here is a list: {' '.join(words)}. Repeat the last {k} words in "
-                     "reverse order."},
-                    {"role": "assistant", "content": " ".join(reversed(words[-k:]))}])
+        listed = [rng.choice(WORDS) for _ in range(rng.randint(*words))]
+        kk = rng.randint(k[0], min(k[1], len(listed)))
+        out.append([{"role": "user", "content": f"Here is a list: {' '.join(listed)}. Repeat the last {kk} words "
+                     "in reverse order."},
+                    {"role": "assistant", "content": " ".join(reversed(listed[-kk:]))}])
     return out
+
+
+def data(set_name: str) -> tuple[list, list]:
+    s = SETS[set_name]
+    n, held = (4, 2) if os.environ.get("BENCH_SMOKE") else (s["n"], s["held"])  # BENCH_SMOKE=1: does it run?
+    return (conversations(n, 1234, s["words"], s["k"]), conversations(held, 99, s["words"], s["k"]))
 
 
 def tcmalloc() -> str | None:
@@ -60,163 +84,245 @@ def peak_rss_gb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024 ** 2  # KiB on Linux
 
 
+def cpu_name() -> str:
+    for line in Path("/proc/cpuinfo").read_text().splitlines() if Path("/proc/cpuinfo").exists() else []:
+        if line.startswith("model name"):
+            return line.split(":", 1)[1].strip()
+    return platform.processor() or "unknown CPU"
+
+
+def native_bf16() -> bool:
+    import torch
+
+    return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+
+
 # ------------------------------------------------------------------------------------------------------------------
 # workers (run in a subprocess each)
 
 
-def _shipsft_rows(tok, convs, max_length: int):
-    from shipsft.data.pack import pack_examples
+def _rendered(tok, convs):
     from shipsft.data.render import render_conversation
 
-    return pack_examples([r for c in convs for r in render_conversation(tok, c)], max_length, True).rows
+    return [r for c in convs for r in render_conversation(tok, c)]
 
 
-def worker(name: str, n: int, out: Path) -> None:
+def _shipsft_rows(tok, convs, max_length: int):
+    from shipsft.data.pack import pack_examples
+
+    return pack_examples(_rendered(tok, convs), max_length, True).rows
+
+
+def run_shipsft(name: str, set_name: str, tok, train, eval_rows):
     import torch
 
-    from shipsft.config import ModelConfig, RunConfig
-    from shipsft.model.locate import load_tokenizer, resolve_model_dir
+    from shipsft.config import RunConfig
+    from shipsft.model.load import load_for_training
     from shipsft.model.precision import autocast_dtype
+    from shipsft.runs.layout import RunFolder
+    from shipsft.train.loop import fit
+    from shipsft.train.run import assemble
+
+    s = SETS[set_name]
+    raw = {"data": {"max_length": s["max_length"]}, "method": {"lora": {"r": 16, "alpha": 32}},
+           "optim": {"lr": 2e-4, "schedule": "constant", "warmup_steps": 0},
+           "train": {"batch_size": s["batch"], "epochs": 1}}
+    if name == "shipsft-per-doc":
+        raw["model"] = {"attn_implementation": "sdpa"}
+    cfg = RunConfig.model_validate(raw)
+    amp = autocast_dtype(cfg.train.precision, torch.device("cpu"))
+    model, _ = load_for_training(cfg.model, cfg.method, False, torch.device("cpu"), amp)
+    examples = _rendered(tok, train)
+    with tempfile.TemporaryDirectory() as d:
+        setup = assemble(cfg, model, tok, examples, None, RunFolder(Path(d)))
+        t0 = time.perf_counter()
+        res = fit(setup)
+        seconds = time.perf_counter() - t0
+        setup.sink.close()
+    slots = sum(h["tokens"] / (1 - h["padding_share"]) for h in res.history)
+    real = sum(len(x.ids) for x in examples)
+    return dict(seconds=seconds, steps=res.steps, real_tokens=real, padding_share=1 - real / slots,
+                first_loss=res.history[0]["loss"], last_loss=res.history[-1]["loss"], amp=amp, model=model)
+
+
+def run_trl(name: str, set_name: str, tok, train):
+    import torch
+    from datasets import Dataset
+    from peft import LoraConfig
+    from transformers import AutoModelForCausalLM
+    from trl import SFTConfig, SFTTrainer
+
+    from shipsft.model.locate import resolve_model_dir
+
+    s = SETS[set_name]
+    amp = torch.bfloat16 if native_bf16() else None
+    ds = Dataset.from_list([{"prompt": c[:-1], "completion": c[-1:]} for c in train])
+    args = dict(output_dir=tempfile.mkdtemp(), report_to="none", save_strategy="no", num_train_epochs=1,
+                use_cpu=True, logging_steps=1, seed=0, per_device_train_batch_size=s["batch"])
+    if name == "trl-defaults":
+        args.update(max_steps=2)
+    else:
+        args.update(gradient_checkpointing=False, bf16=amp is not None, learning_rate=2e-4,
+                    lr_scheduler_type="constant", max_length=None)
+        if name == "trl-padfree":
+            args.update(padding_free=True)
+        else:
+            args.update(train_sampling_strategy="group_by_length")
+    model = AutoModelForCausalLM.from_pretrained(resolve_model_dir("smollm2"), dtype=torch.float32,
+                                                 attn_implementation="sdpa")
+    seen = {"real": 0, "slots": 0}
+
+    def count(module, args_, kwargs):  # tokens the model actually processes per forward
+        ids, mask = kwargs.get("input_ids"), kwargs.get("attention_mask")
+        seen["slots"] += ids.numel()
+        seen["real"] += int(mask.sum()) if mask is not None else ids.numel()
+
+    model.register_forward_pre_hook(count, with_kwargs=True)
+    trainer = SFTTrainer(model=model, args=SFTConfig(**args), train_dataset=ds, processing_class=tok,
+                         peft_config=LoraConfig(**LORA, task_type="CAUSAL_LM"))
+    if name == "trl-defaults":
+        amp = torch.bfloat16 if trainer.args.bf16 else None  # what TRL actually runs, native or emulated
+    t0 = time.perf_counter()
+    trainer.train()
+    seconds = time.perf_counter() - t0
+    losses = [h["loss"] for h in trainer.state.log_history if "loss" in h]
+    return dict(seconds=seconds, steps=trainer.state.global_step, real_tokens=seen["real"],
+                padding_share=1 - seen["real"] / seen["slots"], first_loss=losses[0], last_loss=losses[-1], amp=amp,
+                model=trainer.model)
+
+
+def worker(name: str, set_name: str, out: Path) -> None:
+    import torch
+
+    from shipsft.config import ModelConfig
+    from shipsft.model.locate import load_tokenizer
     from shipsft.train.loop import eval_loss
 
     tok = load_tokenizer(ModelConfig(path="smollm2"))
-    train, held_out = conversations(n, 1234), conversations(16, 99)
-    eval_rows = _shipsft_rows(tok, held_out, 512)
-    trained_tokens = sum(r.n_trained for r in _shipsft_rows(tok, train, 512))
-    real_tokens = 0
-    if name.startswith("shipsft"):
-        from shipsft.model.load import load_for_training
-        from shipsft.runs.layout import RunFolder
-        from shipsft.train.loop import fit
-        from shipsft.train.run import assemble
+    train, held_out = data(set_name)
+    eval_rows = _shipsft_rows(tok, held_out, SETS[set_name]["max_length"])
+    trained_tokens = sum(r.n_trained for r in _shipsft_rows(tok, train, SETS[set_name]["max_length"]))
+    r = run_shipsft(name, set_name, tok, train, eval_rows) if name.startswith("shipsft") else \
+        run_trl(name, set_name, tok, train)
+    model, amp = r.pop("model"), r.pop("amp")
+    held = eval_loss(model, eval_rows, tok.pad_token_id, SETS[set_name]["max_length"], amp)
+    epoch_real = sum(len(r_.ids) for r_ in _shipsft_rows(tok, train, SETS[set_name]["max_length"]))
+    # trained tokens this run covered: the whole epoch, or its share when a contender ran fewer steps (defaults)
+    trained_tokens = trained_tokens * min(1.0, r["real_tokens"] / epoch_real)
+    r.update(name=name, set=set_name, trained_tokens=trained_tokens, eval_loss=held, peak_rss_gb=peak_rss_gb(),
+             precision=str(amp or "fp32").replace("torch.", ""),
+             tcmalloc="tcmalloc" in os.environ.get("LD_PRELOAD", ""), threads=torch.get_num_threads())
+    out.write_text(json.dumps(r))
 
-        cfg = RunConfig.model_validate({"data": {"max_length": 512}, "method": {"lora": {"r": 16, "alpha": 32}},
-                                        "optim": {"lr": 2e-4, "schedule": "constant", "warmup_steps": 0},
-                                        "train": {"batch_rows": 2, "epochs": 1,
-                                                  "precision": "fp32" if name == "shipsft-fp32" else "auto"}})
-        model, _ = load_for_training(cfg.model, cfg.method, False, torch.device("cpu"))
-        rows = _shipsft_rows(tok, train, 512)
-        with tempfile.TemporaryDirectory() as d:
-            s = assemble(cfg, model, tok, rows, None, RunFolder(Path(d)))
-            t0 = time.perf_counter()
-            res = fit(s)
-            seconds = time.perf_counter() - t0
-            s.sink.close()
-        real_tokens = sum(len(r.ids) for r in rows)
-        slots = sum(h["tokens"] / (1 - h["padding_share"]) for h in res.history)
-        losses = [h["loss"] for h in res.history]
-        steps = res.steps
-        amp = autocast_dtype(cfg.train.precision, torch.device("cpu"))
-    else:
-        from datasets import Dataset
-        from peft import LoraConfig
-        from transformers import AutoModelForCausalLM
-        from trl import SFTConfig, SFTTrainer
 
-        best = name == "trl-best"
-        amp = torch.bfloat16 if torch.ops.mkldnn._is_mkldnn_bf16_supported() else None
-        ds = Dataset.from_list([{"prompt": c[:-1], "completion": c[-1:]} for c in train])
-        args = dict(output_dir=tempfile.mkdtemp(), report_to="none", save_strategy="no", num_train_epochs=1,
-                    use_cpu=True, logging_steps=1, seed=0)
-        if best:
-            args.update(padding_free=True, max_length=None, gradient_checkpointing=False, bf16=amp is not None,
-                        learning_rate=2e-4, lr_scheduler_type="constant")
-        model = AutoModelForCausalLM.from_pretrained(resolve_model_dir("smollm2"), dtype=torch.float32)
-        seen = {"real": 0, "slots": 0}
+# ------------------------------------------------------------------------------------------------------------------
+# the machine's matmul bound
 
-        def count(module, args_, kwargs):  # tokens the model actually processes per forward
-            ids, mask = kwargs.get("input_ids"), kwargs.get("attention_mask")
-            seen["slots"] += ids.numel()
-            seen["real"] += int(mask.sum()) if mask is not None else ids.numel()
 
-        model.register_forward_pre_hook(count, with_kwargs=True)
-        trainer = SFTTrainer(model=model, args=SFTConfig(**args), train_dataset=ds, processing_class=tok,
-                             peft_config=LoraConfig(**LORA, task_type="CAUSAL_LM"))
-        if not best:
-            amp = amp if trainer.args.bf16 else None
-        t0 = time.perf_counter()
-        trainer.train()
-        seconds = time.perf_counter() - t0
-        real_tokens, slots = seen["real"], seen["slots"]
-        losses = [h["loss"] for h in trainer.state.log_history if "loss" in h]
-        steps = trainer.state.global_step
-        model = trainer.model
-    result = {"name": name, "seconds": seconds, "steps": steps, "trained_tokens": trained_tokens, "real_tokens": real_tokens,
-              "padding_share": 1 - real_tokens / slots, "first_loss": losses[0], "last_loss": losses[-1],
-              "eval_loss": eval_loss(model, eval_rows, tok.pad_token_id, 4, amp), "peak_rss_gb": peak_rss_gb(),
-              "precision": str(amp or "fp32"), "tcmalloc": "tcmalloc" in os.environ.get("LD_PRELOAD", "")}
-    out.write_text(json.dumps(result))
+def matmul_rate(dtype_name: str) -> float:
+    """GFLOP/s of torch matmuls at SmolLM2-135M's per-layer training shapes (q/o, k/v, gate/up, down) on
+    1024-token blocks, weighted by how often each runs (the LM head's shape is left out: in emulated bf16 it alone
+    takes a minute to probe). Best of 3 per shape."""
+    import torch
+
+    dtype = getattr(torch, dtype_name)
+    shapes = {(576, 576): 2, (576, 192): 2, (576, 1536): 2, (1536, 576): 1}  # per layer
+    flops = seconds = 0.0
+    for (k, n), count in shapes.items():
+        a, b = torch.randn(1024, k, dtype=dtype), torch.randn(k, n, dtype=dtype)
+        a @ b
+        best = min(_timed(lambda: a @ b) for _ in range(3))
+        flops += 2 * 1024 * k * n * count
+        seconds += best * count
+    return flops / seconds / 1e9
+
+
+def _timed(f) -> float:
+    t0 = time.perf_counter()
+    f()
+    return time.perf_counter() - t0
+
+
+def bound_tok_s(gflops: float) -> float:
+    """Processed tokens/s if only LoRA training's matmuls ran at `gflops`: forward + activation gradients of the
+    frozen linears (2 x 2 x 106.2M FLOP per token) and the LM head on every token (2 x 2 x 28.3M)."""
+    return gflops * 1e9 / (4 * (106.2e6 + 28.3e6))
 
 
 # ------------------------------------------------------------------------------------------------------------------
 # parent
 
 
-def matmul_bound(dtype_name: str) -> float:
-    """Processed tokens/s if only the LoRA-training matmuls ran (4 x 134.5M FLOP per token: forward + activation
-    grads), measured here at SmolLM2's shapes on 2048-token blocks."""
-    import torch
-
-    dtype = torch.bfloat16 if "bfloat16" in dtype_name else torch.float32
-    shapes = {(576, 576): 2, (576, 192): 2, (576, 1536): 2, (1536, 576): 1}  # per layer, x30 layers
-    seconds = 0.0
-    for (k, n), count in shapes.items():
-        a, b = torch.randn(2048, k, dtype=dtype), torch.randn(k, n, dtype=dtype)
-        a @ b
+def run_one(name: str, set_name: str, tc: str | None) -> dict:
+    env = dict(os.environ)
+    env.pop("LD_PRELOAD", None)
+    if tc and name not in ("trl-defaults", "shipsft-tcmalloc"):
+        env["LD_PRELOAD"] = tc  # shipsft's default allocator when installed (cli/allocator.py); TRL gets it too
+    with tempfile.NamedTemporaryFile(suffix=".json") as f:
         t0 = time.perf_counter()
-        for _ in range(3):
-            a @ b
-        seconds += (time.perf_counter() - t0) / 3 * count * 30
-    a, b = torch.randn(2048, 576, dtype=dtype), torch.randn(576, 49152, dtype=dtype)
-    t0 = time.perf_counter()
-    a @ b
-    seconds += time.perf_counter() - t0
-    return 2048 / (2 * seconds)  # forward + the same again for activation gradients
+        subprocess.run([sys.executable, __file__, "--worker", name, "--sets", set_name, "--out", f.name], env=env,
+                       check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        r = json.loads(Path(f.name).read_text())
+    r["wall"] = time.perf_counter() - t0
+    return r
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--examples", type=int, default=48)
-    ap.add_argument("--only", nargs="*", default=["trl-defaults", "trl-best", "shipsft"])
+    ap.add_argument("--sets", nargs="*", default=["short", "long"], choices=list(SETS))
+    ap.add_argument("--only", nargs="*", default=CONTENDERS, choices=CONTENDERS)
     ap.add_argument("--worker")
     ap.add_argument("--out", type=Path)
     a = ap.parse_args()
     if a.worker:
-        worker(a.worker, a.examples, a.out)
+        worker(a.worker, a.sets[0], a.out)
         return
+    import torch
+
     tc = tcmalloc()
-    print(f"{a.examples} training conversations, 1 epoch each; tcmalloc: {tc or 'not installed'}; "
-          f"CPU threads: {os.cpu_count()}")
+    print(f"CPU: {cpu_name()} ({os.cpu_count()} threads, native bf16: {native_bf16()}); torch {torch.__version__}; "
+          f"tcmalloc: {tc or 'not installed'}; load average at start: {os.getloadavg()[0]:.2f}", flush=True)
+    rates = {d: matmul_rate(d) for d in ("float32", "bfloat16")}
+    best_dtype = max(rates, key=rates.get)
+    bound = bound_tok_s(rates[best_dtype])
+    print("matmul rate at the model's shapes: " + ", ".join(f"{d} {r:.0f} GFLOP/s" for d, r in rates.items())
+          + f" -> bound {bound:.0f} processed tok/s ({best_dtype})", flush=True)
     results = []
-    for name in a.only:
-        env = dict(os.environ)
-        if tc and name != "trl-defaults":
-            env["LD_PRELOAD"] = tc  # shipsft's default allocator when installed; TRL best gets the same
-        with tempfile.NamedTemporaryFile(suffix=".json") as f:
-            t0 = time.perf_counter()
-            subprocess.run([sys.executable, __file__, "--worker", name, "--examples", str(a.examples),
-                            "--out", f.name], env=env, check=True, stdout=subprocess.DEVNULL)
-            r = json.loads(Path(f.name).read_text())
-        r["wall"] = time.perf_counter() - t0
-        results.append(r)
-        print(f"  {name}: {r['trained_tokens'] / r['seconds']:.1f} trained tok/s ({r['seconds']:.0f} s train, "
-              f"{r['wall']:.0f} s wall)", flush=True)
-    bound = {p: matmul_bound(p) for p in {r["precision"] for r in results}}
+    for set_name in a.sets:
+        for name in a.only:
+            if name == "trl-defaults" and set_name == "long":
+                continue
+            r = run_one(name, set_name, tc)
+            results.append(r)
+            print(f"  {set_name} {name}: {r['trained_tokens'] / r['seconds']:.1f} trained tok/s ({r['seconds']:.0f} s "
+                  f"train, {r['wall']:.0f} s wall)", flush=True)
     print()
-    print("| contender | precision | tcmalloc | trained tok/s | processed tok/s | % of matmul bound | padding share "
-          "| peak RSS | steps | train loss first -> last (own normalisation) | held-out loss |")
-    print("|---|---|---|---|---|---|---|---|---|---|---|")
+    print(f"| set | contender | precision | tcmalloc | trained tok/s | processed tok/s | % of matmul bound | padding "
+          f"| peak RSS | steps | train loss first -> last | held-out loss |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|")
     for r in results:
         tps, ptps = r["trained_tokens"] / r["seconds"], r["real_tokens"] / r["seconds"]
-        print(f"| {r['name']} | {r['precision'].replace('torch.', '')} | {'yes' if r['tcmalloc'] else 'no'} | "
-              f"{tps:.1f} | {ptps:.0f} | {ptps / bound[r['precision']]:.0%} of {bound[r['precision']]:.0f} | "
-              f"{r['padding_share']:.1%} | {r['peak_rss_gb']:.2f} GB | {r['steps']} | {r['first_loss']:.3f} -> {r['last_loss']:.3f} | "
-              f"{r['eval_loss']:.4f} |")
-    by = {r["name"]: r["trained_tokens"] / r["seconds"] for r in results}
-    if "shipsft" in by:
-        for other in ("trl-best", "trl-defaults"):
-            if other in by:
-                print(f"shipsft / {other}: {by['shipsft'] / by[other]:.2f}x trained tokens/s")
+        print(f"| {r['set']} | {r['name']} | {r['precision']} | {'yes' if r['tcmalloc'] else 'no'} | {tps:.1f} | "
+              f"{ptps:.0f} | {ptps / bound:.0%} | {r['padding_share']:.1%} | {r['peak_rss_gb']:.2f} GB | "
+              f"{r['steps']} | {r['first_loss']:.3f} -> {r['last_loss']:.3f} | {r['eval_loss']:.4f} |")
+    print()
+    for set_name in a.sets:
+        by = {r["name"]: r for r in results if r["set"] == set_name}
+        if "shipsft" not in by:
+            continue
+        speed = {n: r["trained_tokens"] / r["seconds"] for n, r in by.items()}
+        trl = [n for n in ("trl-padfree", "trl-grouped") if n in speed]
+        lines = []
+        if trl:
+            best = max(trl, key=speed.get)
+            lines.append(f"shipsft / TRL best ({best}) = {speed['shipsft'] / speed[best]:.2f}x")
+        if "trl-defaults" in speed:
+            lines.append(f"shipsft / TRL defaults = {speed['shipsft'] / speed['trl-defaults']:.2f}x")
+        for n in ("shipsft-per-doc", "shipsft-tcmalloc"):
+            if n in speed:
+                lines.append(f"{n.replace('shipsft-', '')} gives {speed['shipsft'] / speed[n]:.2f}x")
+        print(f"{set_name}: " + "; ".join(lines))
+    print(f"load average at the end: {os.getloadavg()[0]:.2f}")
 
 
 if __name__ == "__main__":

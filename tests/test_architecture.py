@@ -3,7 +3,10 @@
 Allowed graph (a part may import the parts listed after it; everything may import `config` and `errors`):
 
     cli      -> everything            nothing imports cli/ (only `python -m shipsft`, i.e. __main__)
-    train    -> data, audit, model, eval, runs, report
+    train    -> data, audit, model, eval, runs, report, export (the end-of-training export, output.export)
+    export   -> data, model, eval, runs   merge, GGUF, parity check, model card, chat; never train/ or cli/
+    recipe   -> data, model, train     `shipsft init`: measures data, resolves autos with train/recipe.py
+    sweep    -> train, runs, model, eval, data, report   sweeps (run configs through train/), memory planner
     audit    -> data, train.schedule, train.recipe   (the step arithmetic, asked of train/ not re-derived)
     eval     -> data, model            never train/, runs/, cli/: returns numbers, writes no files
     data     -> (config, errors)       never train/, eval/, audit/, runs/, model/, cli/
@@ -14,8 +17,7 @@ Allowed graph (a part may import the parts listed after it; everything may impor
     errors   -> (nothing)
 
 Rules are read from the AST of every module under src/shipsft, so an import inside a function counts as much as one
-at the top. The leaves the audit pulls in (train.schedule, train.recipe, train.batches) import only config, errors and
-each other.
+at the top. The leaves the audit pulls in (train.schedule, train.recipe, train.batches) import only config, errors and each other.
 """
 from __future__ import annotations
 
@@ -34,12 +36,19 @@ ALLOWED: dict[str, set[str]] = {
     "report": BASE,
     "eval": BASE | {"data", "model"},
     "audit": BASE | {"data", "train.schedule", "train.recipe"},
-    "train": BASE | {"data", "audit", "model", "eval", "runs", "report"},
-    "cli": BASE | {"data", "audit", "model", "train", "eval", "runs", "report", "cli", "__init__"},
+    "train": BASE | {"data", "audit", "model", "eval", "runs", "report", "export"},
+    # export reads a run folder (runs), rebuilds its rendering (data), merges (model), generates (eval); train calls
+    # it at the end of training, so it never imports train
+    "export": BASE | {"data", "model", "eval", "runs"},
+    "recipe": BASE | {"data", "model", "train"},  # shipsft init: data facts + train/recipe.py's resolve_auto
+    "cli": BASE | {"data", "audit", "model", "train", "eval", "runs", "report", "export", "recipe", "sweep", "cli",
+                  "__init__"},
+    # sweep builds configs, runs them through train/, reads run folders through runs/, plans memory with model/
+    "sweep": BASE | {"train", "runs", "model", "eval", "data", "report"},
     "__main__": {"cli"},
     "__init__": set(),
 }
-# the step arithmetic the audit asks train/ for: leaves that import only config, errors and each other
+# the step arithmetic the audit (and shipsft init) ask train/ for: leaves that import only config and each other
 LEAVES = {"train.batches": BASE, "train.schedule": BASE | {"train.batches"}, "train.recipe": BASE | {"train.batches"}}
 ALLOWED.update(LEAVES)
 
@@ -108,7 +117,7 @@ def test_every_import_follows_the_allowed_graph():
 
 
 def test_every_part_says_what_it_owns_and_may_import():
-    for part in ("cli", "data", "audit", "model", "train", "eval", "runs", "report"):
+    for part in ("cli", "data", "audit", "model", "train", "eval", "runs", "report", "export", "recipe", "sweep"):
         doc = ast.get_docstring(ast.parse((SRC / part / "__init__.py").read_text()))
         assert doc and "import" in doc, f"{part}/__init__.py needs a docstring saying what it may import"
 

@@ -48,8 +48,12 @@ class ModelConfig(Section):
     gguf_file: str | None = Field(None, description="File name of the GGUF inside `model.path` when that is a folder.")
     trust_remote_code: bool = Field(False, description=(
         "Pass trust_remote_code to transformers (runs Python shipped with the model). Only when you trust it."))
-    attn_implementation: Literal["sdpa", "eager", "flash_attention_2", "auto"] = Field("sdpa", description=(
-        "Attention kernel. sdpa isolates packed documents from position ids; flash_attention_2 needs CUDA."))
+    attn_implementation: Literal["per_document", "sdpa", "eager", "flash_attention_2", "auto"] = Field(
+        "per_document", description=(
+            "Attention kernel. per_document: each packed document attends only within itself at a cost of "
+            "sum(len^2), not rows x max_length^2 (SDPA per document on CPU, flash-attn varlen on CUDA when "
+            "installed); sdpa: one masked pass over the whole row; flash_attention_2 needs CUDA; auto: "
+            "transformers' choice."))
 
 
 MASKS = ("all_assistant", "last_assistant", "completion", "everything")
@@ -234,7 +238,17 @@ class TrainConfig(Section):
     log_every: int = Field(1, ge=1, description="Write training metrics every N optimizer steps.")
     max_nonfinite_steps: int = Field(3, ge=1, description=(
         "Consecutive optimizer steps with a non-finite loss or gradient (each skipped) that stop the run."))
-    compile: bool = Field(False, description="torch.compile the decoder (needs data.packing: false).")
+    compile: bool = Field(False, description=(
+        "torch.compile the decoder. With data.packing it needs model.attn_implementation: per_document (the "
+        "attention itself runs uncompiled; the rest of each layer compiles)."))
+    distributed: Literal["auto", "ddp", "fsdp2"] = Field("auto", description=(
+        "Data parallelism when launched on several processes (torchrun / accelerate launch): ddp replicates the "
+        "model on every rank; fsdp2 shards weights, gradients and optimizer state per decoder layer (full "
+        "fine-tuning of models that do not fit one GPU). auto: ddp when launched multi-process, else one process. "
+        "The examples of each optimizer step are split over the ranks; the result equals the one-process run."))
+    dist_timeout_minutes: int = Field(60, ge=1, description=(
+        "How long a rank waits for the others before the run fails (under ddp, rank 0 alone runs the task "
+        "evals while the other ranks wait)."))
 
     @model_validator(mode="before")
     @classmethod
@@ -294,7 +308,9 @@ class SuiteConfig(Section):
     metrics: list[str] = Field(default_factory=lambda: ["exact_match"], description=(
         "exact_match, exact_match_raw, contains, regex:<pattern>, json_valid, json_field_match, token_f1, rouge_l, "
         "judge, or module:function."))
-    max_new_tokens: int = Field(128, ge=1, description="Generation budget per example.")
+    max_new_tokens: int | None = Field(None, ge=1, description=(
+        "Generation budget per example; null = the suite's longest reference in tokens plus a quarter of it (at "
+        "least 16 more tokens)."))
     limit: int | None = Field(None, ge=1, description="Only the first N examples.")
 
 
@@ -351,18 +367,137 @@ class EvalConfig(Section):
         return self
 
 
+EXPORT_DTYPES = ("f32", "f16", "bf16")
+# GGUF types gguf-py quantizes in pure Python (gguf.quants); K-quants and i-quants need llama.cpp's C++ quantizer
+GGUF_QUANTS = ("q8_0", "q5_1", "q5_0", "q4_1", "q4_0")
+LLAMA_CPP_QUANTS = ("q2_k", "q3_k_s", "q3_k_m", "q3_k_l", "q4_k_s", "q4_k_m", "q5_k_s", "q5_k_m", "q6_k", "iq1_s",
+                    "iq1_m", "iq2_xxs", "iq2_xs", "iq2_s", "iq2_m", "iq3_xxs", "iq3_xs", "iq3_s", "iq3_m", "iq4_nl",
+                    "iq4_xs", "tq1_0", "tq2_0")
+
+
+class ExportConfig(Section):
+    to: list[Literal["hf", "gguf"]] = Field(default_factory=lambda: ["hf", "gguf"], description=(
+        "What `shipsft export` writes: hf (merged safetensors folder) and/or gguf (one file, llama.cpp / Ollama)."))
+    dtype: Literal["f32", "f16", "bf16"] = Field("f32", description=(
+        "Weight dtype of the HF folder (and of the GGUF unless quant is set). The merge itself is always fp32; f32 "
+        "serves exactly as trained (the parity check then demands identical greedy output)."))
+    quant: str | None = Field(None, description=(
+        "GGUF tensor type instead of dtype: q8_0, q5_1, q5_0, q4_1 or q4_0 (written by gguf-py). K-quants (q4_k_m, "
+        "...) need llama.cpp's llama-quantize on an f16 GGUF."))
+    check: bool = Field(True, description=(
+        "Run the train/serve parity check after writing (template bytes, stop ids, greedy generation vs the "
+        "run's adapter); a mismatch fails the export."))
+    check_prompts: int | None = Field(None, ge=1, description=(
+        "Eval prompts the parity check generates on; null = 8 when check is on."))
+    dir: str | None = Field(None, description="Where the export goes; null = <run folder>/export.")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _resolve(cls, data: Any) -> Any:
+        if not isinstance(data, dict):
+            return data
+        data = dict(data)
+        if isinstance(data.get("quant"), str):
+            data["quant"] = data["quant"].lower()
+        if data.get("check", True) and data.get("check_prompts") is None:
+            data["check_prompts"] = 8  # 8 prompts x 2 models: ~30 s on a 2-core CPU for the 135M model
+        return data
+
+    @model_validator(mode="after")
+    def _combinations(self) -> "ExportConfig":
+        problems = []
+        if not self.to:
+            problems.append("output.export.to is empty. Fix: [hf], [gguf] or [hf, gguf], or output.export: null")
+        if len(set(self.to)) != len(self.to):
+            problems.append(f"output.export.to repeats a target: {self.to}")
+        if self.quant is not None:
+            q = self.quant
+            if "gguf" not in self.to:
+                problems.append("output.export.quant applies to the GGUF file only, and output.export.to has no gguf. "
+                                "Fix: add gguf to output.export.to, or remove output.export.quant")
+            elif q in LLAMA_CPP_QUANTS:
+                problems.append(f"output.export.quant={self.quant} needs llama.cpp's quantizer (gguf-py writes only "
+                                f"{', '.join(GGUF_QUANTS)}). Fix: export an f16 GGUF, then `llama-quantize "
+                                f"model-f16.gguf model-{q}.gguf {q.upper()}`")
+            elif q not in GGUF_QUANTS:
+                problems.append(f"output.export.quant={self.quant!r} is not a GGUF type shipsft writes. Fix: one of "
+                                f"{', '.join(GGUF_QUANTS)} (or none: the GGUF then uses output.export.dtype)")
+        if not self.check and self.check_prompts is not None:
+            problems.append("output.export.check_prompts is set but output.export.check is false, so it would be "
+                            "ignored. Fix: remove check_prompts, or set check: true")
+        if problems:
+            raise ValueError("\n".join(problems))
+        return self
+
+
 class OutputConfig(Section):
     dir: str = Field("runs", description="Folder that holds run folders.")
     name: str | None = Field(None, description="Run folder name; null = <config name>-<timestamp>.")
-    save_merged: bool = Field(False, description="Not available yet (merge/export); the run folder holds the adapter.")
+    export: ExportConfig | None = Field(None, description=(
+        "Export the promoted model at the end of `shipsft train` (merged HF folder, GGUF, parity check, model "
+        "card); null = no export (run `shipsft export RUN` later)."))
 
-    @field_validator("save_merged")
+    @model_validator(mode="before")
     @classmethod
-    def _not_yet(cls, v: bool) -> bool:
-        if v:
-            raise ValueError("merged-weights export is not built yet; the run folder holds the peft adapter, which "
-                             "transformers and peft load directly. Remove output.save_merged")
-        return v
+    def _replaced_keys(cls, data: Any) -> Any:
+        # run folders written before output.export existed hold `save_merged: false`: they must load unchanged
+        if isinstance(data, dict) and "save_merged" in data:
+            data = dict(data)
+            if data.pop("save_merged"):
+                raise ValueError("output.save_merged was replaced by output.export. Fix: output.export: {to: [hf]} "
+                                 "(merged safetensors folder), or run `shipsft export RUN` after training")
+        return data
+
+
+TRACKERS = ("tensorboard", "mlflow", "wandb", "trackio")
+# the settings of each tracker, and what a before-validator fills in when the tracker is on and the setting is null
+TRACKER_SETTINGS = {"mlflow": {"mlflow_uri": None, "mlflow_experiment": "shipsft"},
+                    "wandb": {"wandb_project": "shipsft", "wandb_mode": "offline"},
+                    "trackio": {"trackio_project": "shipsft"}}
+
+
+class TrackConfig(Section):
+    sinks: list[Literal["tensorboard", "mlflow", "wandb", "trackio"]] = Field(default_factory=list, description=(
+        "Trackers that receive every metric besides metrics.jsonl (always written), with the resolved config as "
+        "params, the config / data / token / tokenizer / template hashes as tags and the run's reports as "
+        "artifacts. Each needs its extra: pip install 'shipsft[tensorboard]' (or mlflow, wandb, trackio, track for "
+        "all). `track: [tensorboard, mlflow]` is short for `track: {sinks: [tensorboard, mlflow]}`."))
+    mlflow_uri: str | None = Field(None, description=(
+        "MLflow tracking URI: a server (http://127.0.0.1:5000) or a database (sqlite:///runs/mlflow.db, one store "
+        "for many runs); null = a SQLite store inside the run folder (<run>/mlflow.db, artifacts in "
+        "<run>/mlartifacts)."))
+    mlflow_experiment: str | None = Field(None, description="MLflow experiment name; null = shipsft when mlflow is on.")
+    wandb_project: str | None = Field(None, description="Weights & Biases project; null = shipsft when wandb is on.")
+    wandb_mode: Literal["offline", "online"] | None = Field(None, description=(
+        "offline: W&B writes the run under <run>/wandb/ with no network (upload later with `wandb sync`); online: "
+        "streams it (needs `wandb login`). null = offline when wandb is on."))
+    trackio_project: str | None = Field(None, description="trackio project; null = shipsft when trackio is on.")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _resolve(cls, data: Any) -> Any:
+        if isinstance(data, (list, str)):  # the shorthand `track: [tensorboard, mlflow]`
+            data = {"sinks": data}
+        if not isinstance(data, dict):
+            return data
+        data = dict(data)
+        if isinstance(data.get("sinks"), str):
+            data["sinks"] = [data["sinks"]]
+        sinks = data.get("sinks") or []
+        problems = []
+        for tracker, settings in TRACKER_SETTINGS.items():
+            for key, default in settings.items():
+                if tracker in sinks:
+                    if data.get(key) is None:
+                        data[key] = default
+                elif data.get(key) is not None:
+                    problems.append(f"track.{key} is set but {tracker} is not in track.sinks, so it would be ignored. "
+                                    f"Fix: add {tracker} to track.sinks, or remove track.{key}")
+        if isinstance(sinks, list) and len(set(map(str, sinks))) != len(sinks):
+            problems.append(f"track.sinks repeats a tracker: {sinks}")
+        if problems:
+            raise ValueError("\n".join(problems))
+        return data
 
 
 class RunConfig(Section):
@@ -373,6 +508,8 @@ class RunConfig(Section):
     train: TrainConfig = Field(default_factory=TrainConfig, description="Steps, batches, precision, checkpoints.")
     eval: EvalConfig = Field(default_factory=EvalConfig, description="Task suites, drift, gates, early stopping.")
     output: OutputConfig = Field(default_factory=OutputConfig, description="Where the run folder goes.")
+    track: TrackConfig = Field(default_factory=TrackConfig, description=(
+        "Experiment trackers (TensorBoard, MLflow, W&B, trackio) besides metrics.jsonl."))
 
     @model_validator(mode="before")
     @classmethod
@@ -396,10 +533,12 @@ class RunConfig(Section):
         if self.train.eval_every is not None and not self.data.eval:
             problems.append("train.eval_every is set but data.eval is empty, so no eval loss would be measured. "
                             "Fix: set data.eval, or remove train.eval_every")
-        if self.train.compile and self.data.packing:
-            problems.append("train.compile with data.packing: under torch.compile transformers stops detecting "
+        if self.train.compile and self.data.packing and self.model.attn_implementation != "per_document":
+            problems.append(f"train.compile with data.packing and model.attn_implementation="
+                            f"{self.model.attn_implementation}: under torch.compile transformers stops detecting "
                             "packed documents from position_ids, so examples would attend to each other. Fix: "
-                            "train.compile: false, or data.packing: false")
+                            "model.attn_implementation: per_document (finds the documents itself), train.compile: "
+                            "false, or data.packing: false")
         if problems:
             raise ValueError("\n".join(problems))
         return self

@@ -77,10 +77,16 @@ def test_collate_pads_with_own_position_run():
     assert batch["labels"][short, 3:].tolist() == [IGNORE_INDEX] * 3
 
 
+@pytest.mark.parametrize("attn", ["sdpa", "per_document"])
 @pytest.mark.parametrize("arch", ["llama", "qwen2", "qwen3", "mistral", "gemma"])
-def test_packed_logits_equal_each_example_alone(arch):
-    """Isolation: a packed row's logits for each example == that example run alone (SDPA on CPU, 1e-5)."""
+def test_packed_logits_equal_each_example_alone(arch, attn):
+    """Isolation: a packed row's logits for each example == that example run alone (1e-5), with SDPA's masked pass
+    over the row and with per-document attention (shipsft.model.attention)."""
     model = _tiny(arch)
+    if attn == "per_document":
+        from shipsft.model.attention import register
+
+        model.set_attn_implementation(register())
     rs = _rendered([7, 5, 9, 3, 11, 4, 6], seed=1)
     res = pack_examples(rs, 16, True)
     assert any(len(r.seq_lens) > 1 for r in res.rows)

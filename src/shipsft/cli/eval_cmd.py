@@ -1,7 +1,11 @@
-"""`shipsft eval MODEL_OR_RUN [--suite FILE ...] [--baseline MODEL] [--metric ...] [--limit N] [--out eval.json]`
+"""`shipsft eval MODEL_OR_RUN [--suite FILE ...] [--baseline MODEL] [--metric ...] [--limit N] [--out eval.json]
+[--failures N]`
 
 Scores a model on task suites (conversations whose last assistant turn is the reference) and, with a baseline,
 prints a before/after table: metric per suite for base and tuned, the delta and its paired-bootstrap 95% CI.
+Every prediction is kept in predictions.jsonl (source file:line, prompt, reference, output, each metric's score,
+and the base model's output and scores when a baseline ran): next to --out, else in the run folder when MODEL is a
+run, else in the current folder. `--failures N` prints the N worst side by side with their reference.
 
 MODEL_OR_RUN is a model folder, a .gguf, `smollm2`, a peft adapter folder, or a run folder (`shipsft train`
 output). A run folder means its promoted `final/` (or, for a run that was not promoted, its last saved `adapter/`
@@ -20,17 +24,19 @@ from pathlib import Path
 
 import torch
 from rich.console import Console
+from rich.text import Text
 
 from shipsft.config import EvalConfig, ModelConfig, RunConfig, SuiteConfig, load_config
 from shipsft.errors import ConfigError
 from shipsft.eval.metrics import resolve_metrics
-from shipsft.eval.suites import before_after, samples, score_suites
+from shipsft.eval.suites import before_after, predictions, samples, score_suites
 from shipsft.model.load import load_base, load_trained
 from shipsft.model.locate import tokenizer_from
 from shipsft.model.precision import autocast_dtype, pick_device
 from shipsft.runs.jsonio import write_json
-from shipsft.runs.layout import RunFolder, is_run_folder
-from shipsft.cli.views import show_eval
+from shipsft.runs.layout import PREDICTIONS, RunFolder, is_run_folder
+from shipsft.runs.predictions import worst, write_predictions
+from shipsft.cli.views import show_eval, show_failures
 
 
 @dataclass
@@ -103,12 +109,20 @@ def load_target(target: Target, device: torch.device):
 
 
 def _scores(model, tok, cfg: RunConfig, ecfg: EvalConfig, amp) -> dict:
-    runs = score_suites(model, tok, cfg.data, ecfg, amp)
-    return {name: (run.scores, samples(suite.items, run.outputs, 3)) for name, (suite, run) in runs.items()}
+    """{suite name: (Suite, SuiteRun)}: outputs and per-example scores of every suite."""
+    return score_suites(model, tok, cfg.data, ecfg, amp)
+
+
+def predictions_path(spec: str, target: Target, out: Path | None) -> Path:
+    """Next to --out; else in the run folder when MODEL is a run; else in the current folder."""
+    if out is not None:
+        return Path(out).parent / PREDICTIONS
+    return RunFolder(Path(spec)).predictions if target.is_run else Path(PREDICTIONS)
 
 
 def run_eval(model: str, suites: list[Path] | None, baseline: str | None = None, metrics: list[str] | None = None,
-             limit: int | None = None, out: Path | None = None, console: Console | None = None) -> int:
+             limit: int | None = None, out: Path | None = None, console: Console | None = None,
+             failures: int = 0) -> int:
     console = console or Console()
     if metrics:
         resolve_metrics(list(metrics))  # fail on a bad metric name before loading anything
@@ -138,7 +152,13 @@ def run_eval(model: str, suites: list[Path] | None, baseline: str | None = None,
             base_model, base_tok = load_target(Target(bcfg, None, base_spec), device)
             base = _scores(base_model, base_tok, bcfg, ecfg, amp)
     result = _summarise(tuned, base)
-    show_eval(console, result, target.label, base_spec)
+    show_eval(console, result, base_spec)
+    rows = [p for name, (suite, run) in tuned.items()
+            for p in predictions(name, suite.items, run, base[name][1] if base is not None else None)]
+    written = write_predictions(predictions_path(model, target, out), rows, kind="eval")
+    console.print(Text(f"wrote {written} ({len(rows)} predictions)"))
+    if failures:
+        show_failures(console, worst(rows, failures), len(rows))
     if out is not None:
         write_json(Path(out), {"model": model, "baseline": base_spec, "suites_config": ecfg.model_dump(mode="json"),
                                "suites": result})
@@ -148,13 +168,14 @@ def run_eval(model: str, suites: list[Path] | None, baseline: str | None = None,
 
 def _summarise(tuned: dict, base: dict | None) -> dict:
     result = {}
-    for name, (scores, smp) in tuned.items():
+    for name, (suite, run) in tuned.items():
+        scores = run.scores
+        smp = samples(suite.items, run.outputs, 3)
         entry: dict = {"n": len(scores), "samples": smp}
         if base is not None:
-            entry["rows"] = before_after(name, base[name][0], scores)
-            base_out = {s["source"]: s["output"] for s in base[name][1]}
-            for s in smp:
-                s["base_output"] = base_out.get(s["source"])
+            entry["rows"] = before_after(name, base[name][1].scores, scores)
+            for s, b in zip(smp, base[name][1].outputs):
+                s["base_output"] = b
         else:
             keys = list(scores[0]) if scores else []
             entry["rows"] = [{"suite": name, "metric": k,

@@ -1,10 +1,13 @@
 """`shipsft` command line: a thin typer layer over the library.
 
+    shipsft init DATA [--eval FILE] [--model M] [--out CONFIG] [--task-metric M]
     shipsft preview CONFIG [--index N] [--set key=value ...]
     shipsft audit CONFIG [--out DIR]
     shipsft train CONFIG [--skip-audit]
-    shipsft eval MODEL_OR_RUN [--suite FILE] [--baseline MODEL]
+    shipsft eval MODEL_OR_RUN [--suite FILE] [--baseline MODEL] [--failures N]
     shipsft reproduce RUN_DIR [--check-steps N]
+    shipsft export RUN [--to hf|gguf] [--dtype f32|f16|bf16] [--quant q8_0] [--check] [--serve-check]
+    shipsft chat RUN_OR_MODEL [--prompt TEXT]
     shipsft config explain [KEY]
     shipsft --version
 
@@ -155,14 +158,16 @@ def eval_cmd(
     metrics: Optional[list[str]] = typer.Option(None, "--metric", help="Metric names (default: the run's, or "
                                                                        "exact_match)"),
     limit: Optional[int] = typer.Option(None, "--limit", help="Only the first N examples of each suite"),
-    out: Optional[Path] = typer.Option(None, "--out", help="Write eval.json here"),
+    out: Optional[Path] = typer.Option(None, "--out", help="Write eval.json here (predictions.jsonl beside it)"),
+    failures: int = typer.Option(0, "--failures", min=0, help="Print the N worst predictions side by side"),
 ) -> None:
-    """Evaluate a model (or a run's promoted model) on task suites; --baseline adds deltas with 95% CIs."""
+    """Evaluate a model (or a run's promoted model) on task suites; --baseline adds deltas with 95% CIs. Every
+    prediction goes to predictions.jsonl."""
     from shipsft.cli.eval_cmd import run_eval
 
     try:
         code = run_eval(model, suites=suite, baseline=baseline, metrics=metrics, limit=limit, out=out,
-                        console=console)
+                        console=console, failures=failures)
     except ShipError as e:
         fail(e)
     raise typer.Exit(code or 0)
@@ -212,6 +217,17 @@ def config_explain(key: Optional[str] = typer.Argument(None, help="A dotted key 
             console.print(escape(line), soft_wrap=True)
     except ShipError as e:
         fail(e)
+
+
+from shipsft.cli import chat_cmd, export_cmd  # noqa: E402 - each module holds its command's options
+
+app.command(name="export")(export_cmd.export)
+app.command(name="chat")(chat_cmd.chat)
+from shipsft.cli import init_cmd  # noqa: E402
+app.command(name="init")(init_cmd.init)
+from shipsft.cli import plan_cmd, sweep_cmd  # noqa: E402
+app.command(name="sweep")(sweep_cmd.sweep)
+app.command(name="plan")(plan_cmd.plan)
 
 
 def main() -> None:

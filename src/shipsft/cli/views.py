@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from rich import box
 from rich.console import Console
 from rich.table import Table
 from rich.text import Text
@@ -78,25 +79,60 @@ def show_audit(result, console: Console, paths: tuple[Path, Path] | None = None)
         console.print(Text(f"wrote {paths[0]} and {paths[1]}"))  # Text: a path is never read as rich markup
 
 
-def show_eval(console: Console, result: dict, label: str, base_spec: str | None) -> None:
-    table = Table(title="before / after" if base_spec else "eval", show_lines=False)
-    table.add_column("suite")
-    table.add_column("metric")
-    table.add_column("n", justify="right")
-    if base_spec:
-        table.add_column(f"base ({base_spec})", justify="right")
-    table.add_column(f"tuned ({label})" if base_spec else label, justify="right")
-    if base_spec:
-        table.add_column("delta", justify="right")
-        table.add_column("95% CI", justify="right")
+def show_eval(console: Console, result: dict, base_spec: str | None) -> None:
+    """One table per suite: metric, base, tuned, delta, 95% CI (the models are named on the line above it).
+    Metric names are never cut (they fold at the terminal's edge instead): at 80 columns
+    `json_field_match/category` and the CI column still fit side by side."""
     for name, entry in result.items():
+        title = f"{'before / after on ' if base_spec else ''}{name} (n={entry['n']})"
+        table = Table(title=title, box=box.SIMPLE_HEAD, title_justify="left", pad_edge=False)
+        width = max((len(r["metric"]) for r in entry["rows"]), default=6)
+        table.add_column("metric", overflow="fold", min_width=min(width, 40))
+        if base_spec:
+            table.add_column("base", justify="right", no_wrap=True)
+        table.add_column("tuned" if base_spec else "score", justify="right", no_wrap=True)
+        if base_spec:
+            table.add_column("delta", justify="right", no_wrap=True)
+            table.add_column("95% CI", justify="right", no_wrap=True)
         for r in entry["rows"]:
-            cells = [name, r["metric"], str(r.get("n", entry["n"]))]
+            cells = [r["metric"]]
             if base_spec:
                 color = "green" if r["lo"] > 0 else "red" if r["hi"] < 0 else "white"
-                cells += [f"{r['base']:.4f}", f"{r['tuned']:.4f}", f"[{color}]{r['delta']:+.4f}[/]",
-                          f"[{r['lo']:+.4f}, {r['hi']:+.4f}]"]
+                cells += [f"{r['base']:.3f}", f"{r['tuned']:.3f}", f"[{color}]{r['delta']:+.3f}[/]",
+                          f"[{r['lo']:+.3f}, {r['hi']:+.3f}]"]
             else:
-                cells.append(f"{r['tuned']:.4f}")
+                cells.append(f"{r['tuned']:.3f}")
             table.add_row(*cells)
-    console.print(table)
+        console.print(table)
+
+
+def show_failures(console: Console, rows: list[dict], n_total: int) -> None:
+    """`shipsft eval --failures N`: each failure with its source and every score (wrapped, never cut), the prompt,
+    then the prediction and the reference side by side (and the base model's output when a baseline ran)."""
+    if not rows:
+        console.print(f"no failures: every one of the {n_total} predictions scored 1 on every metric")
+        return
+    console.rule(f"the {len(rows)} worst of {n_total} predictions")
+    for i, r in enumerate(rows, 1):
+        head = Text.assemble((f"#{i} ", "bold"), (r.get("suite", ""), "bold"), "  ", (r.get("source", ""), "cyan"))
+        console.print(head, overflow="fold")
+        scores = r.get("scores") or {}
+        console.print(Text("   ".join(f"{k} {v:.2f}" for k, v in scores.items() if "/" not in k)
+                           + _wrong(scores), style="yellow"), overflow="fold")
+        prompt = " ".join(str(r.get("prompt", "")).split())
+        console.print(Text("prompt: " + (prompt if len(prompt) <= 320 else prompt[:320] + " ..."), style="dim"),
+                      overflow="fold")
+        table = Table(box=box.SIMPLE_HEAD, expand=True, pad_edge=False, show_edge=False)
+        table.add_column("output", ratio=1, overflow="fold")
+        table.add_column("reference", ratio=1, overflow="fold")
+        if "base_output" in r:
+            table.add_column("base output", ratio=1, overflow="fold")
+            table.add_row(Text(r.get("output", "")), Text(r.get("reference", "")), Text(r["base_output"] or ""))
+        else:
+            table.add_row(Text(r.get("output", "")), Text(r.get("reference", "")))
+        console.print(table)
+
+
+def _wrong(scores: dict) -> str:
+    fields = [k.split("/", 1)[1] for k, v in scores.items() if k.startswith("json_field_match/") and v < 1]
+    return f"   wrong fields: {', '.join(fields)}" if fields else ""

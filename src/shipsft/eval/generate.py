@@ -1,15 +1,26 @@
-"""Batched greedy generation: LEFT-padded (the new tokens of every row start at the same column), prompts sorted by
-length so each batch pads little, stopping at the end-of-turn token (`items.stop_ids`).
-
-Works unchanged for a peft LoRA model (no merge; `PeftModel.generate`) and for a full model. Memory stays flat:
-`generate` keeps only the KV cache and the next-token logits of one batch, never [N, seq, vocab] (failure mode 16).
+"""Batched greedy generation for evals: length-sorted, LEFT-padded batches whose rows leave as soon as they end.
 
     outputs = generate(model, tokenizer, [it.prompt_ids for it in items], stop_ids=ids, max_new_tokens=40,
                        batch_size=8, amp=torch.bfloat16)
+
+What makes it fast (bench/eval_speed.py measures each against transformers' `generate`):
+- prompts are sorted by length, so a batch pads little; outputs come back in the input order;
+- a row leaves the batch the step it emits a stop token (`items.stop_ids`): its KV cache rows are dropped and it
+  costs nothing more, where `model.generate` keeps decoding every row until the slowest one ends;
+- only the last position goes through the LM head (`logits_to_keep=1`), and there is no per-step logits
+  processing: greedy is one argmax;
+- the generation budget defaults to the suite's longest reference plus a margin (`eval/suites.py`), not a fixed
+  128 tokens that a rambling base model always uses up.
+
+Greedy tokens equal `model.generate(do_sample=False)`'s (tests/eval/test_generate_speedups.py): the same left
+padding, position ids counted from each row's first real token, and the same KV cache. Works unchanged for a peft
+LoRA model (no merge) and for a full model. Memory stays flat: one batch's KV cache and its last-position logits,
+never [N, seq, vocab] (failure mode 16).
 """
 from __future__ import annotations
 
 import contextlib
+import inspect
 
 import torch
 
@@ -25,34 +36,85 @@ def left_pad(seqs: list[list[int]], pad_id: int, device=None) -> tuple[torch.Ten
     return ids.to(device), mask.to(device)
 
 
+def _lm(model):
+    """The causal LM under a peft wrapper (its forward runs the adapters), or the model itself."""
+    return model.get_base_model() if hasattr(model, "get_base_model") else model
+
+
+def _cache_kwarg(lm) -> str:
+    """transformers 5 names the cache argument `cache` (`past_key_values` is its deprecated alias)."""
+    return "cache" if "cache" in inspect.signature(lm.forward).parameters else "past_key_values"
+
+
+def _new_cache(lm):
+    from transformers import DynamicCache
+
+    try:
+        return DynamicCache(config=lm.config)
+    except TypeError:  # older transformers: no config argument
+        return DynamicCache()
+
+
+@torch.no_grad()
+def greedy_ids(model, prompts: list[list[int]], *, stop_ids: list[int], max_new_tokens: int, pad_id: int,
+               ) -> list[list[int]]:
+    """Greedy continuation ids of one batch of prompts, each cut before its first stop token."""
+    lm = _lm(model)
+    device = next(lm.parameters()).device
+    ids, mask = left_pad(prompts, pad_id, device)
+    cache, key = _new_cache(lm), _cache_kwarg(lm)
+    position = (mask.cumsum(-1) - 1).clamp_min(0)
+    stops = torch.tensor(sorted(set(stop_ids)), device=device)
+    rows = torch.arange(len(prompts), device=device)  # which prompt each live batch row is
+    out: list[list[int]] = [[] for _ in prompts]
+    logits = lm(input_ids=ids, attention_mask=mask, position_ids=position, use_cache=True, logits_to_keep=1,
+                **{key: cache}).logits
+    last = position[:, -1]
+    for step in range(max_new_tokens):
+        nxt = logits[:, -1].argmax(-1)
+        done = torch.isin(nxt, stops)
+        for r, t in zip(rows.tolist(), nxt.tolist()):
+            out[r].append(t)
+        if step + 1 == max_new_tokens:
+            break
+        if done.any():  # finished rows leave the batch: their cache rows are dropped
+            keep = (~done).nonzero().flatten()
+            if keep.numel() == 0:
+                break
+            cache.batch_select_indices(keep)
+            rows, nxt, mask, last = rows[keep], nxt[keep], mask[keep], last[keep]
+        mask = torch.cat([mask, mask.new_ones(mask.shape[0], 1)], dim=1)
+        last = last + 1
+        logits = lm(input_ids=nxt[:, None], attention_mask=mask, position_ids=last[:, None], use_cache=True,
+                    logits_to_keep=1, **{key: cache}).logits
+    stop_set = set(stop_ids)
+    return [next((seq[:k] for k, t in enumerate(seq) if t in stop_set), seq) for seq in out]
+
+
 @torch.no_grad()
 def generate(model, tokenizer, prompts: list[list[int]], *, stop_ids: list[int], max_new_tokens: int,
              batch_size: int, amp: torch.dtype | None) -> list[str]:
     """Greedy continuations of tokenised prompts, decoded up to (not including) the first stop token.
 
     Prompts are sorted by length so each batch pads little; the outputs come back in the input order.
-    `amp` (the run's autocast dtype, bf16 on AMX CPUs) runs the decode under autocast, as training does: on this
-    project's 2-core CPU, 8 quickstart prompts x 24 tokens took 19 s in fp32 and 10 s under bf16 autocast (machine
-    shared, so absolute times are high; the ratio held in two repeats).
+    `amp` (the run's autocast dtype, bf16 on CPUs with native bf16) runs the decode under autocast, as training
+    does: on a 2-core AVX512-BF16 CPU, 8 quickstart prompts x 24 tokens took 19 s in fp32 and 10 s under bf16
+    autocast (machine shared, so absolute times are high; the ratio held in two repeats).
     """
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else stop_ids[0]
     was_training = model.training
     model.eval()
-    device = next(model.parameters()).device
     order = sorted(range(len(prompts)), key=lambda i: len(prompts[i]))
     outputs: list[str] = [""] * len(prompts)
+    device_type = next(model.parameters()).device.type
     try:
         for start in range(0, len(order), batch_size):
             chunk = order[start:start + batch_size]
-            ids, mask = left_pad([prompts[i] for i in chunk], pad_id, device)
-            with torch.autocast(device.type, dtype=amp) if amp is not None else contextlib.nullcontext():
-                out = model.generate(input_ids=ids, attention_mask=mask, max_new_tokens=max_new_tokens,
-                                     do_sample=False, eos_token_id=stop_ids, pad_token_id=pad_id,
-                                     use_cache=True, temperature=None, top_p=None, top_k=None)
-            for row, i in enumerate(chunk):
-                new = out[row, ids.shape[1]:].tolist()
-                cut = next((k for k, t in enumerate(new) if t in stop_ids), len(new))
-                outputs[i] = tokenizer.decode(new[:cut], skip_special_tokens=True)
+            with torch.autocast(device_type, dtype=amp) if amp is not None else contextlib.nullcontext():
+                new = greedy_ids(model, [prompts[i] for i in chunk], stop_ids=stop_ids,
+                                 max_new_tokens=max_new_tokens, pad_id=pad_id)
+            for i, seq in zip(chunk, new):
+                outputs[i] = tokenizer.decode(seq, skip_special_tokens=True)
     finally:
         model.train(was_training)
     return outputs

@@ -6,7 +6,9 @@ writes no files; the training loop decides when to call each function and what t
     rec = smoke(sess, step)        # the first eval.smoke_size examples of the first suite
     rec = full(sess, step)         # every suite + eval loss + KL to base + forgetting probe
 
-Each returns an `EvalRecord` (kind, step, flat metrics, per-example scores, sample generations). Metric names:
+Each returns an `EvalRecord` (kind, step, flat metrics, per-example scores, sample generations, and every
+prediction: source, prompt, reference, output, scores, plus the base model's output and scores in a full eval).
+Metric names:
 `<suite>/<metric>` per suite (plus `<suite>/eval_loss`), and run-wide `eval_loss`, `kl_to_base`, `probe_loss`,
 `probe_kl`, `general_loss_increase` (see `eval/gates.py` for how gates and early stopping name them).
 """
@@ -20,7 +22,7 @@ from shipsft.errors import ConfigError
 from shipsft.eval.drift import TOPK, SeqStats, TopK, mean_kl, mean_loss, teacher_forced
 from shipsft.eval.gates import check_names
 from shipsft.eval.items import EvalItem, build_items, eval_renderer, load_probe, stop_ids
-from shipsft.eval.suites import Suite, build_suite, run_suite, samples
+from shipsft.eval.suites import Suite, SuiteRun, build_suite, predictions, run_suite, samples
 
 
 @dataclass
@@ -31,9 +33,12 @@ class EvalRecord:
     scores: dict[str, list[dict[str, float]]] = field(default_factory=dict)  # suite -> per-example scores
     samples: list[dict] = field(default_factory=list)
     time_s: float = 0.0
+    # every example of every suite (eval/suites.py: predictions); written to predictions.jsonl, not eval.jsonl
+    predictions: list[dict] = field(default_factory=list)
 
     def to_json(self, kl_method: str, **extra) -> dict:
-        """The eval.jsonl line (per-example scores stay in memory: the before/after table uses them)."""
+        """The eval.jsonl line (per-example scores and predictions stay out of it: the before/after table uses the
+        scores, runs/predictions.py writes the predictions)."""
         return {"kind": self.kind, "step": self.step, **extra, "metrics": self.metrics, "samples": self.samples,
                 "kl_method": kl_method, "time_s": self.time_s}
 
@@ -55,6 +60,7 @@ class EvalSession:
     kl_method: str = ""
     base_probe_loss: float | None = None
     base_scores: dict[str, list[dict[str, float]]] = field(default_factory=dict)
+    base_outputs: dict[str, list[str]] = field(default_factory=dict)  # suite -> the base model's generations
 
 
 def build_session(ecfg: EvalConfig, data: DataConfig, tokenizer, model, amp) -> EvalSession:
@@ -85,14 +91,15 @@ def build_session(ecfg: EvalConfig, data: DataConfig, tokenizer, model, amp) -> 
 def baseline(sess: EvalSession) -> EvalRecord:
     """Base model on every suite + probe, before step 1."""
     t0 = time.perf_counter()
-    metrics, kept, scores = _generate_all(sess)
+    metrics, kept, scores, preds = _generate_all(sess)
     sess.base_scores = scores
+    sess.base_outputs = {s.name: [p["output"] for p in preds if p["suite"] == s.name] for s in sess.suites}
     full_ft = sess.kl_ref is None and sess.cfg.kl_to_base
     forced, stats = _forced(sess, None, cache_topk=TOPK if full_ft else 0, kl_zero=True)
     if full_ft:
         sess.kl_ref = [s.topk for s in stats]
     metrics.update(forced)
-    return EvalRecord("baseline", 0, metrics, scores, kept, round(time.perf_counter() - t0, 2))
+    return EvalRecord("baseline", 0, metrics, scores, kept, round(time.perf_counter() - t0, 2), preds)
 
 
 def smoke(sess: EvalSession, step: int) -> EvalRecord:
@@ -111,22 +118,28 @@ def full(sess: EvalSession, step: int) -> EvalRecord:
         raise RuntimeError("baseline(session) must run before the first optimizer step: KL, the forgetting probe "
                            "and the before/after table compare against it")
     t0 = time.perf_counter()
-    metrics, kept, scores = _generate_all(sess)
+    metrics, kept, scores, preds = _generate_all(sess, with_base=True)
     metrics.update(_forced(sess, sess.kl_ref if sess.cfg.kl_to_base else None)[0])
-    return EvalRecord("full", step, metrics, scores, kept, round(time.perf_counter() - t0, 2))
+    return EvalRecord("full", step, metrics, scores, kept, round(time.perf_counter() - t0, 2), preds)
 
 
-def _generate_all(sess: EvalSession):
-    """Generate on every suite: (flat metrics, samples for the report, per-example scores per suite)."""
+def _generate_all(sess: EvalSession, with_base: bool = False):
+    """Generate on every suite: (flat metrics, samples for the report, per-example scores per suite, predictions;
+    `with_base`: each prediction also carries the baseline's output and scores for that example)."""
     metrics: dict[str, float] = {}
     scores: dict[str, list[dict[str, float]]] = {}
     kept: list[dict] = []
+    preds: list[dict] = []
     for s in sess.suites:
         run = run_suite(sess.model, sess.tokenizer, s, s.items, sess.stop, sess.cfg.batch_size, sess.amp)
         metrics.update({f"{s.name}/{k}": v for k, v in run.metrics.items()})
         scores[s.name] = run.scores
         kept += [{"suite": s.name, **x} for x in samples(s.items, run.outputs, sess.cfg.samples)]
-    return metrics, kept, scores
+        base = None
+        if with_base and s.name in sess.base_outputs and s.name in sess.base_scores:
+            base = SuiteRun(sess.base_outputs[s.name], sess.base_scores[s.name], {})
+        preds += predictions(s.name, s.items, run, base)
+    return metrics, kept, scores, preds
 
 
 def _forced(sess: EvalSession, ref, cache_topk: int = 0, kl_zero: bool = False
@@ -171,6 +184,9 @@ def restore(sess: EvalSession, baseline_record: dict | None, kl_ref: list[dict] 
     if baseline_record is not None:
         sess.base_scores = baseline_record["scores"]
         sess.base_probe_loss = baseline_record["metrics"].get("probe_loss")
+        preds = baseline_record.get("predictions") or []  # absent in checkpoints written before predictions
+        sess.base_outputs = {s.name: [p["output"] for p in preds if p["suite"] == s.name] for s in sess.suites
+                             if any(p["suite"] == s.name for p in preds)}
     if kl_ref is not None:
         sess.kl_ref = [TopK(**t) for t in kl_ref]
 

@@ -23,12 +23,24 @@ class Suite:
     max_new_tokens: int
 
 
+def generation_budget(items: list[EvalItem], configured: int | None) -> int:
+    """New tokens per example: `configured` (eval.suites.N.max_new_tokens), or when that is null the suite's
+    longest reference in tokens (answer + end-of-turn, as training renders it) plus a margin of a quarter of it,
+    at least 16 tokens. A correct answer fits with room to spare; a model that rambles past every reference by
+    that much is wrong for exact-match metrics anyway, and no longer pays for 128 tokens per row (a 200-example
+    suite with a base model that never stops spent most of its 8 minutes there)."""
+    if configured is not None:
+        return configured
+    longest = max(sum(it.mask) for it in items)
+    return longest + max(16, longest // 4)
+
+
 def build_suite(sc: SuiteConfig, renderer, ecfg: EvalConfig, allow_any_role_order: bool) -> Suite:
     metrics = resolve_metrics(sc.metrics, ecfg.judge_url, ecfg.judge_model)
     items = build_items(renderer, load_suite_examples(sc, allow_any_role_order))
     if not items:
         raise ConfigError([f"eval suite {sc.name!r}: {sc.data} has no examples"])
-    return Suite(sc.name, items, metrics, sc.max_new_tokens)
+    return Suite(sc.name, items, metrics, generation_budget(items, sc.max_new_tokens))
 
 
 @dataclass
@@ -47,13 +59,28 @@ def run_suite(model, tokenizer, suite: Suite, items: list[EvalItem], stop_ids: l
     return SuiteRun(outputs, scores, aggregate(scores))
 
 
+def shown_prompt(it: EvalItem) -> str:
+    """What a person reads as the prompt: the last user message (the system prompt is the same on every line)."""
+    msgs = (it.example.messages or []) if it.example is not None else []
+    users = [m["content"] for m in msgs if m.get("role") == "user" and isinstance(m.get("content"), str)]
+    return users[-1] if users else it.prompt_text
+
+
 def samples(items: list[EvalItem], outputs: list[str], n: int) -> list[dict]:
+    return [{"source": it.source, "prompt": shown_prompt(it), "reference": it.reference, "output": o}
+            for it, o in list(zip(items, outputs))[:n]]
+
+
+def predictions(suite: str, items: list[EvalItem], run: SuiteRun, base: SuiteRun | None = None) -> list[dict]:
+    """One record per example, in suite order: suite, source (file:line), prompt, reference, output, every metric's
+    score; with a baseline run over the same items, its output and scores too (`runs/predictions.py` writes them)."""
     out = []
-    for it, o in list(zip(items, outputs))[:n]:
-        msgs = (it.example.messages or []) if it.example is not None else []
-        users = [m["content"] for m in msgs if m.get("role") == "user" and isinstance(m.get("content"), str)]
-        out.append({"source": it.source, "prompt": users[-1] if users else it.prompt_text,
-                    "reference": it.reference, "output": o})
+    for i, it in enumerate(items):
+        rec = {"suite": suite, "source": it.source, "prompt": shown_prompt(it), "reference": it.reference,
+               "output": run.outputs[i], "scores": run.scores[i]}
+        if base is not None:
+            rec["base_output"], rec["base_scores"] = base.outputs[i], base.scores[i]
+        out.append(rec)
     return out
 
 

@@ -3,8 +3,13 @@
 Weights load from safetensors only (`use_safetensors=True`: a pickle can run code); a GGUF is converted once into a
 cached fp32 safetensors folder (`shipsft.model.locate`). `trust_remote_code` is passed on only when the config says so.
 
-    model, info = load_for_training(cfg.model, cfg.method, cfg.train.gradient_checkpointing, device)
+    model, info = load_for_training(cfg.model, cfg.method, cfg.train.gradient_checkpointing, device, amp)
     print(info.summary())  # "lora: 4,884,480 trainable of 139,399,488 parameters (3.50%)"
+
+`model.attn_implementation: per_document` (the default) loads the model with shipsft's per-document attention
+(`shipsft.model.attention`), registered with transformers' AttentionInterface. With `amp` = bf16, LoRA's frozen
+base Linear weights are stored in bf16 once (`shipsft.model.precision.store_frozen`) instead of being re-cast by
+autocast on every forward; adapters and their optimizer state stay fp32, full fine-tuning keeps fp32 masters.
 """
 from __future__ import annotations
 
@@ -16,6 +21,7 @@ import torch
 from shipsft.config import MethodConfig, ModelConfig
 from shipsft.errors import ConfigError
 from shipsft.model.locate import resolve_model_dir
+from shipsft.model.precision import store_frozen
 
 
 @dataclass
@@ -61,7 +67,11 @@ def load_weights(model_dir: Path, model: ModelConfig, method: MethodConfig, devi
     if attn == "flash_attention_2" and device.type != "cuda":
         raise ConfigError(["model.attn_implementation=flash_attention_2 needs a CUDA GPU. Fix: sdpa."])
     kwargs = dict(dtype=torch.float32, use_safetensors=True, trust_remote_code=model.trust_remote_code)
-    if attn != "auto":
+    if attn == "per_document":
+        from shipsft.model.attention import register
+
+        kwargs["attn_implementation"] = register()
+    elif attn != "auto":
         kwargs["attn_implementation"] = attn
     if quant is not None:
         kwargs.update(quantization_config=quant, device_map={"": device.index or 0})
@@ -118,9 +128,13 @@ def base_model(model: torch.nn.Module) -> torch.nn.Module:
 
 
 def load_for_training(model: ModelConfig, method: MethodConfig, gradient_checkpointing: bool,
-                      device: torch.device) -> tuple[torch.nn.Module, ModelInfo]:
+                      device: torch.device, amp: torch.dtype | None = None) -> tuple[torch.nn.Module, ModelInfo]:
+    """The trainable model. `amp` is the run's autocast dtype (`precision.autocast_dtype`; None = fp32): under
+    bf16, LoRA / QLoRA store their frozen base Linear weights in bf16 (full fine-tuning keeps fp32 masters)."""
     lm, model_dir = load_base(model, method, device)
     lm = apply_method(method, lm, gradient_checkpointing)
+    if amp is not None and method.name != "full":
+        store_frozen(lm, amp)
     if gradient_checkpointing and method.name != "qlora":
         # non-reentrant checkpointing needs no input grads, so frozen embeddings under LoRA are fine
         base_model(lm).gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})

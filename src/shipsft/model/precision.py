@@ -1,6 +1,13 @@
-"""Device and precision: where the run trains and whether it uses bf16 autocast.
+"""Device and precision: where the run trains, whether it uses bf16 autocast, and how frozen weights are stored.
 
-Master weights stay fp32: AdamW's moments and small LoRA updates keep full precision; speed comes from autocast.
+Trained weights stay fp32 (AdamW's moments and small LoRA updates keep full precision); speed comes from autocast.
+Frozen weights are different: under bf16 autocast a LoRA run's frozen base Linear weights were re-cast from fp32
+to bf16 on every forward (25% of a bf16 step's time was these copies in a torch-profiler trace of SmolLM2-135M LoRA
+on a 2-core AVX512-BF16 EPYC). `store_frozen` casts them once; the values the matmuls see are the same bf16 values
+autocast produced, so training computes the same thing without the copies, and the base weights take half the
+memory. There is no fp32 copy left: a pass that runs without autocast (eval loss, KL to the base with the adapter
+switched off) computes these layers in bf16 and returns fp32 activations (`FrozenLinear.forward`), i.e. it sees
+the same base model training saw.
 """
 from __future__ import annotations
 
@@ -35,3 +42,42 @@ def autocast_dtype(precision: str, device: torch.device) -> torch.dtype | None:
         raise ConfigError([f"train.precision=bf16: this {device.type.upper()} has no native bf16 support. "
                            "Fix: train.precision=auto (uses fp32 here) or fp32."])
     return torch.bfloat16 if ok else None
+
+
+class FrozenLinear(torch.nn.Linear):
+    """A frozen nn.Linear whose weight (and bias) are stored in a low precision such as bf16.
+
+    Under autocast the stored weight is used as is (no per-forward cast). Without autocast, the input is cast to
+    the weight's dtype and the output back to the input's dtype, so fp32 callers get fp32 activations.
+    """
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        w = self.weight
+        if x.dtype == w.dtype or torch.is_autocast_enabled(x.device.type):
+            return torch.nn.functional.linear(x, w, self.bias)
+        return torch.nn.functional.linear(x.to(w.dtype), w, self.bias).to(x.dtype)
+
+
+def store_frozen(model: torch.nn.Module, dtype: torch.dtype) -> int:
+    """Replace every plain nn.Linear whose weight is frozen by a FrozenLinear holding its weights in `dtype`, once.
+
+    Left alone: trainable layers (LoRA adapters, modules_to_save, full fine-tuning), quantized layers (QLoRA's
+    NF4 Linear4bit is a subclass, not a plain nn.Linear), and the output embedding (tied to the input embedding in
+    most small models; the embedding output starts the fp32 residual stream). Returns how many were replaced.
+    """
+    head = model.get_output_embeddings() if hasattr(model, "get_output_embeddings") else None
+    replaced = 0
+    for parent in list(model.modules()):
+        for name, child in list(parent.named_children()):
+            if type(child) is not torch.nn.Linear or child is head or child.weight.requires_grad:
+                continue
+            if child.bias is not None and child.bias.requires_grad:
+                continue
+            new = FrozenLinear(child.in_features, child.out_features, bias=child.bias is not None, device="meta")
+            new.weight = torch.nn.Parameter(child.weight.detach().to(dtype), requires_grad=False)
+            if child.bias is not None:
+                new.bias = torch.nn.Parameter(child.bias.detach().to(dtype), requires_grad=False)
+            new.train(child.training)
+            setattr(parent, name, new)
+            replaced += 1
+    return replaced

@@ -9,10 +9,11 @@ from pathlib import Path
 import torch
 
 
-def save_weights(model: torch.nn.Module, tokenizer, out_dir: Path) -> None:
-    """`tokenizer` carries the template training rendered with (train/run.py sets it before the first step)."""
+def save_weights(model: torch.nn.Module, tokenizer, out_dir: Path, state_dict: dict | None = None) -> None:
+    """`tokenizer` carries the template training rendered with (train/run.py sets it before the first step).
+    `state_dict`: the weights to write instead of the model's own (FSDP2's, consolidated on rank 0)."""
     out_dir.mkdir(parents=True, exist_ok=True)
-    model.save_pretrained(out_dir, safe_serialization=True)
+    model.save_pretrained(out_dir, safe_serialization=True, state_dict=state_dict)
     tokenizer.save_pretrained(out_dir)
 
 

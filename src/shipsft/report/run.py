@@ -7,10 +7,11 @@ Reads what the run folder already holds and shows what a person needs to decide 
                                                                                           sample generations
     promotion.json   the gate decision, the before/after table with 95% CIs               -> verdict + tables
     manifest.json    model, config hash, command (when present)
-
+    predictions.jsonl  every eval prediction (runs/predictions.py: failure_summary)       -> failures, worst first,
+                                                                                          wrong JSON fields
 It takes those records as data (the run folder is read and written by `shipsft.runs`):
 
-    html = render_report(name, metrics, evals, promotion, manifest)
+    html = render_report(name, metrics, evals, promotion, manifest, failures)
 """
 from __future__ import annotations
 
@@ -126,6 +127,35 @@ def _samples_section(evals: list[dict], promo: dict | None) -> str:
                   "samples")
 
 
+def _failures_section(failures: dict | None) -> str:
+    if not failures:
+        return "<p class='muted'>No predictions recorded (predictions.jsonl is missing: no eval suites ran).</p>"
+    parts = [f"<p>{failures['n_failed']} of {failures['n']} eval examples have a metric below 1 at step "
+             f"{esc(failures['step'])}; the worst {len(failures['worst'])} below, every prediction in "
+             "<code>predictions.jsonl</code> (<code>shipsft eval RUN --failures N</code> prints them).</p>"]
+    by_field = failures.get("by_field") or {}
+    if by_field:
+        parts.append("<h3>Wrong JSON fields</h3>")
+        parts.append(_table(["suite", "field", "examples wrong", "share"], [
+            [esc(suite), esc(f), esc(k), f"{k / failures['n_by_suite'][suite]:.1%}"]
+            for suite, counts in by_field.items()
+            for f, k in counts.items()], "by-field"))
+    rows = failures.get("worst") or []
+    if rows:
+        has_base = any("base_output" in r for r in rows)
+        headers = ["suite / source", "prompt", "reference", *(["base output"] if has_base else []), "output",
+                   "scores"]
+        body = []
+        for r in rows:
+            scores = "<br>".join(f"{esc(k)} {fmt(v)}" for k, v in (r.get("scores") or {}).items())
+            body.append([f"{esc(r.get('suite', ''))}<br><span class='muted'>{esc(r.get('source', ''))}</span>",
+                         f"<pre>{esc(r.get('prompt', ''))}</pre>", f"<pre>{esc(r.get('reference', ''))}</pre>",
+                         *([f"<pre>{esc(r.get('base_output', '–'))}</pre>"] if has_base else []),
+                         f"<pre>{esc(r.get('output', ''))}</pre>", scores])
+        parts.append("<h3>Worst examples</h3>" + _table(headers, body, "failures"))
+    return "".join(parts)
+
+
 CSS = """
 body{font:14px/1.45 system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:24px auto;max-width:1120px;color:#111827;
 padding:0 16px}h1{font-size:22px;margin:0 0 4px}h2{font-size:17px;margin:28px 0 8px;border-bottom:1px solid #e5e7eb;
@@ -141,8 +171,10 @@ span.pass{color:#15803d}span.fail{color:#b91c1c}code{background:#f3f4f6;padding:
 """
 
 
-def render_report(name: str, metrics: list[dict], evals: list[dict], promotion: dict | None, manifest: dict) -> str:
-    """report.html from a run's records: metrics.jsonl lines, eval.jsonl lines, promotion.json, manifest.json."""
+def render_report(name: str, metrics: list[dict], evals: list[dict], promotion: dict | None, manifest: dict,
+                  failures: dict | None = None) -> str:
+    """report.html from a run's records: metrics.jsonl lines, eval.jsonl lines, promotion.json, manifest.json, and
+    the failure summary of predictions.jsonl (runs/predictions.py: failure_summary; None = no section content)."""
     facts = [f"<code>{esc(k)}</code> {esc(manifest[k])}" for k in ("model_dir", "config_hash", "seed")
              if k in manifest]
     return (
@@ -154,5 +186,6 @@ def render_report(name: str, metrics: list[dict], evals: list[dict], promotion: 
         f"<h2 id='training'>Training</h2>{_training_section(metrics)}"
         f"<h2 id='eval'>Eval and drift</h2>{_eval_section(evals)}"
         f"<h2 id='samples'>Sample generations</h2>{_samples_section(evals, promotion)}"
+        f"<h2 id='failures'>Failures</h2>{_failures_section(failures)}"
         "</body></html>"
     )

@@ -6,12 +6,17 @@
       audit.json/.html     the pre-flight audit
       metrics.jsonl        one line per logged optimizer step / eval-loss measurement
       eval.jsonl           baseline / smoke / full task evals
+      predictions.jsonl    every eval example of every full eval: prompt, reference, output, scores (base too)
       promotion.json       the gate decision and the before/after table
       report.html          curves, before/after, samples, gate decision
       README.md            the runbook: what was trained, and the commands to re-run, resume and evaluate it
       checkpoints/step-N/  loadable weights (adapter or model + tokenizer) and a COMPLETE marker written last
       adapter/ or model/   the weights at the end of training
       final/               the promoted checkpoint (weights only)
+      trackers.json        the tracker runs this run logs to (MLflow run id, W&B id, ...): a resume continues them
+      tensorboard/         TensorBoard event files (track: [tensorboard])
+      mlflow.db            the MLflow store when track.mlflow_uri is null, with its artifacts in mlartifacts/
+      wandb/               W&B run files (track: [wandb])
 """
 from __future__ import annotations
 
@@ -22,6 +27,7 @@ from pathlib import Path
 from shipsft.config import OutputConfig
 
 COMPLETE = "COMPLETE"  # written last into a checkpoint folder: without it the folder is not a checkpoint
+PREDICTIONS = "predictions.jsonl"  # also the name `shipsft eval` writes next to its --out file
 STATE_DIR = "shipsft_state"  # training state inside a checkpoint (not part of the loadable weights)
 
 
@@ -54,6 +60,10 @@ class RunFolder:
         return self.root / "eval.jsonl"
 
     @property
+    def predictions(self) -> Path:
+        return self.root / PREDICTIONS
+
+    @property
     def promotion(self) -> Path:
         return self.root / "promotion.json"
 
@@ -72,6 +82,22 @@ class RunFolder:
     @property
     def final(self) -> Path:
         return self.root / "final"
+
+    @property
+    def trackers(self) -> Path:
+        return self.root / "trackers.json"
+
+    @property
+    def tensorboard(self) -> Path:
+        return self.root / "tensorboard"
+
+    @property
+    def mlflow_db(self) -> Path:
+        return self.root / "mlflow.db"
+
+    @property
+    def mlflow_artifacts(self) -> Path:
+        return self.root / "mlartifacts"
 
     def checkpoint(self, step: int) -> Path:
         return self.checkpoints / f"step-{step}"

@@ -1,19 +1,28 @@
 """Metric sinks. `metrics.jsonl` in the run folder always: one JSON object per line, flushed per line so a killed
 run keeps its curve, and valid JSON even when a loss is NaN (written as null; the step says `"skipped": true`).
+Every record also reaches the run's trackers (`runs/trackers/`: TensorBoard, MLflow, W&B, trackio), numbers only.
 
-    with MetricsSink(folder) as sink:
+    with MetricsSink(folder, trackers=build_trackers(cfg.track, folder, resumed=False)) as sink:
         sink.write({"step": 1, "loss": 2.31, "lr": 2e-4})
+        sink.log_run_files()                      # audit, report, config, manifest, promotion as artifacts
 """
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 from shipsft.runs.jsonio import JsonlWriter, read_jsonl
 from shipsft.runs.layout import RunFolder
+from shipsft.runs.trackers import Resume, Trackers, run_files
 
 
 class MetricsSink:
-    def __init__(self, folder: RunFolder, resume_offsets: tuple[int, int] | None = None):
+    def __init__(self, folder: RunFolder, resume_offsets: tuple[int, int] | None = None,
+                 trackers: Trackers | None = None):
         """`resume_offsets`: the bytes of metrics.jsonl / eval.jsonl a checkpoint accounts for; lines a killed run
-        wrote after that checkpoint are cut, so a resumed run's curves have no duplicated steps."""
+        wrote after that checkpoint are cut, so a resumed run's curves have no duplicated steps. `trackers`: started
+        here, told which steps the cut lines held (the killed run sent those to them already)."""
+        resume = Resume(*cut_steps(folder.metrics, resume_offsets[0])) if resume_offsets is not None else None
         if resume_offsets is not None:
             for path, size in zip((folder.metrics, folder.evals), resume_offsets):
                 if path.exists():
@@ -21,6 +30,11 @@ class MetricsSink:
                         f.truncate(size)
         self._metrics = JsonlWriter(folder.metrics)
         self._evals = JsonlWriter(folder.evals)
+        self.folder = folder
+        self.trackers = trackers
+        self.problems: list[str] = trackers.problems if trackers is not None else []  # trackers dropped mid-run
+        if trackers is not None:
+            trackers.start(resume)
 
     def offsets(self) -> tuple[int, int]:
         """Bytes written so far to metrics.jsonl and eval.jsonl (saved in every checkpoint)."""
@@ -29,20 +43,35 @@ class MetricsSink:
     def write(self, record: dict) -> None:
         """A training record: {"step", "loss", "lr", ...} or {"step", "eval_loss"}."""
         self._metrics.write(record)
+        if self.trackers is not None:
+            self.trackers.log(record)
 
     def write_eval(self, record: dict) -> None:
         """A task eval: {"kind": baseline|smoke|full, "step", "metrics", "samples", ...}."""
         self._evals.write(record)
 
-    def close(self) -> None:
+    def log_run_files(self) -> None:
+        """The run's audit, report, resolved config, manifest and promotion decision, as tracker artifacts."""
+        if self.trackers is not None:
+            self.trackers.artifacts(run_files(self.folder))
+
+    def tracker_notes(self) -> list[str]:
+        """One line per tracker: where it logs and the command to view it."""
+        return self.trackers.notes() if self.trackers is not None else []
+
+    def close(self, status: str = "FINISHED") -> None:
+        """status (for the trackers): FINISHED, FAILED, or KILLED (stopped by a signal, resumable)."""
         self._metrics.close()
         self._evals.close()
+        if self.trackers is not None:
+            self.trackers.close(status)
+            self.trackers = None
 
     def __enter__(self) -> "MetricsSink":
         return self
 
-    def __exit__(self, *exc) -> None:
-        self.close()
+    def __exit__(self, kind, *exc) -> None:
+        self.close("FINISHED" if kind is None else "FAILED")
 
 
 def read_metrics(folder: RunFolder) -> list[dict]:
@@ -51,3 +80,22 @@ def read_metrics(folder: RunFolder) -> list[dict]:
 
 def read_evals(folder: RunFolder) -> list[dict]:
     return read_jsonl(folder.evals)
+
+
+def cut_steps(path: Path, offset: int) -> tuple[int | None, int | None]:
+    """(first, last) step of the complete lines of metrics.jsonl after `offset` bytes (what a resume cuts), or
+    (None, None). A line a kill cut in half is not a record."""
+    if not path.exists() or path.stat().st_size <= offset:
+        return None, None
+    with open(path, "rb") as f:
+        f.seek(offset)
+        tail = f.read()
+    steps = []
+    for line in tail.split(b"\n"):
+        try:
+            step = json.loads(line).get("step")
+        except (ValueError, AttributeError):
+            continue
+        if isinstance(step, int):
+            steps.append(step)
+    return (min(steps), max(steps)) if steps else (None, None)

@@ -4,6 +4,7 @@ exactly where it stopped. The loadable weights and the tokenizer sit beside it i
     loop.json       the loop's counters, data cursor, early-stopping state, full-eval history, metrics offsets
     config.yaml     the resolved config the checkpoint was trained with (a resume compares against it)
     optimizer.pt    every optimizer's state_dict (AdamW moments, step counts, schedule-free's z ...)
+    optimizer/      instead of optimizer.pt under FSDP2: each rank's shard of it (torch.distributed.checkpoint)
     rng.pt          python, numpy, torch CPU and CUDA random states
     eval_ref.pt     the base model's cached top-k distributions (full fine-tuning's KL reference), when there are any
 
@@ -20,13 +21,14 @@ from shipsft.runs.jsonio import read_json, write_json, write_text_atomic
 from shipsft.runs.layout import STATE_DIR
 
 LOOP, CONFIG, OPTIMIZER, RNG, EVAL_REF = "loop.json", "config.yaml", "optimizer.pt", "rng.pt", "eval_ref.pt"
+OPTIMIZER_DIR = "optimizer"  # FSDP2's sharded optimizer state (train/parallel.py)
 
 
 @dataclass
 class TrainingState:
     loop: dict[str, Any]
     config_yaml: str
-    optimizers: list[dict]
+    optimizers: list[dict] | Path | None  # None when writing an FSDP2 checkpoint (its shards are moved in)
     rng: dict[str, Any]
     eval_ref: Any = None
 
@@ -37,7 +39,8 @@ def write_state(checkpoint: Path, state: TrainingState) -> None:
     d.mkdir(parents=True, exist_ok=True)
     write_json(d / LOOP, state.loop)
     write_text_atomic(d / CONFIG, state.config_yaml)
-    save_tensors(state.optimizers, d / OPTIMIZER)
+    if state.optimizers is not None:
+        save_tensors(state.optimizers, d / OPTIMIZER)
     save_tensors(state.rng, d / RNG)
     if state.eval_ref is not None:
         save_tensors(state.eval_ref, d / EVAL_REF)
@@ -67,6 +70,6 @@ def read_state(checkpoint: Path) -> TrainingState:
 
     d = Path(checkpoint) / STATE_DIR
     eval_ref = torch.load(d / EVAL_REF, weights_only=True) if (d / EVAL_REF).exists() else None
-    return TrainingState(read_json(d / LOOP), (d / CONFIG).read_text(encoding="utf-8"),
-                         torch.load(d / OPTIMIZER, weights_only=True), torch.load(d / RNG, weights_only=True),
-                         eval_ref)
+    optimizers = torch.load(d / OPTIMIZER, weights_only=True) if (d / OPTIMIZER).exists() else d / OPTIMIZER_DIR
+    return TrainingState(read_json(d / LOOP), (d / CONFIG).read_text(encoding="utf-8"), optimizers,
+                         torch.load(d / RNG, weights_only=True), eval_ref)

@@ -12,6 +12,8 @@ edit the loop: there are no callbacks.
 from __future__ import annotations
 
 import math
+import os
+import shutil
 import time
 from dataclasses import asdict, dataclass, field
 from typing import Any, Protocol
@@ -19,7 +21,7 @@ from typing import Any, Protocol
 import torch
 
 from shipsft.config import EvalConfig, OptimConfig, TrainConfig
-from shipsft.data.labels import count_trained
+from shipsft.data.labels import IGNORE_INDEX, count_trained
 from shipsft.data.pack import Row, collate, group_rows, pack_examples
 from shipsft.data.types import Rendered
 from shipsft.errors import TrainingDiverged
@@ -29,11 +31,12 @@ from shipsft.model.save import save_weights
 from shipsft.runs.checkpoint import prune_checkpoints, save_atomic, save_checkpoint
 from shipsft.runs.layout import RunFolder
 from shipsft.runs.sinks import MetricsSink
-from shipsft.runs.state import TrainingState, write_state
-from shipsft.train import dist, optim, rng
+from shipsft.runs.layout import STATE_DIR
+from shipsft.runs.state import OPTIMIZER_DIR, TrainingState, write_state
+from shipsft.train import dist, optim, parallel, rng
 from shipsft.train.batches import Cursor, next_examples
 from shipsft.train.loss import batch_ce_sum, neftune_hook
-from shipsft.train.preempt import Preempted, StopRequest, checkpoint_write_error
+from shipsft.train.preempt import CheckpointWriteError, Preempted, StopRequest, checkpoint_write_error
 from shipsft.train.schedule import StepPlan, lr_at, warmup_steps
 
 
@@ -121,6 +124,8 @@ class Setup:
     config_yaml: str  # the resolved config, saved in every checkpoint
     state: LoopState = field(default_factory=LoopState)  # fresh, or restored from a checkpoint
     rng: dict | None = None  # random states to restore before the next step (a resume)
+    strategy: str = "single"  # single | ddp | fsdp2 (train/parallel.py)
+    train_model: torch.nn.Module | None = None  # what the training forward goes through (DDP's wrapper), or model
 
     @property
     def lengths(self) -> list[int]:
@@ -142,42 +147,83 @@ class FitResult:
     stopped_early: bool = False
 
 
+def idle_batch(pad_id: int) -> dict:
+    """A one-token micro-batch with nothing trained: what a rank runs when it has fewer micro-batches than another
+    in the same step. Every forward of a sharded model gathers weights from every rank, so all ranks run the same
+    number; its loss is 0 and its gradients are zeros, so it changes nothing."""
+    return collate([Row([pad_id], [IGNORE_INDEX], [0], [1], [])], pad_id)
+
+
 @torch.no_grad()
 def eval_loss(model, rows: list[Row], pad_id: int, micro_tokens: int, amp: torch.dtype | None) -> float:
-    """Mean CE per trained token over the eval rows (summed, divided once: the same normalisation as training)."""
+    """Mean CE per trained token over the eval rows (summed, divided once: the same normalisation as training).
+    Several ranks each take every world_size-th row and the sums are added up."""
     was_training = model.training
     model.eval()
     total, n = 0.0, 0
     device = next(model.parameters()).device
-    for group in group_rows(rows, micro_tokens):
-        batch = {k: v.to(device) for k, v in collate(group, pad_id).items() if torch.is_tensor(v)}
+    groups = [collate(g, pad_id) for g in group_rows(rows[dist.rank()::dist.world_size()], micro_tokens)]
+    groups += [idle_batch(pad_id)] * (dist.max_over_ranks(len(groups)) - len(groups))
+    for mb in groups:
+        batch = {k: v.to(device) for k, v in mb.items() if torch.is_tensor(v)}
         with torch.autocast(device.type, dtype=amp or torch.float32, enabled=amp is not None):
             total += float(batch_ce_sum(model, batch))
         n += count_trained(batch["labels"])
     model.train(was_training)
-    return total / max(n, 1)
+    return dist.sum_over_ranks(total) / max(dist.sum_over_ranks(n), 1)
+
+
+def on_ranks(s: "Setup", evaluate):
+    """A task eval's record on every rank. DDP: rank 0 evaluates while the others wait (every rank holds the whole
+    model; generation needs no other rank). FSDP2: every rank runs it in lock-step, since each forward gathers the
+    weights from all ranks. Either way every rank continues with rank 0's record, so early stopping and promotion
+    decide the same on all of them."""
+    rec = evaluate() if s.strategy == "fsdp2" or dist.is_main() else None
+    return dist.broadcast(rec)
 
 
 def _save(s: Setup, st: LoopState) -> None:
     """A checkpoint at st.step: loadable weights + tokenizer + the whole training state, COMPLETE written last; then
     keep the last train.keep_checkpoints and the ones promotion may still choose. A failed write (disk full, not
-    writable) stops the run with one line; the previous checkpoint stays intact."""
-    st.offsets = s.sink.offsets()
-    state = TrainingState(st.to_json(), s.config_yaml, [o.state_dict() for o in s.optimizers], rng.capture(),
-                          session.kl_reference_state(s.session) if s.session is not None else None)
+    writable) stops the run with one line; the previous checkpoint stays intact.
 
-    def write(d):
-        save_weights(s.model, s.tokenizer, d)
-        write_state(d, state)
+    Rank 0 writes it. Under FSDP2 every rank first helps consolidate the weights and writes its own shard of the
+    optimizer state (`train/parallel.py`), which rank 0 then moves into the checkpoint before marking it COMPLETE."""
+    target = s.folder.checkpoint(st.step)
+    full = parallel.full_state_dict(s.model, s.strategy)
+    shards = None
+    if s.strategy == "fsdp2":
+        shards = target.with_name(f".{target.name}.optimizer.tmp")
+        if dist.is_main():
+            shutil.rmtree(shards, ignore_errors=True)
+        dist.barrier()
+        parallel.save_sharded_optimizer(s.model, s.optimizers, shards)
+        dist.barrier()
+    failed = None
+    if dist.is_main():
+        st.offsets = s.sink.offsets()
+        state = TrainingState(st.to_json(), s.config_yaml,
+                              [o.state_dict() for o in s.optimizers] if shards is None else None, rng.capture(),
+                              session.kl_reference_state(s.session) if s.session is not None else None)
 
-    try:
-        save_checkpoint(s.folder.checkpoint(st.step), write)
-    except OSError as e:
-        raise checkpoint_write_error(s.folder, st, e) from None
-    keep = gates.keep_steps(s.eval, st.evals) | {st.step}
-    st.checkpoints = sorted(set(st.checkpoints) | {st.step})
-    removed = prune_checkpoints(s.folder, s.train.keep_checkpoints, keep)
-    st.checkpoints = [k for k in st.checkpoints if k not in removed]
+        def write(d):
+            save_weights(s.model, s.tokenizer, d, full)
+            write_state(d, state)
+            if shards is not None:
+                os.replace(shards, d / STATE_DIR / OPTIMIZER_DIR)
+
+        try:
+            save_checkpoint(target, write)
+        except OSError as e:
+            failed = checkpoint_write_error(s.folder, st, e).lines
+        if failed is None:
+            keep = gates.keep_steps(s.eval, st.evals) | {st.step}
+            st.checkpoints = sorted(set(st.checkpoints) | {st.step})
+            removed = prune_checkpoints(s.folder, s.train.keep_checkpoints, keep)
+            st.checkpoints = [k for k in st.checkpoints if k not in removed]
+    failed = dist.broadcast(failed)  # every rank stops on a failed write, not only the one that wrote
+    if failed is not None:
+        raise CheckpointWriteError(failed, s.folder.root)
 
 
 def fit(s: Setup, progress: Progress | None = None, stop: StopRequest | None = None,
@@ -188,7 +234,8 @@ def fit(s: Setup, progress: Progress | None = None, stop: StopRequest | None = N
     t, st, progress = s.train, s.state, progress or Silent()
     total, warmup = s.plan.total_steps, warmup_steps(s.optim, s.plan.total_steps)
     st.batch, st.total_steps = [s.plan.rule.examples, s.plan.rule.tokens], total
-    lengths = s.lengths
+    lengths, trained = s.lengths, [x.n_trained for x in s.examples]
+    ranks, me, train_model = dist.world_size(), dist.rank(), s.train_model or s.model
     params = [p for p in s.model.parameters() if p.requires_grad]
     embed = base_model(s.model).get_input_embeddings()
     hook = embed.register_forward_hook(neftune_hook(t.neftune_alpha)) if t.neftune_alpha else None
@@ -202,7 +249,7 @@ def fit(s: Setup, progress: Progress | None = None, stop: StopRequest | None = N
             s.sink.write({"step": 0, "eval_loss": st.eval_loss_before})
             progress.note(f"eval loss before training: {st.eval_loss_before:.4f}")
         if s.session is not None:
-            base = session.baseline(s.session)
+            base = on_ranks(s, lambda: session.baseline(s.session))
             st.baseline = asdict(base)
             s.sink.write({"step": 0, **{f"baseline/{k}": v for k, v in base.metrics.items()}})
             s.sink.write_eval(base.to_json(s.session.kl_method))
@@ -214,20 +261,25 @@ def fit(s: Setup, progress: Progress | None = None, stop: StopRequest | None = N
     for step in range(st.step, end):
         t0 = time.perf_counter()
         epoch, epoch_end, idx = next_examples(st.cursor, lengths, s.plan.rule, t.seed)
-        rows = pack_examples([s.examples[i] for i in idx], s.max_length, s.packing).rows
+        mine = dist.shard(idx, lengths, trained, ranks, me)  # this rank's share of the step (all of it alone)
+        rows = pack_examples([s.examples[i] for i in mine], s.max_length, s.packing).rows
         micro = [collate(group, s.pad_id) for group in group_rows(rows, t.micro_batch_tokens)]
+        n_micro = len(micro)
+        micro += [idle_batch(s.pad_id)] * (dist.max_over_ranks(n_micro) - n_micro)  # ranks run in lock-step
         lr = lr_at(step, total, warmup, s.optim)
         optim.set_lr(s.optimizers, lr)
         # one denominator for the whole step: every micro-batch (and every rank) divides by the same count
         n_step = dist.global_trained_tokens(sum(count_trained(mb["labels"]) for mb in micro))
         loss_sum = 0.0
-        for mb in micro:
+        for k, mb in enumerate(micro):
             batch = {k: v.to(s.device) for k, v in mb.items() if torch.is_tensor(v)}
-            with torch.autocast(s.device.type, dtype=s.amp or torch.float32, enabled=s.amp is not None):
-                loss = batch_ce_sum(s.model, batch) * dist.loss_scale(n_step)
-            loss.backward()
+            with parallel.grad_sync(train_model, s.strategy, sync=k == len(micro) - 1):
+                with torch.autocast(s.device.type, dtype=s.amp or torch.float32, enabled=s.amp is not None):
+                    loss = batch_ce_sum(train_model, batch) * dist.loss_scale(n_step)
+                loss.backward()
             loss_sum += float(loss.detach())
-        grad_norm = float(torch.nn.utils.clip_grad_norm_(params, s.optim.max_grad_norm or float("inf")))
+        loss_sum = dist.sum_over_ranks(loss_sum) / ranks  # each rank's part is scaled by world_size
+        grad_norm = parallel.total_norm(torch.nn.utils.clip_grad_norm_(params, s.optim.max_grad_norm or float("inf")))
         finite = math.isfinite(loss_sum) and math.isfinite(grad_norm)
         if finite:
             for opt in s.optimizers:
@@ -248,10 +300,11 @@ def fit(s: Setup, progress: Progress | None = None, stop: StopRequest | None = N
         st.trained_total += n_step
         n_examples = len(idx)
         st.examples_seen += n_examples
-        real = sum(mb["n_real"] for mb in micro)
-        slots = sum(mb["input_ids"].numel() for mb in micro)
+        real = dist.sum_over_ranks(sum(mb["n_real"] for mb in micro[:n_micro]))
+        slots = dist.sum_over_ranks(sum(mb["input_ids"].numel() for mb in micro[:n_micro]))
         record = {"step": st.step, "epoch": epoch, "loss": loss_sum, "lr": lr, "grad_norm": grad_norm,
-                  "trained_tokens": n_step, "tokens": real, "examples": n_examples, "micro_batches": len(micro),
+                  "trained_tokens": n_step, "tokens": int(real), "examples": n_examples,
+                  "micro_batches": int(dist.sum_over_ranks(n_micro)),
                   "padding_share": 1 - real / slots,
                   "cursor": [st.cursor.epoch, st.cursor.position], "trained_tok_s": st.trained_total / st.train_time,
                   "skipped": not finite}
@@ -268,18 +321,20 @@ def fit(s: Setup, progress: Progress | None = None, stop: StopRequest | None = N
         smoke_now = s.session is not None and s.eval.smoke_every and st.step % s.eval.smoke_every == 0
         loss_now = s.eval_rows and t.eval_every and st.step % t.eval_every == 0 and not last
         save_now = epoch_end or last or (t.save_every and st.step % t.save_every == 0)
-        stop_now = stop is not None and stop.signal is not None
+        # a signal may reach the ranks at different steps: all stop at the first step any of them saw it
+        signal = dist.max_over_ranks((stop.signal or 0) if stop is not None else 0)
+        stop_now = signal != 0
         if save_now or smoke_now or loss_now or stop_now:
             optim.eval_mode(s.optimizers)  # schedule-free: evaluate and save the averaged weights
             if loss_now:
                 s.sink.write({"step": st.step, "eval_loss": eval_loss(s.model, s.eval_rows, s.pad_id,
                                                                       t.micro_batch_tokens, s.amp)})
             if smoke_now:
-                rec = session.smoke(s.session, st.step)
+                rec = on_ranks(s, lambda: session.smoke(s.session, st.step))
                 s.sink.write({"step": st.step, **{f"smoke/{k}": v for k, v in rec.metrics.items()}})
                 s.sink.write_eval(rec.to_json(s.session.kl_method))
             if evaluate_now:  # before the checkpoint: pruning keeps the ones promotion may choose
-                rec = session.full(s.session, st.step)
+                rec = on_ranks(s, lambda: session.full(s.session, st.step))
                 st.evals.append(asdict(rec))
                 s.sink.write({"step": st.step, **{f"eval/{k}": v for k, v in rec.metrics.items()}})
                 s.sink.write_eval(rec.to_json(s.session.kl_method, epoch_end=epoch_end))
@@ -291,7 +346,7 @@ def fit(s: Setup, progress: Progress | None = None, stop: StopRequest | None = N
             optim.train_mode(s.optimizers)
         if stop_now:
             progress.stop()
-            raise Preempted(stop.signal, st.step, s.folder.checkpoint(st.step))
+            raise Preempted(signal, st.step, s.folder.checkpoint(st.step))
         if early is not None and early.should_stop:
             progress.note(f"early stopping at step {st.step}")
             result.stopped_early = True
@@ -312,8 +367,14 @@ def fit(s: Setup, progress: Progress | None = None, stop: StopRequest | None = N
     if s.eval_rows:
         result.eval_loss_after = eval_loss(s.model, s.eval_rows, s.pad_id, t.micro_batch_tokens, s.amp)
         s.sink.write({"step": result.steps, "eval_loss": result.eval_loss_after})
-    try:
-        save_atomic(s.folder.trained(s.method), lambda d: save_weights(s.model, s.tokenizer, d))
-    except OSError as e:
-        raise checkpoint_write_error(s.folder, st, e, what=s.folder.trained(s.method)) from None
+    full = parallel.full_state_dict(s.model, s.strategy)
+    failed = None
+    if dist.is_main():
+        try:
+            save_atomic(s.folder.trained(s.method), lambda d: save_weights(s.model, s.tokenizer, d, full))
+        except OSError as e:
+            failed = checkpoint_write_error(s.folder, st, e, what=s.folder.trained(s.method)).lines
+    failed = dist.broadcast(failed)
+    if failed is not None:
+        raise CheckpointWriteError(failed, s.folder.root)
     return result

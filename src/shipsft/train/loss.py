@@ -32,19 +32,41 @@ CHUNK_ROWS = 1024
 
 
 def decoder_and_head(model: torch.nn.Module) -> tuple[torch.nn.Module, torch.nn.Module]:
-    """The decoder stack (hidden states out) and the LM head of a causal LM, peft-wrapped or not.
+    """The decoder stack (hidden states out) and the LM head of a causal LM, peft-wrapped or DDP-wrapped or not.
 
     peft injects its LoRA layers into the modules themselves, so calling the base decoder runs the adapters.
     """
-    base = base_model(model)
+    base = base_model(_unwrap(model))
     return base.get_decoder(), base.get_output_embeddings()
+
+
+def _unwrap(model: torch.nn.Module) -> torch.nn.Module:
+    from torch.nn.parallel import DistributedDataParallel
+
+    return model.module if isinstance(model, DistributedDataParallel) else model
+
+
+def _distributed(model: torch.nn.Module) -> bool:
+    from torch.distributed.fsdp import FSDPModule
+    from torch.nn.parallel import DistributedDataParallel
+
+    return isinstance(model, (DistributedDataParallel, FSDPModule))
 
 
 def hidden_states(model: torch.nn.Module, input_ids: torch.Tensor, position_ids: torch.Tensor) -> torch.Tensor:
     """Last hidden states [B, T, d]. Packed rows: position_ids restart per example and there is no attention_mask,
     so transformers builds a per-document causal mask; use_cache=False is what keeps that detection on (with a
     KV cache, transformers skips it and the documents silently attend to each other: a logit difference of 17.3
-    measured on SmolLM2; tests/train/test_loss.py checks packed == unpacked)."""
+    measured on SmolLM2; tests/train/test_loss.py checks packed == unpacked).
+
+    A DDP- or FSDP2-wrapped model runs its own forward (its gradient sync and parameter gathering hang on it,
+    `train/parallel.py`) asking for no logits at all (`logits_to_keep` = no positions) and the hidden states,
+    whose last entry is the final-norm output the decoder returns (tests/train/test_parallel.py checks they are
+    equal)."""
+    if _distributed(model):
+        out = model(input_ids=input_ids, position_ids=position_ids, use_cache=False, output_hidden_states=True,
+                    logits_to_keep=torch.zeros(0, dtype=torch.long, device=input_ids.device))
+        return out.hidden_states[-1]
     decoder, _ = decoder_and_head(model)
     out = decoder(input_ids=input_ids, position_ids=position_ids, use_cache=False)
     return out.last_hidden_state

@@ -16,7 +16,7 @@ import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from shipsft.config import EvalConfig, load_config
+from shipsft.config import EvalConfig, TrackConfig, load_config
 from shipsft.data.cache import tokenizer_fingerprint
 from shipsft.data.pipeline import prepare, token_fingerprint
 from shipsft.errors import ConfigError
@@ -86,12 +86,13 @@ def reproduce(run_dir: Path, check_steps: int | None, progress=None) -> Report:
 
 
 def retrain(cfg, folder: RunFolder, steps: int, progress) -> list[float]:
-    """The run's first `steps` optimizer steps again, in a scratch folder, with eval suites off; their losses."""
+    """The run's first `steps` optimizer steps again, in a scratch folder, with eval suites and trackers off; their
+    losses."""
     from shipsft.train.loop import Silent, fit
     from shipsft.train.run import setup
 
     progress = progress or Silent()
-    cfg = cfg.model_copy(update={"eval": EvalConfig()}, deep=True)
+    cfg = cfg.model_copy(update={"eval": EvalConfig(), "track": TrackConfig()}, deep=True)  # no tracker run
     with tempfile.TemporaryDirectory(prefix="shipsft-reproduce-") as tmp:
         cfg.output.dir, cfg.output.name = tmp, "check"
         s = setup(cfg, folder.config, True, None, progress)

@@ -21,10 +21,10 @@ import torch
 
 from shipsft.audit.findings import AuditResult
 from shipsft.audit.run import run_audit
-from shipsft.config import RunConfig
+from shipsft.config import RunConfig, load_config
 from shipsft.data.cache import tokenizer_fingerprint
 from shipsft.data.pipeline import Prepared, prepare, token_fingerprint
-from shipsft.errors import ConfigError, DataError
+from shipsft.errors import ConfigError, DataError, ShipError
 from shipsft.eval import gates, session
 from shipsft.eval.suites import before_after, before_after_text
 from shipsft.model.load import load_for_training, quantization_config
@@ -39,8 +39,9 @@ from shipsft.runs.layout import RunFolder, run_folder_for
 from shipsft.runs.manifest import read_manifest, update_manifest, write_manifest
 from shipsft.runs.sinks import MetricsSink, read_evals, read_metrics
 from shipsft.runs.state import TrainingState, read_state
+from shipsft.runs.trackers import Trackers, build_trackers
 from shipsft.train.loop import FitResult, LoopState, Progress, Setup, Silent, fit
-from shipsft.train.preempt import StopRequest
+from shipsft.train.preempt import Preempted, StopRequest
 from shipsft.train.loss import decoder_and_head
 from shipsft.train.optim import build_optimizers
 from shipsft.train.recipe import resolve_auto
@@ -85,6 +86,9 @@ def setup(cfg: RunConfig, config_path: str | Path | None, skip_audit: bool, argv
     tokenizer = load_tokenizer(cfg.model)
     folder = RunFolder(Path(resume).parents[1]) if resume else run_folder_for(cfg.output, config_path)
     state = read_state(resume) if resume else None
+    # the one place trackers are built (only rank 0 will, once training runs on several processes): a missing
+    # package is an error here, before any data work; the sink starts them once manifest.json is written
+    trackers = build_trackers(cfg.track, folder, resumed=state is not None)
     train_prep = prepare(cfg.data, tokenizer, "train", strict=False, rejects_path=folder.rejects("train"))
     data, train, reasons = resolve_auto(cfg.data, cfg.train, len(train_prep.rendered), train_prep.full_lengths)
     cfg = cfg.model_copy(update={"data": data.model_copy(update={"max_length": train_prep.max_length}),
@@ -136,7 +140,9 @@ def setup(cfg: RunConfig, config_path: str | Path | None, skip_audit: bool, argv
     if template is not None:  # checkpoints ship the template training rendered with
         tokenizer.chat_template = template.source
     s = assemble(cfg, model, tokenizer, train_prep.rendered, eval_prep.rows if eval_prep else None, folder,
-                 resume_offsets=tuple(state.loop["offsets"]) if state else None)
+                 resume_offsets=tuple(state.loop["offsets"]) if state else None, trackers=trackers)
+    for note in s.sink.tracker_notes():
+        progress.note(note)
     if state is not None:
         for opt, sd in zip(s.optimizers, state.optimizers):
             opt.load_state_dict(sd)
@@ -219,22 +225,22 @@ NOT_RESULT_AFFECTING = {"log_every", "save_every", "keep_checkpoints", "eval_eve
 
 
 def assemble(cfg: RunConfig, model, tokenizer, examples: list, eval_rows: list | None, folder: RunFolder,
-             resume_offsets: tuple[int, int] | None = None) -> Setup:
+             resume_offsets: tuple[int, int] | None = None, trackers: Trackers | None = None) -> Setup:
     """The loop's Setup for a loaded model and rendered training examples (`cfg` with every 'auto' resolved):
-    optimizer, eval session, metric sink, step plan."""
+    optimizer, eval session, metric sink (with the run's trackers), step plan."""
     device = next(model.parameters()).device
     amp = autocast_dtype(cfg.train.precision, device)
     sess = session.build_session(cfg.eval, cfg.data, tokenizer, model, amp) if cfg.eval.suites else None
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
     return Setup(cfg.train, cfg.optim, cfg.eval, cfg.method.name, model, tokenizer,
                  build_optimizers(cfg.optim, model), examples, cfg.data.max_length, cfg.data.packing, eval_rows, sess,
-                 folder, MetricsSink(folder, resume_offsets),
+                 folder, MetricsSink(folder, resume_offsets, trackers),
                  plan_steps([len(x.ids) for x in examples], cfg.train), amp, device, pad_id, cfg.to_yaml())
 
 
 def finish(s: Setup, result: FitResult, progress: Progress) -> int:
-    """Promotion (when eval suites ran), promotion.json and report.html. Returns the exit code (0, or 3 when no
-    checkpoint passed the gates)."""
+    """Promotion (when eval suites ran), promotion.json, report.html, and the export when output.export is set.
+    Returns the exit code (0, or 3 when no checkpoint passed the gates)."""
     code = 0
     if s.session is not None:
         evals = [{"step": e.step, "metrics": e.metrics} for e in result.evals]
@@ -251,6 +257,15 @@ def finish(s: Setup, result: FitResult, progress: Progress) -> int:
         progress.note(promo.message)
         code = promo.exit_code
     write_report(s.folder)
+    export = load_config(s.folder.config).output.export  # output.export: hand off the promoted model (export/)
+    if export is not None and code == 0:
+        from shipsft.export.run import export_run
+
+        try:  # a failed export (parity mismatch: exit 1) leaves the trained run complete, manifest included
+            export_run(s.folder.root, export, progress)
+        except ShipError as e:
+            progress.note("\n".join(f"export failed: {line}" for line in e.lines))
+            code = e.exit_code
     return code
 
 
@@ -267,13 +282,21 @@ def run_train(cfg: RunConfig, config_path: str | Path | None = None, skip_audit:
     progress = progress or Silent()
     started = time.perf_counter()
     s = setup(cfg, config_path, skip_audit, argv, progress, resume, force)
-    try:
+    status = "FAILED"  # what the trackers record when an error ends the run
+    try:  # the sink (and its trackers) stays open through finish, so the reports reach the trackers
         result = fit(s, progress, stop)
+        code = finish(s, result, progress)
+        update_manifest(s.folder, steps=result.steps, skipped_nonfinite_steps=result.n_skipped,
+                        trained_tok_s=round(result.trained_tok_s, 1), wall_s=round(time.perf_counter() - started, 1))
+        s.sink.log_run_files()  # after the manifest's last update: the artifact holds the steps and the time
+        status = "FINISHED"
+    except (Preempted, KeyboardInterrupt):
+        status = "KILLED"  # resumable: a resume sets the tracker run running again
+        raise
     finally:
-        s.sink.close()
-    code = finish(s, result, progress)
-    update_manifest(s.folder, steps=result.steps, skipped_nonfinite_steps=result.n_skipped,
-                    trained_tok_s=round(result.trained_tok_s, 1), wall_s=round(time.perf_counter() - started, 1))
+        s.sink.close(status)
+        for line in s.sink.problems:
+            progress.note(line)
     if result.eval_loss_before is not None:
         progress.note(f"eval loss: base {result.eval_loss_before:.4f} -> tuned {result.eval_loss_after:.4f}")
     progress.note(f"saved {s.folder.trained(s.method)} ({result.steps} steps, {result.trained_tok_s:.0f} trained "

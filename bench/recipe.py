@@ -1,0 +1,407 @@
+"""Does the recipe `shipsft init` chooses generalise? shipsft's defaults vs TRL SFTTrainer, at an equal CPU budget.
+
+    python bench/recipe.py --task classify_json             # one task (about 45 min on a quiet 2-core CPU)
+    python bench/recipe.py --task all --budget-min 10       # the whole table: hours; run it on a quiet machine
+    python bench/recipe.py --task classify_json --budget-min 3 --eval-limit 40    # a quick check of the harness
+
+Tasks (bench/recipe_tasks): classify_json, extract_entities, rewrite_format, tool_call; each has a training set and an
+eval set in two slices: "seen" (training phrasings and entity pools, new combinations) and "unseen" (phrasings,
+entities and templates that never occur in training). The gap between them is how much a recipe memorised.
+
+Contenders, each trained in its own subprocess on the same model (SmolLM2-135M-Instruct unless --model):
+  shipsft       `shipsft init train.jsonl` then `shipsft train` on the config it wrote, unedited: init holds out
+                its own eval split from train.jsonl (as a new user's run does; the benchmark's eval files are never
+                shown to training), precision auto (fp32 on a CPU without native bf16), tcmalloc when installed.
+  trl-defaults  SFTTrainer as a new user runs it: SFTConfig() defaults (lr 2e-5, 3 epochs, batch 8, linear decay,
+                gradient checkpointing, bf16 autocast, which TRL turns on even where bf16 is emulated) with peft's
+                LoraConfig() defaults (r 8, alpha 8, q_proj/v_proj), on the messages as they are (loss on every
+                token, TRL's default for that format); glibc malloc.
+  trl-recipe    the common LoRA recipe: r 16, alpha 32, dropout 0.05, all linear layers, lr 2e-4, batch 8, 1 epoch,
+                on prompt/completion pairs (loss on the answer only, TRL's default for that format), fp32 (the
+                fast path here; bf16 is measured slower where it is emulated), no gradient checkpointing, and the
+                same allocator as shipsft. Everything else SFTConfig's defaults.
+
+The budget (--budget-min, 10 by default) is the time spent in optimizer steps. Each contender first runs a few
+calibration steps in the same setting and measures seconds per step; when its planned run (epochs x examples /
+batch) would not fit in 90% of the budget, its steps are capped to what fits (`train.max_steps` for shipsft,
+`max_steps` for TRL, so each learning-rate schedule still ends at its last step). The table says when a cap was
+applied. Evals during training (shipsft's eval gates) are not counted.
+
+Every contender is then scored by the same code: `shipsft eval` (greedy decoding, the model's chat template, the
+same generation budget and metric) on the seen and unseen slices; the primary metric per example gives the mean
+and a bootstrap 95% CI (2,000 resamples). The base model is scored once (shipsft's eval of its run scores the base
+with the adapter switched off). A contender that fails is reported in the table with the reason; the others go on.
+
+Results go to --out (bench_out/recipe): per task data/, one folder per contender (config, run folder or adapter,
+eval predictions.jsonl, result.json), results.json; the markdown table is printed at the end.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import platform
+import shutil
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+if str(REPO) not in sys.path:
+    sys.path.insert(0, str(REPO))
+
+CONTENDERS = ["shipsft", "trl-defaults", "trl-recipe"]
+CALIBRATION_STEPS = 5  # optimizer steps timed before each run; the first is dropped (warm-up), the median of the rest
+BUDGET_SHARE = 0.9  # a capped run aims at 90% of the budget: step times drift by about +-10% on a shared machine
+TCMALLOC = "/usr/lib/x86_64-linux-gnu/libtcmalloc_minimal.so.4"
+TRL_RECIPE = dict(r=16, lora_alpha=32, lora_dropout=0.05, target_modules="all-linear")
+
+
+# ------------------------------------------------------------------------------------------------------------------
+# statistics and the table
+
+
+def bootstrap_ci(values: list[float], n_resamples: int = 2000, seed: int = 0) -> tuple[float, float, float]:
+    """(mean, lo, hi): the mean and the 2.5th / 97.5th percentiles of the means of resampled examples."""
+    import numpy as np
+
+    if not values:
+        return math.nan, math.nan, math.nan
+    v = np.asarray(values, dtype=np.float64)
+    idx = np.random.default_rng(seed).integers(0, len(v), size=(n_resamples, len(v)))
+    lo, hi = np.percentile(v[idx].mean(axis=1), [2.5, 97.5])
+    return float(v.mean()), float(lo), float(hi)
+
+
+SLICES = {"seen": "eval_seen", "unseen": "eval_unseen"}  # slice -> the suite name `shipsft eval` gives the file
+
+
+def slice_scores(predictions: list[dict], metric: str, key: str = "scores") -> dict[str, list[float]]:
+    """Per slice (and "all"), the metric's score of every example, from predictions.jsonl rows (`key`: the tuned
+    model's "scores" or the baseline's "base_scores")."""
+    out: dict[str, list[float]] = {}
+    for name, suite in SLICES.items():
+        out[name] = [float(r[key][metric]) for r in predictions if r.get("suite") == suite and key in r]
+    out["all"] = out["seen"] + out["unseen"]
+    return out
+
+
+def summarise(predictions: list[dict], metric: str, key: str = "scores") -> dict[str, list[float]]:
+    return {k: list(bootstrap_ci(v)) + [len(v)] for k, v in slice_scores(predictions, metric, key).items()}
+
+
+def cell(stat: list | None) -> str:
+    if not stat or stat[3] == 0:
+        return "–"
+    mean, lo, hi = stat[:3]
+    return f"{mean:.1%} [{lo:.0%}, {hi:.0%}]"
+
+
+def table(results: list[dict]) -> str:
+    """The markdown table: one row per task and contender (failures with their reason)."""
+    head = ("| task | contender | primary metric | seen [95% CI] | unseen [95% CI] | all [95% CI] | gap seen-unseen "
+            "| train s | steps | precision |")
+    lines = [head, "|" + "---|" * (head.count("|") - 1)]
+    for r in results:
+        s = r.get("scores")
+        if r.get("status") != "ok" or not s:
+            lines.append(f"| {r['task']} | {r['contender']} | {r.get('metric', '')} | failed: "
+                         f"{_one_line(r.get('error', r.get('status', '?')))} | | | | | | |")
+            continue
+        gap = s["seen"][0] - s["unseen"][0] if s["seen"][3] and s["unseen"][3] else math.nan
+        steps = f"{r.get('steps', '?')}" + (f" (capped from {r['planned_steps']})" if r.get("capped") else "")
+        train_s = f"{r['train_s']:.0f}" if isinstance(r.get("train_s"), (int, float)) else "–"
+        lines.append(f"| {r['task']} | {r['contender']} | {r['metric']} | {cell(s['seen'])} | {cell(s['unseen'])} | "
+                     f"{cell(s['all'])} | {'–' if math.isnan(gap) else f'{gap:+.1%}'} | {train_s} | {steps} | "
+                     f"{r.get('precision', '?')} |")
+    return "\n".join(lines)
+
+
+def _one_line(text: str, limit: int = 160) -> str:
+    text = " ".join(str(text).split()).replace("|", "/")
+    return text if len(text) <= limit else text[:limit] + "..."
+
+
+def cap_steps(planned: int, s_per_step: float, budget_s: float) -> tuple[int, bool]:
+    """(steps to run, capped?): the planned steps, or as many as fit in BUDGET_SHARE of the budget (at least 1)."""
+    fit = max(1, int(BUDGET_SHARE * budget_s / s_per_step)) if s_per_step > 0 else planned
+    return (fit, True) if fit < planned else (planned, False)
+
+
+# ------------------------------------------------------------------------------------------------------------------
+# subprocesses
+
+
+class Failed(Exception):
+    pass
+
+
+def sh(cmd: list[str], cwd: Path, timeout_s: float, log: Path, env: dict | None = None, ok=(0,)) -> int:
+    """Run a command, its output to `log`; a non-zero exit (other than `ok`) or a timeout raises Failed with the
+    last lines of the log."""
+    log.parent.mkdir(parents=True, exist_ok=True)
+    with log.open("a") as f:
+        f.write(f"$ {' '.join(cmd)}\n")
+        f.flush()
+        try:
+            code = subprocess.run(cmd, cwd=cwd, stdout=f, stderr=subprocess.STDOUT, timeout=timeout_s,
+                                  env=env).returncode
+        except subprocess.TimeoutExpired:
+            raise Failed(f"timed out after {timeout_s:.0f} s: {' '.join(cmd[:4])} (log: {log})") from None
+    if code not in ok:
+        tail = [x for x in log.read_text().splitlines() if x.strip()][-3:]
+        raise Failed(f"exit {code}: {' '.join(cmd[:3])}: {' / '.join(tail)} (log: {log})")
+    return code
+
+
+def shipsft_cmd(*args: str) -> list[str]:
+    return [sys.executable, "-m", "shipsft", *args]
+
+
+def child_env(tcmalloc: bool) -> dict:
+    env = dict(os.environ)
+    env.pop("LD_PRELOAD", None)
+    env["SHIPSFT_ALLOCATOR"] = "tcmalloc" if tcmalloc and Path(TCMALLOC).exists() else "system"
+    if tcmalloc and Path(TCMALLOC).exists():
+        env["LD_PRELOAD"] = TCMALLOC
+    env["TOKENIZERS_PARALLELISM"] = "false"
+    return env
+
+
+def run_shipsft(a, data: Path, work: Path, budget_s: float) -> dict:
+    import yaml
+
+    log = work / "log.txt"
+    sh(shipsft_cmd("init", str(data / "train.jsonl"), "--out", str(work / "config.yaml"), "--model", a.model,
+                   "--force"), work, 600, log)
+    cfg = yaml.safe_load((work / "config.yaml").read_text())
+    n_train = sum(1 for line in Path(work / cfg["data"]["train"]).read_text().splitlines() if line.strip())
+    batch, epochs = cfg["train"]["batch_size"], cfg["train"]["epochs"]
+    planned = math.ceil(epochs * math.ceil(n_train / batch))
+    # calibration: the same config and data, a few steps, no evals (they are not part of the budget)
+    sh(shipsft_cmd("train", "config.yaml", "--skip-audit", "--set", f"train.max_steps={CALIBRATION_STEPS}",
+                   "--set", "eval.suites=[]", "--set", "eval.gates=[]", "--set", "eval.select_metric=null",
+                   "--set", "output.name=calibration"), work, 1800, log, child_env(True))
+    per_step = step_seconds(read_jsonl(work / "runs" / "calibration" / "metrics.jsonl"))
+    steps, capped = cap_steps(planned, per_step, budget_s)
+    extra = ["--set", f"train.max_steps={steps}"] if capped else []
+    code = sh(shipsft_cmd("train", "config.yaml", *extra, "--set", "output.name=run"), work,
+              budget_s * 3 + 3600, log, child_env(True), ok=(0, 3))  # 3: trained, no checkpoint passed the gates
+    records = read_jsonl(work / "runs" / "run" / "metrics.jsonl")
+    done = [r for r in records if "loss" in r]
+    promo = work / "runs" / "run" / "promotion.json"
+    return {"target": str(work / "runs" / "run"), "steps": done[-1]["step"] if done else 0, "planned_steps": planned,
+            "capped": capped, "s_per_step": per_step, "train_s": train_seconds(done),
+            "precision": _precision(work / "runs" / "run"), "exit_code": code,
+            "promoted": json.loads(promo.read_text()).get("promoted") if promo.exists() else None}
+
+
+def step_seconds(records: list[dict]) -> float:
+    """Median seconds per optimizer step from metrics.jsonl (the loop's cumulative trained tokens / s), first step
+    dropped."""
+    done = [r for r in records if "loss" in r and r.get("trained_tok_s")]
+    totals, t = 0, []
+    for r in done:
+        totals += r["trained_tokens"]
+        t.append(totals / r["trained_tok_s"])
+    steps = [b - a for a, b in zip(t, t[1:])] or t
+    if not steps:
+        raise Failed("calibration wrote no timed steps")
+    return statistics.median(steps)
+
+
+def train_seconds(done: list[dict]) -> float | None:
+    if not done or not done[-1].get("trained_tok_s"):
+        return None
+    return sum(r["trained_tokens"] for r in done) / done[-1]["trained_tok_s"]
+
+
+def _precision(run: Path) -> str:
+    """What the run's manifest says it trained in ("torch.float32" -> fp32, "torch.bfloat16" -> bf16)."""
+    manifest = json.loads((run / "manifest.json").read_text()) if (run / "manifest.json").exists() else {}
+    return {"torch.float32": "fp32", "torch.bfloat16": "bf16"}.get(manifest.get("precision"), "?")
+
+
+def run_trl(a, contender: str, data: Path, work: Path, budget_s: float) -> dict:
+    spec = {"contender": contender, "model": a.model, "train": str(data / "train.jsonl"), "out": str(work),
+            "budget_s": budget_s}
+    sh([sys.executable, str(Path(__file__).resolve()), "--trl-worker", json.dumps(spec)], work, budget_s * 3 + 3600,
+       work / "log.txt", child_env(contender == "trl-recipe"))
+    return {**json.loads((work / "result-train.json").read_text()), "target": str(work / "adapter")}
+
+
+def trl_worker(spec: dict) -> None:
+    """In its own process: calibrate, then train with SFTTrainer, save the adapter and the tokenizer."""
+    import torch
+    from datasets import Dataset
+    from peft import LoraConfig
+    from transformers import AutoModelForCausalLM, AutoTokenizer, TrainerCallback
+    from trl import SFTConfig, SFTTrainer
+
+    from shipsft.model.locate import resolve_model_dir
+
+    model_dir = resolve_model_dir(spec["model"])
+    out = Path(spec["out"])
+    records = read_jsonl(Path(spec["train"]))
+    defaults = spec["contender"] == "trl-defaults"
+    if defaults:
+        ds = Dataset.from_list([{"messages": r["messages"]} for r in records])
+        lora = LoraConfig(task_type="CAUSAL_LM")
+        args = {}
+    else:
+        ds = Dataset.from_list([{"prompt": r["messages"][:-1], "completion": r["messages"][-1:]} for r in records])
+        lora = LoraConfig(**TRL_RECIPE, task_type="CAUSAL_LM")
+        args = dict(learning_rate=2e-4, num_train_epochs=1, per_device_train_batch_size=8, bf16=False,
+                    gradient_checkpointing=False)
+    tok = AutoTokenizer.from_pretrained(model_dir)
+    times: list[float] = []
+
+    class StepTimer(TrainerCallback):
+        def on_step_begin(self, *a, **k):
+            self.t0 = time.perf_counter()
+
+        def on_step_end(self, *a, **k):
+            times.append(time.perf_counter() - self.t0)
+
+    def trainer(max_steps: int):
+        model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32)
+        conf = SFTConfig(output_dir=str(out / "trl"), report_to="none", save_strategy="no", use_cpu=True,
+                         seed=0, max_steps=max_steps, **args)
+        return SFTTrainer(model=model, args=conf, train_dataset=ds, processing_class=tok, peft_config=lora,
+                          callbacks=[StepTimer()])
+
+    calib = trainer(CALIBRATION_STEPS)
+    calib.train()
+    per_step = statistics.median(times[1:] or times)
+    conf = calib.args
+    planned = math.ceil(conf.num_train_epochs * math.ceil(len(ds) / (conf.per_device_train_batch_size *
+                                                                         conf.gradient_accumulation_steps)))
+    precision = "bf16" if conf.bf16 else "fp32"
+    del calib
+    steps, capped = cap_steps(planned, per_step, spec["budget_s"])
+    t = trainer(steps if capped else -1)
+    res = t.train()
+    t.save_model(str(out / "adapter"))
+    tok.save_pretrained(str(out / "adapter"))
+    (out / "result-train.json").write_text(json.dumps({
+        "steps": t.state.global_step, "planned_steps": planned, "capped": capped, "s_per_step": per_step,
+        "train_s": res.metrics.get("train_runtime"), "precision": precision}))
+
+
+def evaluate(a, target: str, data: Path, work: Path, metrics: list[str]) -> list[dict]:
+    """`shipsft eval` on both slices, with the task's metrics; returns its predictions.jsonl rows."""
+    out = work / "eval"
+    args = ["eval", target, "--suite", str(data / "eval_seen.jsonl"), "--suite", str(data / "eval_unseen.jsonl"),
+            "--out", str(out / "eval.json")]
+    for m in metrics:
+        args += ["--metric", m]
+    if a.eval_limit:
+        args += ["--limit", str(a.eval_limit)]
+    sh(shipsft_cmd(*args), work, 7200, work / "log.txt", child_env(True))
+    return [r for r in read_jsonl(out / "predictions.jsonl") if r.get("kind") == "eval"]
+
+
+def read_jsonl(path: Path) -> list[dict]:
+    path = Path(path)
+    return [json.loads(x) for x in path.read_text().splitlines() if x.strip()] if path.exists() else []
+
+
+# ------------------------------------------------------------------------------------------------------------------
+# one task
+
+
+def prepare_task(name: str, seed: int, folder: Path, train_limit: int | None, eval_limit: int | None):
+    from bench.recipe_tasks import TASKS, write_task
+
+    task = TASKS[name](seed)
+    if train_limit:
+        task.train = task.train[:train_limit]
+    if eval_limit:
+        task.eval = task.eval_slice("seen")[:eval_limit] + task.eval_slice("unseen")[:eval_limit]
+    write_task(task, folder)
+    return task
+
+
+def run_task(a, name: str) -> list[dict]:
+    root = Path(a.out) / name
+    data = root / "data"
+    task = prepare_task(name, a.seed, data, a.train_limit, a.eval_limit)
+    metric = task.primary_metric
+    print(f"== {name}: {len(task.train)} train, {len(task.eval_slice('seen'))} seen + "
+          f"{len(task.eval_slice('unseen'))} unseen eval; primary metric {metric}", flush=True)
+    results, base = [], None
+    for contender in a.contenders:
+        work = root / contender
+        shutil.rmtree(work, ignore_errors=True)  # a fresh folder: a run folder written into twice mixes its curves
+        work.mkdir(parents=True)
+        r = {"task": name, "contender": contender, "metric": metric}
+        t0 = time.perf_counter()
+        try:
+            trained = (run_shipsft(a, data, work, a.budget_min * 60) if contender == "shipsft"
+                       else run_trl(a, contender, data, work, a.budget_min * 60))
+            r.update(trained)
+            preds = evaluate(a, trained["target"], data, work, task.metrics)
+            r["scores"] = summarise(preds, metric)
+            if base is None and any("base_scores" in p for p in preds):
+                base = {"task": name, "contender": "base model (no training)", "metric": metric, "status": "ok",
+                        "scores": summarise(preds, metric, "base_scores"), "steps": 0, "train_s": 0,
+                        "precision": r.get("precision")}
+            r["status"] = "ok"
+        except Failed as e:
+            r.update(status="failed", error=str(e))
+        except Exception as e:  # noqa: BLE001 - one contender's bug must not lose the others' results
+            r.update(status="failed", error=f"{type(e).__name__}: {e}")
+        r["wall_s"] = round(time.perf_counter() - t0, 1)
+        (work / "result.json").write_text(json.dumps(r, indent=2))
+        print(f"  {contender}: {r['status']}" + (f" {cell(r['scores']['all'])} all" if r.get("scores") else
+                                                  f" ({r.get('error', '')})") + f", {r['wall_s']:.0f} s wall",
+              flush=True)
+        results.append(r)
+    return ([base] if base else []) + results
+
+
+def cpu_name() -> str:
+    for line in Path("/proc/cpuinfo").read_text().splitlines() if Path("/proc/cpuinfo").exists() else []:
+        if line.startswith("model name"):
+            return line.split(":", 1)[1].strip()
+    return platform.processor() or "unknown CPU"
+
+
+def main(argv: list[str] | None = None) -> int:
+    from bench.recipe_tasks import TASKS
+
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--task", default="all", choices=[*TASKS, "all"])
+    ap.add_argument("--budget-min", type=float, default=10.0, help="optimizer-step time per contender (minutes)")
+    ap.add_argument("--seed", type=int, default=0, help="task generator seed")
+    ap.add_argument("--out", default="bench_out/recipe")
+    ap.add_argument("--model", default="smollm2")
+    ap.add_argument("--contenders", nargs="*", default=CONTENDERS, choices=CONTENDERS)
+    ap.add_argument("--train-limit", type=int, help="only the first N training examples (harness checks)")
+    ap.add_argument("--eval-limit", type=int, help="only the first N examples of each eval slice")
+    ap.add_argument("--trl-worker", help=argparse.SUPPRESS)
+    a = ap.parse_args(argv)
+    if a.trl_worker:
+        trl_worker(json.loads(a.trl_worker))
+        return 0
+    import torch
+
+    started = time.perf_counter()
+    print(f"CPU: {cpu_name()} ({os.cpu_count()} threads, {torch.get_num_threads()} torch threads); torch "
+          f"{torch.__version__}; budget {a.budget_min:g} min of optimizer steps per contender; load average at start "
+          f"{os.getloadavg()[0]:.2f}", flush=True)
+    results = []
+    for name in (list(TASKS) if a.task == "all" else [a.task]):
+        results += run_task(a, name)
+        Path(a.out).mkdir(parents=True, exist_ok=True)
+        (Path(a.out) / "results.json").write_text(json.dumps(results, indent=2))
+    print(f"\nload average at the end {os.getloadavg()[0]:.2f}; {time.perf_counter() - started:.0f} s in all\n")
+    print(table(results))
+    return 0 if all(r.get("status") == "ok" for r in results) else 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

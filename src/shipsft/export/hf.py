@@ -1,0 +1,89 @@
+"""The standard Hugging Face folder: what `AutoModelForCausalLM.from_pretrained`, vLLM and TGI load as it is.
+
+    hf/
+      config.json                     tie_word_embeddings as the merge left it, dtype, use_cache on
+      model(-0000N-of-0000M).safetensors  sharded at 5 GB (the Hub's usual size), with model.safetensors.index.json
+      generation_config.json          eos_token_id: a LIST holding the trained end-of-turn id and the tokenizer's eos
+      tokenizer.json, tokenizer_config.json, chat_template.jinja   the training template (template_kwargs baked in)
+      README.md                       the model card (card.py)
+
+Why each part is there: serving engines stop at generation_config's eos ids, so a fine-tune whose end-of-turn token is
+missing there generates forever (unsloth#5386 reset it in a merge; vllm#45591 dropped it); and a server renders with
+the folder's own template, so it must be the one training rendered with, not the base model's (Axolotl's merge copied
+the base's). `data.template_kwargs` (e.g. Llama 3.2's date_string) are baked into the saved template with Jinja `set`
+statements, because a server passes no kwargs: the served prompt then renders byte-identically to training's.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+
+from shipsft.errors import ConfigError
+from shipsft.runs.checkpoint import save_atomic
+
+SHARD_SIZE = "5GB"
+JINJA_RESERVED = {"none", "None", "true", "True", "false", "False", "and", "or", "not", "in", "is", "if", "else"}
+DTYPES = {"f32": torch.float32, "f16": torch.float16, "bf16": torch.bfloat16}
+
+
+def jinja_literal(value) -> str:
+    """A Python/JSON value as a Jinja literal (Jinja spells null/true/false as none/true/false)."""
+    if value is None:
+        return "none"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (int, float, str)):
+        return json.dumps(value, ensure_ascii=False)
+    if isinstance(value, (list, tuple)):
+        return "[" + ", ".join(jinja_literal(v) for v in value) + "]"
+    if isinstance(value, dict):
+        return "{" + ", ".join(f"{json.dumps(str(k))}: {jinja_literal(v)}" for k, v in value.items()) + "}"
+    raise ConfigError([f"data.template_kwargs: {value!r} ({type(value).__name__}) cannot be written into a chat "
+                       "template; use strings, numbers, booleans, lists or mappings"])
+
+
+def baked_template(source: str, kwargs: dict) -> str:
+    """The template with `kwargs` set at its top, so it renders as training did when a server passes no kwargs."""
+    bad = [k for k in kwargs if not str(k).isidentifier() or str(k) in JINJA_RESERVED]
+    if bad:
+        raise ConfigError([f"data.template_kwargs: {bad} are not valid template variable names"])
+    head = "".join(f"{{%- set {k} = {jinja_literal(v)} %}}" for k, v in kwargs.items())
+    return head + source
+
+
+def generation_config(lm, tokenizer, stop: list[int]):
+    """The model's generation config with eos_token_id = every id that ends a turn, and a pad id."""
+    gen = lm.generation_config
+    gen.eos_token_id = list(dict.fromkeys(stop))
+    if tokenizer.pad_token_id is not None:
+        gen.pad_token_id = tokenizer.pad_token_id
+    elif gen.pad_token_id is None:
+        gen.pad_token_id = stop[0]
+    if tokenizer.bos_token_id is not None:
+        gen.bos_token_id = tokenizer.bos_token_id
+    return gen
+
+
+def write_hf(lm, tokenizer, template: str, stop: list[int], out_dir: Path, dtype: str, card: str) -> Path:
+    """Write the folder atomically. Casts `lm` to `dtype` in place (write the GGUF from fp32 first)."""
+    lm.to(DTYPES[dtype])
+    lm.config.use_cache = True
+    lm.generation_config = generation_config(lm, tokenizer, stop)
+
+    def write(tmp: Path) -> None:
+        lm.save_pretrained(tmp, safe_serialization=True, max_shard_size=SHARD_SIZE)
+        before = tokenizer.chat_template
+        tokenizer.chat_template = template  # saved as chat_template.jinja; the caller's tokenizer is left as it was
+        try:
+            tokenizer.save_pretrained(tmp)
+        finally:
+            tokenizer.chat_template = before
+        (tmp / "README.md").write_text(card, encoding="utf-8")
+
+    return save_atomic(Path(out_dir), write)
+
+
+def folder_size(path: Path) -> int:
+    return sum(f.stat().st_size for f in Path(path).rglob("*") if f.is_file())

@@ -1,0 +1,184 @@
+"""`shipsft export RUN`: merge -> GGUF -> HF folder -> parity check -> model card, into <run>/export.
+
+    result = export_run(Path("runs/quickstart"), ExportConfig(to=["hf", "gguf"], quant="q8_0"), progress)
+    report = check_run(Path("runs/quickstart"), export_cfg, progress)    # `shipsft export RUN --check`
+
+Each of hf/ and gguf/ is written atomically (runs.checkpoint.save_atomic: a half-written export is never in place).
+The GGUF is written from the fp32 merge before the HF folder is cast to its dtype. The check runs last, on the files
+as written (what a server loads), and a failed check raises `ParityFailed` after export.json and the cards are
+written, so what differs can be inspected. `progress` is anything with `.note(str)` (train/loop.py's Progress).
+"""
+from __future__ import annotations
+
+import shutil
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from shipsft.config import ExportConfig, ModelConfig
+from shipsft.data.render import end_of_turn_marker
+from shipsft.data.template import ChatTemplate
+from shipsft.errors import ConfigError
+from shipsft.eval.items import stop_ids
+from shipsft.export.card import CardFacts, model_card
+from shipsft.export.folder import ExportFolder
+from shipsft.export.gguf_writer import GGUFInfo, read_metadata, write_gguf
+from shipsft.export.hf import baked_template, folder_size, write_hf
+from shipsft.export.merge import MergeInfo, merged_model
+from shipsft.export.modelfile import modelfile
+from shipsft.export.parity import ParityFailed, ParityReport, check_export
+from shipsft.export.source import RunSource, open_run, shipped_tokenizer, training_renderer
+from shipsft.model.locate import gguf_path
+from shipsft.model.precision import pick_device
+from shipsft.runs.checkpoint import save_atomic
+from shipsft.runs.jsonio import read_json, write_json, write_text_atomic
+from shipsft.runs.manifest import read_manifest
+
+
+@dataclass
+class ExportResult:
+    folder: ExportFolder
+    merge: MergeInfo
+    hf: Path | None = None
+    gguf: GGUFInfo | None = None
+    report: ParityReport | None = None
+    seconds: dict[str, float] = field(default_factory=dict)
+    sizes: dict[str, int] = field(default_factory=dict)
+
+
+def export_folder(src: RunSource, export: ExportConfig) -> ExportFolder:
+    return ExportFolder(Path(export.dir) if export.dir else src.folder.root / "export")
+
+
+def gguf_type(export: ExportConfig) -> str:
+    return export.quant or export.dtype
+
+
+def source_gguf_fields(model: ModelConfig) -> dict:
+    """tokenizer.ggml.pre and general.license of the base model's GGUF, when the base came from one (SmolLM2):
+    llama.cpp picks its pre-tokenizer regex by that name, which a tokenizer.json does not carry."""
+    try:
+        g = gguf_path(model.path, model.gguf_file)
+    except ConfigError:
+        return {}
+    if g is None or not g.exists():
+        return {}
+    return read_metadata(g, ("tokenizer.ggml.pre", "general.license"))
+
+
+def data_files(src: RunSource) -> list[dict]:
+    if not src.folder.audit_json.exists():
+        return []
+    stats = read_json(src.folder.audit_json).get("stats") or {}
+    return (stats.get("provenance") or {}).get("files") or []
+
+
+def export_run(run: Path, export: ExportConfig, progress) -> ExportResult:
+    """Write the export of a run folder's shipped weights; raises ParityFailed when the check finds a mismatch."""
+    t0 = time.perf_counter()
+    src = open_run(run)
+    folder = export_folder(src, export)
+    if src.note:
+        progress.note(f"note: {run}: {src.note}")
+    renderer = training_renderer(src)
+    template = baked_template(renderer.template.source, src.cfg.data.template_kwargs)
+    tok = shipped_tokenizer(src)
+    marker = end_of_turn_marker(renderer)
+    eot_id = tok.convert_tokens_to_ids(marker) if marker is not None else None
+    device = pick_device()
+    lm, merge = merged_model(src.cfg.model, src.cfg.method, src.weights, device)
+    stop = stop_ids(tok, lm, renderer)
+    result = ExportResult(folder, merge)
+    result.seconds["merge"] = round(time.perf_counter() - t0, 1)
+    progress.note(f"export: {merge.summary()}; end-of-turn {marker!r} (id {eot_id}); stop ids {stop}")
+    src_fields = source_gguf_fields(src.cfg.model)
+    facts = CardFacts(src.name, src.cfg, read_manifest(src.folder),
+                      read_json(src.folder.promotion) if src.folder.promotion.exists() else None, data_files(src),
+                      template, marker, stop, merge.summary(), export.dtype if "hf" in export.to else None, None,
+                      None, base_license=src_fields.get("general.license"), note=src.note)
+
+    for target, path in (("hf", folder.hf), ("gguf", folder.gguf_dir)):  # a stale target would be checked as ours
+        if target not in export.to and path.exists():
+            shutil.rmtree(path)
+    if "gguf" in export.to:
+        t = time.perf_counter()
+        qtype = gguf_type(export)
+        gfile = folder.gguf_file(src.name, qtype)
+        facts.gguf_name, facts.gguf_type = gfile.name, qtype
+        holder: dict = {}
+
+        def write_gguf_dir(tmp: Path) -> None:
+            holder["info"] = write_gguf(lm, tok, template, eot_id, tmp / gfile.name, qtype, src.name,
+                                        pre=src_fields.get("tokenizer.ggml.pre"),
+                                        description=f"shipsft export of run {src.name} ({merge.summary()})")
+            text, facts.modelfile_note = modelfile(gfile.name, ChatTemplate(template, renderer.template.special),
+                                                   [tok.convert_ids_to_tokens(i) for i in stop])
+            (tmp / "Modelfile").write_text(text, encoding="utf-8")
+
+        save_atomic(folder.gguf_dir, write_gguf_dir)
+        result.gguf = holder["info"]
+        result.gguf.path = gfile
+        result.sizes["gguf"] = gfile.stat().st_size
+        result.seconds["gguf"] = round(time.perf_counter() - t, 1)
+        progress.note(f"export: {gfile} ({qtype}, {result.sizes['gguf'] / 1e6:.0f} MB, "
+                      f"{result.seconds['gguf']:.0f} s; tensor types {result.gguf.tensor_types}; pre-tokenizer "
+                      f"{result.gguf.pre!r})")
+    if "hf" in export.to:
+        t = time.perf_counter()
+        result.hf = write_hf(lm, tok, template, stop, folder.hf, export.dtype, model_card(facts))
+        result.sizes["hf"] = folder_size(folder.hf)
+        result.seconds["hf"] = round(time.perf_counter() - t, 1)
+        progress.note(f"export: {folder.hf} ({export.dtype}, {result.sizes['hf'] / 1e6:.0f} MB, "
+                      f"{result.seconds['hf']:.0f} s)")
+    lm = None  # free the merged weights before the check loads the export's own
+    if export.check:
+        t = time.perf_counter()
+        result.report = check_export(src, folder, renderer, template, export.check_prompts or 0,
+                                     strict=export.dtype == "f32", why_not_strict=f"{export.dtype} weights")
+        result.seconds["check"] = round(time.perf_counter() - t, 1)
+        for line in result.report.lines():
+            progress.note(f"parity {line}")
+        facts.parity = result.report.lines()
+    facts.sizes = result.sizes
+    card = model_card(facts)
+    for d in (folder.hf, folder.gguf_dir):
+        if d.is_dir():
+            write_text_atomic(d / "README.md", card)
+    result.seconds["total"] = round(time.perf_counter() - t0, 1)
+    write_record(folder, src, export, result)
+    progress.note(f"export: wrote {folder.root} in {result.seconds['total']:.0f} s")
+    if result.report is not None and not result.report.ok:
+        raise ParityFailed(result.report.failures())
+    return result
+
+
+def write_record(folder: ExportFolder, src: RunSource, export: ExportConfig, result: ExportResult) -> None:
+    write_json(folder.record, {
+        "run": str(src.folder.root), "weights": str(src.weights), "note": src.note,
+        "settings": export.model_dump(mode="json"), "merge": result.merge.summary(),
+        "hf": str(result.hf) if result.hf else None,
+        "gguf": {"path": str(result.gguf.path), "type": result.gguf.qtype, "tensor_types": result.gguf.tensor_types,
+                 "pre": result.gguf.pre} if result.gguf else None,
+        "sizes": result.sizes, "seconds": result.seconds,
+        "parity": result.report.to_json() if result.report else None})
+
+
+def check_run(run: Path, export: ExportConfig, progress) -> ParityReport:
+    """`shipsft export RUN --check`: the parity check on an existing export (nothing is rewritten but export.json's
+    parity entry). Raises ParityFailed on a mismatch."""
+    src = open_run(run)
+    folder = export_folder(src, export)
+    renderer = training_renderer(src)
+    template = baked_template(renderer.template.source, src.cfg.data.template_kwargs)
+    record = read_json(folder.record) if folder.record.exists() else {}
+    dtype = (record.get("settings") or {}).get("dtype", export.dtype)
+    report = check_export(src, folder, renderer, template, export.check_prompts or 0, strict=dtype == "f32",
+                          why_not_strict=f"{dtype} weights")
+    for line in report.lines():
+        progress.note(f"parity {line}")
+    if record:
+        record["parity"] = report.to_json()
+        write_json(folder.record, record)
+    if not report.ok:
+        raise ParityFailed(report.failures())
+    return report

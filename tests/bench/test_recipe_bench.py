@@ -1,0 +1,81 @@
+"""bench/recipe.py's plumbing: statistics, the budget cap, the table, a failing contender reported (not fatal), and
+one end-to-end pass on a tiny random model with a few examples and a seconds-long budget (slow)."""
+from __future__ import annotations
+
+import json
+import sys
+
+import pytest
+
+from helpers import REPO, tiny_llama, tiny_tokenizer
+
+sys.path.insert(0, str(REPO))
+from bench import recipe  # noqa: E402
+
+
+def test_bootstrap_ci_and_slices():
+    assert recipe.bootstrap_ci([1.0] * 10) == (1.0, 1.0, 1.0)
+    mean, lo, hi = recipe.bootstrap_ci([0.0, 1.0] * 50)
+    assert mean == 0.5 and 0.38 < lo < 0.5 < hi < 0.62 and recipe.bootstrap_ci([0.0, 1.0] * 50) == (mean, lo, hi)
+    preds = [{"suite": "eval_seen", "scores": {"m": 1.0}, "base_scores": {"m": 0.0}},
+             {"suite": "eval_seen", "scores": {"m": 0.0}, "base_scores": {"m": 0.0}},
+             {"suite": "eval_unseen", "scores": {"m": 0.0}, "base_scores": {"m": 1.0}}]
+    assert recipe.slice_scores(preds, "m") == {"seen": [1.0, 0.0], "unseen": [0.0], "all": [1.0, 0.0, 0.0]}
+    s = recipe.summarise(preds, "m", "base_scores")
+    assert (s["seen"][0], s["unseen"][0], s["all"][3]) == (0.0, 1.0, 3)
+
+
+def test_budget_cap_and_step_seconds():
+    assert recipe.cap_steps(100, 2.0, 60) == (27, True)  # 90% of 60 s at 2 s/step
+    assert recipe.cap_steps(20, 2.0, 60) == (20, False)
+    assert recipe.cap_steps(20, 500.0, 60) == (1, True)  # at least one step
+    # cumulative trained tokens / trained tok/s: steps end at 2, 5, 7, 10 s -> steps of 3, 2, 3 s -> median 3
+    records = [{"step": i + 1, "loss": 1.0, "trained_tokens": 100, "trained_tok_s": 100 * (i + 1) / t}
+               for i, t in enumerate([2, 5, 7, 10])]
+    assert recipe.step_seconds(records) == pytest.approx(3.0)
+    assert recipe.train_seconds(records) == pytest.approx(10.0)
+
+
+def test_table_reports_failures_with_their_reason():
+    ok = {"task": "t", "contender": "shipsft", "metric": "exact_match", "status": "ok", "steps": 27,
+          "planned_steps": 135, "capped": True, "train_s": 540.2, "precision": "fp32",
+          "scores": {"seen": [0.8, 0.7, 0.9, 100], "unseen": [0.6, 0.5, 0.7, 100], "all": [0.7, 0.63, 0.77, 200]}}
+    bad = {"task": "t", "contender": "trl-recipe", "metric": "exact_match", "status": "failed",
+           "error": "exit 1: python worker: ValueError: boom | more"}
+    lines = recipe.table([ok, bad]).splitlines()
+    assert len(lines) == 4 and lines[1].count("---") == 10
+    assert ("| 80.0% [70%, 90%] | 60.0% [50%, 70%] | 70.0% [63%, 77%] | +20.0% | 540 | 27 (capped from 135) |"
+            in lines[2])
+    assert "failed: exit 1: python worker: ValueError: boom / more" in lines[3]
+
+
+def test_a_failing_contender_is_reported_and_the_others_run(tmp_path, capsys):
+    code = recipe.main(["--task", "classify_json", "--out", str(tmp_path), "--model", str(tmp_path / "missing"),
+                        "--contenders", "shipsft", "trl-recipe", "--train-limit", "30", "--eval-limit", "2"])
+    out = capsys.readouterr().out
+    results = json.loads((tmp_path / "results.json").read_text())
+    assert code == 1 and [r["status"] for r in results] == ["failed", "failed"]
+    assert "not a local folder" in results[0]["error"] or "not found" in results[0]["error"]
+    assert "| classify_json | shipsft | json_field_match | failed: exit 2" in out and "trl-recipe" in out
+    assert len((tmp_path / "classify_json" / "data" / "train.jsonl").read_text().splitlines()) == 30
+
+
+@pytest.mark.slow
+def test_one_task_end_to_end_on_a_tiny_model(tmp_path, capsys):
+    model = tmp_path / "tiny-model"
+    tiny_llama(vocab_size=len(tiny_tokenizer())).save_pretrained(model)
+    tiny_tokenizer().save_pretrained(model)
+    code = recipe.main(["--task", "classify_json", "--out", str(tmp_path / "out"), "--model", str(model),
+                        "--train-limit", "48", "--eval-limit", "3", "--budget-min", "0.05",
+                        "--contenders", "shipsft", "trl-recipe"])  # trl-defaults: the same worker, other args
+    out = capsys.readouterr().out
+    results = json.loads((tmp_path / "out" / "results.json").read_text())
+    assert code == 0, out
+    assert [r["contender"] for r in results] == ["base model (no training)", "shipsft", "trl-recipe"]
+    for r in results[1:]:
+        assert r["status"] == "ok" and r["scores"]["seen"][3] == 3 and r["scores"]["all"][3] == 6
+        assert r["steps"] >= 1 and r["train_s"] > 0
+        preds = (tmp_path / "out" / "classify_json" / r["contender"] / "eval" / "predictions.jsonl")
+        assert len(preds.read_text().splitlines()) == 6  # every eval example of both slices kept
+    assert results[2]["precision"] == "fp32" and results[1]["precision"] in ("fp32", "bf16")  # shipsft: auto
+    assert out.count("| classify_json |") == 3

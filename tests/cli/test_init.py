@@ -1,0 +1,175 @@
+"""`shipsft init DATA`: the answer shape picks the metrics, the eval split is stratified, leak-free and the same on
+every run, and the written config loads and holds the numbers training itself would resolve from `auto`."""
+from __future__ import annotations
+
+import json
+from collections import Counter
+from pathlib import Path
+
+import pytest
+import yaml
+from typer.testing import CliRunner
+
+from helpers import tiny_llama, tiny_tokenizer
+from shipsft.cli.main import app
+from shipsft.config import load_config
+from shipsft.data.formats import load_examples
+from shipsft.data.inspect import answer_shape, leak_groups, leak_keys, split_indices
+
+CATEGORIES = ["billing"] * 6 + ["shipping"] * 3 + ["account"]  # 60% / 30% / 10%: the split must keep the shares
+
+
+def run(*args):
+    res = CliRunner().invoke(app, [str(a) for a in args], env={"SHIPSFT_ALLOCATOR": "system", "COLUMNS": "80"})
+    return res.exit_code, res.output
+
+
+@pytest.fixture(scope="module")
+def model_dir(tmp_path_factory) -> Path:
+    folder = tmp_path_factory.mktemp("tiny-model")
+    tiny_llama(vocab_size=len(tiny_tokenizer())).save_pretrained(folder)
+    tiny_tokenizer().save_pretrained(folder)
+    return folder
+
+
+def chat(user: str, answer: str) -> dict:
+    return {"messages": [{"role": "system", "content": "Sort the ticket."}, {"role": "user", "content": user},
+                         {"role": "assistant", "content": answer}]}
+
+
+def json_task(n: int) -> list[dict]:
+    # every tenth answer repeats the one before word for word: a leak if the two land on both sides of the split
+    return [chat(f"ticket {i}: my order number {i * 7} has a problem",
+                 json.dumps({"category": CATEGORIES[i % 10], "product": f"Widget {i - 1 if i % 10 == 1 else i}"}))
+            for i in range(n)]
+
+
+def write(path: Path, records: list[dict]) -> Path:
+    path.write_text("".join(json.dumps(r) + "\n" for r in records))
+    return path
+
+
+def test_answer_shape_picks_the_metrics(tmp_path, model_dir):
+    texts = {
+        "json_label": [r["messages"][-1]["content"] for r in json_task(200)],
+        "json": [json.dumps({"name": f"person {i}", "age": i}) for i in range(200)],
+        "label": [["positive", "negative", "neutral"][i % 3] for i in range(200)],
+        "short_text": [f"Meeting moved to room {i * 3} on day {i}." for i in range(200)],
+        "text": [f"The meeting on day {i} moved to room {i * 3} because of the {i % 7} visitors, who arrived early "
+                 "and asked for a larger space with a projector, a whiteboard and enough chairs for everyone, so the "
+                 "organisers booked the hall next door." for i in range(200)],
+    }
+    shapes = {k: answer_shape(v) for k, v in texts.items()}
+    assert (shapes["json_label"].kind, shapes["json_label"].label_field) == ("json", "category")
+    assert shapes["json_label"].majority_share == pytest.approx(0.6) and shapes["json_label"].majority == "billing"
+    assert (shapes["json"].kind, shapes["json"].label_field) == ("json", None)  # 200 names, 200 ages: no label
+    assert (shapes["label"].kind, shapes["label"].n_labels) == ("label", 3)
+    assert shapes["short_text"].kind == "short_text" and shapes["text"].kind == "text"
+    expected = {"json_label": ["json_valid", "json_field_match", "exact_match"], "label": ["exact_match"],
+                "short_text": ["exact_match", "rouge_l"], "text": ["rouge_l", "token_f1"]}
+    for kind, metrics in expected.items():
+        data = write(tmp_path / f"{kind}.jsonl", [chat(f"question {i} about item {i}", a)
+                                                  for i, a in enumerate(texts[kind])])
+        code, out = run("init", data, "--model", model_dir)
+        assert code == 0, out
+        cfg = load_config(tmp_path / f"{kind}.yaml")
+        assert cfg.eval.suites[0].metrics == metrics
+    gates = load_config(tmp_path / "json_label.yaml").eval.gates
+    assert [(g.metric, g.op, g.value) for g in gates] == [
+        ("heldout/json_valid", ">=", 0.9), ("heldout/json_field_match/category", ">", 0.6)]
+    assert [(g.metric, g.value) for g in load_config(tmp_path / "label.yaml").eval.gates] == [
+        ("heldout/exact_match", 0.335)]  # 67 of 200 answer "positive"
+    assert load_config(tmp_path / "text.yaml").eval.gates == []  # nothing in free text sets a threshold
+    assert [load_config(tmp_path / f"{k}.yaml").eval.select_metric for k in ("short_text", "text")] == [
+        "heldout/exact_match", "heldout/rouge_l"]
+
+
+def test_split_is_stratified_leak_free_and_reproducible(tmp_path, model_dir):
+    from shipsft.audit.text import check_contamination, texts_of
+
+    data = write(tmp_path / "tickets.jsonl", json_task(400))
+    code, out = run("init", data, "--model", model_dir)
+    assert code == 0, out
+    train, held = tmp_path / "tickets.train.jsonl", tmp_path / "tickets.eval.jsonl"
+    first = (train.read_bytes(), held.read_bytes())
+    cats = lambda p: Counter(json.loads(json.loads(line)["messages"][-1]["content"])["category"]  # noqa: E731
+                             for line in p.read_text().splitlines())
+    assert sum(cats(held).values()) == 50 and sum(cats(train).values()) == 350  # 400 -> 50 held out (at least 50)
+    assert cats(held) == {"billing": 30, "shipping": 15, "account": 5}  # 60/30/10, as in the whole set
+    # no eval answer of 4+ words and no eval prompt occurs in training: the audit's contamination check agrees
+    ex = lambda p: load_examples([p], "auto", "error", None, False).examples  # noqa: E731
+    findings, _ = check_contamination(texts_of(ex(train), "all_assistant"), {"heldout": texts_of(ex(held),
+                                                                                                 "all_assistant")})
+    assert [f.check for f in findings] == []
+    # the same data and seed: byte-identical files; another seed: refused unless --force, then a different split
+    assert run("init", data, "--model", model_dir, "--force")[0] == 0
+    assert (train.read_bytes(), held.read_bytes()) == first
+    code, out = run("init", data, "--model", model_dir, "--out", tmp_path / "other.yaml", "--seed", "1")
+    assert code == 2 and "already holds a different train split" in out and "--force" in out
+    assert (train.read_bytes(), held.read_bytes()) == first  # nothing was replaced
+    assert run("init", data, "--model", model_dir, "--out", tmp_path / "other.yaml", "--seed", "1",
+               "--force")[0] == 0
+    assert held.read_bytes() != first[1]
+
+
+def test_leaky_groups_stay_on_one_side():
+    examples = load_examples_from([chat("same question", "a long answer of many words"),
+                                   chat("same question", "another long answer of words"),
+                                   chat("q3", "a long answer of many words"), chat("q4", "x"), chat("q5", "y")])
+    groups = leak_groups([leak_keys(e, answers=True) for e in examples])
+    assert groups == [0, 0, 0, 3, 4]  # 1-2 share the prompt, 1-3 the answer; "x" and "y" are too short to leak
+    train, held = split_indices([None] * 5, 2, seed=0, groups=groups)
+    assert held == [3, 4] and train == [0, 1, 2]  # the group of 3 does not fit a 2-example eval share
+
+
+def load_examples_from(records: list[dict]):
+    from shipsft.data.formats import examples_from_dataset
+    from datasets import Dataset
+
+    return examples_from_dataset(Dataset.from_list(records), "mem", "auto", "error", None, False).examples
+
+
+def test_config_holds_what_training_resolves_and_loads(tmp_path, model_dir):
+    from shipsft.config import DataConfig, TrainConfig
+    from shipsft.data.pipeline import prepare
+    from shipsft.model.locate import load_tokenizer
+    from shipsft.train.recipe import resolve_auto
+
+    data = write(tmp_path / "tickets.jsonl", json_task(300))
+    code, out = run("init", data, "--model", model_dir, "--out", tmp_path / "cfg" / "run.yaml")
+    assert code == 0, out
+    assert "wrote" in out and "shipsft train" in out and "stratified by 'category'" in out
+    text = (tmp_path / "cfg" / "run.yaml").read_text()
+    assert text.count("\n  # ") >= 10  # a reason above every value
+    cfg = load_config(tmp_path / "cfg" / "run.yaml")  # relative paths resolved against the config's folder
+    assert cfg.data.train == [str(tmp_path / "cfg" / "tickets.train.jsonl")]
+    assert cfg.eval.suites[0].data == str(tmp_path / "cfg" / "tickets.eval.jsonl")
+    prep = prepare(cfg.data.model_copy(update={"max_length": "auto"}), load_tokenizer(cfg.model), "train",
+                   strict=True, rejects_path=None)
+    data_cfg, train_cfg, _ = resolve_auto(DataConfig(max_length=prep.max_length), TrainConfig(),
+                                          n_examples=len(prep.rendered), lengths=prep.full_lengths)
+    assert (cfg.data.max_length, cfg.train.batch_size, cfg.train.epochs) == (
+        data_cfg.max_length, train_cfg.batch_size, train_cfg.epochs)
+    assert cfg.eval.select_metric == "heldout/json_field_match" and cfg.method.name == "lora"
+    raw = yaml.safe_load(text)
+    assert raw["data"]["format"] == "messages" and raw["optim"]["lr"] == cfg.optim.lr
+
+
+def test_small_sets_given_eval_and_user_mistakes(tmp_path, model_dir):
+    tiny = write(tmp_path / "tiny.jsonl", json_task(12))
+    code, out = run("init", tiny, "--model", model_dir)
+    assert code == 0, out
+    cfg = load_config(tmp_path / "tiny.yaml")
+    assert cfg.eval.suites == [] and cfg.data.train == [str(tiny)] and "too few" in out
+    train = write(tmp_path / "t.jsonl", json_task(100))
+    held = write(tmp_path / "e.jsonl", json_task(130)[100:])
+    code, out = run("init", train, "--eval", held, "--model", model_dir, "--task-metric", "exact_match")
+    assert code == 0, out
+    cfg = load_config(tmp_path / "t.yaml")
+    assert cfg.eval.suites[0].data == str(held) and cfg.eval.suites[0].metrics == ["exact_match"]
+    assert cfg.eval.select_metric == "heldout/exact_match" and not (tmp_path / "t.train.jsonl").exists()
+    assert run("init", train, "--model", model_dir)[0] == 2  # t.yaml exists: refused without --force
+    code, out = run("init", train, "--model", model_dir, "--force", "--task-metric", "exact_mach")
+    assert code == 2 and "did you mean 'exact_match'" in out
+    code, out = run("init", tmp_path / "missing.jsonl")
+    assert code == 2 and "missing.jsonl: file not found" in out and "Traceback" not in out
