@@ -22,10 +22,11 @@ import hashlib
 import json
 import os
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, field_validator,
+                      model_validator)
 
 from shipsft.errors import ConfigError
 
@@ -57,6 +58,47 @@ class ModelConfig(Section):
 
 
 MASKS = ("all_assistant", "last_assistant", "completion", "everything")
+Paths = Annotated[list[str], BeforeValidator(lambda v: [v] if isinstance(v, str) else v)]  # one path or a list
+FORMATS = Literal["auto", "messages", "sharegpt", "alpaca", "prompt_completion", "text"]
+MASK_MODES = Literal["all_assistant", "last_assistant", "completion", "everything"]
+
+
+class SourceConfig(Section):
+    """One source of a training mixture (data.sources): its files, its share of the mix, and how it is read."""
+
+    path: Paths = Field(description="The source's files (one path or a list; the formats data.train reads).")
+    name: str | None = Field(None, description=(
+        "Name in the manifest, notes and metrics; null = the first file's name without its extension."))
+    weight: float | None = Field(None, gt=0, description=(
+        "Share of the weighted part of the mixture (weights are normalised; its size is data.mix_size). null = 1 "
+        "unless data.sources.N.examples is set (set one of them, not both)."))
+    examples: int | None = Field(None, ge=1, description=(
+        "An exact number of examples from this source instead of a weight: fewer than it holds is a seeded sample "
+        "without repetition, more repeats every example as often as fits and samples the rest."))
+    format: FORMATS | None = Field(None, description="Record format of this source; null = data.format.")
+    mask: MASK_MODES | None = Field(None, description="Which tokens carry loss in this source; null = data.mask.")
+
+    @field_validator("path")
+    @classmethod
+    def _some(cls, v: list[str]) -> list[str]:
+        if not v:
+            raise ValueError("needs at least one file")
+        return v
+
+
+class ReplayConfig(Section):
+    """General conversations mixed into the training data so the model keeps rehearsing what it could already do."""
+
+    path: Paths = Field(default_factory=list, description=(
+        "Files of general conversations (the formats data.train reads); [] = shipsft's own general set "
+        "(assets/replay_general.jsonl, written for shipsft, Apache-2.0, disjoint from the forgetting probe)."))
+    share: float = Field(0.2, gt=0, lt=1, description=(
+        "Share of the training examples that are replay: round(share / (1 - share) x the other examples) replay "
+        "examples are drawn (repeated when the set is smaller, sampled when larger). The order is shuffled per "
+        "epoch, so each step holds this share on average."))
+    format: FORMATS | None = Field(None, description=(
+        "Record format of the replay files; null = data.format (messages for the shipped set). Replay trains every "
+        "assistant turn (mask all_assistant) with the run's template."))
 
 
 class DataConfig(Section):
@@ -95,11 +137,56 @@ class DataConfig(Section):
         "Accept conversations whose roles are out of the usual order (a system message after the first message, "
         "two user or two assistant messages in a row, a tool result after no tool call). Off: each is an error "
         "naming the record and the message, for templates render such conversations wrongly without a word."))
+    sources: list[SourceConfig] = Field(default_factory=list, description=(
+        "A training mixture instead of data.train: several sources, each with a weight or an exact example count "
+        "and its own format and mask (multi-task SFT). The realised examples and trained tokens per source are "
+        "printed and recorded in manifest.json."))
+    mix_size: Literal["total", "largest"] | int | None = Field(None, description=(
+        "Examples in the weighted part of the mixture: total = as many as its sources hold together (a source "
+        "above its share is down-sampled, one below it repeated); largest = the fewest that down-sample no source "
+        "(the source that sets it is seen once); or a number. null = total when a source has a weight."))
+    replay: ReplayConfig | None = Field(None, description=(
+        "Replay of general conversations at a share of the training examples (with data.train or data.sources); "
+        "null = off."))
+    mix_seed: int | None = Field(None, description=(
+        "Seed of the mixture's sampling; null = train.seed when data.sources or data.replay is set."))
 
     @field_validator("train", "eval", mode="before")
     @classmethod
     def _one_or_many(cls, v: Any) -> Any:
         return [v] if isinstance(v, str) else v
+
+    @model_validator(mode="before")
+    @classmethod
+    def _resolve_sources(cls, data: Any) -> Any:
+        """Per-source settings left null take the data section's own (written into config.yaml as values)."""
+        if not isinstance(data, dict):
+            return data
+        data = dict(data)
+        inherit = {"format": data.get("format", "auto"), "mask": data.get("mask", "all_assistant")}
+        sources = []
+        for src in data.get("sources") if isinstance(data.get("sources"), list) else []:
+            if isinstance(src, dict):
+                src = dict(src)
+                for key, value in inherit.items():
+                    if src.get(key) is None:
+                        src[key] = value
+                if src.get("weight") is None and src.get("examples") is None:
+                    src["weight"] = 1.0
+                path = src.get("path")
+                first = path[0] if isinstance(path, list) and path else path
+                if src.get("name") is None and isinstance(first, str):
+                    src["name"] = Path(first).name.split(".")[0]
+            sources.append(src)
+        if isinstance(data.get("sources"), list):
+            data["sources"] = sources
+        if isinstance(data.get("replay"), dict) and data["replay"].get("format") is None:
+            # the shipped general set is messages JSONL; the user's own replay files are read like data.train
+            own = data["replay"].get("path")
+            data["replay"] = {**data["replay"], "format": data.get("format", "auto") if own else "messages"}
+        if any(isinstance(s, dict) and s.get("weight") is not None for s in sources) and data.get("mix_size") is None:
+            data["mix_size"] = "total"
+        return data
 
     @field_validator("max_length")
     @classmethod
@@ -110,10 +197,47 @@ class DataConfig(Section):
 
     @model_validator(mode="after")
     def _combinations(self) -> "DataConfig":
+        problems = []
         if self.rejects_file is not None and self.on_invalid == "error":
-            raise ValueError("data.rejects_file is only used with data.on_invalid: skip. Fix: set data.on_invalid: "
-                             "skip, or remove data.rejects_file")
+            problems.append("data.rejects_file is only used with data.on_invalid: skip. Fix: set data.on_invalid: "
+                            "skip, or remove data.rejects_file")
+        problems += self._mixture_problems()
+        if problems:
+            raise ValueError("\n".join(problems))
         return self
+
+    def _mixture_problems(self) -> list[str]:
+        problems = []
+        if self.sources and self.train:
+            problems.append("data.train and data.sources are both set; one would be ignored. Fix: move the files of "
+                            "data.train into a source ({path: ..., weight: 1}), or remove data.sources")
+        for i, src in enumerate(self.sources):
+            if src.weight is not None and src.examples is not None:
+                problems.append(f"data.sources.{i}: weight and examples are both set; one would be ignored. Fix: "
+                                "keep one of them")
+            if src.mask == "completion" and src.format not in ("auto", "prompt_completion"):
+                problems.append(f"data.sources.{i}.mask=completion needs prompt/completion data (format: "
+                                "prompt_completion)")
+        names = [s.name for s in self.sources]
+        dup = sorted({n for n in names if names.count(n) > 1})
+        if dup:
+            problems.append(f"data.sources: names must be unique; repeated: {', '.join(map(str, dup))}. Fix: give "
+                            "each source a name")
+        if self.replay is not None and "replay" in names:
+            problems.append("data.sources: the name 'replay' belongs to data.replay. Fix: rename that source")
+        weighted = any(s.weight is not None for s in self.sources)
+        if self.mix_size is not None and not weighted:
+            problems.append("data.mix_size is set but no data.sources entry has a weight, so it would be ignored. "
+                            "Fix: remove data.mix_size, or give sources weights")
+        if isinstance(self.mix_size, int) and self.mix_size < 1:
+            problems.append("data.mix_size: must be at least 1 (or total / largest)")
+        if self.mix_seed is not None and not self.sources and self.replay is None:
+            problems.append("data.mix_seed is set but there is no mixture (data.sources or data.replay), so it "
+                            "would be ignored. Fix: remove data.mix_seed")
+        if self.replay is not None and not self.sources and not self.train:
+            problems.append("data.replay is set but there is no training data to mix it into. Fix: set data.train "
+                            "or data.sources")
+        return problems
 
 
 class LoraConfig(Section):
@@ -246,6 +370,11 @@ class TrainConfig(Section):
         "model on every rank; fsdp2 shards weights, gradients and optimizer state per decoder layer (full "
         "fine-tuning of models that do not fit one GPU). auto: ddp when launched multi-process, else one process. "
         "The examples of each optimizer step are split over the ranks; the result equals the one-process run."))
+    kl_coef: float = Field(0.0, ge=0, description=(
+        "KL-regularised SFT: loss = CE + kl_coef x KL(tuned || base) per trained token, both summed over the "
+        "step's trained tokens and divided once by their count. The base is the same model with the LoRA adapter "
+        "switched off (no extra memory), or a frozen copy of the base weights for full fine-tuning (twice the "
+        "weights' memory). CE and KL are logged separately (loss_ce, loss_kl). 0 = off."))
     dist_timeout_minutes: int = Field(60, ge=1, description=(
         "How long a rank waits for the others before the run fails (under ddp, rank 0 alone runs the task "
         "evals while the other ranks wait)."))
@@ -284,6 +413,14 @@ class TrainConfig(Section):
         if isinstance(v, (int, float)) and v <= 0:
             raise ValueError("must be greater than 0")
         return v
+
+    @model_validator(mode="after")
+    def _kl_combinations(self) -> "TrainConfig":
+        if self.kl_coef and self.distributed == "fsdp2":
+            raise ValueError("train.kl_coef with train.distributed: fsdp2 is not supported: the base model's "
+                             "distribution would need a second sharded copy. Fix: train.distributed: ddp (or auto), "
+                             "or train.kl_coef: 0")
+        return self
 
 
 class GateConfig(Section):
@@ -523,6 +660,12 @@ class RunConfig(Section):
             name = method.get("name", "lora") if isinstance(method, dict) else getattr(method, "name", "lora")
             optim["lr"] = 2e-5 if name == "full" else 2e-4
             data["optim"] = optim
+        dcfg = data.get("data")
+        if (isinstance(dcfg, dict) and (dcfg.get("sources") or dcfg.get("replay") is not None)
+                and dcfg.get("mix_seed") is None):
+            tcfg = data.get("train")
+            seed = tcfg.get("seed") if isinstance(tcfg, dict) else getattr(tcfg, "seed", None)
+            data["data"] = {**dcfg, "mix_seed": TrainConfig.model_fields["seed"].default if seed is None else seed}
         return data
 
     @model_validator(mode="after")
@@ -744,6 +887,10 @@ def load_config(path: str | Path | None, overrides: list[str] | None = None) -> 
         base = Path(path).resolve().parent
         cfg.data.train = [_resolve(p, base) for p in cfg.data.train]
         cfg.data.eval = [_resolve(p, base) for p in cfg.data.eval]
+        for src in cfg.data.sources:
+            src.path = [_resolve(p, base) for p in src.path]
+        if cfg.data.replay is not None:
+            cfg.data.replay.path = [_resolve(p, base) for p in cfg.data.replay.path]
         for suite in cfg.eval.suites:
             suite.data = _resolve(suite.data, base)
         if cfg.data.template and cfg.data.template.endswith(".jinja"):
@@ -762,6 +909,8 @@ def check_paths(cfg: RunConfig, source: str | Path) -> None:
     base = Path(source).resolve().parent
     problems = []
     for key, paths in (("data.train", cfg.data.train), ("data.eval", cfg.data.eval),
+                       *((f"data.sources.{i}.path", s.path) for i, s in enumerate(cfg.data.sources)),
+                       ("data.replay.path", cfg.data.replay.path if cfg.data.replay is not None else []),
                        *((f"eval.suites.{i}.data", [s.data]) for i, s in enumerate(cfg.eval.suites))):
         for p in paths:
             if not Path(p).exists():

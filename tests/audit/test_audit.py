@@ -456,13 +456,89 @@ def test_recipe_max_steps_sets_effective_epochs():
 
 
 def test_recipe_too_few_optimizer_steps_is_a_warning_with_the_fix():
-    """1,200 examples in steps of 64: 19 updates (the setting that reached 15% exact match where 150 steps of 8
-    reached 67%, README)."""
+    """1,200 examples in steps of 64: 19 updates an epoch (in steps of 8: 150)."""
     f, s = recipe(1200, 100_000, "lora", 1.0, None, 64)
     assert s["optimizer_steps"] == 19 and checks(f)["recipe.too_few_steps"] == "warning"
     warn = next(x for x in f if x.check == "recipe.too_few_steps")
-    assert "only 19 optimizer step(s) (64 examples each)" in warn.message and warn.fix.startswith("--set train.batch_size=")
+    assert "only 19 optimizer step(s) (64 examples each)" in warn.message
+    assert warn.fix.startswith("--set train.batch_size=")
     assert "recipe.too_few_steps" not in checks(recipe(1200, 100_000, "lora", 1.0, None, 8)[0])
+
+
+def planned(n: int, train: dict) -> tuple[TrainConfig, object]:
+    """`train` settings (with --set style overrides applied) resolved as a run resolves them, for n examples of
+    100 tokens: (resolved TrainConfig, the loop's step plan)."""
+    from shipsft.train.recipe import resolve_auto
+
+    cfg = RunConfig.model_validate({"train": train})
+    _, resolved, _ = resolve_auto(cfg.data, cfg.train, n, [100] * n)
+    return resolved, plan_steps([100] * n, resolved)
+
+
+def apply_fix(train: dict, fix: str) -> dict:
+    """Each `--set` alternative of a finding's fix, applied to the train section as `shipsft train --set` would."""
+    from shipsft.config import apply_overrides
+
+    out = []
+    for alternative in fix.split("; or "):
+        sets = alternative.split("(")[0].removeprefix("--set ").split()
+        out.append(apply_overrides({"train": dict(train)}, sets)["train"])
+    return out
+
+
+@pytest.mark.parametrize("train,n,steps,fix", [
+    # an explicit batch above the data-sized default: a smaller batch, or the default (8 per step: 150 steps)
+    ({"batch_size": 64, "epochs": 1}, 1200, 19,
+     "--set train.batch_size=12; or --set train.batch_size=auto (8 examples per step for this data)"),
+    # a token batch: the fix clears it, since batch_size and batch_tokens together are a start-up error
+    ({"batch_size": None, "batch_tokens": 6400, "epochs": 1}, 1200, 19,
+     ("--set train.batch_tokens=null train.batch_size=12; "
+      "or --set train.batch_tokens=null train.batch_size=auto (8 examples per step for this data)")),
+    # the defaults themselves on 120 examples (8 per step, 3 passes: 45 steps): never "use auto" again
+    ({}, 120, 45, "--set train.batch_size=3"),
+])
+def test_too_few_steps_names_a_fix_that_clears_it(train, n, steps, fix):
+    _, plan = planned(n, train)
+    f, s = check_recipe(n, 10_000, "lora", plan)
+    warn = next(x for x in f if x.check == "recipe.too_few_steps")
+    assert (s["optimizer_steps"], warn.severity, warn.fix) == (steps, "warning", fix)
+    assert f"only {steps} optimizer step(s)" in warn.message
+    for fixed in apply_fix(train, fix):  # every alternative loads and makes at least 50 steps: no warning left
+        _, plan = planned(n, fixed)
+        assert plan.total_steps >= 50 and "recipe.too_few_steps" not in checks(check_recipe(n, 10_000, "lora", plan)[0])
+
+
+def test_too_few_steps_boundary_and_tiny_sets():
+    # 49 steps warn, 50 do not (MIN_STEPS_TO_LEARN); under 50 examples the data size is the problem, not the steps
+    assert "recipe.too_few_steps" in checks(recipe(49 * 8, 10_000, "lora", 1.0, None, 8)[0])
+    assert "recipe.too_few_steps" not in checks(recipe(50 * 8, 10_000, "lora", 1.0, None, 8)[0])
+    tiny = checks(recipe(40, 10_000, "lora", 1.0, None, 8)[0])
+    assert tiny == {"recipe.summary": "info", "recipe.too_few": "warning"}
+
+
+def test_too_many_epochs_warns_on_a_large_set_and_only_notes_a_small_one():
+    f, s = recipe(5000, 10_000, "lora", 3.0, None, 8)
+    warn = next(x for x in f if x.check == "recipe.epochs")
+    assert (s["epochs"], s["optimizer_steps"], warn.severity) == (3.0, 1875, "warning")
+    assert warn.message.startswith("3.0 epochs over 5000 examples: repeating a set this size many times overfits it")
+    assert warn.fix == ("--set train.epochs=2 and spend the budget on fresh examples; gate on an eval with early "
+                        "stopping")
+    assert "recipe.epochs" not in checks(recipe(5000, 10_000, "lora", 2.0, None, 8)[0])  # 2 passes: fine
+    assert checks(recipe(500, 10_000, "lora", 3.0, None, 8)[0])["recipe.epochs"] == "warning"  # 500: a large set
+    note = next(x for x in recipe(499, 10_000, "lora", 3.0, None, 8)[0] if x.check == "recipe.epochs")
+    assert note.severity == "info" and "small set (499 examples)" in note.message
+
+
+@pytest.mark.parametrize("n,batch,epochs,steps", [
+    (150, 8, 3.0, 57), (300, 8, 3.0, 114), (500, 8, 2.0, 126), (1200, 8, 1.0, 150), (3000, 16, 1.0, 188),
+    (10_000, 64, 1.0, 157)])
+def test_the_data_sized_defaults_trip_neither_recipe_warning(n, batch, epochs, steps):
+    """train.batch_size / train.epochs auto (train/recipe.py) on sets of 150 to 10,000 examples: enough steps, and
+    more than 2 passes only over sets under 500 examples (an info note, not a warning)."""
+    resolved, plan = planned(n, {})
+    f, _ = check_recipe(n, 10_000, "lora", plan)
+    assert (resolved.batch_size, resolved.epochs, plan.total_steps) == (batch, epochs, steps)
+    assert not [x.check for x in f if x.severity == "warning"]
 
 
 def test_provenance(tmp_path):

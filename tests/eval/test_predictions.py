@@ -1,7 +1,7 @@
 """Every prediction kept: the eval session's records carry one prediction per example (with the base model's output
 and scores in a full eval), runs/predictions.py writes and reads predictions.jsonl (strict JSON, resume-safe
-replacement), `shipsft eval` writes it and `--failures N` prints the worst side by side in 80 columns, and
-report.html lists the failures by JSON field."""
+replacement), the training loop writes the baseline's and every full eval's (rank 0 only), `shipsft eval` writes it
+and `--failures N` prints the worst side by side in 80 columns, and report.html lists the failures by JSON field."""
 from __future__ import annotations
 
 import json
@@ -12,7 +12,7 @@ import pytest
 from rich.cells import cell_len
 from typer.testing import CliRunner
 
-from helpers import tiny_llama, tiny_tokenizer
+from helpers import tiny_llama, tiny_tokenizer, write_tiny_run
 from shipsft.config import RunConfig
 from shipsft.eval import session
 from shipsft.report.run import render_report
@@ -143,3 +143,62 @@ def test_report_lists_failures_by_field_and_the_worst(tmp_path):
     assert "<td>animal</td><td>3</td><td>75.0%</td>" in section  # 3 of the 4 examples got `animal` wrong
     assert section.count("pics.jsonl:") == 2 and "pics.jsonl:3" in section and "I cannot see pictures" in section
     assert "No predictions recorded" in render_report("r", [], [], None, {}, None)
+
+
+def test_training_writes_every_eval_prediction_and_the_report_lists_the_failures(tmp_path):
+    """Through the real loop (train/run.py run_train): 32 examples, 16 per step -> full evals at steps 2 and 4."""
+    from shipsft.config import load_config
+    from shipsft.runs.jsonio import read_json, read_jsonl
+    from shipsft.train.run import run_train
+
+    suite = json_suite(tmp_path / "pics.jsonl", n=3)
+    path = write_tiny_run(tmp_path, n_train=32, train={"max_steps": 4, "batch_size": 16, "precision": "fp32"},
+                          eval={"suites": [{"name": "pics", "data": str(suite), "max_new_tokens": 6,
+                                            "metrics": ["json_valid", "json_field_match"]}],
+                                "kl_to_base": False, "forgetting_probe": False})
+    assert run_train(load_config(path), config_path=path, skip_audit=True) == 0
+    run = tmp_path / "runs" / "t"
+    rows = read_predictions(run / "predictions.jsonl")
+    sources = [f"{suite}:{i}" for i in (1, 2, 3)]
+    assert [(r["kind"], r["step"], r["source"]) for r in rows] == [
+        *(("baseline", 0, s) for s in sources), *(("full", 2, s) for s in sources), *(("full", 4, s) for s in sources)]
+    assert all((r["suite"], r["prompt"], r["reference"]) == ("pics", f"describe picture {i % 3}", json.dumps(REF))
+               for i, r in enumerate(rows))
+    base = {r["source"]: r for r in rows if r["kind"] == "baseline"}
+    assert all("base_output" not in r for r in base.values())
+    for r in rows[3:]:  # a full eval's line carries the base model's output and scores on the same example
+        assert (r["base_output"], r["base_scores"]) == (base[r["source"]]["output"], base[r["source"]]["scores"])
+    # the lines are the numbers eval.jsonl reports: the mean of the per-example scores at each step
+    evals = [e for e in read_jsonl(run / "eval.jsonl") if e["kind"] == "full"]
+    for e in evals:
+        step_rows = [r for r in rows if r["kind"] == "full" and r["step"] == e["step"]]
+        assert e["metrics"]["pics/json_valid"] == pytest.approx(
+            sum(r["scores"]["json_valid"] for r in step_rows) / 3, abs=1e-12)
+    # checkpoints keep the baseline's predictions (a resume needs its outputs), not a copy of every full eval's
+    loop = read_json(run / "checkpoints" / "step-4" / "shipsft_state" / "loop.json")
+    assert len(loop["baseline"]["predictions"]) == 3 and [e["predictions"] for e in loop["evals"]] == [[], []]
+    # report.html lists the promoted step's failures (a random model answers no picture right)
+    step = read_json(run / "promotion.json")["step"]
+    section = (run / "report.html").read_text().split("id='failures'", 1)[1]
+    assert f"3 of 3 eval examples have a metric below 1 at step {step}" in section
+    assert all(s in section for s in sources) and "No predictions recorded" not in section
+    assert "<td>colour</td><td>3</td><td>100.0%</td>" in section
+    # resumed from step 2, the run evaluates step 4 again: its lines are replaced (the same), never duplicated
+    assert run_train(load_config(path), config_path=path, skip_audit=True, resume=run / "checkpoints" / "step-2") == 0
+    assert read_predictions(run / "predictions.jsonl") == rows
+
+
+def test_only_rank_0_writes_predictions(tmp_path, monkeypatch):
+    from types import SimpleNamespace
+
+    from shipsft.runs.layout import RunFolder
+    from shipsft.train import dist, loop
+
+    s = SimpleNamespace(folder=RunFolder(tmp_path))
+    rec = session.EvalRecord("full", 2, {}, predictions=scored_rows())
+    monkeypatch.setattr(dist, "rank", lambda: 1)
+    loop.keep_predictions(s, rec)
+    assert not (tmp_path / "predictions.jsonl").exists()
+    monkeypatch.setattr(dist, "rank", lambda: 0)
+    loop.keep_predictions(s, rec)
+    assert [(r["kind"], r["step"]) for r in read_predictions(tmp_path / "predictions.jsonl")] == [("full", 2)] * 4

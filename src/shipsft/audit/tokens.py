@@ -18,6 +18,7 @@ import numpy as np
 
 from shipsft.audit.findings import Finding
 from shipsft.data.pack import best_fit_decreasing
+from shipsft.train.recipe import auto_batch_size
 from shipsft.train.schedule import StepPlan
 
 
@@ -220,13 +221,18 @@ def check_recipe(n_examples: int, trained_tokens: int, method: str, plan: StepPl
         f"{n_examples} examples, {trained_tokens:,} trained tokens, method={method}, {epochs:.2f} epoch(s) in "
         f"{plan.total_steps} optimizer step(s) of {per_step}: {band}."))
     if plan.total_steps < MIN_STEPS_TO_LEARN and n_examples >= 50:
-        better = max(1, n_examples * max(1, round(epochs)) // 100)
+        better = min(16, max(1, n_examples * max(1, round(epochs)) // 100))  # about 100 steps
+        tokens = "train.batch_tokens=null " if plan.rule.examples is None else ""  # one batch setting at a time
+        fix = f"--set {tokens}train.batch_size={better}"
+        auto = auto_batch_size(n_examples)
+        if plan.rule.examples is None or plan.rule.examples > auto:  # never "use auto" to a run that is auto
+            fix += f"; or --set {tokens}train.batch_size=auto ({auto} examples per step for this data)"
         findings.append(Finding(
             "recipe.too_few_steps", "warning",
             f"the run makes only {plan.total_steps} optimizer step(s) ({per_step} each): too few updates to learn a "
-            f"task from {n_examples} examples (1,200 examples in 19 steps of 64 reached 15% exact match where 150 "
-            "steps of 8 reached 67% on a classification-to-JSON task; README, bench/recipe.py).",
-            fix=f"--set train.batch_size={min(better, 16)} (or leave train.batch_size: auto)"))
+            f"task from {n_examples} examples (each step is one update: 1,200 examples in steps of 64 are 19 updates "
+            "an epoch, in steps of 8 they are 150).",
+            fix=fix))
     if n_examples < 50:
         findings.append(Finding(
             "recipe.too_few", "warning",

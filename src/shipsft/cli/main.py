@@ -15,6 +15,7 @@ User mistakes (ShipError) print one line each and exit with the error's code, ne
 """
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 from typing import Optional
@@ -119,9 +120,11 @@ def train(
     from shipsft.config import check_paths, load_config
     from shipsft.train.preempt import CheckpointWriteError, Preempted, StopRequest
     from shipsft.train.resume import find_checkpoint
+    from shipsft.train.loop import Silent
     from shipsft.train.run import run_train
 
-    progress = RichProgress()
+    # launched on several processes (torchrun sets RANK), rank 0 alone prints
+    progress = RichProgress() if os.environ.get("RANK", "0") == "0" else Silent()
     stop = StopRequest()
     try:
         cfg = load_config(config, overrides or [])
@@ -138,15 +141,24 @@ def train(
         progress.stop()
         e.lines.append(f"resume with: shipsft train {config} --resume {e.run_folder}"
                        + "".join(f" --set {o}" for o in overrides or []))
-        fail(e)
+        fail_on_rank_0(e)
     except ShipError as e:
         progress.stop()
-        fail(e)
+        fail_on_rank_0(e)
     except KeyboardInterrupt:  # a second Ctrl-C while the step or the save was running
         progress.stop()
         console.print("interrupted at once (second Ctrl-C): the last complete checkpoint is the one to resume from")
         raise typer.Exit(130)
     raise typer.Exit(code or 0)
+
+
+def fail_on_rank_0(e: ShipError) -> None:
+    """Launched on several processes, every rank meets the same error: rank 0 prints it, all exit with its code."""
+    from shipsft.train import dist
+
+    if dist.is_main():
+        fail(e)
+    raise typer.Exit(e.exit_code)
 
 
 @app.command(name="eval")

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Optional
 
 import typer
+from rich import box
 from rich.markup import escape
 from rich.table import Table
 
@@ -30,44 +31,60 @@ def parse_duration(text: str) -> float:
     return float(m.group(1)) * {"": 1, "s": 1, "m": 60, "h": 3600}[m.group(2)]
 
 
-def _cell(v, digits: int = 4) -> str:
-    if v is None:
-        return "–"
-    if isinstance(v, float):
-        return f"{v:.{digits}g}"
-    if isinstance(v, int):
-        return f"{v:,}"
-    return escape(str(v))
+def _cell(v) -> str:
+    return "–" if v is None else escape(str(v))
 
 
-def show_table(result) -> None:
+def show_table(result, show_pick: bool = True) -> None:
+    """The trials table (short lever names; a column nothing measured is left out, so it fits 80 columns), then the
+    variance decomposition, the pick (unless the caller applies its own rule, as --lr-lock does) and the Pareto
+    front."""
+    from shipsft.sweep.trials import short_names
+
     s = result.summary
     levers = list(s["levers"])
-    tasks = sorted({k for r in s["trials"] for k in (r.get("task") or {})})
-    table = Table(title=f"sweep {s['sweep']} ({s['mode']}; outcome {s['outcome']})")
-    cols = ["trial", *levers, "seed", "status", "train loss", "eval loss", *tasks, "KL to base", "probe +",
-            "trainable", "trained tok", "wall s"]
-    for c in cols:
-        table.add_column(escape(c), justify="left" if c in ("trial", "status", *levers) else "right")
-    picked = set(s["pick"].get("trials") or [])
-    for r in s["trials"]:
+    short = short_names(levers)
+    rows = s["trials"]
+    tasks = sorted({k for r in rows for k in (r.get("task") or {})})
+    measured = [("train\nloss", lambda r: r.get("train_loss"), "{:.4f}"),
+                ("eval\nloss", lambda r: r.get("eval_loss"), "{:.4f}"),
+                *((t, lambda r, t=t: (r.get("task") or {}).get(t), "{:.4g}") for t in tasks),
+                ("KL to\nbase", lambda r: r.get("kl_to_base"), "{:.4f}"),
+                ("probe\nloss +", lambda r: r.get("general_loss_increase"), "{:.4f}"),
+                ("params", lambda r: r.get("trainable_params"), "{:,}"),
+                ("tokens", lambda r: r.get("trained_tokens"), "{:,}"), ("wall s", lambda r: r.get("wall_s"), "{:.3g}")]
+    measured = [m for m in measured if any(m[1](r) is not None for r in rows)]
+    show_seed, show_status = bool(s["seeds"]), any(r["status"] != "done" for r in rows)
+    title = f"sweep {s['sweep']} ({s['mode']}; outcome {s['outcome']}" + ("; * = picked)" if show_pick else ")")
+    table = Table(title=escape(title),
+                  box=box.SIMPLE_HEAD, title_justify="left", pad_edge=False, collapse_padding=True)
+    table.add_column("trial", no_wrap=True)
+    for k in levers:
+        table.add_column(escape(short[k]))
+    if show_seed:
+        table.add_column("seed", justify="right")
+    if show_status:
+        table.add_column("status")
+    for name, _, _ in measured:
+        table.add_column(escape(name), justify="right")
+    picked = set(s["pick"].get("trials") or []) if show_pick else set()
+    for r in rows:
         status = r["status"] if r["status"] != "failed" else f"failed ({r.get('exit_code')})"
-        table.add_row(_cell(r["name"]) + (" *" if r["name"] in picked else ""), *(_cell(r["levels"][k]) for k in levers),
-                      _cell(r["seed"]), _cell(status), _cell(r.get("train_loss")), _cell(r.get("eval_loss")),
-                      *(_cell((r.get("task") or {}).get(t)) for t in tasks), _cell(r.get("kl_to_base")),
-                      _cell(r.get("general_loss_increase")), _cell(r.get("trainable_params")),
-                      _cell(r.get("trained_tokens")), _cell(r.get("wall_s"), 3))
+        table.add_row(_cell(r["name"]) + (" *" if r["name"] in picked else ""),
+                      *(_cell(r["levels"][k]) for k in levers),
+                      *([_cell(r["seed"])] if show_seed else []), *([_cell(status)] if show_status else []),
+                      *("–" if get(r) is None else fmt.format(get(r)) for _, get, fmt in measured))
     console.print(table)
     for line in decomposition_lines(s["decomposition"]):
         console.print(escape(line), soft_wrap=True)
     p = s["pick"]
-    console.print(escape(f"pick rule: {p['rule']}"), soft_wrap=True)
-    if p["cell"]:
-        console.print(escape(f"picked: {p['cell']} ({p['metric']} {p['value']:.4g})"
-                             + (f"; {p['versus_base']}" if p.get("versus_base") else "") + f"; config {p['config']}"),
-                      soft_wrap=True)
-    else:
-        console.print("picked: none qualifies" + escape("; " + "; ".join(p["excluded"])), soft_wrap=True)
+    if show_pick:
+        console.print(escape(f"pick rule: {p['rule']}"), soft_wrap=True)
+        if p["cell"]:
+            console.print(escape(f"picked: {p['cell']} ({p['metric']} {p['value']:.4g})" + (
+                f"; {p['versus_base']}" if p.get("versus_base") else "") + f"; config {p['config']}"), soft_wrap=True)
+        else:
+            console.print("picked: none qualifies" + escape("; " + "; ".join(p["excluded"])), soft_wrap=True)
     if s.get("pareto"):
         q = s["pareto"]
         console.print(escape(f"Pareto front ({q['metric']} up, {q['kl']} down): {', '.join(q['front']) or 'none'}"),
@@ -149,7 +166,7 @@ def sweep(
 
                 res = run_lock(target, overrides or [], examples or 1000, parse_duration(budget or "30m"), lr, warmup,
                                out, progress, stop)
-                show_table(res.sweep)
+                show_table(res.sweep, show_pick=False)
                 console.print(escape(f"chosen: lr {res.lr:g}, warmup_ratio {res.warmup_ratio:g} ({res.rule}); "
                                      f"wrote {res.config_out}"), soft_wrap=True)
                 return

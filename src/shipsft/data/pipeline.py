@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from shipsft.config import DataConfig
+from shipsft.data.mixture import SourceCount, is_mixture, mix, parts, recount
 from shipsft.data.pack import Row, overlong_error, pack_examples, round_up, truncate_overlong
 from shipsft.data.types import Example, Rendered
 from shipsft.errors import DataError, ShipError
@@ -43,6 +44,7 @@ class Prepared:
     overlong: list[int] = field(default_factory=list)  # indices into `rendered` longer than max_length
     zero_trained: list[int] = field(default_factory=list)  # indices into `rendered` with no trained token
     render_failed: bool = False  # the template raised (strict=False only; the error is in `problems`)
+    mixture: list[SourceCount] = field(default_factory=list)  # per source (data.sources / data.replay), else empty
 
     @property
     def n_tokens(self) -> int:
@@ -137,13 +139,20 @@ def prepare(data: DataConfig, tokenizer, split: str, *, strict: bool, rejects_pa
     """Load, validate, render, check and pack one split (module docstring)."""
     from shipsft.data.render import no_stop_problem, parse_string_arguments
 
-    loaded = load_split(data, split, rejects_path)
+    mixed = split == "train" and is_mixture(data)
+    loads = load_sources(data, rejects_path) if mixed else []
+    loaded = merge_loaded(loads) if mixed else load_split(data, split, rejects_path)
+    report: list[SourceCount] = []
     try:
         r = renderer or renderer_for(data, tokenizer, loaded.examples)
         no_stop = no_stop_problem(r) if any(ex.kind == "chat" for ex in loaded.examples) else None
         if no_stop is not None and strict:
             raise no_stop
-        rendered = render_cached(r, loaded, data)
+        if mixed:  # each source renders with its own format and mask; the mixture draws from them
+            rendered, report = mix(data, [render_cached(renderer_for(p.data, tokenizer, one.examples), one, p.data)
+                                          for one, p in loads])
+        else:
+            rendered = render_cached(r, loaded, data)
     except ShipError as e:
         if strict:
             raise
@@ -182,6 +191,8 @@ def prepare(data: DataConfig, tokenizer, split: str, *, strict: bool, rejects_pa
     if n_trunc:
         notes.append(f"{n_trunc} example(s) truncated to {data.max_length} tokens; {n_cut} of them lost trained "
                      "(answer) tokens")
+    recount(report, rendered)  # after truncation: the trained tokens each source really gives
+    notes += [c.describe(sum(x.trained_tokens for x in report)) for c in report]
     h = hashlib.sha256()
     for f in loaded.files:
         h.update(str(f.sha256).encode())
@@ -189,7 +200,30 @@ def prepare(data: DataConfig, tokenizer, split: str, *, strict: bool, rejects_pa
     h.update(token_fingerprint(rendered).encode())
     return Prepared(split, loaded.examples, rendered, packed.rows, packed.efficiency, loaded.format, r, full_lengths,
                     max_length, notes, list(loaded.files), loaded.n_rejected, n_trunc, n_cut, h.hexdigest()[:16],
-                    problems, packed.left_out, zero)
+                    problems, packed.left_out, zero, mixture=report)
+
+
+def load_sources(data: DataConfig, rejects_path: Path | None) -> list:
+    """(formats.LoadResult, mixture.Part) per source of a training mixture; skipped records go to a rejects file
+    per source (rejects-train-<source>.jsonl)."""
+    out = []
+    for p in parts(data):
+        base = Path(data.rejects_file) if data.rejects_file else rejects_path
+        mine = base.with_name(f"{base.stem}-{p.name}{base.suffix}") if base is not None else None
+        sub = p.data.model_copy(update={"rejects_file": None})
+        out.append((load_split(sub, "train", mine), p))
+    return out
+
+
+def merge_loaded(loads: list):
+    """One LoadResult for the audit and the notes from every source's own (notes named by source)."""
+    from shipsft.data.formats import LoadResult
+
+    formats = sorted({one.format for one, _ in loads})
+    fmt = formats[0] if len(formats) == 1 else "mixed: " + ", ".join(f"{p.name} {one.format}" for one, p in loads)
+    notes = [f"{p.name}: {n}" for one, p in loads for n in one.notes]
+    return LoadResult([ex for one, _ in loads for ex in one.examples], fmt, sum(one.n_rejected for one, _ in loads),
+                      notes, [f for one, _ in loads for f in one.files])
 
 
 def render_cached(r, loaded, data: DataConfig) -> list[Rendered]:

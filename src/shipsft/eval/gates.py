@@ -19,9 +19,12 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from shipsft.config import EvalConfig, GateConfig
+from shipsft.eval.items import PROBE_SLICES
 from shipsft.eval.metrics import spearman
 
-GLOBAL = ("eval_loss", "kl_to_base", "probe_loss", "probe_kl", "general_loss_increase")
+# per slice of the forgetting probe (eval/session.py): probe_loss/safety, probe_kl/calibration, ...
+PROBE_SLICE_METRICS = tuple(f"{m}/{s}" for m in ("probe_loss", "probe_kl", "probe_loss_increase") for s in PROBE_SLICES)
+GLOBAL = ("eval_loss", "kl_to_base", "probe_loss", "probe_kl", "general_loss_increase", *PROBE_SLICE_METRICS)
 LOSSES = ("eval_loss", "probe_loss", "kl_to_base", "probe_kl", "general_loss_increase")
 OPS = {">=": operator.ge, "<=": operator.le, ">": operator.gt, "<": operator.lt}
 
@@ -39,9 +42,9 @@ def check_names(ecfg: EvalConfig, suite_metrics: dict[str, list[str]]) -> list[s
     known = {f"{s}/{m}" for s, ms in suite_metrics.items() for m in [*ms, "eval_loss"]}
     unavailable = set()
     if not ecfg.kl_to_base:
-        unavailable |= {"kl_to_base", "probe_kl"}
+        unavailable |= {"kl_to_base", "probe_kl", *(m for m in PROBE_SLICE_METRICS if m.startswith("probe_kl/"))}
     if not ecfg.forgetting_probe:
-        unavailable |= {"probe_loss", "probe_kl", "general_loss_increase"}
+        unavailable |= {"probe_loss", "probe_kl", "general_loss_increase", *PROBE_SLICE_METRICS}
     problems = []
     uses = [(f"eval.gates[{i}].metric", g.metric) for i, g in enumerate(ecfg.gates)]
     if ecfg.select_metric:

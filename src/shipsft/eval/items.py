@@ -133,10 +133,16 @@ def load_suite_examples(suite: SuiteConfig, allow_any_role_order: bool) -> list[
     return examples[: suite.limit] if suite.limit else examples
 
 
+PROBE_SLICES = ("general", "safety", "calibration")
+
+
 def load_probe() -> list[Example]:
-    """The shipped forgetting probe: 40 general-knowledge / instruction conversations (Apache-2.0, by shipsft)."""
+    """The shipped forgetting probe (Apache-2.0, by shipsft): 40 general-knowledge / instruction conversations, 12
+    safety ones (refusals and benign look-alikes) and 10 calibration ones ("I don't know"); `meta["slice"]` says
+    which (assets/forgetting_probe.README.md)."""
     text = resources.files("shipsft").joinpath("assets/forgetting_probe.jsonl").read_text(encoding="utf-8")
-    return [Example(source=f"forgetting_probe.jsonl:{n}", messages=json.loads(line)["messages"])
-            for n, line in enumerate(text.splitlines(), 1) if line.strip()]
+    records = [(n, json.loads(line)) for n, line in enumerate(text.splitlines(), 1) if line.strip()]
+    return [Example(source=f"forgetting_probe.jsonl:{n}", messages=r["messages"],
+                    meta={"slice": r.get("slice", "general"), "expect": r.get("expect")}) for n, r in records]
 
 

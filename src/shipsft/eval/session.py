@@ -21,7 +21,7 @@ from shipsft.config import DataConfig, EvalConfig
 from shipsft.errors import ConfigError
 from shipsft.eval.drift import TOPK, SeqStats, TopK, mean_kl, mean_loss, teacher_forced
 from shipsft.eval.gates import check_names
-from shipsft.eval.items import EvalItem, build_items, eval_renderer, load_probe, stop_ids
+from shipsft.eval.items import PROBE_SLICES, EvalItem, build_items, eval_renderer, load_probe, stop_ids
 from shipsft.eval.suites import Suite, SuiteRun, build_suite, predictions, run_suite, samples
 
 
@@ -61,6 +61,7 @@ class EvalSession:
     base_probe_loss: float | None = None
     base_scores: dict[str, list[dict[str, float]]] = field(default_factory=dict)
     base_outputs: dict[str, list[str]] = field(default_factory=dict)  # suite -> the base model's generations
+    base_slice_loss: dict[str, float] = field(default_factory=dict)  # probe slice -> the baseline's probe loss
 
 
 def build_session(ecfg: EvalConfig, data: DataConfig, tokenizer, model, amp) -> EvalSession:
@@ -175,6 +176,22 @@ def _probe_metrics(sess: EvalSession, stats: list[SeqStats], kl_zero: bool) -> d
         out["general_loss_increase"] = out["probe_loss"] - sess.base_probe_loss
         if sess.cfg.kl_to_base:
             out["probe_kl"] = 0.0 if kl_zero else (mean_kl(probe) or 0.0)
+        out.update(_slice_metrics(sess, probe, kl_zero))
+    return out
+
+
+def _slice_metrics(sess: EvalSession, probe: list[SeqStats], kl_zero: bool) -> dict[str, float]:
+    """probe_loss/<slice>, probe_loss_increase/<slice> (over the baseline's) and probe_kl/<slice> for each slice
+    of the probe (general, safety, calibration: assets/forgetting_probe.README.md)."""
+    out: dict[str, float] = {}
+    for name in PROBE_SLICES:
+        mine = [s for it, s in zip(sess.probe, probe) if it.example is not None and it.example.meta["slice"] == name]
+        if not mine:
+            continue
+        out[f"probe_loss/{name}"] = loss = mean_loss(mine)
+        out[f"probe_loss_increase/{name}"] = loss - sess.base_slice_loss.setdefault(name, loss)
+        if sess.cfg.kl_to_base:
+            out[f"probe_kl/{name}"] = 0.0 if kl_zero else (mean_kl(mine) or 0.0)
     return out
 
 
@@ -184,6 +201,8 @@ def restore(sess: EvalSession, baseline_record: dict | None, kl_ref: list[dict] 
     if baseline_record is not None:
         sess.base_scores = baseline_record["scores"]
         sess.base_probe_loss = baseline_record["metrics"].get("probe_loss")
+        sess.base_slice_loss = {k.split("/", 1)[1]: v for k, v in baseline_record["metrics"].items()
+                                if k.startswith("probe_loss/")}
         preds = baseline_record.get("predictions") or []  # absent in checkpoints written before predictions
         sess.base_outputs = {s.name: [p["output"] for p in preds if p["suite"] == s.name] for s in sess.suites
                              if any(p["suite"] == s.name for p in preds)}

@@ -17,7 +17,8 @@ from shipsft.errors import ConfigError
 
 
 def pick_device() -> torch.device:
-    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    """The current CUDA device (each rank's own: train/dist.py sets it from LOCAL_RANK), else the CPU."""
+    return torch.device("cuda", torch.cuda.current_device()) if torch.cuda.is_available() else torch.device("cpu")
 
 
 def native_bf16(device: torch.device) -> bool:

@@ -40,7 +40,8 @@ def _results(s: dict) -> str:
     for r in s["trials"]:
         status = esc(r["status"]) if r["status"] != "failed" else \
             f"<span class='fail'>failed (exit {esc(r.get('exit_code'))})</span>"
-        rows.append([esc(r["name"]), *(esc(r["levels"][k]) for k in levers), esc("" if r["seed"] is None else r["seed"]),
+        rows.append([esc(r["name"]), *(esc(r["levels"][k]) for k in levers),
+                     esc("" if r["seed"] is None else r["seed"]),
                      status, _num(r.get("train_loss")), _num(r.get("eval_loss")),
                      *(_num((r.get("task") or {}).get(t)) for t in tasks), _num(r.get("kl_to_base")),
                      _num(r.get("general_loss_increase")), _count(r.get("trainable_params")),
@@ -155,7 +156,8 @@ def scatter(name: str, title: str, points: list[tuple[str, float, float, bool]],
         out.append(f'<line x1="{left}" y1="{py(t):.1f}" x2="{left + pw}" y2="{py(t):.1f}" class="grid"/>'
                    f'<text x="{left - 6}" y="{py(t) + 4:.1f}" class="tick" text-anchor="end">{fmt(t, 3)}</text>')
     out.append(f'<rect x="{left}" y="{top}" width="{pw}" height="{ph}" class="frame"/>')
-    out.append(f'<text x="{left + pw / 2:.1f}" y="{height - 6}" class="tick" text-anchor="middle">{esc(x_label)}</text>')
+    out.append(f'<text x="{left + pw / 2:.1f}" y="{height - 6}" class="tick" text-anchor="middle">'
+               f'{esc(x_label)}</text>')
     out.append(f'<text x="12" y="{top + ph / 2:.1f}" class="tick" text-anchor="middle" '
                f'transform="rotate(-90 12 {top + ph / 2:.1f})">{esc(y_label)}</text>')
     front = sorted((p for p in pts if p[3]), key=lambda p: p[1])

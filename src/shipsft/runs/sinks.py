@@ -74,6 +74,31 @@ class MetricsSink:
         self.close("FINISHED" if kind is None else "FAILED")
 
 
+class SilentSink:
+    """The sink of every rank but rank 0 in a multi-process run: the loop writes through it as it does on rank 0,
+    and nothing reaches a file (rank 0 alone writes the run folder)."""
+
+    problems: list[str] = []
+
+    def offsets(self) -> tuple[int, int]:
+        return (0, 0)
+
+    def write(self, record: dict) -> None:
+        pass
+
+    def write_eval(self, record: dict) -> None:
+        pass
+
+    def log_run_files(self) -> None:
+        pass
+
+    def tracker_notes(self) -> list[str]:
+        return []
+
+    def close(self, status: str = "FINISHED") -> None:
+        pass
+
+
 def read_metrics(folder: RunFolder) -> list[dict]:
     return read_jsonl(folder.metrics)
 

@@ -92,7 +92,9 @@ def lr_lock(config: Path, overrides: list[str], examples: int, budget_s: float, 
     batch_text = (f"{train.batch_size} examples" if train.batch_size else f"{train.batch_tokens:,} tokens") + "/step"
     lrs = lrs or [float(f"{cfg.optim.lr * f:.3g}") for f in LR_FACTORS]
     warmups = warmups or list(WARMUPS)
-    out_dir = Path(cfg.output.dir) / f"lr-lock-{config.stem}"
+    # absolute: output.dir is read from the working folder (as `shipsft train` does), while a sweep file's output.dir
+    # is read from the sweep file's folder
+    out_dir = (Path(cfg.output.dir) / f"lr-lock-{config.stem}").resolve()
     spec_file = out_dir / "lr-lock.yaml"
     spec_file.parent.mkdir(parents=True, exist_ok=True)
     spec_file.write_text("# written by shipsft sweep --lr-lock; `shipsft sweep` on this file resumes it\n" +
@@ -126,14 +128,9 @@ def lr_lock(config: Path, overrides: list[str], examples: int, budget_s: float, 
     rows = [{"trial": r["name"], "lr": float(ex.configs[r["name"]].optim.lr),
              "warmup_ratio": float(ex.configs[r["name"]].optim.warmup_ratio), "status": r["status"],
              "outcome": outcome_of(r, outcome) if r["status"] == "done" else None} for r in result.rows]
-    ok = [r for r in rows if r["outcome"] is not None]
     rule = (f"the lowest {outcome}; a smaller LR within {TOLERANCE:.1%} of it is preferred (less drift, farther from "
             "divergence)")
-    chosen = None
-    if ok:
-        best = min(r["outcome"] for r in ok)
-        chosen = min((r for r in ok if r["outcome"] <= best * (1 + TOLERANCE) + 1e-12),
-                     key=lambda r: (r["lr"], r["outcome"]))
+    chosen = choose(rows)
     out = out or config.with_name(f"{config.stem}.lr-locked.yaml")
     lock = LrLock(out, chosen["lr"] if chosen else None, chosen["warmup_ratio"] if chosen else None, outcome, rule,
                   steps, batch_text, min(examples, len(lengths)), rows, not_run,
@@ -143,6 +140,16 @@ def lr_lock(config: Path, overrides: list[str], examples: int, budget_s: float, 
                            "written. Fix: lower the LRs (--lr), or raise --budget"])
     write_locked(config, overrides, out, lock, paths.csv)
     return lock
+
+
+def choose(rows: list[dict]) -> dict | None:
+    """The row with the lowest outcome, or the smallest LR whose outcome is within TOLERANCE of it (ties: the lower
+    outcome); None when no row has an outcome."""
+    ok = [r for r in rows if r["outcome"] is not None]
+    if not ok:
+        return None
+    best = min(r["outcome"] for r in ok)
+    return min((r for r in ok if r["outcome"] <= best + TOLERANCE * abs(best)), key=lambda r: (r["lr"], r["outcome"]))
 
 
 def write_locked(config: Path, overrides: list[str], out: Path, lock: LrLock, table: Path) -> None:

@@ -147,12 +147,23 @@ def _format(err: ValidationError, source: str) -> list[str]:
     return lines
 
 
-def unknown_config_keys(spec: SweepSpec, source: str) -> list[str]:
+def named_keys(raw: dict) -> list[tuple[str, str]]:
+    """(where, dotted key) for every config key a sweep file sets, read from the raw YAML so they are checked even
+    when the rest of the file is invalid."""
+    named = [("set", str(k)) for k in (raw.get("set") if isinstance(raw.get("set"), dict) else {})]
+    for lever, values in (raw.get("levers") if isinstance(raw.get("levers"), dict) else {}).items():
+        if isinstance(values, dict):
+            named += [("levers", str(k)) for keys in values.values() if isinstance(keys, dict) for k in keys]
+        else:
+            named.append(("levers", str(lever)))
+    return named
+
+
+def unknown_config_keys(raw: dict, source: str) -> list[str]:
     """Lever and `set` keys that are not run-config keys, with the closest key as the fix."""
     keys = all_keys()
     problems = []
-    named = [("set", k) for k in spec.set] + [("levers", k) for lever in spec.levers for k in spec.lever_keys(lever)]
-    for where, key in named:
+    for where, key in named_keys(raw):
         generic = ".".join("N" if p.isdigit() else p for p in key.split("."))
         if generic not in keys:
             hint = difflib.get_close_matches(generic, keys, n=1, cutoff=0.6)
@@ -173,11 +184,11 @@ def load_sweep(path: str | Path) -> tuple[SweepSpec, Path]:
         raise ConfigError([f"{path}: invalid YAML: {e}"]) from None
     if not isinstance(raw, dict):
         raise ConfigError([f"{path}: the top level must be a mapping (base, levers, ...)"])
+    problems = unknown_config_keys(raw, str(path))
     try:
         spec = SweepSpec.model_validate(raw)
     except ValidationError as e:
-        raise ConfigError(_format(e, str(path))) from None
-    problems = unknown_config_keys(spec, str(path))
+        raise ConfigError(_format(e, str(path)) + problems) from None
     base = Path(spec.base) if Path(spec.base).is_absolute() else path.resolve().parent / spec.base
     if not base.is_file():
         problems.append(f"{path}: base: {spec.base}: config file not found (read from {path.resolve().parent})")

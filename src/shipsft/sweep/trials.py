@@ -12,8 +12,8 @@ as `shipsft train <sweep>/trials/<name>.yaml` would. A trial's name is made of i
 position, so adding a value to a lever later keeps every finished trial.
 
 State of a trial, from its run folder: done (manifest.json records wall_s, written when a run ends), partial (killed:
-resumed from its last complete checkpoint, or started again when it had none), failed (recorded beside its config
-with the error; skipped unless retried), new.
+resumed from its last complete checkpoint, or started again when it had none; a SIGTERM'd trial too), failed (its
+loss diverged: recorded beside its config with the error; skipped unless retried), new.
 """
 from __future__ import annotations
 
@@ -26,8 +26,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from shipsft.config import RunConfig, load_config
-from shipsft.errors import ConfigError, ShipError, TrainingDiverged
+from shipsft.config import EMBEDDED_MODELS, RunConfig, apply_overrides, load_config
+from shipsft.errors import ConfigError, TrainingDiverged
 from shipsft.runs.checkpoint import complete_checkpoints
 from shipsft.runs.jsonio import read_json, write_json, write_text_atomic
 from shipsft.runs.layout import RunFolder
@@ -241,26 +241,45 @@ def expand(spec: SweepSpec, base_path: Path, sweep_file: Path) -> Expanded:
                 problems += [f"trial {name}: {line}" for line in e.lines]
                 continue
             trials.append(Trial(name, cell_name, dict(cell), over, seed))
-            configs[name] = cfg
+            configs[name] = absolute_paths(cfg)
     if problems:
         raise ConfigError(problems)
     return Expanded(trials, configs, base_level, {k: list(v) for k, v in levels.items()})
 
 
-def base_hash(cfg: RunConfig) -> str:
-    """The base config's identity, output and seed left out: finished trials are only comparable under one base."""
+def absolute_paths(cfg: RunConfig) -> RunConfig:
+    """cfg with every file it names made absolute. `load_config` keeps a path that exists relative to the working
+    folder as written, and trials/<name>.yaml sits in another folder, so `shipsft train trials/<name>.yaml` (an
+    --emit line) run from anywhere would not find it."""
+    cfg.data.train = [str(Path(p).resolve()) for p in cfg.data.train]
+    cfg.data.eval = [str(Path(p).resolve()) for p in cfg.data.eval]
+    for suite in cfg.eval.suites:
+        suite.data = str(Path(suite.data).resolve())
+    if cfg.data.template and cfg.data.template.endswith(".jinja"):
+        cfg.data.template = str(Path(cfg.data.template).resolve())
+    if cfg.model.path not in EMBEDDED_MODELS:  # a local folder or .gguf file; an embedded model keeps its name
+        cfg.model.path = str(Path(cfg.model.path).resolve())
+    return cfg
+
+
+def base_hash(base_path: Path, common: list[str]) -> str:
+    """The base config as written (with the sweep's `set`), output and seed left out: finished trials are only
+    comparable under one base. The text the user wrote, not the resolved config, so a shipsft upgrade that adds a
+    config key does not orphan a half-finished sweep."""
     import hashlib
 
-    tree = cfg.model_dump(mode="json")
+    import yaml
+
+    tree = apply_overrides(yaml.safe_load(Path(base_path).read_text(encoding="utf-8")) or {}, common)
     tree.pop("output", None)
-    tree["train"].pop("seed", None)
-    return hashlib.sha256(json.dumps(tree, sort_keys=True).encode()).hexdigest()[:16]
+    (tree.get("train") or {}).pop("seed", None)
+    return hashlib.sha256(json.dumps(tree, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
 def write_plan(paths: SweepPaths, spec: SweepSpec, base_path: Path, ex: Expanded) -> None:
     """trials/<name>.yaml for every trial and plan.json; refuses when finished trials were run on another base."""
     common = [as_override(k, v) for k, v in spec.set.items()]
-    now = base_hash(load_config(base_path, common))
+    now = base_hash(base_path, common)
     if paths.plan.exists():
         was = read_json(paths.plan).get("base_hash")
         started = [t.name for t in ex.trials if paths.run(t.name).root.exists()]
@@ -303,8 +322,8 @@ def run_trial(paths: SweepPaths, trial: Trial, cfg: RunConfig, progress: Progres
               stop: StopRequest | None = None, retry_failed: bool = False) -> TrialResult:
     """Train one trial into <sweep>/runs/<name>: skip it when done, resume it from its last complete checkpoint when
     a previous attempt was killed, start it again when that attempt left no checkpoint. A trial whose loss
-    diverged is recorded as failed and the sweep goes on; any other error (bad data, audit errors) stops the sweep,
-    for it would fail every trial alike."""
+    diverged is recorded as failed and the sweep goes on; any other error (bad data, audit errors, a SIGTERM) stops
+    the sweep, for it would fail every trial alike, and leaves the trial to be resumed."""
     from shipsft.train.resume import find_checkpoint
 
     progress = progress or Silent()
@@ -330,9 +349,8 @@ def run_trial(paths: SweepPaths, trial: Trial, cfg: RunConfig, progress: Progres
     except TrainingDiverged as e:
         write_json(paths.failure(trial.name), {"exit_code": e.exit_code, "error": e.lines})
         return TrialResult(trial.name, "failed", e.exit_code, error=e.lines)
-    except ShipError as e:
-        write_json(paths.failure(trial.name), {"exit_code": e.exit_code, "error": e.lines})
-        raise
+    # any other error (bad data, a SIGTERM's Preempted) propagates and records nothing: the trial is resumed, not
+    # skipped as failed, when the sweep runs again
     return TrialResult(trial.name, "done", code, resumed_from=str(checkpoint) if checkpoint else None)
 
 

@@ -30,11 +30,13 @@ from shipsft.model.load import base_model
 from shipsft.model.save import save_weights
 from shipsft.runs.checkpoint import prune_checkpoints, save_atomic, save_checkpoint
 from shipsft.runs.layout import RunFolder
+from shipsft.runs.predictions import write_predictions
 from shipsft.runs.sinks import MetricsSink
 from shipsft.runs.layout import STATE_DIR
 from shipsft.runs.state import OPTIMIZER_DIR, TrainingState, write_state
 from shipsft.train import dist, optim, parallel, rng
 from shipsft.train.batches import Cursor, next_examples
+from shipsft.train.kl import batch_ce_kl_sums
 from shipsft.train.loss import batch_ce_sum, neftune_hook
 from shipsft.train.preempt import CheckpointWriteError, Preempted, StopRequest, checkpoint_write_error
 from shipsft.train.schedule import StepPlan, lr_at, warmup_steps
@@ -126,6 +128,7 @@ class Setup:
     rng: dict | None = None  # random states to restore before the next step (a resume)
     strategy: str = "single"  # single | ddp | fsdp2 (train/parallel.py)
     train_model: torch.nn.Module | None = None  # what the training forward goes through (DDP's wrapper), or model
+    kl_ref: Any = None  # train.kl_coef > 0: the base the KL term compares against (train/kl.py: reference_for)
 
     @property
     def lengths(self) -> list[int]:
@@ -180,6 +183,13 @@ def on_ranks(s: "Setup", evaluate):
     decide the same on all of them."""
     rec = evaluate() if s.strategy == "fsdp2" or dist.is_main() else None
     return dist.broadcast(rec)
+
+
+def keep_predictions(s: "Setup", rec: session.EvalRecord) -> None:
+    """Rank 0 writes every prediction of a baseline or full eval into predictions.jsonl with its kind and step
+    (a resumed run replaces the lines of the steps it evaluates again: runs/predictions.py)."""
+    if dist.is_main() and rec.predictions:
+        write_predictions(s.folder.predictions, rec.predictions, kind=rec.kind, step=rec.step)
 
 
 def _save(s: Setup, st: LoopState) -> None:
@@ -253,6 +263,7 @@ def fit(s: Setup, progress: Progress | None = None, stop: StopRequest | None = N
             st.baseline = asdict(base)
             s.sink.write({"step": 0, **{f"baseline/{k}": v for k, v in base.metrics.items()}})
             s.sink.write_eval(base.to_json(s.session.kl_method))
+            keep_predictions(s, base)
     if s.rng is not None:
         rng.restore(s.rng)  # the next step draws the noise the uninterrupted run drew
     optim.train_mode(s.optimizers)
@@ -270,12 +281,17 @@ def fit(s: Setup, progress: Progress | None = None, stop: StopRequest | None = N
         optim.set_lr(s.optimizers, lr)
         # one denominator for the whole step: every micro-batch (and every rank) divides by the same count
         n_step = dist.global_trained_tokens(sum(count_trained(mb["labels"]) for mb in micro))
-        loss_sum = 0.0
+        loss_sum = kl_sum = 0.0
         for k, mb in enumerate(micro):
             batch = {k: v.to(s.device) for k, v in mb.items() if torch.is_tensor(v)}
             with parallel.grad_sync(train_model, s.strategy, sync=k == len(micro) - 1):
                 with torch.autocast(s.device.type, dtype=s.amp or torch.float32, enabled=s.amp is not None):
-                    loss = batch_ce_sum(train_model, batch) * dist.loss_scale(n_step)
+                    if t.kl_coef:  # KL-regularised SFT (train/kl.py): CE and KL share the step's denominator
+                        ce, kl = batch_ce_kl_sums(train_model, batch, s.kl_ref)
+                        kl_sum += float(kl.detach()) * dist.loss_scale(n_step)
+                        loss = (ce + t.kl_coef * kl) * dist.loss_scale(n_step)
+                    else:
+                        loss = batch_ce_sum(train_model, batch) * dist.loss_scale(n_step)
                 loss.backward()
             loss_sum += float(loss.detach())
         loss_sum = dist.sum_over_ranks(loss_sum) / ranks  # each rank's part is scaled by world_size
@@ -308,6 +324,9 @@ def fit(s: Setup, progress: Progress | None = None, stop: StopRequest | None = N
                   "padding_share": 1 - real / slots,
                   "cursor": [st.cursor.epoch, st.cursor.position], "trained_tok_s": st.trained_total / st.train_time,
                   "skipped": not finite}
+        if t.kl_coef:  # the two terms of "loss" = loss_ce + kl_coef * loss_kl, each per trained token
+            record["loss_kl"] = dist.sum_over_ranks(kl_sum) / ranks
+            record["loss_ce"] = loss_sum - t.kl_coef * record["loss_kl"]
         result.history.append(record)
         if finite:
             st.recent = (st.recent + [loss_sum])[-10:]
@@ -335,7 +354,8 @@ def fit(s: Setup, progress: Progress | None = None, stop: StopRequest | None = N
                 s.sink.write_eval(rec.to_json(s.session.kl_method))
             if evaluate_now:  # before the checkpoint: pruning keeps the ones promotion may choose
                 rec = on_ranks(s, lambda: session.full(s.session, st.step))
-                st.evals.append(asdict(rec))
+                st.evals.append({**asdict(rec), "predictions": []})  # kept in predictions.jsonl, not each checkpoint
+                keep_predictions(s, rec)
                 s.sink.write({"step": st.step, **{f"eval/{k}": v for k, v in rec.metrics.items()}})
                 s.sink.write_eval(rec.to_json(s.session.kl_method, epoch_end=epoch_end))
                 if early is not None:

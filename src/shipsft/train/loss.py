@@ -102,21 +102,33 @@ class _ChunkedLinearCE(torch.autograd.Function):
             # d(sum CE)/d logits = softmax - onehot, computed in place over the logits block
             probs = logits.sub_(lse[:, None]).exp_()
             probs[torch.arange(len(yc), device=h.device), yc] -= 1.0
-            g = probs.to(compute_dtype)
-            if grad_h is not None:
-                grad_h[start:start + chunk_rows] = (g @ w).to(h.dtype)
-            if grad_w is not None:
-                grad_w += (g.t() @ hc).to(acc)
-            if grad_b is not None:
-                grad_b += probs.sum(0)
+            fold_chunk(probs, w, hc, start, grad_h, grad_w, grad_b)
         ctx.save_for_backward(grad_h, grad_w, grad_b)
         return total
 
     @staticmethod
     def backward(ctx, grad_out):
-        grad_h, grad_w, grad_b = ctx.saved_tensors
-        scale = lambda g: None if g is None else g * grad_out.to(g.dtype)  # noqa: E731
-        return scale(grad_h), scale(grad_w), scale(grad_b), None, None, None
+        return scaled_grads(ctx, grad_out, 6)
+
+
+def fold_chunk(g: torch.Tensor, w: torch.Tensor, hc: torch.Tensor, start: int, grad_h, grad_w, grad_b) -> None:
+    """Fold one chunk's d(loss)/d(logits) `g` ([rows, vocab], fp32) into dL/dh (rows start.., in place), dL/dW and
+    dL/db (each None when not needed); the matmuls run in w's dtype (the compute dtype). Shared by the chunked CE
+    and the chunked KL (train/kl.py)."""
+    gc = g.to(w.dtype)
+    if grad_h is not None:
+        grad_h[start:start + len(g)] = (gc @ w).to(grad_h.dtype)
+    if grad_w is not None:
+        grad_w += (gc.t() @ hc).to(grad_w.dtype)
+    if grad_b is not None:
+        grad_b += g.sum(0)
+
+
+def scaled_grads(ctx, grad_out: torch.Tensor, n_inputs: int) -> tuple:
+    """The backward of a chunked loss: the (dL/dh, dL/dW, dL/db) saved in its forward times the incoming gradient,
+    then None for its other `n_inputs - 3` inputs."""
+    scaled = [None if g is None else g * grad_out.to(g.dtype) for g in ctx.saved_tensors]
+    return (*scaled, *[None] * (n_inputs - 3))
 
 
 def linear_ce_sum(h: torch.Tensor, head: torch.nn.Module, targets: torch.Tensor,

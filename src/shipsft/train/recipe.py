@@ -3,9 +3,8 @@ choice (printed at the start of a run and written into its config.yaml as plain 
 resolved by the data pipeline (the longest rendered example; data/pipeline.py).
 
 Why these rules. A small data set needs enough optimizer steps to learn: one epoch of 1,200 examples in steps of 64
-examples is 19 updates, and on a classification-to-JSON task that reached 15% exact match where steps of 8 examples
-(150 updates) reached 67%, level with TRL's per-device batch of 8 (measured; the numbers and the benchmark that
-chose these defaults are in the README, bench/recipe.py). Large sets want a larger batch for a stable gradient (64-512
+examples is 19 updates, in steps of 8 (TRL's per-device batch) it is 150 (`bench/recipe.py` compares the defaults
+with TRL's on generated tasks; the README shows what it measured). Large sets want a larger batch for a stable gradient (64-512
 examples per step is the usual SFT range); past that, more steps of the same size add little. So:
 
     batch_size  examples / 100, rounded down to a power of two, kept within [8, 64]

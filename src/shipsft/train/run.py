@@ -27,7 +27,7 @@ from shipsft.data.pipeline import Prepared, prepare, token_fingerprint
 from shipsft.errors import ConfigError, DataError, ShipError
 from shipsft.eval import gates, session
 from shipsft.eval.suites import before_after, before_after_text
-from shipsft.model.load import load_for_training, quantization_config
+from shipsft.model.load import load_base, load_for_training, quantization_config
 from shipsft.model.save import load_checkpoint_weights
 from shipsft.model.locate import load_tokenizer
 from shipsft.model.precision import autocast_dtype, pick_device
@@ -37,11 +37,14 @@ from shipsft.runs.checkpoint import copy_weights
 from shipsft.runs.jsonio import read_json, write_json, write_text_atomic
 from shipsft.runs.layout import RunFolder, run_folder_for
 from shipsft.runs.manifest import read_manifest, update_manifest, write_manifest
-from shipsft.runs.sinks import MetricsSink, read_evals, read_metrics
+from shipsft.runs.predictions import failure_summary
+from shipsft.runs.sinks import MetricsSink, SilentSink, read_evals, read_metrics
 from shipsft.runs.state import TrainingState, read_state
 from shipsft.runs.trackers import Trackers, build_trackers
+from shipsft.train import dist, parallel
 from shipsft.train.loop import FitResult, LoopState, Progress, Setup, Silent, fit
 from shipsft.train.preempt import Preempted, StopRequest
+from shipsft.train.kl import reference_for
 from shipsft.train.loss import decoder_and_head
 from shipsft.train.optim import build_optimizers
 from shipsft.train.recipe import resolve_auto
@@ -60,9 +63,11 @@ def audit_gate(cfg: RunConfig, tokenizer, prep: Prepared, folder: RunFolder, ski
                progress: Progress) -> None:
     """Audit the split about to be trained (into the run folder); refuse on errors unless --skip-audit. Problems
     that make training itself wrong (overlong under data.overlong: error, examples with nothing to train) are
-    refused even then."""
+    refused even then. Every rank audits (the same data: the same decision, with no collective to wait in);
+    rank 0 writes the files."""
     result = run_audit(cfg, tokenizer, prep)
-    write_audit(result, folder.root)
+    if dist.is_main():
+        write_audit(result, folder.root)
     if result.errors and not skip_audit:
         raise result.as_error()
     if prep.problems:
@@ -77,8 +82,12 @@ def audit_gate(cfg: RunConfig, tokenizer, prep: Prepared, folder: RunFolder, ski
 def setup(cfg: RunConfig, config_path: str | Path | None, skip_audit: bool, argv: list[str] | None,
           progress: Progress, resume: Path | None = None, force: bool = False) -> Setup:
     """Everything the loop needs. `resume`: a complete checkpoint folder to continue from (train/resume.py finds
-    it); its config must match in everything that changes the result unless `force`."""
+    it); its config must match in everything that changes the result unless `force`.
+    Launched on several processes, every rank runs this with the same seed (identical initial weights on every
+    rank, which FSDP2 shards and DDP would otherwise broadcast); rank 0 alone writes files."""
     torch.manual_seed(cfg.train.seed)
+    strategy = parallel.resolve(cfg.train.distributed, cfg.method.name)
+    main = dist.is_main()
     device = pick_device()
     if cfg.method.name == "qlora":
         quantization_config(cfg.method, device)  # no CUDA / no bitsandbytes: fail before any data work
@@ -86,14 +95,16 @@ def setup(cfg: RunConfig, config_path: str | Path | None, skip_audit: bool, argv
     tokenizer = load_tokenizer(cfg.model)
     folder = RunFolder(Path(resume).parents[1]) if resume else run_folder_for(cfg.output, config_path)
     state = read_state(resume) if resume else None
-    # the one place trackers are built (only rank 0 will, once training runs on several processes): a missing
-    # package is an error here, before any data work; the sink starts them once manifest.json is written
-    trackers = build_trackers(cfg.track, folder, resumed=state is not None)
-    train_prep = prepare(cfg.data, tokenizer, "train", strict=False, rejects_path=folder.rejects("train"))
+    # the one place trackers are built (rank 0's): a missing package is an error here, before any data work; the
+    # sink starts them once manifest.json is written
+    trackers = build_trackers(cfg.track, folder, resumed=state is not None) if main else None
+    train_prep = prepare(cfg.data, tokenizer, "train", strict=False,
+                         rejects_path=folder.rejects("train") if main else None)
     data, train, reasons = resolve_auto(cfg.data, cfg.train, len(train_prep.rendered), train_prep.full_lengths)
     cfg = cfg.model_copy(update={"data": data.model_copy(update={"max_length": train_prep.max_length}),
                                  "train": train})  # every automatic choice, as numbers, into config.yaml
-    eval_prep = (prepare(cfg.data, tokenizer, "eval", strict=True, rejects_path=folder.rejects("eval"),
+    eval_prep = (prepare(cfg.data, tokenizer, "eval", strict=True,
+                         rejects_path=folder.rejects("eval") if main else None,
                          renderer=train_prep.renderer) if cfg.data.eval else None)
     fingerprints = {"train": train_prep.fingerprint, **({"eval": eval_prep.fingerprint} if eval_prep else {})}
     changes = resume_changes(cfg, state, read_manifest(folder), fingerprints) if state else []
@@ -109,10 +120,15 @@ def setup(cfg: RunConfig, config_path: str | Path | None, skip_audit: bool, argv
                   "step")
     for note in train_prep.notes + reasons:
         progress.note(f"note: {note}")
-    folder.root.mkdir(parents=True, exist_ok=True)
+    if main:
+        folder.root.mkdir(parents=True, exist_ok=True)
     audit_gate(cfg, tokenizer, train_prep, folder, skip_audit, progress)
     model, info = load_for_training(cfg.model, cfg.method, cfg.train.gradient_checkpointing, device)
-    check_free_space(folder, model, cfg.method.name)
+    if main:
+        check_free_space(folder, model, cfg.method.name)
+    if strategy != "single":
+        progress.note(f"distributed: {strategy} on {dist.world_size()} processes "
+                      f"({'nccl' if device.type == 'cuda' else 'gloo'}); each step's examples split over them")
     progress.note(f"model: {info.model_dir} on {device}; {info.summary()}; precision {amp or torch.float32}; "
                   f"lr {cfg.optim.lr:g}")
     if cfg.train.compile:  # packing is off here (a config rule): compile the decoder stack in place
@@ -120,32 +136,35 @@ def setup(cfg: RunConfig, config_path: str | Path | None, skip_audit: bool, argv
     if argv and os.environ.get("SHIPSFT_ARGV0"):  # re-executed under tcmalloc (cli/allocator.py)
         argv = [os.environ["SHIPSFT_ARGV0"], *argv[1:]]
     template = train_prep.renderer.template
-    if state is None:
+    if state is None and main:
         write_manifest(folder, cfg, argv=argv, fingerprints=fingerprints, extra={
             "skip_audit": skip_audit, "model_dir": str(info.model_dir), "trainable_params": info.trainable,
             "total_params": info.total, "allocator": os.environ.get("SHIPSFT_ALLOCATOR", "system"),
             "precision": str(amp or torch.float32), "tokenizer_hash": tokenizer_fingerprint(tokenizer),
             "template_hash": hashlib.sha256(template.source.encode()).hexdigest()[:16] if template else None,
             "data_files": {f.path: f.sha256 for f in train_prep.files + (eval_prep.files if eval_prep else [])},
-            "token_fingerprint": {"train": token_fingerprint(train_prep.rendered)[:16]}})
+            "token_fingerprint": {"train": token_fingerprint(train_prep.rendered)[:16]},
+            "mixture": {c.name: c.to_json() for c in train_prep.mixture} or None})
         write_text_atomic(folder.readme, runbook(folder, cfg, argv, info))
-    else:
+    elif state is not None and main:
         resumes = read_manifest(folder).get("resumes", [])
         update_manifest(folder, resumes=resumes + [{"from_step": state.loop["step"], "checkpoint": str(resume),
                                                     "command": list(argv) if argv else None,
                                                     "at": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "forced": force,
                                                     "changes": changes}])
         write_text_atomic(folder.config, cfg.to_yaml())
+    if state is not None:
         load_checkpoint_weights(model, resume)
     if template is not None:  # checkpoints ship the template training rendered with
         tokenizer.chat_template = template.source
+    model = parallel.shard_model(model, strategy, amp)  # FSDP2: in place, before the optimizer sees the parameters
     s = assemble(cfg, model, tokenizer, train_prep.rendered, eval_prep.rows if eval_prep else None, folder,
                  resume_offsets=tuple(state.loop["offsets"]) if state else None, trackers=trackers)
+    s.strategy, s.train_model = strategy, parallel.wrap(model, strategy)
     for note in s.sink.tracker_notes():
         progress.note(note)
-    if state is not None:
-        for opt, sd in zip(s.optimizers, state.optimizers):
-            opt.load_state_dict(sd)
+    if state is not None:  # whatever wrote it (one process, DDP, FSDP2 shards), onto this launch's layout
+        parallel.load_optimizer(s.model, s.optimizers, state.optimizers)
         s.state, s.rng = LoopState.from_json(state.loop), state.rng
         if s.state.batch != [s.plan.rule.examples, s.plan.rule.tokens]:  # a forced resume with another batch
             s.plan = replan_from(s.plan, s.lengths, cfg.train, s.state.step, s.state.cursor)
@@ -221,7 +240,9 @@ def resume_changes(cfg: RunConfig, state: TrainingState, manifest: dict, fingerp
     return changes
 
 
-NOT_RESULT_AFFECTING = {"log_every", "save_every", "keep_checkpoints", "eval_every", "max_nonfinite_steps"}
+# how often things are logged or saved, and how the steps are spread over processes: the weights come out the same
+NOT_RESULT_AFFECTING = {"log_every", "save_every", "keep_checkpoints", "eval_every", "max_nonfinite_steps",
+                        "distributed", "dist_timeout_minutes"}
 
 
 def assemble(cfg: RunConfig, model, tokenizer, examples: list, eval_rows: list | None, folder: RunFolder,
@@ -234,8 +255,10 @@ def assemble(cfg: RunConfig, model, tokenizer, examples: list, eval_rows: list |
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
     return Setup(cfg.train, cfg.optim, cfg.eval, cfg.method.name, model, tokenizer,
                  build_optimizers(cfg.optim, model), examples, cfg.data.max_length, cfg.data.packing, eval_rows, sess,
-                 folder, MetricsSink(folder, resume_offsets, trackers),
-                 plan_steps([len(x.ids) for x in examples], cfg.train), amp, device, pad_id, cfg.to_yaml())
+                 folder, MetricsSink(folder, resume_offsets, trackers) if dist.is_main() else SilentSink(),
+                 plan_steps([len(x.ids) for x in examples], cfg.train), amp, device, pad_id, cfg.to_yaml(),
+                 kl_ref=reference_for(cfg.method.name, model, lambda: load_base(cfg.model, cfg.method, device)[0])
+                 if cfg.train.kl_coef else None)
 
 
 def finish(s: Setup, result: FitResult, progress: Progress) -> int:
@@ -271,24 +294,33 @@ def finish(s: Setup, result: FitResult, progress: Progress) -> int:
 
 def write_report(folder: RunFolder) -> Path:
     promotion = read_json(folder.promotion) if folder.promotion.exists() else None
-    html = render_report(folder.root.name, read_metrics(folder), read_evals(folder), promotion, read_manifest(folder))
+    failures = failure_summary(folder.predictions, (promotion or {}).get("step"))  # the promoted step's failures
+    html = render_report(folder.root.name, read_metrics(folder), read_evals(folder), promotion, read_manifest(folder),
+                         failures)
     return write_text_atomic(folder.report, html)
 
 
 def run_train(cfg: RunConfig, config_path: str | Path | None = None, skip_audit: bool = False,
               argv: list[str] | None = None, progress: Progress | None = None, resume: Path | None = None,
               force: bool = False, stop: StopRequest | None = None) -> int:
-    """Set up everything (or resume from a checkpoint), run `fit`, finish. Returns the process exit code."""
-    progress = progress or Silent()
+    """Set up everything (or resume from a checkpoint), run `fit`, finish. Returns the process exit code.
+    Launched by torchrun / accelerate launch, this process joins the others first; only rank 0 shows progress."""
+    dist.start(cfg.train.dist_timeout_minutes)
+    progress = (progress or Silent()) if dist.is_main() else Silent()
     started = time.perf_counter()
     s = setup(cfg, config_path, skip_audit, argv, progress, resume, force)
     status = "FAILED"  # what the trackers record when an error ends the run
     try:  # the sink (and its trackers) stays open through finish, so the reports reach the trackers
         result = fit(s, progress, stop)
-        code = finish(s, result, progress)
-        update_manifest(s.folder, steps=result.steps, skipped_nonfinite_steps=result.n_skipped,
-                        trained_tok_s=round(result.trained_tok_s, 1), wall_s=round(time.perf_counter() - started, 1))
-        s.sink.log_run_files()  # after the manifest's last update: the artifact holds the steps and the time
+        # promotion, reports and export read the run folder that rank 0 wrote: rank 0's work; every rank exits
+        # with its code
+        code = dist.broadcast(finish(s, result, progress) if dist.is_main() else None)
+        if dist.is_main():
+            update_manifest(s.folder, steps=result.steps, skipped_nonfinite_steps=result.n_skipped,
+                            trained_tok_s=round(result.trained_tok_s, 1),
+                            wall_s=round(time.perf_counter() - started, 1), world_size=dist.world_size(),
+                            distributed=s.strategy)
+            s.sink.log_run_files()  # after the manifest's last update: the artifact holds the steps and the time
         status = "FINISHED"
     except (Preempted, KeyboardInterrupt):
         status = "KILLED"  # resumable: a resume sets the tracker run running again
@@ -297,6 +329,7 @@ def run_train(cfg: RunConfig, config_path: str | Path | None = None, skip_audit:
         s.sink.close(status)
         for line in s.sink.problems:
             progress.note(line)
+    dist.stop()
     if result.eval_loss_before is not None:
         progress.note(f"eval loss: base {result.eval_loss_before:.4f} -> tuned {result.eval_loss_after:.4f}")
     progress.note(f"saved {s.folder.trained(s.method)} ({result.steps} steps, {result.trained_tok_s:.0f} trained "

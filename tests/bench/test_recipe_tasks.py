@@ -1,6 +1,7 @@
-"""Tests for the recipe-task generators.
+"""The recipe-task generators of bench/recipe.py (bench/recipe_tasks): sizes, determinism, an unseen slice that
+shares no template or entity with training, answers that follow the text.
 
-    .venv/bin/python -m pytest bench/recipe_tasks/test_tasks.py -q
+    .venv/bin/python -m pytest tests/bench/test_recipe_tasks.py -q
 """
 from __future__ import annotations
 
@@ -20,11 +21,14 @@ from pathlib import Path
 
 import pytest
 
-from . import TASKS, answer, classify_json, extract_entities, rewrite_format, tool_call, write_task
-from .__main__ import main as cli_main
-from ._common import dumps, user_texts
+from helpers import REPO
 
-REPO = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(REPO))
+from bench.recipe_tasks import (TASKS, answer, classify_json, extract_entities, rewrite_format,
+                                 tool_call, write_task)
+from bench.recipe_tasks.__main__ import main as cli_main
+from bench.recipe_tasks._common import dumps, user_texts
+
 NAMES = sorted(TASKS)
 JSON_TASKS = ["classify_json", "extract_entities"]
 KNOWN_METRICS = {"exact_match", "json_valid", "json_field_match", "rouge_l", "token_f1"}
