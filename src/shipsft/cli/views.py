@@ -42,7 +42,7 @@ def show_preview(console: Console, tok, prep, data, index: int) -> None:
     t.add_row("dataset", f"{len(prep.examples)} examples -> {len(prep.rendered)} sequences, {prep.n_tokens:,} "
                          f"tokens, {sum(r.n_trained for r in prep.rendered):,} trained")
     mode = "packed" if data.packing else "unpacked (one example per row)"
-    t.add_row("packing", f"{mode}: {len(prep.rows)} rows of max {data.max_length} tokens, "
+    t.add_row("packing", f"{mode}: {len(prep.rows)} rows of max {prep.max_length} tokens, "
                          f"efficiency {prep.efficiency:.1%} (real tokens / slots)")
     t.add_row("fingerprint", prep.fingerprint)
     console.print(t)

@@ -225,7 +225,8 @@ def eval_items(src: RunSource, renderer: Renderer, n: int) -> tuple[list, int]:
     if cfg.eval.suites:
         suite = build_suite(cfg.eval.suites[0], er, cfg.eval, cfg.data.allow_any_role_order)
         return suite.items[:n], suite.max_new_tokens
-    examples = [ex for ex in load_examples(cfg.data.eval or cfg.data.train, cfg.data.format, "error", None,
+    files = cfg.data.eval or cfg.data.train or [p for source in cfg.data.sources for p in source.path]  # a mixture
+    examples = [ex for ex in load_examples(files, cfg.data.format, "error", None,
                                            cfg.data.allow_any_role_order).examples if ex.kind == "chat"][:n]
     items = build_items(er, examples)
     return items, generation_budget(items, None)

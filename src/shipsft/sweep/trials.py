@@ -253,6 +253,10 @@ def absolute_paths(cfg: RunConfig) -> RunConfig:
     --emit line) run from anywhere would not find it."""
     cfg.data.train = [str(Path(p).resolve()) for p in cfg.data.train]
     cfg.data.eval = [str(Path(p).resolve()) for p in cfg.data.eval]
+    for source in cfg.data.sources:  # a mixture's files (data.sources) and its replay set
+        source.path = [str(Path(p).resolve()) for p in source.path]
+    if cfg.data.replay is not None:
+        cfg.data.replay.path = [str(Path(p).resolve()) for p in cfg.data.replay.path]
     for suite in cfg.eval.suites:
         suite.data = str(Path(suite.data).resolve())
     if cfg.data.template and cfg.data.template.endswith(".jinja"):

@@ -66,7 +66,7 @@ def reproduce(run_dir: Path, check_steps: int | None, progress=None) -> Report:
                             prep.fingerprint))
     files_now = {f.path: f.sha256 for f in prep.files}
     for path, sha in sorted(manifest.get("data_files", {}).items()):
-        if path in files_now or path in cfg.data.train:
+        if path in files_now or path in cfg.data.train or any(path in x.path for x in cfg.data.sources):
             report.rows.append(_row(f"file {path}", sha[:16], (files_now.get(path) or "missing")[:16]))
     report.rows.append(_row("rendered tokens (train)", manifest.get("token_fingerprint", {}).get("train"),
                             token_fingerprint(prep.rendered)[:16]))
