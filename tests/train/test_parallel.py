@@ -198,8 +198,7 @@ def test_fsdp2_full_fine_tuning_equals_one_process_and_rank_1_writes_only_its_op
 
 @pytest.mark.slow
 def test_two_process_checkpoint_resumes_on_one_process_and_one_process_checkpoint_on_two(full_cfg, full_single,
-                                                                                            full_fsdp2, lora_cfg,
-                                                                                            lora_single):
+                                                                                            full_fsdp2):
     import shutil
 
     work = full_cfg.parent
@@ -207,10 +206,11 @@ def test_two_process_checkpoint_resumes_on_one_process_and_one_process_checkpoin
     shutil.copytree(full_fsdp2, work / "runs" / "to-one")
     resumed = launch(full_cfg, "to-one", 1, resume=work / "runs" / "to-one" / "checkpoints" / "step-2")
     assert_same_run(resumed, full_single)
-    # one plain process (positional optimizer state) -> DDP on 2 ranks, from step 2
-    shutil.copytree(lora_single, lora_cfg.parent / "runs" / "to-two")
-    resumed = launch(lora_cfg, "to-two", 2, resume=lora_cfg.parent / "runs" / "to-two" / "checkpoints" / "step-2")
-    assert_same_run(resumed, lora_single)
+    # one plain process (optimizer state by parameter position) -> FSDP2 on 2 ranks (sharded by name), from step 2
+    shutil.copytree(full_single, work / "runs" / "to-two")
+    resumed = launch(full_cfg, "to-two", 2, "train.distributed=fsdp2",
+                     resume=work / "runs" / "to-two" / "checkpoints" / "step-2")
+    assert_same_run(resumed, full_single)
     manifest = json.loads((resumed / "manifest.json").read_text())
     assert [r["from_step"] for r in manifest["resumes"]] == [2]
 
