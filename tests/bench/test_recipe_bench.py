@@ -62,20 +62,27 @@ def test_a_failing_contender_is_reported_and_the_others_run(tmp_path, capsys):
 
 @pytest.mark.slow
 def test_one_task_end_to_end_on_a_tiny_model(tmp_path, capsys):
+    """shipsft always; TRL's worker too where the bench extra is installed (`pip install -e '.[bench]'`): CI installs
+    only the test extra, and TRL is a bench-only dependency."""
+    import importlib.util
+
+    contenders = ["shipsft"] + (["trl-recipe"] if importlib.util.find_spec("trl") else [])
     model = tmp_path / "tiny-model"
     tiny_llama(vocab_size=len(tiny_tokenizer())).save_pretrained(model)
     tiny_tokenizer().save_pretrained(model)
     code = recipe.main(["--task", "classify_json", "--out", str(tmp_path / "out"), "--model", str(model),
                         "--train-limit", "48", "--eval-limit", "3", "--budget-min", "0.05",
-                        "--contenders", "shipsft", "trl-recipe"])  # trl-defaults: the same worker, other args
+                        "--contenders", *contenders])  # trl-defaults: the same worker, other args
     out = capsys.readouterr().out
     results = json.loads((tmp_path / "out" / "results.json").read_text())
     assert code == 0, out
-    assert [r["contender"] for r in results] == ["base model (no training)", "shipsft", "trl-recipe"]
+    assert [r["contender"] for r in results] == ["base model (no training)", *contenders]
     for r in results[1:]:
         assert r["status"] == "ok" and r["scores"]["seen"][3] == 3 and r["scores"]["all"][3] == 6
         assert r["steps"] >= 1 and r["train_s"] > 0
         preds = (tmp_path / "out" / "classify_json" / r["contender"] / "eval" / "predictions.jsonl")
         assert len(preds.read_text().splitlines()) == 6  # every eval example of both slices kept
-    assert results[2]["precision"] == "fp32" and results[1]["precision"] in ("fp32", "bf16")  # shipsft: auto
-    assert out.count("| classify_json |") == 3
+    assert results[1]["precision"] in ("fp32", "bf16")  # shipsft: auto
+    if "trl-recipe" in contenders:
+        assert results[2]["precision"] == "fp32"
+    assert out.count("| classify_json |") == 1 + len(contenders)

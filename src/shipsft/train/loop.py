@@ -204,8 +204,9 @@ def _save(s: Setup, st: LoopState) -> None:
     shards = None
     if s.strategy == "fsdp2":
         shards = target.with_name(f".{target.name}.optimizer.tmp")
-        if dist.is_main():
+        if dist.is_main():  # rank 0 makes the folders, so the others only write their own shard file into it
             shutil.rmtree(shards, ignore_errors=True)
+            shards.mkdir(parents=True)
         dist.barrier()
         parallel.save_sharded_optimizer(s.model, s.optimizers, shards)
         dist.barrier()
