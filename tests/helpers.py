@@ -160,6 +160,13 @@ class Notes:
         pass
 
 
+def save_tiny_model(folder: Path, **model_kw) -> Path:
+    """A model folder as a user brings one: a random tiny Llama (safetensors) and the toy BPE tokenizer."""
+    tiny_llama(vocab_size=len(tiny_tokenizer()), **model_kw).save_pretrained(folder, safe_serialization=True)
+    tiny_tokenizer().save_pretrained(folder)
+    return folder
+
+
 def write_tiny_run(tmp_path: Path, n_train: int = 64, model_kw: dict | None = None, **overrides) -> Path:
     """A tiny run on disk: a random Llama + the toy BPE as a model folder, train/eval JSONL of the toy task, and a
     config.yaml (fp32, 4 steps of 16 examples, run folder runs/t) with `overrides` replacing whole sections."""
@@ -167,9 +174,7 @@ def write_tiny_run(tmp_path: Path, n_train: int = 64, model_kw: dict | None = No
 
     model_dir = tmp_path / "tiny-model"
     if not model_dir.exists():
-        tiny_llama(vocab_size=len(tiny_tokenizer()), **(model_kw or {})).save_pretrained(model_dir,
-                                                                                      safe_serialization=True)
-        tiny_tokenizer().save_pretrained(model_dir)
+        save_tiny_model(model_dir, **(model_kw or {}))
     for split, (n, seed) in {"train": (n_train, 0), "eval": (16, 5)}.items():
         (tmp_path / f"{split}.jsonl").write_text(
             "".join(json.dumps({"messages": c}) + "\n" for c in conversations(n, seed)))

@@ -7,7 +7,7 @@ import sys
 
 import pytest
 
-from helpers import REPO, tiny_llama, tiny_tokenizer
+from helpers import REPO, save_tiny_model
 
 sys.path.insert(0, str(REPO))
 from bench import recipe  # noqa: E402
@@ -67,9 +67,7 @@ def test_one_task_end_to_end_on_a_tiny_model(tmp_path, capsys):
     import importlib.util
 
     contenders = ["shipsft"] + (["trl-recipe"] if importlib.util.find_spec("trl") else [])
-    model = tmp_path / "tiny-model"
-    tiny_llama(vocab_size=len(tiny_tokenizer())).save_pretrained(model)
-    tiny_tokenizer().save_pretrained(model)
+    model = save_tiny_model(tmp_path / "tiny-model")
     code = recipe.main(["--task", "classify_json", "--out", str(tmp_path / "out"), "--model", str(model),
                         "--train-limit", "48", "--eval-limit", "3", "--budget-min", "0.05",
                         "--contenders", *contenders])  # trl-defaults: the same worker, other args

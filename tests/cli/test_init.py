@@ -10,7 +10,7 @@ import pytest
 import yaml
 from typer.testing import CliRunner
 
-from helpers import tiny_llama, tiny_tokenizer
+from helpers import save_tiny_model
 from shipsft.cli.main import app
 from shipsft.config import load_config
 from shipsft.data.formats import load_examples
@@ -26,10 +26,7 @@ def run(*args):
 
 @pytest.fixture(scope="module")
 def model_dir(tmp_path_factory) -> Path:
-    folder = tmp_path_factory.mktemp("tiny-model")
-    tiny_llama(vocab_size=len(tiny_tokenizer())).save_pretrained(folder)
-    tiny_tokenizer().save_pretrained(folder)
-    return folder
+    return save_tiny_model(tmp_path_factory.mktemp("tiny-model"))
 
 
 def chat(user: str, answer: str) -> dict:

@@ -12,7 +12,7 @@ import pytest
 from rich.cells import cell_len
 from typer.testing import CliRunner
 
-from helpers import tiny_llama, tiny_tokenizer, write_tiny_run
+from helpers import save_tiny_model, tiny_llama, tiny_tokenizer, write_tiny_run
 from shipsft.config import RunConfig
 from shipsft.eval import session
 from shipsft.report.run import render_report
@@ -103,10 +103,7 @@ def test_session_records_every_prediction_with_the_base_output(tmp_path):
 
 @pytest.fixture(scope="module")
 def tiny_model_dir(tmp_path_factory) -> Path:
-    folder = tmp_path_factory.mktemp("tiny-model")
-    tiny_llama(vocab_size=len(tiny_tokenizer())).save_pretrained(folder)
-    tiny_tokenizer().save_pretrained(folder)
-    return folder
+    return save_tiny_model(tmp_path_factory.mktemp("tiny-model"))
 
 
 def test_eval_cli_writes_predictions_and_prints_failures_in_80_columns(tmp_path, tiny_model_dir):

@@ -7,7 +7,7 @@ import json
 import peft
 import pytest
 import torch
-from helpers import tiny_llama, tiny_tokenizer
+from helpers import save_tiny_model, tiny_tokenizer
 from transformers import AutoModelForCausalLM, AutoTokenizer, GenerationConfig
 
 from shipsft.config import MethodConfig, ModelConfig
@@ -21,8 +21,7 @@ X = torch.tensor([[5, 17, 42, 99, 3, 250, 7, 64, 12, 300, 1, 0]])
 def trained_adapter(tmp_path, tied: bool, **lora):
     """A saved tiny base and an adapter whose every trainable weight moved (as after training)."""
     base_dir, adapter_dir = tmp_path / "base", tmp_path / "adapter"
-    tiny_llama(vocab_size=len(tiny_tokenizer()), tie_word_embeddings=tied).save_pretrained(base_dir)
-    tiny_tokenizer().save_pretrained(base_dir)
+    save_tiny_model(base_dir, tie_word_embeddings=tied)
     model = AutoModelForCausalLM.from_pretrained(base_dir, dtype=torch.float32)
     pm = peft.get_peft_model(model, peft.LoraConfig(r=4, lora_alpha=8, task_type="CAUSAL_LM", **lora))
     torch.manual_seed(1)

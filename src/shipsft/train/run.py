@@ -146,7 +146,7 @@ def setup(cfg: RunConfig, config_path: str | Path | None, skip_audit: bool, argv
             "token_fingerprint": {"train": token_fingerprint(train_prep.rendered)[:16]},
             "mixture": {c.name: c.to_json() for c in train_prep.mixture} or None})
         write_text_atomic(folder.readme, runbook(folder, cfg, argv, info))
-    elif state is not None and main:
+    elif main:  # resuming
         resumes = read_manifest(folder).get("resumes", [])
         update_manifest(folder, resumes=resumes + [{"from_step": state.loop["step"], "checkpoint": str(resume),
                                                     "command": list(argv) if argv else None,
