@@ -237,3 +237,11 @@ def test_a_run_records_the_mixture_in_its_manifest(tmp_path):
     assert cfg.data.mix_seed == 42 and [s.name for s in cfg.data.sources] == ["train", "again"]
     steps = [r for r in read_jsonl(run / "metrics.jsonl") if "loss" in r]
     assert [r["loss_kl"] for r in steps][0] == 0.0 and steps[1]["loss_kl"] > 0
+    # the loss per source (train/sources.py): weighted by its trained tokens, the sources' CE is the step's CE
+    for r in steps:
+        names = [k.split("/", 1)[1] for k in r if k.startswith("source_tokens/")]
+        assert set(names) <= {"train", "again", "replay"} and len(names) >= 2
+        n = sum(r[f"source_tokens/{k}"] for k in names)
+        assert n == r["trained_tokens"]
+        assert sum(r[f"source_loss/{k}"] * r[f"source_tokens/{k}"] for k in names) / n == pytest.approx(
+            r["loss_ce"], rel=1e-5)

@@ -154,6 +154,11 @@ def recount(report: list[SourceCount], rendered: list[Rendered]) -> None:
         start += c.examples
 
 
+def source_of_examples(report: list[SourceCount]) -> list[int]:
+    """The source index (into `report`) of every example of the mixed list, which `mix` lays out source by source."""
+    return [k for k, c in enumerate(report) for _ in range(c.examples)]
+
+
 def draw(n: int, count: int, rng: random.Random) -> list[int]:
     """`count` indices into a source of `n`: every index count // n times, then a sorted seeded sample of the rest."""
     whole, rest = divmod(count, n)

@@ -120,14 +120,15 @@ def reference_states(model: torch.nn.Module, reference, batch: dict[str, torch.T
 
 
 def batch_ce_kl_sums(model: torch.nn.Module, batch: dict[str, torch.Tensor], reference,
-                     chunk_rows: int = CHUNK_ROWS) -> tuple[torch.Tensor, torch.Tensor]:
+                     chunk_rows: int = CHUNK_ROWS, per_token: torch.Tensor | None = None
+                     ) -> tuple[torch.Tensor, torch.Tensor]:
     """(summed CE, summed KL to the base) over the trained tokens of one micro-batch, from one decoder pass of the
-    tuned model and one (no_grad) of the base."""
+    tuned model and one (no_grad) of the base; `per_token` receives each position's CE (`train/loss.py`)."""
     labels = batch["labels"]
     keep = labels != IGNORE_INDEX
     h = hidden_states(model, batch["input_ids"], batch["position_ids"])[keep]
     _, head = decoder_and_head(model)
-    ce = linear_ce_sum(h, head, labels[keep], chunk_rows)
+    ce = linear_ce_sum(h, head, labels[keep], chunk_rows, per_token)
     h_ref, w_ref, b_ref = reference_states(model, reference, batch, keep)
     return ce, linear_kl_sum(h, head, h_ref, w_ref, b_ref, chunk_rows)
 

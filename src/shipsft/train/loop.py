@@ -35,6 +35,7 @@ from shipsft.runs.sinks import MetricsSink
 from shipsft.runs.layout import STATE_DIR
 from shipsft.runs.state import OPTIMIZER_DIR, TrainingState, write_state
 from shipsft.train import dist, optim, parallel, rng
+from shipsft.train.sources import Tally, token_sources
 from shipsft.train.batches import Cursor, next_examples
 from shipsft.train.kl import batch_ce_kl_sums
 from shipsft.train.loss import batch_ce_sum, neftune_hook
@@ -129,6 +130,9 @@ class Setup:
     strategy: str = "single"  # single | ddp | fsdp2 (train/parallel.py)
     train_model: torch.nn.Module | None = None  # what the training forward goes through (DDP's wrapper), or model
     kl_ref: Any = None  # train.kl_coef > 0: the base the KL term compares against (train/kl.py: reference_for)
+    # a mixture of 2+ sources: their names and each training example's source, so each step logs the loss per source
+    sources: list[str] = field(default_factory=list)
+    source_of: list[int] = field(default_factory=list)
 
     @property
     def lengths(self) -> list[int]:
@@ -275,7 +279,8 @@ def fit(s: Setup, progress: Progress | None = None, stop: StopRequest | None = N
         epoch, epoch_end, idx = next_examples(st.cursor, lengths, s.plan.rule, t.seed)
         mine = dist.shard(idx, lengths, trained, ranks, me)  # this rank's share of the step (all of it alone)
         rows = pack_examples([s.examples[i] for i in mine], s.max_length, s.packing).rows
-        micro = [collate(group, s.pad_id) for group in group_rows(rows, t.micro_batch_tokens)]
+        groups = group_rows(rows, t.micro_batch_tokens)
+        micro = [collate(group, s.pad_id) for group in groups]
         n_micro = len(micro)
         micro += [idle_batch(s.pad_id)] * (dist.max_over_ranks(n_micro) - n_micro)  # ranks run in lock-step
         lr = lr_at(step, total, warmup, s.optim)
@@ -283,18 +288,23 @@ def fit(s: Setup, progress: Progress | None = None, stop: StopRequest | None = N
         # one denominator for the whole step: every micro-batch (and every rank) divides by the same count
         n_step = dist.global_trained_tokens(sum(count_trained(mb["labels"]) for mb in micro))
         loss_sum = kl_sum = 0.0
+        tally = Tally(len(s.sources)) if len(s.sources) > 1 else None
         for k, mb in enumerate(micro):
             batch = {k: v.to(s.device) for k, v in mb.items() if torch.is_tensor(v)}
+            keep = mb["labels"] != IGNORE_INDEX
+            per_token = torch.empty(int(keep.sum()), device=s.device) if tally and k < n_micro else None
             with parallel.grad_sync(train_model, s.strategy, sync=k == len(micro) - 1):
                 with torch.autocast(s.device.type, dtype=s.amp or torch.float32, enabled=s.amp is not None):
                     if t.kl_coef:  # KL-regularised SFT (train/kl.py): CE and KL share the step's denominator
-                        ce, kl = batch_ce_kl_sums(train_model, batch, s.kl_ref)
+                        ce, kl = batch_ce_kl_sums(train_model, batch, s.kl_ref, per_token=per_token)
                         kl_sum += float(kl.detach()) * dist.loss_scale(n_step)
                         loss = (ce + t.kl_coef * kl) * dist.loss_scale(n_step)
                     else:
-                        loss = batch_ce_sum(train_model, batch) * dist.loss_scale(n_step)
+                        loss = batch_ce_sum(train_model, batch, per_token=per_token) * dist.loss_scale(n_step)
                 loss.backward()
             loss_sum += float(loss.detach())
+            if per_token is not None:
+                tally.add(token_sources(groups[k], mine, s.source_of)[keep], per_token)
         loss_sum = dist.sum_over_ranks(loss_sum) / ranks  # each rank's part is scaled by world_size
         grad_norm = parallel.total_norm(torch.nn.utils.clip_grad_norm_(params, s.optim.max_grad_norm or float("inf")))
         finite = math.isfinite(loss_sum) and math.isfinite(grad_norm)
@@ -328,6 +338,8 @@ def fit(s: Setup, progress: Progress | None = None, stop: StopRequest | None = N
         if t.kl_coef:  # the two terms of "loss" = loss_ce + kl_coef * loss_kl, each per trained token
             record["loss_kl"] = dist.sum_over_ranks(kl_sum) / ranks
             record["loss_ce"] = loss_sum - t.kl_coef * record["loss_kl"]
+        if tally is not None:  # CE per trained token of each mixture source (train/sources.py)
+            record.update(tally.losses(s.sources))
         result.history.append(record)
         if finite:
             st.recent = (st.recent + [loss_sum])[-10:]

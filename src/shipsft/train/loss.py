@@ -80,7 +80,7 @@ class _ChunkedLinearCE(torch.autograd.Function):
     """
 
     @staticmethod
-    def forward(ctx, h, weight, bias, targets, chunk_rows, compute_dtype):  # noqa: D401
+    def forward(ctx, h, weight, bias, targets, chunk_rows, compute_dtype, per_token):  # noqa: D401
         w = weight.to(compute_dtype)
         need_w = weight.requires_grad
         need_b = bias is not None and bias.requires_grad
@@ -96,7 +96,10 @@ class _ChunkedLinearCE(torch.autograd.Function):
             if bias is not None:
                 logits += bias.to(acc)
             lse = torch.logsumexp(logits, dim=-1)
-            total += (lse - logits.gather(1, yc[:, None]).squeeze(1)).sum()
+            ce = lse - logits.gather(1, yc[:, None]).squeeze(1)
+            total += ce.sum()
+            if per_token is not None:  # a copy for logging (the loss per source), outside the graph
+                per_token[start:start + len(yc)] = ce.detach()
             if grad_h is None and grad_w is None and grad_b is None:
                 continue
             # d(sum CE)/d logits = softmax - onehot, computed in place over the logits block
@@ -108,7 +111,7 @@ class _ChunkedLinearCE(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, grad_out):
-        return scaled_grads(ctx, grad_out, 6)
+        return scaled_grads(ctx, grad_out, 7)
 
 
 def fold_chunk(g: torch.Tensor, w: torch.Tensor, hc: torch.Tensor, start: int, grad_h, grad_w, grad_b) -> None:
@@ -132,15 +135,17 @@ def scaled_grads(ctx, grad_out: torch.Tensor, n_inputs: int) -> tuple:
 
 
 def linear_ce_sum(h: torch.Tensor, head: torch.nn.Module, targets: torch.Tensor,
-                  chunk_rows: int = CHUNK_ROWS) -> torch.Tensor:
-    """Summed cross-entropy of `head(h)` against `targets` ([N, d] hidden states of trained positions only)."""
-    if h.is_cuda:
+                  chunk_rows: int = CHUNK_ROWS, per_token: torch.Tensor | None = None) -> torch.Tensor:
+    """Summed cross-entropy of `head(h)` against `targets` ([N, d] hidden states of trained positions only).
+    `per_token` (an fp32 tensor [N], or None): filled with each position's CE, detached (the loop's loss per
+    mixture source); the chunked path fills it, so liger's fused kernel (which returns only the sum) is skipped then."""
+    if h.is_cuda and per_token is None:
         fused = _liger_fused()
         if fused is not None:
             return fused(h, head.weight, targets, bias=head.bias, reduction="sum")
     compute_dtype = torch.get_autocast_dtype(h.device.type) if torch.is_autocast_enabled(h.device.type) else h.dtype
     with torch.autocast(h.device.type, enabled=False):
-        return _ChunkedLinearCE.apply(h, head.weight, head.bias, targets, chunk_rows, compute_dtype)
+        return _ChunkedLinearCE.apply(h, head.weight, head.bias, targets, chunk_rows, compute_dtype, per_token)
 
 
 def _liger_fused():
@@ -151,13 +156,15 @@ def _liger_fused():
     return liger_fused_linear_cross_entropy
 
 
-def batch_ce_sum(model: torch.nn.Module, batch: dict[str, torch.Tensor], chunk_rows: int = CHUNK_ROWS) -> torch.Tensor:
-    """Summed CE over the trained tokens of one micro-batch (input_ids, labels, position_ids: [B, T])."""
+def batch_ce_sum(model: torch.nn.Module, batch: dict[str, torch.Tensor], chunk_rows: int = CHUNK_ROWS,
+                 per_token: torch.Tensor | None = None) -> torch.Tensor:
+    """Summed CE over the trained tokens of one micro-batch (input_ids, labels, position_ids: [B, T]); `per_token`
+    as in `linear_ce_sum`, one entry per trained token in row-major order (labels[labels != -100])."""
     h = hidden_states(model, batch["input_ids"], batch["position_ids"])
     labels = batch["labels"]
     keep = labels != IGNORE_INDEX
     _, head = decoder_and_head(model)
-    return linear_ce_sum(h[keep], head, labels[keep], chunk_rows)
+    return linear_ce_sum(h[keep], head, labels[keep], chunk_rows, per_token)
 
 
 def neftune_hook(alpha: float):

@@ -23,6 +23,7 @@ from shipsft.audit.findings import AuditResult
 from shipsft.audit.run import run_audit
 from shipsft.config import RunConfig, load_config
 from shipsft.data.cache import tokenizer_fingerprint
+from shipsft.data.mixture import source_of_examples
 from shipsft.data.pipeline import Prepared, prepare, token_fingerprint
 from shipsft.errors import ConfigError, DataError, ShipError
 from shipsft.eval import gates, session
@@ -161,6 +162,8 @@ def setup(cfg: RunConfig, config_path: str | Path | None, skip_audit: bool, argv
     s = assemble(cfg, model, tokenizer, train_prep.rendered, eval_prep.rows if eval_prep else None, folder,
                  resume_offsets=tuple(state.loop["offsets"]) if state else None, trackers=trackers)
     s.strategy, s.train_model = strategy, parallel.wrap(model, strategy)
+    if len(train_prep.mixture) > 1:  # each step logs the loss per source (train/sources.py)
+        s.sources, s.source_of = [c.name for c in train_prep.mixture], source_of_examples(train_prep.mixture)
     for note in s.sink.tracker_notes():
         progress.note(note)
     if state is not None:  # whatever wrote it (one process, DDP, FSDP2 shards), onto this launch's layout
