@@ -326,7 +326,7 @@ def prepare_task(name: str, seed: int, folder: Path, train_limit: int | None, ev
 
 
 def run_task(a, name: str) -> list[dict]:
-    root = Path(a.out) / name
+    root = Path(a.out).resolve() / name  # absolute: every contender runs with its own folder as the cwd
     data = root / "data"
     task = prepare_task(name, a.seed, data, a.train_limit, a.eval_limit)
     metric = task.primary_metric

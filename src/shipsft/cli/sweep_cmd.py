@@ -36,25 +36,43 @@ def _cell(v) -> str:
 
 
 def show_table(result, show_pick: bool = True) -> None:
-    """The trials table (short lever names; a column nothing measured is left out, so it fits 80 columns), then the
-    variance decomposition, the pick (unless the caller applies its own rule, as --lr-lock does) and the Pareto
-    front."""
+    """The trials table (short lever names; the measured columns that fit the terminal, in the order they matter,
+    and the names of those left out, which sweep.csv and sweep.html keep), then the variance decomposition, the
+    pick (unless the caller applies its own rule, as --lr-lock does) and the Pareto front."""
     from shipsft.sweep.trials import short_names
 
     s = result.summary
     levers = list(s["levers"])
     short = short_names(levers)
     rows = s["trials"]
-    tasks = sorted({k for r in rows for k in (r.get("task") or {})})
-    measured = [("train\nloss", lambda r: r.get("train_loss"), "{:.4f}"),
+    tasks, more = table_metrics(s)
+    # in the order they matter: what the sweep is judged by, then drift, then cost
+    measured = [*((t.replace("/", "/\n", 1), lambda r, t=t: (r.get("task") or {}).get(t), "{:.4g}") for t in tasks),
                 ("eval\nloss", lambda r: r.get("eval_loss"), "{:.4f}"),
-                *((t, lambda r, t=t: (r.get("task") or {}).get(t), "{:.4g}") for t in tasks),
                 ("KL to\nbase", lambda r: r.get("kl_to_base"), "{:.4f}"),
+                ("probe\nKL", lambda r: r.get("probe_kl"), "{:.4f}"),
                 ("probe\nloss +", lambda r: r.get("general_loss_increase"), "{:.4f}"),
+                ("train\nloss", lambda r: r.get("train_loss"), "{:.4f}"),
                 ("params", lambda r: r.get("trainable_params"), "{:,}"),
                 ("tokens", lambda r: r.get("trained_tokens"), "{:,}"), ("wall s", lambda r: r.get("wall_s"), "{:.3g}")]
-    measured = [m for m in measured if any(m[1](r) is not None for r in rows)]
+    # a column nothing measured says nothing, nor does params when every trial trains the same ones
+    measured = [m for m in measured if any(m[1](r) is not None for r in rows)
+                and not (m[0] == "params" and len({m[1](r) for r in rows}) == 1)]
     show_seed, show_status = bool(s["seeds"]), any(r["status"] != "done" for r in rows)
+    fixed = [max(len(r["name"]) + 2 for r in rows)] + [max(len(short[k]), *(len(str(r["levels"][k])) for r in rows))
+                                                        for k in levers]
+    fixed += [4] * show_seed + [max(len(str(r["status"])) + 6 for r in rows)] * show_status
+    room = console.width - sum(w + 2 for w in fixed)
+    fits, left_out = [], []
+    for m in measured:  # columns while they fit the terminal (rich would cut every cell to an ellipsis)
+        w = max(*(len(x) for x in m[0].split("\n")),
+                *(1 if m[1](r) is None else len(m[2].format(m[1](r))) for r in rows)) + 2
+        if w <= room:
+            fits.append(m)
+            room -= w
+        else:
+            left_out.append(m[0].replace("\n", " ").replace("/ ", "/"))
+    measured, more = fits, left_out + more
     title = f"sweep {s['sweep']} ({s['mode']}; outcome {s['outcome']}" + ("; * = picked)" if show_pick else ")")
     table = Table(title=escape(title),
                   box=box.SIMPLE_HEAD, title_justify="left", pad_edge=False, collapse_padding=True)
@@ -75,6 +93,9 @@ def show_table(result, show_pick: bool = True) -> None:
                       *([_cell(r["seed"])] if show_seed else []), *([_cell(status)] if show_status else []),
                       *("–" if get(r) is None else fmt.format(get(r)) for _, get, fmt in measured))
     console.print(table)
+    if more:
+        console.print(escape(f"{len(more)} more columns per trial in {result.paths.csv} and {result.paths.html}: "
+                             f"{', '.join(more)}"), soft_wrap=True)
     for line in decomposition_lines(s["decomposition"]):
         console.print(escape(line), soft_wrap=True)
     p = s["pick"]
@@ -90,6 +111,18 @@ def show_table(result, show_pick: bool = True) -> None:
         console.print(escape(f"Pareto front ({q['metric']} up, {q['kl']} down): {', '.join(q['front']) or 'none'}"),
                       soft_wrap=True)
     console.print(escape(f"wrote {result.paths.json}, {result.paths.csv}, {result.paths.html}"), soft_wrap=True)
+
+
+def table_metrics(s: dict) -> tuple[list[str], list[str]]:
+    """(task metrics the table shows, the others): the sweep's outcome and the metrics its pick and Pareto front
+    are judged by get a column; the rest (a probe with three slices adds nine) would squeeze an 80-column table
+    into ellipses, so they stay in sweep.csv / sweep.html."""
+    measured = sorted({k for r in s["trials"] for k in (r.get("task") or {})})
+    pick, pareto = s.get("pick") or {}, s.get("pareto") or {}
+    named = [s.get("outcome"), pick.get("metric"), pareto.get("metric"), pareto.get("kl"),
+             *(c.get("metric") for c in pick.get("constraints") or [])]
+    shown = [m for m in measured if m in named]
+    return shown, [m for m in measured if m not in shown]
 
 
 def decomposition_lines(d: dict) -> list[str]:
