@@ -55,6 +55,7 @@ if str(REPO) not in sys.path:
 
 CONTENDERS = ["shipsft", "trl-defaults", "trl-recipe"]
 CALIBRATION_STEPS = 5  # optimizer steps timed before each run; the first is dropped (warm-up), the median of the rest
+CALIBRATION_MAX_S = 60  # ... or fewer once the timed steps pass this many seconds (one slow step: its time, warm-up in)
 BUDGET_SHARE = 0.9  # a capped run aims at 90% of the budget: step times drift by about +-10% on a shared machine
 TCMALLOC = "/usr/lib/x86_64-linux-gnu/libtcmalloc_minimal.so.4"
 TRL_RECIPE = dict(r=16, lora_alpha=32, lora_dropout=0.05, target_modules="all-linear")
@@ -91,6 +92,47 @@ def slice_scores(predictions: list[dict], metric: str, key: str = "scores") -> d
 
 def summarise(predictions: list[dict], metric: str, key: str = "scores") -> dict[str, list[float]]:
     return {k: list(bootstrap_ci(v)) + [len(v)] for k, v in slice_scores(predictions, metric, key).items()}
+
+
+def example_scores(predictions: list[dict], metric: str) -> dict[str, float]:
+    """{"<suite>|<source>": score} of the tuned model: the key pairs one contender's example with another's."""
+    return {f"{r['suite']}|{r['source']}": float(r["scores"][metric]) for r in predictions
+            if r.get("suite") in SLICES.values() and "scores" in r}
+
+
+def paired_delta(a: dict[str, float], b: dict[str, float], n_resamples: int = 2000, seed: int = 0) -> dict:
+    """Per slice (and "all"): the mean of a - b over the examples both scored, with a paired bootstrap 95% CI
+    (resampling examples, so the variance the two share cancels), as [mean, lo, hi, n]."""
+    import numpy as np
+
+    out = {}
+    for name, suite in [*SLICES.items(), ("all", None)]:
+        keys = sorted(k for k in a if k in b and (suite is None or k.split("|", 1)[0] == suite))
+        if not keys:
+            out[name] = [math.nan, math.nan, math.nan, 0]
+            continue
+        d = np.array([a[k] - b[k] for k in keys])
+        idx = np.random.default_rng(seed).integers(0, len(d), size=(n_resamples, len(d)))
+        lo, hi = np.percentile(d[idx].mean(axis=1), [2.5, 97.5])
+        out[name] = [float(d.mean()), float(lo), float(hi), len(d)]
+    return out
+
+
+def versus_table(results: list[dict]) -> str:
+    """Per task: shipsft minus the best TRL contender (the highest mean over all eval examples), paired by example."""
+    lines = ["| task | shipsft vs | seen: difference [95% CI] | unseen | all |", "|---|---|---|---|---|"]
+    for task in dict.fromkeys(r["task"] for r in results):
+        ok = {r["contender"]: r for r in results if r["task"] == task and r.get("status") == "ok" and
+              r.get("example_scores")}
+        trl = [r for c, r in ok.items() if c.startswith("trl")]
+        if "shipsft" not in ok or not trl:
+            continue
+        best = max(trl, key=lambda r: r["scores"]["all"][0])
+        d = paired_delta(ok["shipsft"]["example_scores"], best["example_scores"])
+        lines.append(f"| {task} | {best['contender']} | " + " | ".join(
+            "–" if not d[k][3] else f"{d[k][0]:+.1%} [{d[k][1]:+.1%}, {d[k][2]:+.1%}]" for k in ("seen", "unseen", "all"))
+            + " |")
+    return "\n".join(lines)
 
 
 def cell(stat: list | None) -> str:
@@ -260,11 +302,17 @@ def trl_worker(spec: dict) -> None:
     times: list[float] = []
 
     class StepTimer(TrainerCallback):
+        calibrating = True
+
         def on_step_begin(self, *a, **k):
             self.t0 = time.perf_counter()
 
-        def on_step_end(self, *a, **k):
+        def on_step_end(self, args, state, control, **k):
             times.append(time.perf_counter() - self.t0)
+            # a contender whose steps take minutes (bf16 emulated: TRL's defaults here, ~4 min per step of 8) would
+            # spend more on its calibration than on its budget: once the timed steps pass the limit, stop timing
+            if self.calibrating and sum(times) > CALIBRATION_MAX_S:
+                control.should_training_stop = True
 
     def trainer(max_steps: int):
         model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32)
@@ -276,6 +324,7 @@ def trl_worker(spec: dict) -> None:
     calib = trainer(CALIBRATION_STEPS)
     calib.train()
     per_step = statistics.median(times[1:] or times)
+    StepTimer.calibrating = False
     conf = calib.args
     planned = math.ceil(conf.num_train_epochs * math.ceil(len(ds) / (conf.per_device_train_batch_size *
                                                                          conf.gradient_accumulation_steps)))
@@ -345,6 +394,7 @@ def run_task(a, name: str) -> list[dict]:
             r.update(trained)
             preds = evaluate(a, trained["target"], data, work, task.metrics)
             r["scores"] = summarise(preds, metric)
+            r["example_scores"] = example_scores(preds, metric)
             if base is None and any("base_scores" in p for p in preds):
                 base = {"task": name, "contender": "base model (no training)", "metric": metric, "status": "ok",
                         "scores": summarise(preds, metric, "base_scores"), "steps": 0, "train_s": 0,
@@ -400,6 +450,8 @@ def main(argv: list[str] | None = None) -> int:
         (Path(a.out) / "results.json").write_text(json.dumps(results, indent=2))
     print(f"\nload average at the end {os.getloadavg()[0]:.2f}; {time.perf_counter() - started:.0f} s in all\n")
     print(table(results))
+    print("\nshipsft minus the best TRL contender, paired by eval example:\n")
+    print(versus_table(results))
     return 0 if all(r.get("status") == "ok" for r in results) else 1
 
 

@@ -84,3 +84,23 @@ def test_one_task_end_to_end_on_a_tiny_model(tmp_path, capsys):
     if "trl-recipe" in contenders:
         assert results[2]["precision"] == "fp32"
     assert out.count("| classify_json |") == 1 + len(contenders)
+
+
+def test_paired_difference_and_the_versus_table():
+    a = {"eval_seen|t:1": 1.0, "eval_seen|t:2": 1.0, "eval_unseen|t:3": 0.5, "eval_unseen|t:4": 1.0, "x|t:5": 1.0}
+    b = {"eval_seen|t:1": 1.0, "eval_seen|t:2": 0.0, "eval_unseen|t:3": 0.5, "eval_unseen|t:4": 0.0}
+    d = recipe.paired_delta(a, b)
+    assert d["seen"][0] == 0.5 and d["unseen"][0] == 0.5 and d["all"][0] == 0.5 and d["all"][3] == 4
+    assert 0.0 <= d["all"][1] <= 0.5 <= d["all"][2] <= 1.0
+    assert recipe.paired_delta(a, a)["all"][:3] == [0.0, 0.0, 0.0]  # identical scores: no difference, no spread
+    preds = [{"suite": "eval_seen", "source": "t:1", "scores": {"m": 1.0}},
+             {"suite": "heldout", "source": "t:9", "scores": {"m": 1.0}}]
+    assert recipe.example_scores(preds, "m") == {"eval_seen|t:1": 1.0}
+    stat = lambda v: {"all": [v, v, v, 4]}  # noqa: E731
+    results = [{"task": "t", "contender": "shipsft", "status": "ok", "scores": stat(0.75), "example_scores": a},
+               {"task": "t", "contender": "trl-defaults", "status": "ok", "scores": stat(0.0),
+                "example_scores": {k: 0.0 for k in b}},
+               {"task": "t", "contender": "trl-recipe", "status": "ok", "scores": stat(0.375), "example_scores": b}]
+    assert recipe.versus_table(results).splitlines()[2] == (
+        "| t | trl-recipe | +50.0% [+0.0%, +100.0%] | +50.0% [+0.0%, +100.0%] | "
+        f"+50.0% [{d['all'][1]:+.1%}, {d['all'][2]:+.1%}] |")
