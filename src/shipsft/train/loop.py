@@ -291,8 +291,10 @@ def fit(s: Setup, progress: Progress | None = None, stop: StopRequest | None = N
         tally = Tally(len(s.sources)) if len(s.sources) > 1 else None
         for k, mb in enumerate(micro):
             batch = {k: v.to(s.device) for k, v in mb.items() if torch.is_tensor(v)}
-            keep = mb["labels"] != IGNORE_INDEX
-            per_token = torch.empty(int(keep.sum()), device=s.device) if tally and k < n_micro else None
+            keep = per_token = None
+            if tally is not None and k < n_micro:  # a mixture: the CE of each trained token, for the loss per source
+                keep = mb["labels"] != IGNORE_INDEX
+                per_token = torch.empty(int(keep.sum()), device=s.device)
             with parallel.grad_sync(train_model, s.strategy, sync=k == len(micro) - 1):
                 with torch.autocast(s.device.type, dtype=s.amp or torch.float32, enabled=s.amp is not None):
                     if t.kl_coef:  # KL-regularised SFT (train/kl.py): CE and KL share the step's denominator

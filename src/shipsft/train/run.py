@@ -162,8 +162,8 @@ def setup(cfg: RunConfig, config_path: str | Path | None, skip_audit: bool, argv
     s = assemble(cfg, model, tokenizer, train_prep.rendered, eval_prep.rows if eval_prep else None, folder,
                  resume_offsets=tuple(state.loop["offsets"]) if state else None, trackers=trackers)
     s.strategy, s.train_model = strategy, parallel.wrap(model, strategy)
-    if len(train_prep.mixture) > 1:  # each step logs the loss per source (train/sources.py)
-        s.sources, s.source_of = [c.name for c in train_prep.mixture], source_of_examples(train_prep.mixture)
+    # a mixture: the loop logs the loss per source when there are two or more (train/sources.py)
+    s.sources, s.source_of = [c.name for c in train_prep.mixture], source_of_examples(train_prep.mixture)
     for note in s.sink.tracker_notes():
         progress.note(note)
     if state is not None:  # whatever wrote it (one process, DDP, FSDP2 shards), onto this launch's layout
