@@ -465,7 +465,9 @@ class EvalConfig(Section):
         "Thresholds a checkpoint must pass to be promoted to final/; none passing is exit 3."))
     kl_to_base: bool = Field(True, description="Measure KL(tuned || base) on eval prompts and the forgetting probe.")
     forgetting_probe: bool = Field(True, description="Score the shipped general-ability probe before and after.")
-    batch_size: int = Field(8, ge=1, description="Rows per generation / teacher-forced batch.")
+    batch_size: int | Literal["auto"] = Field("auto", description=(
+        "Rows per generation / teacher-forced batch; auto = as many rows as keep one batch's KV cache and activations "
+        "under 2 GiB, at most 64 (eval/generate.py says why)."))
     judge_url: str | None = Field(None, description="OpenAI-compatible endpoint (.../v1) for the judge metric.")
     judge_model: str = Field("judge", description="The `model` field sent to the judge endpoint.")
     kl_max_examples: int = Field(64, ge=1, description="Per suite: KL to base on the first N examples (+ the probe).")
@@ -477,6 +479,13 @@ class EvalConfig(Section):
         if isinstance(data, dict) and data.get("smoke_every") is not None and data.get("smoke_size") is None:
             data = {**data, "smoke_size": 16}
         return data
+
+    @field_validator("batch_size")
+    @classmethod
+    def _rows_positive(cls, v: Any) -> Any:
+        if isinstance(v, int) and v < 1:
+            raise ValueError("must be at least 1 (or auto)")
+        return v
 
     @model_validator(mode="after")
     def _combinations(self) -> "EvalConfig":

@@ -107,3 +107,44 @@ def test_generation_budget_is_the_longest_reference_plus_a_quarter_at_least_16()
     assert generation_budget([_item(30), _item(12)], None) == 30 + 16
     assert generation_budget([_item(100), _item(3)], None) == 100 + 25
     assert generation_budget([_item(100)], 40) == 40  # a configured budget wins
+
+
+def test_auto_batches_fill_to_the_memory_budget_or_max_rows_shortest_first(monkeypatch):
+    from shipsft.eval import generate as gen
+
+    lengths = [30, 10, 20, 40, 50]
+    # a fixed size cuts the length-sorted prompts into runs of that many
+    assert gen.batches(lengths, 5, 2, per_position=1) == [[1, 2], [0, 3], [4]]
+    # auto: rows x (longest prompt + budget) x bytes within KV_BUDGET. 1,000 bytes/position, budget 100,000:
+    # [10, 20] -> 2 x 30 x 1000 = 60,000 fits; + 30 -> 3 x 40 x 1000 = 120,000 does not; [30, 40] -> 2 x 50 x 1000
+    # = 100,000 fits (the edge is inclusive); + 50 -> 3 x 60 x 1000 no
+    monkeypatch.setattr(gen, "KV_BUDGET", 100_000)
+    assert gen.batches(lengths, 10, "auto", per_position=1000) == [[1, 2], [0, 3], [4]]
+    # a prompt too long for the budget on its own still gets its own batch of one
+    assert gen.batches([500, 5], 10, "auto", per_position=1000) == [[1], [0]]
+    monkeypatch.setattr(gen, "KV_BUDGET", 10**12)
+    assert [len(b) for b in gen.batches([7] * 150, 10, "auto", per_position=1)] == [64, 64, 22]  # MAX_ROWS
+
+
+def test_bytes_per_position_counts_kv_of_every_layer_and_the_prefill_mlp():
+    from transformers import LlamaConfig
+
+    from shipsft.eval.generate import bytes_per_position
+
+    # SmolLM2-135M's shape: 30 layers, 3 KV heads of 64, MLP 1536: (2 x 30 x 3 x 64 + 3 x 1536) x 4 bytes
+    cfg = LlamaConfig(hidden_size=576, num_attention_heads=9, num_key_value_heads=3, num_hidden_layers=30,
+                      intermediate_size=1536)
+    assert bytes_per_position(cfg, 4) == (11520 + 4608) * 4 == 64512
+
+
+def test_auto_batch_generates_what_fixed_batches_generate():
+    from helpers import tiny_tokenizer
+
+    tok = tiny_tokenizer()
+    model = tiny_llama(vocab_size=len(tok), seed=2)
+    prompts = [tok(f"<|im_start|>user\nreverse: {w}<|im_end|>\n<|im_start|>assistant\n")["input_ids"]
+               for w in ("red cat", "one", "a b c d", "hi")]
+    stop = [tok.convert_tokens_to_ids("<|im_end|>")]
+    auto = generate(model, tok, prompts, stop_ids=stop, max_new_tokens=6, batch_size="auto", amp=None)
+    assert auto == [generate(model, tok, [p], stop_ids=stop, max_new_tokens=6, batch_size=1, amp=None)[0]
+                    for p in prompts]

@@ -30,7 +30,7 @@ from typing import Sequence
 import torch
 
 from shipsft.data.labels import IGNORE_INDEX, labels_from_mask
-from shipsft.eval.generate import left_pad
+from shipsft.eval.generate import MAX_ROWS, left_pad
 from shipsft.eval.items import EvalItem
 
 TOPK = 128
@@ -64,8 +64,11 @@ def _targets(item: EvalItem) -> tuple[list[int], list[int]]:
     return pos, [labels[t] for t in pos]
 
 
-def batches_under_budget(spans: list[tuple[int, int]], vocab: int, batch_size: int, budget: int) -> list[list[int]]:
-    """Group item indices (sorted by length) so each batch's kept logits stay under `budget` elements."""
+def batches_under_budget(spans: list[tuple[int, int]], vocab: int, batch_size: int | str, budget: int
+                         ) -> list[list[int]]:
+    """Group item indices (sorted by length) so each batch's kept logits stay under `budget` elements, with at most
+    `batch_size` rows (auto: generation's MAX_ROWS; the budget is what bounds memory here)."""
+    batch_size = MAX_ROWS if batch_size == "auto" else int(batch_size)
     order = sorted(range(len(spans)), key=lambda i: spans[i][0])
     out, cur, keep = [], [], 0
     for i in order:
@@ -96,7 +99,7 @@ def _topk(logp: torch.Tensor, k: int) -> TopK:
 
 @torch.no_grad()
 def teacher_forced(model, items: Sequence[EvalItem], *, pad_id: int, ref: str | list[TopK] | None = None,
-                   cache_topk: int, batch_size: int, budget: int = BUDGET) -> list[SeqStats]:
+                   cache_topk: int, batch_size: int | str, budget: int = BUDGET) -> list[SeqStats]:
     """Loss (and KL to the base when `ref` is "adapter" or the cached base top-k per item) for each item.
 
     `cache_topk=k` also returns this model's top-k distribution per item (taken at baseline for full FT).

@@ -34,7 +34,7 @@ import torch
 from shipsft.data.pipeline import prepare
 from shipsft.data.render import Renderer, apply_system_policy, end_of_turn_marker
 from shipsft.errors import ShipError
-from shipsft.eval.generate import greedy_ids
+from shipsft.eval.generate import KV_BUDGET, MAX_ROWS, batches, bytes_per_position, greedy_ids
 from shipsft.eval.items import build_items, eval_renderer, split_reference, stop_ids
 from shipsft.eval.suites import build_suite, generation_budget
 from shipsft.export.folder import ExportFolder
@@ -171,16 +171,17 @@ def check_stop_ids(report: ParityReport, gen_eos, eot_id: int | None, eot_token:
 
 
 # --------------------------------------------------------------------------------------------------- 4 generation
-def greedy(model, prompts: list[list[int]], stop: list[int], max_new_tokens: int, batch_size: int,
+def greedy(model, prompts: list[list[int]], stop: list[int], max_new_tokens: int, batch_size: int | str,
            pad_id: int) -> list[list[int]]:
-    """Eval's greedy generation (`eval.generate.greedy_ids`: length-sorted left-padded batches, rows leave when they
-    stop) keeping the ids, cut before the stop token: a row stopped when it is shorter than max_new_tokens."""
+    """Eval's greedy generation (`eval.generate.greedy_ids`: length-sorted left-padded batches sized as eval sizes
+    them, rows leave when they stop) keeping the ids, cut before the stop token: a row stopped when it is shorter
+    than max_new_tokens."""
     was_training = model.training
     model.eval()
-    order = sorted(range(len(prompts)), key=lambda i: len(prompts[i]))
     out: list = [None] * len(prompts)
-    for start in range(0, len(order), batch_size):
-        chunk = order[start:start + batch_size]
+    lm = model.get_base_model() if hasattr(model, "get_base_model") else model
+    per_position = bytes_per_position(lm.config, next(model.parameters()).element_size())
+    for chunk in batches([len(p) for p in prompts], max_new_tokens, batch_size, per_position):
         new = greedy_ids(model, [prompts[i] for i in chunk], stop_ids=stop, max_new_tokens=max_new_tokens,
                          pad_id=pad_id)
         for i, seq in zip(chunk, new):
@@ -190,7 +191,7 @@ def greedy(model, prompts: list[list[int]], stop: list[int], max_new_tokens: int
 
 
 @torch.no_grad()
-def greedy_choices(model, prompts: list[list[int]], continuations: list[list[int]], batch_size: int,
+def greedy_choices(model, prompts: list[list[int]], continuations: list[list[int]], batch_size: int | str,
                    pad_id: int) -> list[list[int]]:
     """The model's greedy (argmax) token at every position of each continuation and one past its end, given the
     prompt and the continuation before it: teacher forcing, one forward pass per batch instead of one per generated
@@ -200,6 +201,10 @@ def greedy_choices(model, prompts: list[list[int]], continuations: list[list[int
     model.eval()
     device = next(model.parameters()).device
     out: list[list[int]] = []
+    if batch_size == "auto":  # every position's logits are kept here: rows x width x vocab fp32 within KV_BUDGET
+        width = max((len(p) + len(c) for p, c in zip(prompts, continuations)), default=1)
+        vocab = model.get_output_embeddings().weight.shape[0]
+        batch_size = max(1, min(MAX_ROWS, KV_BUDGET // (width * vocab * 4)))
     for start in range(0, len(prompts), batch_size):
         rows = [p + c for p, c in zip(prompts[start:start + batch_size], continuations[start:start + batch_size])]
         width = max(len(r) for r in rows)
@@ -333,7 +338,8 @@ HF_ROUNDING = {"float32": 0.0, "float16": 2.0 ** -11, "bfloat16": 2.0 ** -8}
 
 
 def check_gguf(report: ParityReport, gguf_file: Path, hf_dir: Path, template: str, eot_id: int | None,
-               gens: list[Generation] | None = None, stop: list[int] | None = None, batch_size: int = 8) -> None:
+               gens: list[Generation] | None = None, stop: list[int] | None = None,
+               batch_size: int | str = "auto") -> None:
     """The GGUF's metadata and every tensor against the HF export (read with gguf-py's reader, safetensors); with
     the export's generations, how often the GGUF's weights pick the same greedy token (`gguf_agreement`)."""
     import gguf
@@ -420,7 +426,7 @@ def check_gguf(report: ParityReport, gguf_file: Path, hf_dir: Path, template: st
 
 
 def gguf_agreement(report: ParityReport, name: str, hf_dir: Path, weights: dict, gens: list[Generation],
-                   stop: list[int], batch_size: int, exact: bool) -> None:
+                   stop: list[int], batch_size: int | str, exact: bool) -> None:
     """The HF export's architecture with the GGUF's de-quantised weights, teacher-forced on the export's greedy
     output: the share of generated tokens (stop token included) it picks too. An F32 GGUF must pick all of them;
     a quantised one is reported: a LoRA update smaller than the quantisation step is rounded away (measured on the
