@@ -3,6 +3,7 @@
     python bench/recipe.py --task classify_json             # one task (about 45 min on a quiet 2-core CPU)
     python bench/recipe.py --task all --budget-min 10       # the whole table: hours; run it on a quiet machine
     python bench/recipe.py --task classify_json --budget-min 3 --eval-limit 40    # a quick check of the harness
+    python bench/recipe.py --task classify_json --contenders shipsft --levers all   # the levers against init's config
 
 Tasks (bench/recipe_tasks): classify_json, extract_entities, rewrite_format, tool_call; each has a training set and an
 eval set in two slices: "seen" (training phrasings and entity pools, new combinations) and "unseen" (phrasings,
@@ -20,6 +21,12 @@ Contenders, each trained in its own subprocess on the same model (SmolLM2-135M-I
                 on prompt/completion pairs (loss on the answer only, TRL's default for that format), fp32 (the
                 fast path here; bf16 is measured slower where it is emulated), no gradient checkpointing, and the
                 same allocator as shipsft. Everything else SFTConfig's defaults.
+
+Levers (--levers NAME ... | all): shipsft's init config with one change each, run as contender "shipsft+<lever>"
+at the same budget, and printed as each lever minus plain shipsft, paired by example: neftune (NEFTune alpha 5),
+dropout (LoRA dropout 0.05), rank64 (r 64, alpha 128), lr-half / lr-double (init's LR / 2, x 2), full (full
+fine-tuning at a tenth of init's LoRA LR). Epochs are not a lever here: at a budget of minutes every contender is
+capped inside its first epoch.
 
 The budget (--budget-min, 10 by default) is the time spent in optimizer steps. Each contender first runs a few
 calibration steps in the same setting and measures seconds per step; when its planned run (epochs x examples /
@@ -59,6 +66,17 @@ CALIBRATION_MAX_S = 60  # ... or fewer once the timed steps pass this many secon
 BUDGET_SHARE = 0.9  # a capped run aims at 90% of the budget: step times drift by about +-10% on a shared machine
 TCMALLOC = "/usr/lib/x86_64-linux-gnu/libtcmalloc_minimal.so.4"
 TRL_RECIPE = dict(r=16, lora_alpha=32, lora_dropout=0.05, target_modules="all-linear")
+# Levers (issue 11): shipsft's init config with one change each, contender "shipsft+<lever>", at the same budget.
+# A value is a `--set` override, or a function of init's config (the LR init chose is data-shaped, so the LR levers
+# scale it). Full fine-tuning gets full FT's usual LR, a tenth of LoRA's (init's comment: LoRA ~10x full FT's 2e-5).
+LEVERS = {
+    "neftune": lambda cfg: {"train.neftune_alpha": 5},  # Jain et al. 2023: alpha 5 in their instruction-tuning runs
+    "dropout": lambda cfg: {"method.lora.dropout": 0.05},  # TRL's recipe uses it; init leaves it at 0
+    "rank64": lambda cfg: {"method.lora.r": 64, "method.lora.alpha": 128},  # alpha / r kept at 2
+    "lr-half": lambda cfg: {"optim.lr": cfg["optim"]["lr"] / 2},
+    "lr-double": lambda cfg: {"optim.lr": cfg["optim"]["lr"] * 2},
+    "full": lambda cfg: {"method.name": "full", "optim.lr": cfg["optim"]["lr"] / 10},
+}
 
 
 # ------------------------------------------------------------------------------------------------------------------
@@ -132,6 +150,24 @@ def versus_table(results: list[dict]) -> str:
         lines.append(f"| {task} | {best['contender']} | " + " | ".join(
             "–" if not d[k][3] else f"{d[k][0]:+.1%} [{d[k][1]:+.1%}, {d[k][2]:+.1%}]" for k in ("seen", "unseen", "all"))
             + " |")
+    return "\n".join(lines)
+
+
+def levers_table(results: list[dict]) -> str:
+    """Per task and lever: shipsft+<lever> minus plain shipsft, paired by example, with the lever's steps."""
+    lines = ["| task | lever | seen: difference [95% CI] | unseen | all | steps |", "|---|---|---|---|---|---|"]
+    for task in dict.fromkeys(r["task"] for r in results):
+        ok = {r["contender"]: r for r in results if r["task"] == task and r.get("status") == "ok" and
+              r.get("example_scores")}
+        if "shipsft" not in ok:
+            continue
+        for name, r in ok.items():
+            if not name.startswith("shipsft+"):
+                continue
+            d = paired_delta(r["example_scores"], ok["shipsft"]["example_scores"])
+            lines.append(f"| {task} | {name.partition('+')[2]} | " + " | ".join(
+                "–" if not d[k][3] else f"{d[k][0]:+.1%} [{d[k][1]:+.1%}, {d[k][2]:+.1%}]"
+                for k in ("seen", "unseen", "all")) + f" | {r.get('steps', '?')} |")
     return "\n".join(lines)
 
 
@@ -213,24 +249,32 @@ def child_env(tcmalloc: bool) -> dict:
     return env
 
 
-def run_shipsft(a, data: Path, work: Path, budget_s: float) -> dict:
+def lever_sets(lever: str | None, cfg: dict) -> list[str]:
+    """`--set` arguments that turn init's config into the lever's (none for plain shipsft)."""
+    if lever is None:
+        return []
+    return [x for k, v in LEVERS[lever](cfg).items() for x in ("--set", f"{k}={v}")]
+
+
+def run_shipsft(a, data: Path, work: Path, budget_s: float, lever: str | None = None) -> dict:
     import yaml
 
     log = work / "log.txt"
     sh(shipsft_cmd("init", str(data / "train.jsonl"), "--out", str(work / "config.yaml"), "--model", a.model,
                    "--force"), work, 600, log)
     cfg = yaml.safe_load((work / "config.yaml").read_text())
+    sets = lever_sets(lever, cfg)
     n_train = sum(1 for line in Path(work / cfg["data"]["train"]).read_text().splitlines() if line.strip())
     batch, epochs = cfg["train"]["batch_size"], cfg["train"]["epochs"]
     planned = math.ceil(epochs * math.ceil(n_train / batch))
     # calibration: the same config and data, a few steps, no evals (they are not part of the budget)
-    sh(shipsft_cmd("train", "config.yaml", "--skip-audit", "--set", f"train.max_steps={CALIBRATION_STEPS}",
+    sh(shipsft_cmd("train", "config.yaml", *sets, "--skip-audit", "--set", f"train.max_steps={CALIBRATION_STEPS}",
                    "--set", "eval.suites=[]", "--set", "eval.gates=[]", "--set", "eval.select_metric=null",
                    "--set", "output.name=calibration"), work, 1800, log, child_env(True))
     per_step = step_seconds(read_jsonl(work / "runs" / "calibration" / "metrics.jsonl"))
     steps, capped = cap_steps(planned, per_step, budget_s)
     extra = ["--set", f"train.max_steps={steps}"] if capped else []
-    code = sh(shipsft_cmd("train", "config.yaml", *extra, "--set", "output.name=run"), work,
+    code = sh(shipsft_cmd("train", "config.yaml", *sets, *extra, "--set", "output.name=run"), work,
               budget_s * 3 + 3600, log, child_env(True), ok=(0, 3))  # 3: trained, no checkpoint passed the gates
     records = read_jsonl(work / "runs" / "run" / "metrics.jsonl")
     done = [r for r in records if "loss" in r]
@@ -389,8 +433,8 @@ def run_task(a, name: str) -> list[dict]:
         r = {"task": name, "contender": contender, "metric": metric}
         t0 = time.perf_counter()
         try:
-            trained = (run_shipsft(a, data, work, a.budget_min * 60) if contender == "shipsft"
-                       else run_trl(a, contender, data, work, a.budget_min * 60))
+            trained = (run_shipsft(a, data, work, a.budget_min * 60, contender.partition("+")[2] or None)
+                       if contender.startswith("shipsft") else run_trl(a, contender, data, work, a.budget_min * 60))
             r.update(trained)
             preds = evaluate(a, trained["target"], data, work, task.metrics)
             r["scores"] = summarise(preds, metric)
@@ -430,10 +474,13 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", default="bench_out/recipe")
     ap.add_argument("--model", default="smollm2")
     ap.add_argument("--contenders", nargs="*", default=CONTENDERS, choices=CONTENDERS)
+    ap.add_argument("--levers", nargs="*", default=[], choices=[*LEVERS, "all"], help=(
+        "also run shipsft's config with one change each (shipsft+<lever>) and print each minus shipsft"))
     ap.add_argument("--train-limit", type=int, help="only the first N training examples (harness checks)")
     ap.add_argument("--eval-limit", type=int, help="only the first N examples of each eval slice")
     ap.add_argument("--trl-worker", help=argparse.SUPPRESS)
     a = ap.parse_args(argv)
+    a.contenders = [*a.contenders, *(f"shipsft+{x}" for x in (list(LEVERS) if "all" in a.levers else a.levers))]
     if a.trl_worker:
         trl_worker(json.loads(a.trl_worker))
         return 0
@@ -452,6 +499,9 @@ def main(argv: list[str] | None = None) -> int:
     print(table(results))
     print("\nshipsft minus the best TRL contender, paired by eval example:\n")
     print(versus_table(results))
+    if any("+" in r["contender"] for r in results):
+        print("\nEach lever minus shipsft's init config, paired by eval example:\n")
+        print(levers_table(results))
     return 0 if all(r.get("status") == "ok" for r in results) else 1
 
 

@@ -70,11 +70,11 @@ def test_one_task_end_to_end_on_a_tiny_model(tmp_path, capsys):
     model = save_tiny_model(tmp_path / "tiny-model")
     code = recipe.main(["--task", "classify_json", "--out", str(tmp_path / "out"), "--model", str(model),
                         "--train-limit", "48", "--eval-limit", "3", "--budget-min", "0.05",
-                        "--contenders", *contenders])  # trl-defaults: the same worker, other args
+                        "--contenders", *contenders, "--levers", "full"])  # trl-defaults: the same worker, other args
     out = capsys.readouterr().out
     results = json.loads((tmp_path / "out" / "results.json").read_text())
     assert code == 0, out
-    assert [r["contender"] for r in results] == ["base model (no training)", *contenders]
+    assert [r["contender"] for r in results] == ["base model (no training)", *contenders, "shipsft+full"]
     for r in results[1:]:
         assert r["status"] == "ok" and r["scores"]["seen"][3] == 3 and r["scores"]["all"][3] == 6
         assert r["steps"] >= 1 and r["train_s"] > 0
@@ -83,7 +83,16 @@ def test_one_task_end_to_end_on_a_tiny_model(tmp_path, capsys):
     assert results[1]["precision"] in ("fp32", "bf16")  # shipsft: auto
     if "trl-recipe" in contenders:
         assert results[2]["precision"] == "fp32"
-    assert out.count("| classify_json |") == 1 + len(contenders)
+    # a row per contender (base model and the lever included), the lever's paired row, and shipsft vs TRL's best
+    assert out.count("| classify_json |") == 1 + len(contenders) + 2 + ("trl-recipe" in contenders)
+    # the lever ran init's config with its one change: full fine-tuning at a tenth of init's LoRA LR
+    import yaml
+
+    task = tmp_path / "out" / "classify_json"
+    init_lr = yaml.safe_load((task / "shipsft" / "config.yaml").read_text())["optim"]["lr"]
+    ran = yaml.safe_load((task / "shipsft+full" / "runs" / "run" / "config.yaml").read_text())
+    assert ran["method"]["name"] == "full" and ran["optim"]["lr"] == pytest.approx(init_lr / 10)
+    assert "| classify_json | full |" in out
 
 
 def test_paired_difference_and_the_versus_table():
@@ -104,3 +113,22 @@ def test_paired_difference_and_the_versus_table():
     assert recipe.versus_table(results).splitlines()[2] == (
         "| t | trl-recipe | +50.0% [+0.0%, +100.0%] | +50.0% [+0.0%, +100.0%] | "
         f"+50.0% [{d['all'][1]:+.1%}, {d['all'][2]:+.1%}] |")
+
+
+def test_levers_are_one_override_each_and_their_table_pairs_against_plain_shipsft():
+    cfg = {"optim": {"lr": 0.0002}, "method": {"name": "lora"}}
+    assert recipe.lever_sets(None, cfg) == []
+    assert recipe.lever_sets("lr-half", cfg) == ["--set", "optim.lr=0.0001"]
+    assert recipe.lever_sets("full", cfg) == ["--set", "method.name=full", "--set", f"optim.lr={0.0002 / 10}"]
+    assert recipe.lever_sets("rank64", cfg) == ["--set", "method.lora.r=64", "--set", "method.lora.alpha=128"]
+    base = {"eval_seen|t:1": 1.0, "eval_seen|t:2": 0.0, "eval_unseen|t:3": 1.0, "eval_unseen|t:4": 0.0}
+    better = {**base, "eval_unseen|t:4": 1.0}
+    stat = {"all": [0.5, 0.5, 0.5, 4]}
+    results = [{"task": "t", "contender": "shipsft", "status": "ok", "scores": stat, "example_scores": base},
+               {"task": "t", "contender": "shipsft+neftune", "status": "ok", "scores": stat, "steps": 7,
+                "example_scores": better},
+               {"task": "t", "contender": "shipsft+full", "status": "failed", "error": "oom"}]
+    rows = recipe.levers_table(results).splitlines()
+    assert len(rows) == 3  # a failed lever has no paired row (the main table reports its failure)
+    assert rows[2].startswith("| t | neftune | +0.0% [+0.0%, +0.0%] | +50.0% [") and rows[2].endswith("| 7 |")
+    assert "shipsft+neftune" not in recipe.versus_table(results)  # levers never stand in for shipsft vs TRL
