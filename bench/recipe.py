@@ -136,38 +136,42 @@ def paired_delta(a: dict[str, float], b: dict[str, float], n_resamples: int = 20
     return out
 
 
+def scored_by_task(results: list[dict]) -> dict[str, dict[str, dict]]:
+    """{task: {contender: result}} of the contenders that ran and have per-example scores to pair."""
+    out: dict[str, dict[str, dict]] = {}
+    for r in results:
+        if r.get("status") == "ok" and r.get("example_scores"):
+            out.setdefault(r["task"], {})[r["contender"]] = r
+    return out
+
+
+def delta_cells(a: dict, b: dict) -> str:
+    """"seen | unseen | all" cells of a minus b, paired by example: difference [95% CI]."""
+    d = paired_delta(a["example_scores"], b["example_scores"])
+    return " | ".join("–" if not d[k][3] else f"{d[k][0]:+.1%} [{d[k][1]:+.1%}, {d[k][2]:+.1%}]"
+                      for k in ("seen", "unseen", "all"))
+
+
 def versus_table(results: list[dict]) -> str:
     """Per task: shipsft minus the best TRL contender (the highest mean over all eval examples), paired by example."""
     lines = ["| task | shipsft vs | seen: difference [95% CI] | unseen | all |", "|---|---|---|---|---|"]
-    for task in dict.fromkeys(r["task"] for r in results):
-        ok = {r["contender"]: r for r in results if r["task"] == task and r.get("status") == "ok" and
-              r.get("example_scores")}
+    for task, ok in scored_by_task(results).items():
         trl = [r for c, r in ok.items() if c.startswith("trl")]
         if "shipsft" not in ok or not trl:
             continue
         best = max(trl, key=lambda r: r["scores"]["all"][0])
-        d = paired_delta(ok["shipsft"]["example_scores"], best["example_scores"])
-        lines.append(f"| {task} | {best['contender']} | " + " | ".join(
-            "–" if not d[k][3] else f"{d[k][0]:+.1%} [{d[k][1]:+.1%}, {d[k][2]:+.1%}]" for k in ("seen", "unseen", "all"))
-            + " |")
+        lines.append(f"| {task} | {best['contender']} | {delta_cells(ok['shipsft'], best)} |")
     return "\n".join(lines)
 
 
 def levers_table(results: list[dict]) -> str:
     """Per task and lever: shipsft+<lever> minus plain shipsft, paired by example, with the lever's steps."""
     lines = ["| task | lever | seen: difference [95% CI] | unseen | all | steps |", "|---|---|---|---|---|---|"]
-    for task in dict.fromkeys(r["task"] for r in results):
-        ok = {r["contender"]: r for r in results if r["task"] == task and r.get("status") == "ok" and
-              r.get("example_scores")}
-        if "shipsft" not in ok:
-            continue
+    for task, ok in scored_by_task(results).items():
         for name, r in ok.items():
-            if not name.startswith("shipsft+"):
-                continue
-            d = paired_delta(r["example_scores"], ok["shipsft"]["example_scores"])
-            lines.append(f"| {task} | {name.partition('+')[2]} | " + " | ".join(
-                "–" if not d[k][3] else f"{d[k][0]:+.1%} [{d[k][1]:+.1%}, {d[k][2]:+.1%}]"
-                for k in ("seen", "unseen", "all")) + f" | {r.get('steps', '?')} |")
+            if "shipsft" in ok and name.startswith("shipsft+"):
+                lines.append(f"| {task} | {name.partition('+')[2]} | {delta_cells(r, ok['shipsft'])} | "
+                             f"{r.get('steps', '?')} |")
     return "\n".join(lines)
 
 

