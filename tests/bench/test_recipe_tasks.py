@@ -31,7 +31,7 @@ from bench.recipe_tasks._common import dumps, user_texts
 
 NAMES = sorted(TASKS)
 JSON_TASKS = ["classify_json", "extract_entities"]
-KNOWN_METRICS = {"exact_match", "json_valid", "json_field_match", "rouge_l", "token_f1"}
+KNOWN_METRICS = {"exact_match", "json_valid", "json_field_match", "rouge_l", "token_f1", "tool_call_match"}
 TRAIN_SIZES = {"classify_json": (1000, 1400), "extract_entities": (1200, 1700), "rewrite_format": (700, 900),
                "tool_call": (500, 700)}
 

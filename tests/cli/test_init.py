@@ -14,7 +14,7 @@ from helpers import save_tiny_model
 from shipsft.cli.main import app
 from shipsft.config import load_config
 from shipsft.data.formats import load_examples
-from shipsft.data.inspect import answer_shape, leak_groups, leak_keys, split_indices
+from shipsft.data.inspect import answer_shape, leak_groups, leak_keys, reference_answer, split_indices
 
 CATEGORIES = ["billing"] * 6 + ["shipping"] * 3 + ["account"]  # 60% / 30% / 10%: the split must keep the shares
 
@@ -79,6 +79,51 @@ def test_answer_shape_picks_the_metrics(tmp_path, model_dir):
     assert load_config(tmp_path / "text.yaml").eval.gates == []  # nothing in free text sets a threshold
     assert [load_config(tmp_path / f"{k}.yaml").eval.select_metric for k in ("short_text", "text")] == [
         "heldout/exact_match", "heldout/rouge_l"]
+
+
+def tool_task(n: int, structured: bool) -> list[dict]:
+    """Calls to three functions; every fifth example ends with the answer after the tool result instead, so the last
+    answers are 40% get_weather, 30% set_alarm, 10% play_music and 20% text."""
+    out = []
+    for i in range(n):
+        name = ["get_weather"] * 5 + ["set_alarm"] * 3 + ["play_music"] * 2
+        name = name[i % 10]
+        args = {"query": f"song {i}"} if name == "play_music" else {"city": f"Town {i}"} if name == "get_weather" \
+            else {"time": f"{i % 24:02d}:00", "label": f"task {i}"}
+        msgs = [{"role": "user", "content": f"request number {i} for {name}"}]
+        if structured:
+            msgs.append({"role": "assistant", "content": "", "tool_calls": [
+                {"type": "function", "function": {"name": name, "arguments": json.dumps(args)}}]})
+        else:
+            msgs.append({"role": "assistant", "content": "<tool_call>" + json.dumps({"name": name, "arguments": args})
+                         + "</tool_call>"})
+        if i % 5 == 4:
+            msgs += [{"role": "tool" if structured else "user", "content": f"result {i}"},
+                     {"role": "assistant", "content": f"Done: request {i} went through."}]
+        out.append({"messages": msgs})
+    return out
+
+
+def test_tool_call_answers_get_call_metrics_and_a_split_by_function(tmp_path, model_dir):
+    for structured in (False, True):
+        records = tool_task(400, structured)
+        shape = answer_shape([reference_answer(ex) for ex in load_examples_from(records)])
+        assert shape.kind == "tool_call", shape.why
+        assert shape.why.startswith("320 of 400 answers are tool calls (3 functions")
+        if structured:
+            continue  # the tiny model's template does not render structured calls; the shape is what is checked
+        data = write(tmp_path / "calls.jsonl", records)
+        code, out = run("init", data, "--model", model_dir)
+        assert code == 0, out
+        cfg = load_config(tmp_path / "calls.yaml")
+        assert cfg.eval.suites[0].metrics == ["tool_call_match", "exact_match", "rouge_l"]
+        assert cfg.eval.select_metric == "heldout/tool_call_match" and cfg.eval.gates == []
+        assert "stratified by the function called" in (tmp_path / "calls.yaml").read_text()
+        held = [json.loads(line)["messages"] for line in (tmp_path / "calls.eval.jsonl").read_text().splitlines()]
+        first = Counter(json.loads(m[1]["content"].removeprefix("<tool_call>").removesuffix("</tool_call>"))["name"]
+                        if m[-1]["content"].startswith("<tool_call>") else "(text)" for m in held)
+        # 50 held out: each function keeps its share, and the text answers theirs
+        assert first == {"get_weather": 20, "set_alarm": 15, "play_music": 5, "(text)": 10}
 
 
 def test_split_is_stratified_leak_free_and_reproducible(tmp_path, model_dir):

@@ -72,6 +72,33 @@ def test_json_field_match_per_field():
     assert agg["json_field_match"] == pytest.approx((0.5 + 1.0) / 2)
 
 
+def call(name: str, **args) -> str:
+    return "<tool_call>" + json.dumps({"name": name, "arguments": args}) + "</tool_call>"
+
+
+def test_tool_call_match_scores_name_and_each_argument():
+    ref = call("book_table", restaurant="Saffron Lounge", people=2, time="16:45")
+    tm = lambda pred, r=ref: score("tool_call_match", pred, r)["tool_call_match"]  # noqa: E731
+    assert tm(ref) == 1.0
+    # Llama's "parameters" wrapper, 2.0 for 2: the same call
+    assert tm('{"name": "book_table", "parameters": {"restaurant": "Saffron Lounge", "people": 2.0, '
+              '"time": "16:45"}}') == 1.0
+    # "Two" for 2 and no time: name + restaurant right of (name + 3 arguments)
+    assert tm(call("book_table", restaurant="Saffron Lounge", people="Two")) == pytest.approx(2 / 4)
+    # an invented argument counts against: (name + restaurant + people + time) of (name + 4 argument names)
+    assert tm(call("book_table", restaurant="Saffron Lounge", people=2, time="16:45", note="x")) == pytest.approx(4 / 5)
+    assert tm(call("set_alarm", restaurant="Saffron Lounge", people=2, time="16:45")) == 0.0  # another function
+    assert tm("I booked it.") == 0.0 and tm(ref.replace("</tool_call>", "")[:-2]) == 0.0  # no call; cut-off JSON
+    # two calls, either order; one of two found = half; an extra call dilutes
+    two = call("a", x=1) + "\n" + call("b", y=True)
+    assert tm(call("b", y=True) + call("a", x=1), two) == 1.0
+    assert tm(call("a", x=1), two) == 0.5
+    assert tm(call("a", x=1) + call("a", x=2), call("a", x=1)) == 0.5
+    assert tm(call("b", y=1), call("b", y=True)) == 0.5  # 1 is not true
+    # the answer after a tool result has no call: exact match (normalised)
+    assert tm("Your table is booked.", "your table is booked") == 1.0 and tm(ref, "Your table is booked.") == 0.0
+
+
 def test_token_f1_squad():
     assert token_f1("The Eiffel Tower!", "eiffel tower") == 1.0  # articles and punctuation dropped
     # pred tokens [paris, france, capital], ref [paris]: P=1/3, R=1, F1=0.5

@@ -442,3 +442,24 @@ def test_template_answer_prefix_is_not_scored():
     assert tok.decode([t for t, m in zip(item.ids, item.mask) if m]) == "<think>\n\n</think>\n\nParis.<|im_end|>"
     assert tok.decode(item.prompt_ids).endswith("<|im_start|>assistant\n")
 
+
+
+def test_structured_tool_call_reference_is_the_rendered_call():
+    """An assistant turn of OpenAI `tool_calls` has no text content: its reference is the call as the template writes
+    it (what the model learns to generate), never the empty content, so a perfect answer scores 1."""
+    from helpers import fixture_tokenizer
+    from shipsft.eval.metrics import resolve_metrics, score_all
+
+    tok = fixture_tokenizer("qwen2.5-instruct")
+    tools = [{"type": "function", "function": {"name": "get_weather", "description": "Weather now",
+                                               "parameters": {"type": "object", "properties": {
+                                                   "city": {"type": "string"}}}}}]
+    [item] = build_items(eval_renderer(tok), [Example(source="s:1", tools=tools, messages=[
+        {"role": "user", "content": "Weather in Oslo?"},
+        {"role": "assistant", "content": "", "tool_calls": [
+            {"type": "function", "function": {"name": "get_weather", "arguments": {"city": "Oslo"}}}]}])])
+    assert item.reference == '<tool_call>\n{"name": "get_weather", "arguments": {"city": "Oslo"}}\n</tool_call>'
+    metrics = resolve_metrics(["tool_call_match", "exact_match"])
+    assert score_all(metrics, item.reference, item.reference) == {"tool_call_match": 1.0, "exact_match": 1.0}
+    assert score_all(metrics, '<tool_call>\n{"name": "get_weather", "arguments": {"city": "Bergen"}}\n</tool_call>',
+                     item.reference)["tool_call_match"] == 0.5

@@ -84,7 +84,8 @@ def show_starter(console, st, out: Path) -> None:
                         f"{sum(s):,} tokens in all")
     line("answers", st.shape.why)
     if st.eval_path is not None:
-        how = f", stratified by {st.split_by!r}" if st.split_by else ""
+        field = repr(st.split_by) if st.shape.kind == "json" else st.split_by  # a JSON field, or "the answer" ...
+        how = f", stratified by {field}" if st.split_by else ""
         line("split", f"train {st.n_train:,} -> {st.train_path}; eval {st.n_eval:,}{how} -> {st.eval_path}")
     else:
         line("split", f"no eval split ({st.n_train:,} examples are too few): no task metrics or gates")

@@ -1,17 +1,20 @@
 """Facts about a data set that choose a recipe: the shape of its answers, and a held-out split that never changes.
 
     shape = answer_shape([reference_answer(ex) for ex in examples])
-    shape.kind          # "json" (JSON objects), "label" (a few short answers repeated), "short_text" or "text"
+    shape.kind          # "tool_call", "json" (JSON objects), "label" (a few short answers repeated), "short_text"
+                        # or "text"
     shape.label_field   # json: the categorical field a split is stratified on ("category"), else None
     groups = leak_groups([leak_keys(ex, answers=shape.kind != "label") for ex in examples])
     train_idx, eval_idx = split_indices(strata(answers, shape), eval_size(len(answers)), 0, groups)
     write_records(records, eval_idx, path)   # the eval split as JSONL, written once by `shipsft init`
 
 Answer shapes (the reference answer is the last assistant turn, or the completion):
+  tool_call   at least half of the answers hold a tool call, in any template's wrapper (data/toolcalls.py), or
+              structured `tool_calls`: scored call by call (name, each argument), the other answers by exact match
   json   at least 90% of the answers parse as JSON objects; a field is a label when its values are strings, at
          most one distinct value per 10 examples (and at most 50), so each value is seen about 10 times or more
   label       not JSON, and the answers themselves are such labels (sentiment, a class name, yes/no)
-  short_text  other answers of at most 30 words at the median: reformatted text, a tagged tool call, a short fact
+  short_text  other answers of at most 30 words at the median: reformatted text, a short fact
   text        longer free text (summaries, explanations, chat replies)
 
 Imports only `shipsft.config`, `shipsft.errors` and data/ (tests/test_architecture.py).
@@ -24,8 +27,10 @@ from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from shipsft.data.toolcalls import call_text, message_tool_calls, parse_tool_calls
 from shipsft.data.types import Example
 
+TOOL_CALL_SHARE = 0.5  # answers that must hold a tool call for the set to count as a tool-calling task
 JSON_SHARE = 0.9  # answers that must parse as JSON objects for the set to count as a JSON task
 FIELD_SHARE = 0.5  # a key present in at least half of the answers is a field of the task
 EXAMPLES_PER_LABEL = 10  # a label field has at most one distinct value per 10 examples ...
@@ -38,7 +43,7 @@ LEAK_MIN_WORDS = 4  # answers this long that repeat are leaks; shorter ones ("po
 
 @dataclass
 class AnswerShape:
-    kind: str  # json | label | short_text | text
+    kind: str  # tool_call | json | label | short_text | text
     why: str
     fields: list[str] = field(default_factory=list)  # json: the top-level keys, in order of first appearance
     label_field: str | None = None  # json: the field stratified on and gated (None: no categorical field)
@@ -48,13 +53,19 @@ class AnswerShape:
 
 
 def reference_answer(ex: Example) -> str | None:
-    """The answer an example teaches: its last assistant turn's text, or its completion."""
+    """The answer an example teaches: its last assistant turn's text (its structured `tool_calls` written after it as
+    `<tool_call>` blocks), or its completion."""
     if ex.kind == "completion_text":
         return ex.completion
     if ex.kind != "chat":
         return None
-    last = [m for m in ex.messages or [] if m.get("role") == "assistant" and isinstance(m.get("content"), str)]
-    return last[-1]["content"] if last else None
+    last = [m for m in ex.messages or [] if m.get("role") == "assistant"
+            and (isinstance(m.get("content"), str) or m.get("tool_calls"))]
+    if not last:
+        return None
+    content = last[-1].get("content") if isinstance(last[-1].get("content"), str) else ""
+    calls = message_tool_calls(last[-1])
+    return "\n".join(t for t in (content.strip(), call_text(calls)) if t) if calls else content
 
 
 def _json_object(text: str) -> dict | None:
@@ -78,6 +89,13 @@ def answer_shape(answers: list[str | None]) -> AnswerShape:
     """What the answers look like (module docstring); `why` says it in numbers."""
     texts = [a for a in answers if isinstance(a, str)]
     n = len(texts)
+    calls = [parse_tool_calls(t) for t in texts]
+    n_calls = sum(bool(c) for c in calls)
+    if n and n_calls >= TOOL_CALL_SHARE * n:
+        names = Counter(c.name for cs in calls for c in cs)
+        return AnswerShape("tool_call", f"{n_calls:,} of {n:,} answers are tool calls ({len(names)} functions, the "
+                           f"most common {names.most_common(1)[0][0]!r}); the other {n - n_calls:,} are text",
+                           fields=list(names))
     objects = [o for o in (_json_object(a) for a in texts) if o is not None]
     if n and len(objects) >= JSON_SHARE * n:
         seen: Counter = Counter(k for o in objects for k in o)
@@ -110,7 +128,11 @@ def answer_shape(answers: list[str | None]) -> AnswerShape:
 
 
 def strata(answers: list[str | None], shape: AnswerShape) -> list[str | None]:
-    """The label each example is stratified by (None for every example when the answers have no label)."""
+    """The label each example is stratified by (None for every example when the answers have no label; tool calls:
+    the first function called, None for the text answers)."""
+    if shape.kind == "tool_call":
+        calls = [parse_tool_calls(a) if isinstance(a, str) else [] for a in answers]
+        return [c[0].name if c else None for c in calls]
     if shape.kind == "label":
         return list(answers)
     if shape.kind == "json" and shape.label_field:

@@ -109,6 +109,10 @@ def build_items(renderer: Renderer, examples: list[Example]) -> list[EvalItem]:
             prompt_text = renderer.template.render(msgs, add_generation_prompt=True, tools=ex.tools)
             prompt_ids = _encode(tok, prompt_text)
         scored = tok.decode([t for t, m in zip(seq.ids, seq.mask) if m], skip_special_tokens=True)
+        if ex.kind == "chat" and ex.messages[reference_turn(ex)].get("tool_calls"):
+            # structured tool calls have no text content: the reference is the turn as the template writes it,
+            # which is what the model learns to generate (and what tool_call_match reads the calls back from)
+            reference = scored.strip()
         prefix = scored[: scored.find(reference)] if reference and scored.find(reference) > 0 else ""
         items.append(EvalItem(ex.source, prompt_ids, seq.ids, seq.mask, reference, prompt_text, ex, prefix))
     if problems:

@@ -10,6 +10,10 @@ Metric names as they appear in `eval.suites[].metrics` / `shipsft eval --metric`
     json_valid           the prediction parses as JSON (a surrounding ``` / ```json fence is allowed)
     json_field_match     per top-level field of the reference JSON object: equal in the prediction; reported as the
                          mean over fields and per field (`json_field_match/<field>`)
+    tool_call_match      tool calls read from both texts (data/toolcalls.py: any template's wrapper): per reference
+                         call, the name right and each argument equal, over the name + the union of argument
+                         names (an invented argument counts against); calls missing or extra score 0; a reference
+                         with no call (the answer after a tool result) is scored by exact_match
     token_f1             SQuAD-style token F1 (lowercase, no punctuation, no articles)
     rouge_l              LCS-based F1 over lowercase alphanumeric tokens
     judge                an OpenAI-compatible chat endpoint (`eval.judge_url`) scores the answer in [0, 1]
@@ -35,6 +39,7 @@ from typing import Any, Callable
 
 import numpy as np
 
+from shipsft.data.toolcalls import ToolCall, parse_tool_calls
 from shipsft.errors import ConfigError
 
 # ------------------------------------------------------------------------------------------------------------------
@@ -115,6 +120,48 @@ def json_field_scores(prediction: str, reference: str, example: Any = None) -> d
     if not ok or not isinstance(pred, dict):
         return {k: 0.0 for k in ref}
     return {k: float(k in pred and pred[k] == v) for k, v in ref.items()}
+
+
+def same_value(a: Any, b: Any) -> bool:
+    """JSON equality where 8 == 8.0 but True != 1 and "8" != 8 (a string where the schema wants a number is wrong)."""
+    if isinstance(a, bool) or isinstance(b, bool):
+        return isinstance(a, bool) and isinstance(b, bool) and a == b
+    if isinstance(a, (int, float)) and isinstance(b, (int, float)):
+        return float(a) == float(b)
+    if isinstance(a, dict) and isinstance(b, dict):
+        return a.keys() == b.keys() and all(same_value(v, b[k]) for k, v in a.items())
+    if isinstance(a, list) and isinstance(b, list):
+        return len(a) == len(b) and all(same_value(x, y) for x, y in zip(a, b))
+    return type(a) is type(b) and a == b
+
+
+def call_score(reference: ToolCall, prediction: ToolCall) -> float:
+    """0 for another function; else (1 for the name + each reference argument with an equal value) over (1 + every
+    argument name either side has): a missing argument and an invented one both cost one part."""
+    if reference.name != prediction.name:
+        return 0.0
+    names = reference.arguments.keys() | prediction.arguments.keys()
+    right = sum(k in prediction.arguments and same_value(prediction.arguments[k], v)
+                for k, v in reference.arguments.items())
+    return (1 + right) / (1 + len(names))
+
+
+def tool_call_match(prediction: str, reference: str, example: Any = None) -> float:
+    """Tool calls scored call by call (module docstring). Calls pair by name, best match first, so parallel calls
+    may come in any order; the sum is over max(reference calls, predicted calls)."""
+    ref = parse_tool_calls(reference)
+    if not ref:
+        return exact_match(prediction, reference)
+    left = parse_tool_calls(prediction)
+    n_pred = len(left)
+    total = 0.0
+    for r in ref:
+        scores = [call_score(r, p) for p in left]
+        if scores and max(scores) > 0:
+            best = scores.index(max(scores))
+            total += scores[best]
+            left.pop(best)
+    return total / max(len(ref), n_pred)
 
 
 def token_f1(prediction: str, reference: str, example: Any = None) -> float:
@@ -212,6 +259,7 @@ BUILTIN: dict[str, Callable[[str, str, Any], float]] = {
     "exact_match_raw": exact_match_raw,
     "contains": contains,
     "json_valid": json_valid,
+    "tool_call_match": tool_call_match,
     "token_f1": token_f1,
     "rouge_l": rouge_l,
 }

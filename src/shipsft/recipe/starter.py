@@ -13,7 +13,8 @@ What it does, in order:
 3. renders the training split with the model's template (data/pipeline.py: `prepare`) and resolves
    `data.max_length`, `train.batch_size` and `train.epochs` from `auto` with train/recipe.py's `resolve_auto`, the
    function training itself calls, so the numbers written are the ones training would choose;
-4. picks the task metrics from the answer shape (JSON -> json_valid + json_field_match + exact_match; labels ->
+4. picks the task metrics from the answer shape (tool calls -> tool_call_match + exact_match + rouge_l, the split
+   stratified by the function called; JSON -> json_valid + json_field_match + exact_match; labels ->
    exact_match; short text -> exact_match + rouge_l; free text -> rouge_l + token_f1; a judge needs an endpoint,
    so it is named, not chosen), the
    checkpoint-selection metric, and gates that follow from the data (valid JSON; a label better than always
@@ -38,9 +39,12 @@ from shipsft.data.types import Rendered
 from shipsft.errors import ConfigError, DataError
 
 SUITE = "heldout"  # the eval suite's name: metrics read heldout/json_field_match, ...
-METRICS = {"json": ["json_valid", "json_field_match", "exact_match"], "label": ["exact_match"],
+METRICS = {"tool_call": ["tool_call_match", "exact_match", "rouge_l"],
+           "json": ["json_valid", "json_field_match", "exact_match"], "label": ["exact_match"],
            "short_text": ["exact_match", "rouge_l"], "text": ["rouge_l", "token_f1"]}
-SELECT = {"json": "json_field_match", "label": "exact_match", "short_text": "exact_match", "text": "rouge_l"}
+STRATUM = {"tool_call": "the function called"}  # what a split is stratified by, when not a JSON field or a label
+SELECT = {"tool_call": "tool_call_match", "json": "json_field_match", "label": "exact_match",
+          "short_text": "exact_match", "text": "rouge_l"}
 JSON_VALID_GATE = 0.9  # a JSON task that answers invalid JSON more than 1 time in 10 is not ready to ship
 
 
@@ -95,7 +99,8 @@ def make_starter(data: Path, config_path: Path, model: str, eval_data: Path | No
     else:
         n_eval = eval_size(len(answers))
         labels = strata(answers, shape)
-        split_by = (shape.label_field or "the answer") if any(x is not None for x in labels) else None
+        split_by = ((shape.label_field or STRATUM.get(shape.kind, "the answer"))
+                    if any(x is not None for x in labels) else None)
         # examples sharing a prompt or a 4+ word answer stay on one side: the audit refuses an eval that leaks
         groups = leak_groups([leak_keys(ex, answers=shape.kind != "label") for ex in loaded.examples])
         train_idx, eval_idx = split_indices(labels, n_eval, seed, groups)
@@ -175,6 +180,7 @@ def _train_why(data: Path, n_train: int, n_eval: int | None, split_by: str | Non
         return (f"all {n_train:,} examples of {data}: too few to hold any out (an eval of fewer than 20 examples "
                 "measures nothing); add an eval file with --eval to get task metrics and gates")
     how = (f"stratified by {split_by!r} so every label keeps its share" if split_by and shape.kind == "json" else
+           f"stratified by {split_by} so every function keeps its share" if split_by and shape.kind == "tool_call" else
            "stratified by the answer label" if split_by else "at random (the answers have no label to stratify by)")
     return (f"{n_train:,} of the {n_train + n_eval:,} examples in {data}; the other {n_eval:,} are the eval split, "
             f"{how}, written once to files so it never changes (same data + --seed = same split)")
@@ -193,7 +199,10 @@ def _eval_choices(shape: AnswerShape, metrics: list[str], eval_path: str, n_eval
     if given:
         why = "--task-metric"
     else:
-        why = {"json": "the answers are JSON objects: valid JSON, each field right, the whole answer right",
+        why = {"tool_call": "the answers are tool calls: each call's name and arguments right (a missing or invented "
+                             "argument costs a part; the answers after a tool result by exact match), the whole "
+                             "answer right, and ROUGE-L to see how close the misses are",
+               "json": "the answers are JSON objects: valid JSON, each field right, the whole answer right",
                "label": "the answers are short labels: exact match (case, spaces and end punctuation ignored)",
                "short_text": "the answers are short text with one right form: exact match, and ROUGE-L to see how "
                              "close the misses are",
