@@ -145,3 +145,20 @@ def test_collate_masks_padding_by_position_never_by_token_id():
     assert batch["labels"].tolist() == [[IGNORE_INDEX, 7, eos, IGNORE_INDEX],
                                         [eos, IGNORE_INDEX, IGNORE_INDEX, IGNORE_INDEX]]
     assert count_trained(batch["labels"]) == 3
+
+
+def test_join_rows_puts_a_micro_batch_end_to_end_without_padding():
+    from shipsft.data.pack import join_rows
+
+    rs = _rendered([7, 5, 9, 3, 11, 4], seed=3, trained_from=2)
+    rows = pack_examples(rs, 12, True).rows
+    assert [len(r.ids) for r in rows] == [11, 12, 12, 4]  # best fit: [11], [9, 3], [7, 5], [4]
+    joined = join_rows(rows, 24)
+    assert [len(r.ids) for r in joined] == [23, 16]  # 11 + 12 | 12 + 4 (23 + 12 > 24)
+    assert joined[0].seq_lens == rows[0].seq_lens + rows[1].seq_lens
+    assert joined[0].example_idx == rows[0].example_idx + rows[1].example_idx
+    assert joined[1].position_ids == rows[2].position_ids + rows[3].position_ids
+    assert sum(r.n_trained for r in joined) == sum(r.n_trained for r in rows)
+    batch = collate(joined[:1], pad_id=0)
+    assert batch["input_ids"].shape == (1, 23) and batch["n_real"] == 23  # no padding
+    assert [len(r.ids) for r in join_rows(rows, 10)] == [11, 12, 12, 4]  # longer than the limit: alone

@@ -185,3 +185,43 @@ def test_packed_rows_stay_isolated_under_torch_compile():
         eager = docs(**kw).logits
         docs.model.compile(backend="aot_eager")
         torch.testing.assert_close(docs(**kw).logits, eager, atol=1e-5, rtol=0)
+
+
+def test_joined_rows_give_the_padded_batch_loss_and_gradients():
+    """The loop joins a micro-batch's rows into one (data/pack.py: join_rows) when attention is per document: the
+    summed loss and every gradient equal the padded batch's, and no position is padding."""
+    from shipsft.data.pack import join_rows
+    from shipsft.train.loss import batch_ce_sum
+
+    _, docs = _pair(seed=2)
+    rs = [Rendered(r.source, r.ids, [k >= 2 for k in range(len(r.ids))])
+          for r in _rendered([7, 5, 9, 3, 11, 4, 6, 20], seed=4)]
+    rows = pack_examples(rs, 24, True).rows
+    padded, joined = collate(rows, pad_id=0), collate(join_rows(rows, 4096), pad_id=0)
+    n = sum(len(r.ids) for r in rs)
+    assert joined["input_ids"].shape == (1, n) and padded["input_ids"].numel() > n
+    grads = []
+    for batch in (padded, joined):
+        docs.zero_grad()
+        loss = batch_ce_sum(docs, batch)
+        loss.backward()
+        grads.append((loss.detach(), [p.grad.clone() for p in docs.parameters()]))
+    torch.testing.assert_close(grads[1][0], grads[0][0], atol=1e-4, rtol=1e-6)
+    for (name, _), a, b in zip(docs.named_parameters(), grads[0][1], grads[1][1]):
+        torch.testing.assert_close(b, a, atol=1e-6, rtol=1e-4, msg=name)
+
+
+def test_rows_join_only_where_documents_stay_isolated_at_any_row_length():
+    from transformers import Gemma3TextConfig, Qwen2Config
+
+    from shipsft.config import ModelConfig, TrainConfig
+    from shipsft.model.attention import rows_join
+
+    llama, train = tiny_llama().config, TrainConfig()
+    assert rows_join(ModelConfig(), train, llama)  # per_document is the default
+    assert not rows_join(ModelConfig(attn_implementation="sdpa"), train, llama)  # masked: cost grows with the row
+    assert not rows_join(ModelConfig(), TrainConfig(neftune_alpha=5), llama)  # noise scaled by the row length
+    gemma3 = Gemma3TextConfig(sliding_window=512, num_hidden_layers=6)  # 5 of 6 layers slide over 512 tokens
+    assert not rows_join(ModelConfig(), train, gemma3)
+    assert rows_join(ModelConfig(), TrainConfig(micro_batch_tokens=512), gemma3)
+    assert rows_join(ModelConfig(), train, Qwen2Config(sliding_window=128, use_sliding_window=False))

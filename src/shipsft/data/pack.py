@@ -132,6 +132,22 @@ def pack_examples(rendered: list[Rendered], max_length: int, packing: bool) -> P
     return PackResult(rows, real / slots if slots else 0.0, left_out)
 
 
+def join_rows(rows: list[Row], max_tokens: int) -> list[Row]:
+    """Consecutive rows end to end, in rows of at most `max_tokens` (a longer row stays alone): each micro-batch
+    becomes one row with no padding. Only for attention that isolates documents by their position_ids whatever the
+    row length (model/attention.py: `rows_join`); a joined row holds exactly the documents, labels and position runs
+    of the rows it joins, so the loss and every gradient are those of the padded batch."""
+    out: list[Row] = []
+    for r in rows:
+        last = out[-1] if out else None
+        if last is not None and len(last.ids) + len(r.ids) <= max_tokens:
+            out[-1] = Row(last.ids + r.ids, last.labels + r.labels, last.position_ids + r.position_ids,
+                          last.seq_lens + r.seq_lens, last.example_idx + r.example_idx)
+        else:
+            out.append(r)
+    return out
+
+
 def collate(rows: list[Row], pad_id: int) -> dict[str, Any]:
     """Rows -> LongTensors [B, T] (T = longest row). Padding gets IGNORE labels and its own position run."""
     import torch

@@ -92,10 +92,11 @@ class Batches:
     n_examples: int
 
 
-def largest_micro_batch(cfg: RunConfig, rendered: list, pad_id: int) -> Batches:
+def largest_micro_batch(cfg: RunConfig, rendered: list, pad_id: int, joined: bool) -> Batches:
     """Walk the loop's own batching (train/batches.py, data/pack.py) for up to MAX_SIMULATED_STEPS steps and keep the
-    largest micro-batch (rows x width) and the most trained positions in one micro-batch."""
-    from shipsft.data.pack import collate, group_rows, pack_examples
+    largest micro-batch (rows x width) and the most trained positions in one micro-batch. `joined`: the loop joins
+    each micro-batch's rows into one (model/attention.py: rows_join)."""
+    from shipsft.data.pack import collate, group_rows, join_rows, pack_examples
     from shipsft.train.batches import Cursor, next_examples
     from shipsft.train.schedule import plan_steps
 
@@ -105,6 +106,8 @@ def largest_micro_batch(cfg: RunConfig, rendered: list, pad_id: int) -> Batches:
     for _ in range(min(steps.total_steps, MAX_SIMULATED_STEPS)):
         _, _, idx = next_examples(cursor, lengths, steps.rule, cfg.train.seed)
         rows = pack_examples([rendered[i] for i in idx], cfg.data.max_length, cfg.data.packing).rows
+        if joined:
+            rows = join_rows(rows, cfg.train.micro_batch_tokens)
         for group in group_rows(rows, cfg.train.micro_batch_tokens):
             size = len(group) * max(len(r.ids) for r in group)
             most_trained = max(most_trained, sum(r.n_trained for r in group))
@@ -534,6 +537,7 @@ def plan(cfg: RunConfig, config_path: Path | None, device: str | None = None, me
          scratch: Path | None = None) -> Plan:
     """The memory plan of `cfg` (and of the other methods for comparison), a time estimate and a recommendation."""
     from shipsft.data.pipeline import prepare
+    from shipsft.model.attention import rows_join
     from shipsft.model.locate import load_tokenizer
     from shipsft.model.precision import pick_device
     from shipsft.train.recipe import resolve_auto
@@ -561,7 +565,7 @@ def plan(cfg: RunConfig, config_path: Path | None, device: str | None = None, me
     runtime = rss_now() if device == "cpu" else CUDA_CONTEXT
     alloc = "cuda" if device == "cuda" else allocator
     pad = tok.pad_token_id if tok.pad_token_id is not None else (tok.eos_token_id or 0)
-    batches = largest_micro_batch(cfg, prep.rendered, pad)
+    batches = largest_micro_batch(cfg, prep.rendered, pad, rows_join(cfg.model, cfg.train, conf))
     amp = _amp(cfg, device)
     plans = {}
     traces: dict[str, Trace] = {}

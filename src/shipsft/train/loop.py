@@ -22,7 +22,7 @@ import torch
 
 from shipsft.config import EvalConfig, OptimConfig, TrainConfig
 from shipsft.data.labels import IGNORE_INDEX, count_trained
-from shipsft.data.pack import Row, collate, group_rows, pack_examples
+from shipsft.data.pack import Row, collate, group_rows, join_rows, pack_examples
 from shipsft.data.types import Rendered
 from shipsft.errors import TrainingDiverged
 from shipsft.eval import gates, session
@@ -133,6 +133,8 @@ class Setup:
     # a mixture of 2+ sources: their names and each training example's source, so each step logs the loss per source
     sources: list[str] = field(default_factory=list)
     source_of: list[int] = field(default_factory=list)
+    # each micro-batch's packed rows joined into one row, no padding (model/attention.py: rows_join says when)
+    joined_rows: bool = False
 
     @property
     def lengths(self) -> list[int]:
@@ -279,6 +281,8 @@ def fit(s: Setup, progress: Progress | None = None, stop: StopRequest | None = N
         epoch, epoch_end, idx = next_examples(st.cursor, lengths, s.plan.rule, t.seed)
         mine = dist.shard(idx, lengths, trained, ranks, me)  # this rank's share of the step (all of it alone)
         rows = pack_examples([s.examples[i] for i in mine], s.max_length, s.packing).rows
+        if s.joined_rows:
+            rows = join_rows(rows, t.micro_batch_tokens)
         groups = group_rows(rows, t.micro_batch_tokens)
         micro = [collate(group, s.pad_id) for group in groups]
         n_micro = len(micro)

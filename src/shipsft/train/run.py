@@ -28,6 +28,7 @@ from shipsft.data.pipeline import Prepared, prepare, token_fingerprint
 from shipsft.errors import ConfigError, DataError, ShipError
 from shipsft.eval import gates, session
 from shipsft.eval.suites import before_after, before_after_text
+from shipsft.model.attention import rows_join
 from shipsft.model.load import load_base, load_for_training, quantization_config
 from shipsft.model.save import load_checkpoint_weights
 from shipsft.model.locate import load_tokenizer
@@ -261,7 +262,7 @@ def assemble(cfg: RunConfig, model, tokenizer, examples: list, eval_rows: list |
                  folder, MetricsSink(folder, resume_offsets, trackers) if dist.is_main() else SilentSink(),
                  plan_steps([len(x.ids) for x in examples], cfg.train), amp, device, pad_id, cfg.to_yaml(),
                  kl_ref=reference_for(cfg.method.name, model, lambda: load_base(cfg.model, cfg.method, device)[0])
-                 if cfg.train.kl_coef else None)
+                 if cfg.train.kl_coef else None, joined_rows=rows_join(cfg.model, cfg.train, model.config))
 
 
 def finish(s: Setup, result: FitResult, progress: Progress) -> int:
