@@ -1,0 +1,115 @@
+"""How close shipsft's training step is to this machine's matmul bound: FLOPs counted, not estimated.
+
+    python bench/bound.py              # short set of bench/train_vs_trl.py (about 3 minutes on 2 cores)
+    python bench/bound.py --sets short long
+
+1. The machine's fp32 GEMM rate: torch matmuls (the BLAS both shipsft and TRL call) at the shapes of a
+   SmolLM2-135M step on 1,024 and 4,096 tokens, and large square ones; best of 5 each. The best of them is the
+   bound a training step could reach if it were nothing but its matmuls at their best shape.
+2. shipsft's epoch on the set (`shipsft.train.loop.fit`, the same config as bench/train_vs_trl.py's shipsft row)
+   once under `torch.utils.flop_counter.FlopCounterMode` (counts every matmul and attention FLOP the step runs:
+   forward, backward, LoRA, LM head on trained positions), then timed twice without it.
+3. Achieved GFLOP/s = counted FLOPs / the faster timed epoch; its share of the bound; and the ceiling: the
+   processed tokens/s shipsft would reach at 100% of the bound with the same FLOPs per token.
+
+The ceiling answers "how much faster can this step get on this machine without doing less arithmetic": a target
+above it (e.g. a multiple of another tool's speed) needs fewer FLOPs per trained token, not a faster kernel.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from train_vs_trl import SETS, _rendered, cpu_name, data  # noqa: E402
+
+
+def gemm_rates() -> dict[str, float]:
+    """GFLOP/s of fp32 torch matmuls, best of 5, per shape (tokens x in @ in x out)."""
+    import torch
+
+    shapes = {f"{t} tok {k}x{n}": (t, k, n) for t in (1024, 4096)
+              for k, n in ((576, 576), (576, 1536), (1536, 576), (576, 49152))}
+    shapes.update({"square 2048": (2048, 2048, 2048), "square 4096": (4096, 4096, 4096)})
+    out = {}
+    for name, (m, k, n) in shapes.items():
+        a, b = torch.randn(m, k), torch.randn(k, n)
+        a @ b
+        best = float("inf")
+        for _ in range(5):
+            t0 = time.perf_counter()
+            a @ b
+            best = min(best, time.perf_counter() - t0)
+        out[name] = 2 * m * k * n / best / 1e9
+    return out
+
+
+def shipsft_epoch(set_name: str, count: bool) -> tuple[float, float, int]:
+    """(seconds, counted FLOPs or 0, processed tokens) of one epoch of shipsft on the set."""
+    import torch
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from shipsft.config import ModelConfig, RunConfig
+    from shipsft.model.load import load_for_training
+    from shipsft.model.locate import load_tokenizer
+    from shipsft.runs.layout import RunFolder
+    from shipsft.train.loop import fit
+    from shipsft.train.run import assemble
+
+    s = SETS[set_name]
+    cfg = RunConfig.model_validate({"data": {"max_length": s["max_length"]},
+                                    "method": {"lora": {"r": 16, "alpha": 32}},
+                                    "optim": {"lr": 2e-4, "schedule": "constant", "warmup_steps": 0},
+                                    "train": {"batch_size": s["batch"], "epochs": 1, "precision": "fp32"}})
+    tok = load_tokenizer(ModelConfig(path="smollm2"))
+    train, _ = data(set_name)
+    examples = _rendered(tok, train)
+    model, _ = load_for_training(cfg.model, cfg.method, False, torch.device("cpu"), None)
+    with tempfile.TemporaryDirectory() as d:
+        setup = assemble(cfg, model, tok, examples, None, RunFolder(Path(d)))
+        counter = FlopCounterMode(display=False) if count else None
+        t0 = time.perf_counter()
+        if counter is not None:
+            with counter:
+                fit(setup)
+        else:
+            fit(setup)
+        seconds = time.perf_counter() - t0
+        setup.sink.close()
+    flops = counter.get_total_flops() if counter is not None else 0
+    return seconds, flops, sum(len(x.ids) for x in examples)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--sets", nargs="*", default=["short"], choices=list(SETS))
+    a = ap.parse_args()
+    import torch
+
+    print(f"CPU: {cpu_name()} ({os.cpu_count()} threads, {torch.get_num_threads()} torch threads); torch "
+          f"{torch.__version__}; load average at start {os.getloadavg()[0]:.2f}", flush=True)
+    rates = gemm_rates()
+    print("| GEMM (fp32) | GFLOP/s |\n|---|---|")
+    for name, r in rates.items():
+        print(f"| {name} | {r:.1f} |")
+    bound = max(rates.values())
+    print(f"bound: {bound:.1f} GFLOP/s (the best shape above)\n", flush=True)
+    print("| set | processed tokens | counted GFLOP | FLOP per processed token | seconds (best of 2) | achieved "
+          "GFLOP/s | share of bound | processed tok/s | ceiling tok/s at 100% | headroom |")
+    print("|---|---|---|---|---|---|---|---|---|---|")
+    for set_name in a.sets:
+        _, flops, tokens = shipsft_epoch(set_name, count=True)
+        seconds = min(shipsft_epoch(set_name, count=False)[0] for _ in range(2))
+        achieved = flops / seconds / 1e9
+        print(f"| {set_name} | {tokens:,} | {flops / 1e9:,.0f} | {flops / tokens / 1e6:,.0f} M | {seconds:.1f} | "
+              f"{achieved:.1f} | {achieved / bound:.0%} | {tokens / seconds:.0f} | "
+              f"{tokens / (flops / (bound * 1e9)):.0f} | {bound / achieved:.2f}x |", flush=True)
+    print(f"load average at the end {os.getloadavg()[0]:.2f}")
+
+
+if __name__ == "__main__":
+    main()
