@@ -94,8 +94,7 @@ def answer_shape(answers: list[str | None]) -> AnswerShape:
     if n and n_calls >= TOOL_CALL_SHARE * n:
         names = Counter(c.name for cs in calls for c in cs)
         return AnswerShape("tool_call", f"{n_calls:,} of {n:,} answers are tool calls ({len(names)} functions, the "
-                           f"most common {names.most_common(1)[0][0]!r}); the other {n - n_calls:,} are text",
-                           fields=list(names))
+                           f"most common {names.most_common(1)[0][0]!r}); the other {n - n_calls:,} are text")
     objects = [o for o in (_json_object(a) for a in texts) if o is not None]
     if n and len(objects) >= JSON_SHARE * n:
         seen: Counter = Counter(k for o in objects for k in o)

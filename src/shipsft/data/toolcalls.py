@@ -65,7 +65,7 @@ def parse_tool_calls(text: str) -> list[ToolCall]:
         if any(c is None for c in found) or not found:
             i = start + 1  # not a call (or a list that is not only calls): a call may still sit inside it
             continue
-        calls.extend(c for c in found if c is not None)
+        calls.extend(found)
         i = end
     return calls
 
