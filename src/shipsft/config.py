@@ -295,7 +295,8 @@ class OptimConfig(Section):
         "adamw", description="Optimizer. lion / schedule_free_adamw need their packages; adamw_8bit needs CUDA.")
     lr: float | None = Field(None, gt=0, description=(
         "Peak learning rate. null = by method: 2e-4 for LoRA, 2e-5 for full fine-tuning (LoRA's best LR sits about "
-        "10x above full fine-tuning's: LoRA Without Regret, 2025)."))
+        "10x above full fine-tuning's: LoRA Without Regret, 2025). `shipsft init` writes 4e-4 for LoRA on a model "
+        "under 4,096 wide (small models want a larger LR; measured on its recipe bench)."))
     weight_decay: float = Field(0.0, ge=0, description="Decoupled weight decay, on weight matrices only.")
     betas: tuple[float, float] | None = Field(None, description=(
         "Adam-family betas; null = (0.9, 0.95) for optimizers that use them (an error for Adafactor)."))

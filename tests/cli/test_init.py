@@ -12,9 +12,10 @@ from typer.testing import CliRunner
 
 from helpers import save_tiny_model
 from shipsft.cli.main import app
-from shipsft.config import load_config
+from shipsft.config import RunConfig, load_config
 from shipsft.data.formats import load_examples
 from shipsft.data.inspect import answer_shape, leak_groups, leak_keys, reference_answer, split_indices
+from shipsft.recipe.starter import SMALL_LORA_LR, SMALL_WIDTH, lora_lr, model_width
 
 CATEGORIES = ["billing"] * 6 + ["shipping"] * 3 + ["account"]  # 60% / 30% / 10%: the split must keep the shares
 
@@ -195,6 +196,24 @@ def test_config_holds_what_training_resolves_and_loads(tmp_path, model_dir):
     assert cfg.eval.select_metric == "heldout/json_field_match" and cfg.method.name == "lora"
     raw = yaml.safe_load(text)
     assert raw["data"]["format"] == "messages" and raw["optim"]["lr"] == cfg.optim.lr
+    # the tiny model is 64 wide: a small model's LoRA LR, written with its reason (not the config's 2e-4)
+    assert cfg.optim.lr == SMALL_LORA_LR != RunConfig().optim.lr
+    assert "small model (hidden size 64 < 4,096)" in text
+
+
+def test_lora_lr_follows_the_model_width(tmp_path):
+    from transformers import Gemma3Config, LlamaConfig
+
+    default = RunConfig().optim.lr
+    assert lora_lr(576, default)[0] == lora_lr(3072, default)[0] == SMALL_LORA_LR  # SmolLM2-135M, Llama-3.2-3B
+    assert lora_lr(SMALL_WIDTH, default)[0] == lora_lr(8192, default)[0] == default  # 8B and 70B: the default
+    assert lora_lr(None, default) == (default, lora_lr(None, default)[1]) and "unknown" in lora_lr(None, default)[1]
+    # the width is read from config.json beside the tokenizer, from a multimodal config's text part too
+    LlamaConfig(hidden_size=576).save_pretrained(tmp_path / "llama")
+    Gemma3Config(text_config={"hidden_size": 2560}).save_pretrained(tmp_path / "gemma3")
+    tok = lambda folder: type("Tok", (), {"name_or_path": str(folder)})()  # what model_width reads
+    assert (model_width(tok(tmp_path / "llama")), model_width(tok(tmp_path / "gemma3"))) == (576, 2560)
+    assert model_width(tok(tmp_path / "nowhere")) is None
 
 
 def test_small_sets_given_eval_and_user_mistakes(tmp_path, model_dir):

@@ -13,7 +13,8 @@ What it does, in order:
 3. renders the training split with the model's template (data/pipeline.py: `prepare`) and resolves
    `data.max_length`, `train.batch_size` and `train.epochs` from `auto` with train/recipe.py's `resolve_auto`, the
    function training itself calls, so the numbers written are the ones training would choose;
-4. picks the task metrics from the answer shape (tool calls -> tool_call_match + exact_match + rouge_l, the split
+4. picks the LoRA learning rate by the model's width (`lora_lr`: a larger one for a small model);
+5. picks the task metrics from the answer shape (tool calls -> tool_call_match + exact_match + rouge_l, the split
    stratified by the function called; JSON -> json_valid + json_field_match + exact_match; labels ->
    exact_match; short text -> exact_match + rouge_l; free text -> rouge_l + token_f1; a judge needs an endpoint,
    so it is named, not chosen), the
@@ -46,6 +47,16 @@ STRATUM = {"tool_call": "the function called"}  # what a split is stratified by,
 SELECT = {"tool_call": "tool_call_match", "json": "json_field_match", "label": "exact_match",
           "short_text": "exact_match", "text": "rouge_l"}
 JSON_VALID_GATE = 0.9  # a JSON task that answers invalid JSON more than 1 time in 10 is not ready to ship
+# LoRA's learning rate by the model's width (alpha 32 as in LoraConfig: with alpha / r scaling the best LR hardly moves
+# with the rank, LoRA Without Regret, Thinking Machines 2025). Smaller models want a larger one: the best LoRA LR in
+# Tinker's SFT sweep (Tulu-3, batch 128, 780 steps) was 1e-3 for Llama-3.2-1B/3B and Qwen3-4B, 3e-4 for Llama-3.1-8B
+# and 70B (github.com/thinking-machines-lab/tinker-cookbook, tinker_cookbook/hyperparam_utils.py: get_lr). On this
+# repo's bench/recipe.py with SmolLM2-135M (hidden 576), 4e-4 beat the 2e-4 init used to write on all four tasks,
+# paired by example (README: Levers). Not higher: on the quickstart (examples/quickstart/config.yaml) 1e-3 took the
+# forgetting probe's KL to the base model to 1.53 where 5e-4 left it at 0.46. Models this wide or wider keep the
+# config's method default (optim.lr null -> 2e-4), which nothing here measured against.
+SMALL_WIDTH = 4096  # hidden size under which a model counts as small (Llama-3.2-3B 3072, Qwen3-4B 2560; 8B: 4096)
+SMALL_LORA_LR = 4e-4
 
 
 @dataclass
@@ -132,8 +143,7 @@ def make_starter(data: Path, config_path: Path, model: str, eval_data: Path | No
                f"{defaults.method.lora.alpha:g} on every linear layer: on {n_train:,} examples a full fine-tune "
                "would mostly memorise, and LoRA trains about 3% of the weights at full-model quality for SFT of "
                "this size (LoRA Without Regret, Thinking Machines 2025)"),
-        Choice("optim", "lr", defaults.optim.lr, "LoRA's learning rate: about 10x full fine-tuning's 2e-5 (LoRA "
-               "Without Regret, 2025); warmup 3% of the steps, cosine decay to a tenth"),
+        Choice("optim", "lr", *lora_lr(model_width(tok), defaults.optim.lr)),
         Choice("train", "batch_size", train_cfg.batch_size, _strip(why.get("train.batch_size"),
                                                                    "train.batch_size auto -> ")),
         Choice("train", "epochs", _number(train_cfg.epochs), _strip(why.get("train.epochs"), "train.epochs auto -> ")),
@@ -147,6 +157,31 @@ def make_starter(data: Path, config_path: Path, model: str, eval_data: Path | No
     return Starter(data, fmt, list(loaded.notes), len(answers), shape, train_path, eval_path, n_train, n_eval or 0,
                    split_by, prep.full_lengths, trained, prep.rendered[0] if prep.rendered else None, tok, choices,
                    text, warnings)
+
+
+def model_width(tokenizer) -> int | None:
+    """The hidden size in the model's config.json next to its tokenizer (None when there is none to read)."""
+    folder = Path(str(tokenizer.name_or_path))
+    if not (folder / "config.json").exists():  # only ever a local folder: never a hub lookup
+        return None
+    from transformers import AutoConfig
+
+    conf = AutoConfig.from_pretrained(folder)
+    conf = conf.get_text_config() if hasattr(conf, "get_text_config") else conf
+    return getattr(conf, "hidden_size", None)
+
+
+def lora_lr(width: int | None, default: float) -> tuple[float, str]:
+    """(LoRA learning rate, why): SMALL_LORA_LR for a model narrower than SMALL_WIDTH, else the config's default."""
+    tail = "; warmup 3% of the steps, cosine decay to a tenth"
+    if width is not None and width < SMALL_WIDTH:
+        return SMALL_LORA_LR, (
+            f"LoRA's learning rate for a small model (hidden size {width:,} < {SMALL_WIDTH:,}): small models want a "
+            f"larger one (Tinker's SFT sweep: 1e-3 best for 1-4B models, 3e-4 for 8-70B; on shipsft's recipe "
+            f"bench with SmolLM2-135M, 4e-4 beat 2e-4 on all four tasks: README, Levers){tail}")
+    what = "the model's width is unknown" if width is None else f"hidden size {width:,} >= {SMALL_WIDTH:,}"
+    return default, (f"LoRA's learning rate ({what}): the config's default for LoRA, about 10x full fine-tuning's "
+                     f"2e-5 (LoRA Without Regret, 2025){tail}")
 
 
 def _write_split(data: Path, folder: Path, train_idx: list[int], eval_idx: list[int], force: bool
