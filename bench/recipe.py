@@ -121,10 +121,12 @@ def example_scores(predictions: list[dict], metric: str) -> dict[str, float]:
 
 def paired_delta(a: dict[str, float], b: dict[str, float], n_resamples: int = 2000, seed: int = 0) -> dict:
     """Per slice (and "all"): the mean of a - b over the examples both scored, with a paired bootstrap 95% CI
-    (resampling examples, so the variance the two share cancels), as [mean, lo, hi, n]."""
+    (resampling examples, so the variance the two share cancels), as [mean, lo, hi, n]. "unseen-seen" is how much
+    more a gains over b on the unseen slice than on the seen one (the issue's "the unseen slice gains the most"):
+    the two slices hold different examples, so each is resampled on its own and the means subtracted."""
     import numpy as np
 
-    out = {}
+    out, resampled = {}, {}
     for name, suite in [*SLICES.items(), ("all", None)]:
         keys = sorted(k for k in a if k in b and (suite is None or k.split("|", 1)[0] == suite))
         if not keys:
@@ -132,8 +134,19 @@ def paired_delta(a: dict[str, float], b: dict[str, float], n_resamples: int = 20
             continue
         d = np.array([a[k] - b[k] for k in keys])
         idx = np.random.default_rng(seed).integers(0, len(d), size=(n_resamples, len(d)))
-        lo, hi = np.percentile(d[idx].mean(axis=1), [2.5, 97.5])
+        resampled[name] = d[idx].mean(axis=1)
+        lo, hi = np.percentile(resampled[name], [2.5, 97.5])
         out[name] = [float(d.mean()), float(lo), float(hi), len(d)]
+    if "seen" in resampled and "unseen" in resampled:
+        # a second generator for the seen slice: the same seed would draw the same index rows for two slices of
+        # one size and correlate their resamples
+        seen = np.array([a[k] - b[k] for k in sorted(a) if k in b and k.startswith(SLICES["seen"] + "|")])
+        idx = np.random.default_rng(seed + 1).integers(0, len(seen), size=(n_resamples, len(seen)))
+        lo, hi = np.percentile(resampled["unseen"] - seen[idx].mean(axis=1), [2.5, 97.5])
+        out["unseen-seen"] = [out["unseen"][0] - out["seen"][0], float(lo), float(hi),
+                              out["seen"][3] + out["unseen"][3]]
+    else:
+        out["unseen-seen"] = [math.nan, math.nan, math.nan, 0]
     return out
 
 
@@ -147,15 +160,17 @@ def scored_by_task(results: list[dict]) -> dict[str, dict[str, dict]]:
 
 
 def delta_cells(a: dict, b: dict) -> str:
-    """"seen | unseen | all" cells of a minus b, paired by example: difference [95% CI]."""
+    """"seen | unseen | all | unseen-seen" cells of a minus b, paired by example: difference [95% CI]; the last is
+    the unseen slice's gain minus the seen slice's."""
     d = paired_delta(a["example_scores"], b["example_scores"])
     return " | ".join("–" if not d[k][3] else f"{d[k][0]:+.1%} [{d[k][1]:+.1%}, {d[k][2]:+.1%}]"
-                      for k in ("seen", "unseen", "all"))
+                      for k in ("seen", "unseen", "all", "unseen-seen"))
 
 
 def versus_table(results: list[dict]) -> str:
     """Per task: shipsft minus the best TRL contender (the highest mean over all eval examples), paired by example."""
-    lines = ["| task | shipsft vs | seen: difference [95% CI] | unseen | all |", "|---|---|---|---|---|"]
+    lines = ["| task | shipsft vs | seen: difference [95% CI] | unseen | all | unseen gain - seen gain |",
+             "|---|---|---|---|---|---|"]
     for task, ok in scored_by_task(results).items():
         trl = [r for c, r in ok.items() if c.startswith("trl")]
         if "shipsft" not in ok or not trl:
@@ -167,7 +182,8 @@ def versus_table(results: list[dict]) -> str:
 
 def levers_table(results: list[dict]) -> str:
     """Per task and lever: shipsft+<lever> minus plain shipsft, paired by example, with the lever's steps."""
-    lines = ["| task | lever | seen: difference [95% CI] | unseen | all | steps |", "|---|---|---|---|---|---|"]
+    lines = ["| task | lever | seen: difference [95% CI] | unseen | all | unseen gain - seen gain | steps |",
+             "|---|---|---|---|---|---|---|"]
     for task, ok in scored_by_task(results).items():
         for name, r in ok.items():
             if "shipsft" in ok and name.startswith("shipsft+"):

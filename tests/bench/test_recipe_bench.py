@@ -102,6 +102,15 @@ def test_paired_difference_and_the_versus_table():
     assert d["seen"][0] == 0.5 and d["unseen"][0] == 0.5 and d["all"][0] == 0.5 and d["all"][3] == 4
     assert 0.0 <= d["all"][1] <= 0.5 <= d["all"][2] <= 1.0
     assert recipe.paired_delta(a, a)["all"][:3] == [0.0, 0.0, 0.0]  # identical scores: no difference, no spread
+    # the unseen slice's gain minus the seen slice's: equal gains here (0.5 each), spread by both slices' resamples
+    assert d["unseen-seen"][0] == 0.0 and d["unseen-seen"][3] == 4 and -1.0 <= d["unseen-seen"][1] < 0.0
+    assert 0.0 < d["unseen-seen"][2] <= 1.0
+    # gains only on unseen (every unseen example +1, every seen one 0): +100% with no spread; the other way -100%
+    only_unseen = recipe.paired_delta({**b, "eval_unseen|t:3": 1.5, "eval_unseen|t:4": 1.0}, b)["unseen-seen"]
+    assert only_unseen == [1.0, 1.0, 1.0, 4]
+    assert recipe.paired_delta(b, {**b, "eval_seen|t:1": 0.0, "eval_seen|t:2": -1.0})["unseen-seen"] == [
+        -1.0, -1.0, -1.0, 4]
+    assert recipe.paired_delta({"eval_seen|t:1": 1.0}, {"eval_seen|t:1": 0.0})["unseen-seen"][3] == 0  # one slice
     preds = [{"suite": "eval_seen", "source": "t:1", "scores": {"m": 1.0}},
              {"suite": "heldout", "source": "t:9", "scores": {"m": 1.0}}]
     assert recipe.example_scores(preds, "m") == {"eval_seen|t:1": 1.0}
@@ -112,7 +121,8 @@ def test_paired_difference_and_the_versus_table():
                {"task": "t", "contender": "trl-recipe", "status": "ok", "scores": stat(0.375), "example_scores": b}]
     assert recipe.versus_table(results).splitlines()[2] == (
         "| t | trl-recipe | +50.0% [+0.0%, +100.0%] | +50.0% [+0.0%, +100.0%] | "
-        f"+50.0% [{d['all'][1]:+.1%}, {d['all'][2]:+.1%}] |")
+        f"+50.0% [{d['all'][1]:+.1%}, {d['all'][2]:+.1%}] | "
+        f"+0.0% [{d['unseen-seen'][1]:+.1%}, {d['unseen-seen'][2]:+.1%}] |")
 
 
 def test_levers_are_one_override_each_and_their_table_pairs_against_plain_shipsft():
