@@ -63,8 +63,8 @@ if str(REPO) not in sys.path:
 CONTENDERS = ["shipsft", "trl-defaults", "trl-recipe"]
 # optimizer steps timed before each run; the first is dropped (warm-up), the mean of the rest (the budget is a sum of
 # step times). Was 5 and the median: TRL's recipe on classify_json calibrated at 14.0 s/step and then ran at 10.8 s
-# (411 s of a 540 s cap, where shipsft's 4.2 s calibration ran at 4.3 s): TRL pads each batch to its longest example,
-# so its step time varies with the batch, and four steps are too few to average that out
+# (411 s of a 540 s cap, where shipsft's 4.2 s calibration ran at 4.3 s). Not isolated; the likely cause: TRL pads
+# each batch to its longest example, so its step time varies with the batch, and four timed steps average little
 CALIBRATION_STEPS = 8
 CALIBRATION_MAX_S = 60  # ... or fewer once the timed steps pass this many seconds (one slow step: its time, warm-up in)
 BUDGET_SHARE = 0.9  # a capped run aims at 90% of the budget: step times drift by about +-10% on a shared machine
@@ -130,13 +130,13 @@ def paired_delta(a: dict[str, float], b: dict[str, float], n_resamples: int = 20
     the two slices hold different examples, so each is resampled on its own and the means subtracted."""
     import numpy as np
 
-    out, resampled = {}, {}
+    out, deltas, resampled = {}, {}, {}
     for name, suite in [*SLICES.items(), ("all", None)]:
         keys = sorted(k for k in a if k in b and (suite is None or k.split("|", 1)[0] == suite))
         if not keys:
             out[name] = [math.nan, math.nan, math.nan, 0]
             continue
-        d = np.array([a[k] - b[k] for k in keys])
+        d = deltas[name] = np.array([a[k] - b[k] for k in keys])
         idx = np.random.default_rng(seed).integers(0, len(d), size=(n_resamples, len(d)))
         resampled[name] = d[idx].mean(axis=1)
         lo, hi = np.percentile(resampled[name], [2.5, 97.5])
@@ -144,7 +144,7 @@ def paired_delta(a: dict[str, float], b: dict[str, float], n_resamples: int = 20
     if "seen" in resampled and "unseen" in resampled:
         # a second generator for the seen slice: the same seed would draw the same index rows for two slices of
         # one size and correlate their resamples
-        seen = np.array([a[k] - b[k] for k in sorted(a) if k in b and k.startswith(SLICES["seen"] + "|")])
+        seen = deltas["seen"]
         idx = np.random.default_rng(seed + 1).integers(0, len(seen), size=(n_resamples, len(seen)))
         lo, hi = np.percentile(resampled["unseen"] - seen[idx].mean(axis=1), [2.5, 97.5])
         out["unseen-seen"] = [out["unseen"][0] - out["seen"][0], float(lo), float(hi),
