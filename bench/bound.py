@@ -79,7 +79,7 @@ def shipsft_epoch(set_name: str, count: bool) -> tuple[float, float, int]:
         else:
             fit(setup)
         seconds = time.perf_counter() - t0
-        setup.sink.close()
+        setup.run.close()
     flops = counter.get_total_flops() if counter is not None else 0
     return seconds, flops, sum(len(x.ids) for x in examples)
 

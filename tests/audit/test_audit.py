@@ -22,14 +22,16 @@ from shipsft.audit.template import (check_double_bos, check_eot, check_pad_eos, 
 from shipsft.audit.text import (check_contamination, check_content, check_duplicates, minhash_signatures,
                                 near_duplicate_clusters, normalise)
 from shipsft.audit.text import texts_of as _texts_of
-from shipsft.audit.tokens import (check_lengths, check_masks, check_provenance, check_recipe, padding_waste,
+from shipsft.audit.tokens import (batch_figures, check_lengths, check_masks, check_provenance, check_recipe,
                                   recommend_max_length)
 from shipsft.config import DataConfig, RunConfig, TrainConfig, load_config
 from shipsft.data.pipeline import prepare
 from shipsft.data.render import load_renderer, render_examples, resolve_template
 from shipsft.data.types import Example, Rendered
 from shipsft.errors import AuditFailed
-from shipsft.train.schedule import plan_steps
+from shipsft.data.pack import Batching
+from shipsft.steps.resolve import TokenLengths, resolve
+from shipsft.steps.schedule import plan_steps
 
 WORDS = ("alpha beta gamma delta epsilon zeta eta theta iota kappa lambda mu nu xi omicron pi rho sigma tau upsilon "
          "phi chi psi omega red green blue cyan magenta yellow black white river mountain forest desert ocean lake "
@@ -80,13 +82,17 @@ def run_cli(*args) -> tuple[int, str]:
     return res.exit_code, res.output  # click >= 8.2: output holds stdout and stderr
 
 
-def lengths_check(rs, max_length, batch_size, packing, model_max=None, overlong="error"):
-    """check_lengths as the pipeline feeds it: full lengths, and the packer's rows / efficiency."""
-    from shipsft.data.pack import pack_examples
+def figures(rs, batch_size, max_length, packing, joined=False, micro_tokens=4096):
+    """batch_figures over one epoch of the loop's own batching, `batch_size` examples a step."""
+    plan = plan_steps([len(r.ids) for r in rs], TrainConfig(batch_size=batch_size, epochs=1))
+    return batch_figures(rs, plan, 42, Batching(max_length, packing, micro_tokens, joined))
 
-    packed = pack_examples(rs, max_length, packing)
-    return check_lengths(rs, [len(r.ids) for r in rs], max_length, batch_size, packing, 42, model_max,
-                         packed.efficiency, len(packed.rows), overlong)
+
+def lengths_check(rs, max_length, batch_size, packing, model_max=None, overlong="error"):
+    """check_lengths as run_audit feeds it: full lengths, and the figures of the loop's micro-batches."""
+    return check_lengths(rs, [len(r.ids) for r in rs], max_length, model_max, overlong,
+                         figures(rs, batch_size, max_length, packing),
+                         None if packing else figures(rs, batch_size, max_length, True))
 
 
 def recipe(n, trained, method, epochs, max_steps, batch_size):
@@ -249,8 +255,21 @@ def test_masks_zero_trained_and_cut_answers():
 def test_length_helpers_exact():
     assert recommend_max_length([100] * 99 + [1000]) == 128  # p99 = 109 -> 128
     assert recommend_max_length([5000] * 10, model_max=4096) == 4096
-    assert padding_waste([1, 3], batch_size=2, max_length=100) == pytest.approx(1 - 4 / 6)
-    assert padding_waste([7] * 8, batch_size=4, max_length=100) == 0.0
+
+
+def test_batch_figures_are_the_loops_own_micro_batches():
+    # one step of [1, 3] unpacked: two rows padded to 3 -> 4 real of 6 positions; equal lengths pad nothing
+    one = figures([seq("a:1", 1, 1), seq("a:2", 3, 1)], batch_size=2, max_length=100, packing=False)
+    assert one["padding_share"] == pytest.approx(round(1 - 4 / 6, 4)) and one["rows_per_step"] == 2
+    assert figures([seq(f"a:{i}", 7, 1) for i in range(8)], 4, 100, False)["padding_share"] == 0.0
+    # joined rows (per-document attention) never pad; packed rows of one step pad only the shorter row
+    rs = [seq(f"a:{i}", n, 1) for i, n in enumerate([10, 30, 20, 40])]
+    assert figures(rs, 4, 64, False, joined=True) == {"steps_walked": 1, "padding_share": 0.0, "rows_per_step": 1.0,
+                                                     "micro_batches_per_step": 1.0, "packing": False, "joined": True}
+    packed = figures(rs, 4, 64, True)  # best fit: [40, 20] and [30, 10] -> rows of 60 and 40, padded to 60
+    assert packed["padding_share"] == pytest.approx(round(1 - 100 / 120, 4)) and packed["rows_per_step"] == 2
+    # a micro-batch budget of 64 padded tokens puts each of the two rows in its own micro-batch
+    assert figures(rs, 4, 64, True, micro_tokens=64)["micro_batches_per_step"] == 2
 
 
 def test_lengths_clean_is_info_only():
@@ -261,14 +280,22 @@ def test_lengths_clean_is_info_only():
 
 
 def test_lengths_over_max_length_and_padding_waste():
-    rs = [seq(f"a:{i}", 20, 5) for i in range(30)] + [seq("long:1", 900, 100)]
+    # one long example in every four: unpacked, each step's rows are padded to its 400-token one; packed, the four
+    # fit one row of 512 (the 900-token one is over max_length and in no row)
+    rs = [seq(f"a:{i}", 400 if i % 4 == 0 else 20, 5) for i in range(32)] + [seq("long:1", 900, 100)]
     f, s = lengths_check(rs, max_length=512, batch_size=4, packing=False, model_max=8192, overlong="truncate")
     assert checks(f) == {"lengths.over_max_length": "warning", "lengths.padding_waste": "warning"}
+    waste = next(x for x in f if x.check == "lengths.padding_waste")
+    share, packed = s["batches"]["padding_share"], s["batches_packed"]["padding_share"]
+    assert share > 0.5 and packed < share / 2
+    assert waste.message.startswith(f"without packing, {share:.0%} of the positions of the training micro-batches")
+    assert "lengths.padding_waste" not in checks(lengths_check(rs, 512, 4, packing=True, model_max=8192,
+                                                               overlong="truncate")[0])
     f, _ = lengths_check(rs, max_length=512, batch_size=4, packing=False, model_max=8192, overlong="error")
     assert checks(f)["lengths.over_max_length"] == "error"  # training would refuse to start
     over = next(x for x in f if x.check == "lengths.over_max_length")
     assert over.examples == ["long:1"] and over.fix.startswith("--set data.max_length=960 fits every example")
-    assert "--set data.max_length=640 (p99, rounded up to 64) data.overlong=truncate, which cuts 1" in over.fix
+    assert "--set data.max_length=768 (p99, rounded up to 64) data.overlong=truncate, which cuts 1" in over.fix
     assert s["n_over_max_length"] == 1
     f, _ = lengths_check(rs, max_length=9000, batch_size=4, packing=True, model_max=8192)
     assert checks(f)["lengths.beyond_model"] == "error"
@@ -468,11 +495,8 @@ def test_recipe_too_few_optimizer_steps_is_a_warning_with_the_fix():
 def planned(n: int, train: dict) -> tuple[TrainConfig, object]:
     """`train` settings (with --set style overrides applied) resolved as a run resolves them, for n examples of
     100 tokens: (resolved TrainConfig, the loop's step plan)."""
-    from shipsft.train.recipe import resolve_auto
-
-    cfg = RunConfig.model_validate({"train": train})
-    _, resolved, _ = resolve_auto(cfg.data, cfg.train, n, [100] * n)
-    return resolved, plan_steps([100] * n, resolved)
+    r = resolve(RunConfig.model_validate({"train": train}), TokenLengths([100] * n, 128))
+    return r.config.train, r.plan
 
 
 def apply_fix(train: dict, fix: str) -> dict:
@@ -533,7 +557,7 @@ def test_too_many_epochs_warns_on_a_large_set_and_only_notes_a_small_one():
     (150, 8, 3.0, 57), (300, 8, 3.0, 114), (500, 8, 2.0, 126), (1200, 8, 1.0, 150), (3000, 16, 1.0, 188),
     (10_000, 64, 1.0, 157)])
 def test_the_data_sized_defaults_trip_neither_recipe_warning(n, batch, epochs, steps):
-    """train.batch_size / train.epochs auto (train/recipe.py) on sets of 150 to 10,000 examples: enough steps, and
+    """train.batch_size / train.epochs auto (steps/auto.py) on sets of 150 to 10,000 examples: enough steps, and
     more than 2 passes only over sets under 500 examples (an info note, not a warning)."""
     resolved, plan = planned(n, {})
     f, _ = check_recipe(n, 10_000, "lora", plan)

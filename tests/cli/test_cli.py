@@ -63,10 +63,3 @@ def test_missing_files_name_the_config_file_and_the_key(tmp_path):
     assert lines[0] == f"error: {p}: data.train: trian.jsonl: file not found (relative paths are read from {tmp_path})"
     assert lines[1].startswith(f"error: {p}: eval.suites.0.data: qa.jsonl: file not found")
     assert lines[2].startswith(f"error: {p}: model.path: 'models/nope' is not a local folder")
-
-
-def test_embedded_model_names_match_what_model_locate_ships():
-    from shipsft.config import EMBEDDED_MODELS
-    from shipsft.model.locate import EMBEDDED
-
-    assert set(EMBEDDED_MODELS) == set(EMBEDDED)

@@ -173,10 +173,9 @@ def load_examples_from(records: list[dict]):
 
 
 def test_config_holds_what_training_resolves_and_loads(tmp_path, model_dir):
-    from shipsft.config import DataConfig, TrainConfig
     from shipsft.data.pipeline import prepare
     from shipsft.model.locate import load_tokenizer
-    from shipsft.train.recipe import resolve_auto
+    from shipsft.steps.resolve import resolve
 
     data = write(tmp_path / "tickets.jsonl", json_task(300))
     code, out = run("init", data, "--model", model_dir, "--out", tmp_path / "cfg" / "run.yaml")
@@ -189,10 +188,9 @@ def test_config_holds_what_training_resolves_and_loads(tmp_path, model_dir):
     assert cfg.eval.suites[0].data == str(tmp_path / "cfg" / "tickets.eval.jsonl")
     prep = prepare(cfg.data.model_copy(update={"max_length": "auto"}), load_tokenizer(cfg.model), "train",
                    strict=True, rejects_path=None)
-    data_cfg, train_cfg, _ = resolve_auto(DataConfig(max_length=prep.max_length), TrainConfig(),
-                                          n_examples=len(prep.rendered), lengths=prep.full_lengths)
+    trained = resolve(RunConfig(), prep).config  # what training resolves for an unedited config
     assert (cfg.data.max_length, cfg.train.batch_size, cfg.train.epochs) == (
-        data_cfg.max_length, train_cfg.batch_size, train_cfg.epochs)
+        trained.data.max_length, trained.train.batch_size, trained.train.epochs)
     assert cfg.eval.select_metric == "heldout/json_field_match" and cfg.method.name == "lora"
     raw = yaml.safe_load(text)
     assert raw["data"]["format"] == "messages" and raw["optim"]["lr"] == cfg.optim.lr

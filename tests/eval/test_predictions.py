@@ -185,17 +185,17 @@ def test_training_writes_every_eval_prediction_and_the_report_lists_the_failures
     assert read_predictions(run / "predictions.jsonl") == rows
 
 
-def test_only_rank_0_writes_predictions(tmp_path, monkeypatch):
-    from types import SimpleNamespace
-
+def test_only_rank_0_writes_predictions(tmp_path):
     from shipsft.runs.layout import RunFolder
-    from shipsft.train import dist, loop
+    from shipsft.runs.run import OneProcess, Run
 
-    s = SimpleNamespace(folder=RunFolder(tmp_path))
+    class SecondRank(OneProcess):
+        @staticmethod
+        def is_main() -> bool:
+            return False
+
     rec = session.EvalRecord("full", 2, {}, predictions=scored_rows())
-    monkeypatch.setattr(dist, "rank", lambda: 1)
-    loop.keep_predictions(s, rec)
+    Run(RunFolder(tmp_path), ranks=SecondRank).keep_predictions(rec.predictions, rec.kind, rec.step)
     assert not (tmp_path / "predictions.jsonl").exists()
-    monkeypatch.setattr(dist, "rank", lambda: 0)
-    loop.keep_predictions(s, rec)
+    Run(RunFolder(tmp_path)).keep_predictions(rec.predictions, rec.kind, rec.step)
     assert [(r["kind"], r["step"]) for r in read_predictions(tmp_path / "predictions.jsonl")] == [("full", 2)] * 4

@@ -19,7 +19,7 @@ from shipsft.errors import TrainingDiverged
 from shipsft.model.load import apply_method
 from shipsft.runs.jsonio import read_jsonl
 from shipsft.train.run import run_train
-from shipsft.train.schedule import lr_at
+from shipsft.steps.schedule import lr_at
 
 
 def test_full_finetune_learns_logs_schedule_and_saves(tmp_path):
@@ -230,7 +230,7 @@ def test_schedule_free_optimizer_is_switched_around_evals_and_saves(tmp_path):
                   optim={"name": "schedule_free_adamw", "lr": 1e-2})
     s = assemble(cfg, tiny_model(), tiny_tokenizer(), examples_for(conversations(20)), None, RunFolder(tmp_path))
     assert fit(s).steps == 4
-    s.sink.close()
+    s.run.close()
     [opt] = s.optimizers
     assert opt.param_groups[0]["train_mode"] is False  # left in eval mode: the weights are the averaged point
     saved = load_file(tmp_path / "model" / "model.safetensors")

@@ -8,8 +8,8 @@ from helpers import tiny_llama
 from shipsft.config import OptimConfig, RunConfig
 from shipsft.errors import ConfigError
 from shipsft.train.optim import build_optimizers, decay_groups, set_lr
-from shipsft.train.schedule import lr_at as _lr_at
-from shipsft.train.schedule import warmup_steps
+from shipsft.steps.schedule import lr_at as _lr_at
+from shipsft.steps.schedule import warmup_steps
 
 
 def lr_at(step, total, warmup, peak, schedule="cosine", min_lr_ratio=0.1):

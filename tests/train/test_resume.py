@@ -188,7 +188,7 @@ def test_a_second_ctrl_c_stops_at_once():
 
 
 def test_an_incomplete_checkpoint_is_skipped_and_named(tmp_path):
-    from shipsft.train.resume import find_checkpoint
+    from shipsft.runs.resume import find_checkpoint
 
     path = write_tiny_run(tmp_path, train={"max_steps": 4, "batch_size": 16, "precision": "fp32", "save_every": 2})
     assert run_train(load_config(path), config_path=path) == 0

@@ -3,28 +3,30 @@
 `run_audit` takes the training split exactly as the data pipeline prepared it (`data.pipeline.prepare` with
 strict=False, so blocking problems are recorded instead of raised) and runs every check: template (parity, prefix
 stability, end-of-turn trained, role markers, double BOS, pad == eos, saved template), masks, lengths,
-duplicates, contamination against the eval data, content quality, data size vs recipe (with the step arithmetic
-from `train.schedule`), provenance. It returns findings and writes nothing: `shipsft audit` prints and saves them,
+duplicates, contamination against the eval data, content quality, data size vs recipe (the run resolved by
+`steps/resolve.py`, as training resolves it), provenance. It returns findings and writes nothing: `shipsft audit` prints and saves them,
 `shipsft train` saves them into the run folder and refuses to start on errors unless `--skip-audit`.
 
-    result = run_audit(cfg, tokenizer, prepare(cfg.data, tokenizer, "train", strict=False, rejects_path=None))
+    result = run_audit(cfg, tokenizer, prepare(cfg.data, tokenizer, "train", strict=False, rejects_path=None),
+                       joined=rows_join(cfg.model, cfg.train, hf_config(cfg.model)))
     result.errors, result.warnings, result.stats["lengths"]["total"]["p99"]
 """
 from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from dataclasses import replace
 from typing import Any
 
 from shipsft.audit.findings import AuditResult, Finding
 from shipsft.audit.template import check_template
 from shipsft.audit.text import Corpus, check_contamination, check_content, check_duplicates, texts_of
-from shipsft.audit.tokens import check_lengths, check_masks, check_provenance, check_recipe
+from shipsft.audit.tokens import batch_figures, check_lengths, check_masks, check_provenance, check_recipe
 from shipsft.config import RunConfig
 from shipsft.errors import ShipError
+from shipsft.data.pack import Batching
 from shipsft.data.pipeline import model_max_positions
-from shipsft.train.recipe import resolve_auto
-from shipsft.train.schedule import plan_steps
+from shipsft.steps.resolve import resolve
 
 TEMPLATE_SAMPLE = 64  # examples re-rendered for parity: ~1 ms each; 64 finds any systematic template bug
 
@@ -62,9 +64,11 @@ def _timed(timings: dict, name: str, fn: Callable[[], Any]) -> Any:
     return out
 
 
-def run_audit(cfg: RunConfig, tokenizer, prepared, *, eval_sets: dict[str, list] | None = None,
+def run_audit(cfg: RunConfig, tokenizer, prepared, *, joined: bool = False, eval_sets: dict[str, list] | None = None,
               eval_files: list | None = None, max_positions: int | None = None) -> AuditResult:
-    """Every check over one prepared training split. `eval_sets` (name -> Examples) default to cfg's eval data."""
+    """Every check over one prepared training split. `joined`: whether the loop joins a micro-batch's rows into one
+    (model/attention.py: rows_join; the caller knows the model), for the padding figures. `eval_sets` (name ->
+    Examples) default to cfg's eval data."""
     timings: dict[str, float] = {}
     findings: list[Finding] = []
     if prepared.render_failed:  # the template raised: report it; the text-level checks below still run
@@ -76,8 +80,9 @@ def run_audit(cfg: RunConfig, tokenizer, prepared, *, eval_sets: dict[str, list]
     examples, rendered = prepared.examples, prepared.rendered
     d = cfg.data
     max_length = prepared.max_length  # resolved from 'auto' by the pipeline
-    # the batch and epochs as training will resolve them, so the recipe check sees the real step count
-    _, train, auto_reasons = resolve_auto(d, cfg.train, len(rendered), prepared.full_lengths)
+    # the run resolved as training resolves it, so the recipe check and the padding figures see the loop's steps
+    resolved = resolve(cfg, prepared)
+    batching = Batching.of(resolved.config.data, resolved.config.train, joined)
 
     texts = _timed(timings, "text.extract", lambda: texts_of(examples, d.mask))
     tmpl = getattr(prepared.renderer, "template", None)
@@ -99,9 +104,12 @@ def run_audit(cfg: RunConfig, tokenizer, prepared, *, eval_sets: dict[str, list]
         f, stats["masks"] = _timed(timings, "masks", lambda: check_masks(rendered, max_length))
         findings += f
         model_max = max_positions if max_positions is not None else model_max_positions(tokenizer)
+        seed = cfg.train.seed
+        batches = _timed(timings, "batches", lambda: batch_figures(rendered, resolved.plan, seed, batching))
+        packed = (batch_figures(rendered, resolved.plan, seed, replace(batching, packing=True))
+                  if not batching.packing else None)
         f, stats["lengths"] = _timed(timings, "lengths", lambda: check_lengths(
-            rendered, prepared.full_lengths, max_length, train.batch_size or 1, d.packing, cfg.train.seed,
-            model_max, prepared.efficiency, len(prepared.rows), d.overlong))
+            rendered, prepared.full_lengths, max_length, model_max, d.overlong, batches, packed))
         findings += f
     corpus = _timed(timings, "text.words", lambda: Corpus.of(texts))  # shared by the next two checks
     f, stats["duplicates"] = _timed(timings, "duplicates", lambda: check_duplicates(texts, corpus=corpus))
@@ -119,11 +127,10 @@ def run_audit(cfg: RunConfig, tokenizer, prepared, *, eval_sets: dict[str, list]
     findings += f
 
     trained = sum(r.n_trained for r in rendered)
-    if prepared.full_lengths:
-        plan = plan_steps(prepared.full_lengths, train)  # the loop's own step arithmetic
+    if rendered:
         f, stats["recipe"] = _timed(timings, "recipe", lambda: check_recipe(len(examples), trained,
-                                                                            cfg.method.name, plan))
-        findings += f + [Finding("recipe.auto", "info", reason) for reason in auto_reasons]
+                                                                            cfg.method.name, resolved.plan))
+        findings += f + [Finding("recipe.auto", "info", reason) for reason in resolved.reasons]
 
     paths = {"train": list(d.train), "eval": list(d.eval)}
     for suite in cfg.eval.suites:

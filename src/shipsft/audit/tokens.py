@@ -1,5 +1,5 @@
-"""Token-level audit checks: trained-token masks, length distributions, padding vs packing, data size vs recipe,
-and provenance of the data files.
+"""Token-level audit checks: trained-token masks, length distributions, the padding of the loop's own micro-batches,
+data size vs recipe, and provenance of the data files.
 
 Pure functions over `Rendered` sequences (ids + mask) and plain numbers, so each is tested without a model.
 
@@ -17,9 +17,10 @@ from typing import Any
 import numpy as np
 
 from shipsft.audit.findings import Finding
-from shipsft.data.pack import best_fit_decreasing
-from shipsft.train.recipe import auto_batch_size
-from shipsft.train.schedule import StepPlan
+from shipsft.data.pack import Batching, micro_batches, padded_tokens
+from shipsft.steps.auto import auto_batch_size
+from shipsft.steps.batches import walk
+from shipsft.steps.schedule import StepPlan
 
 
 def histogram(values, bins: int = 30, lo: float | None = None, hi: float | None = None) -> dict:
@@ -103,41 +104,43 @@ def recommend_max_length(total_lengths, model_max: int | None = None, multiple: 
     return min(rec, model_max) if model_max else rec
 
 
-def padding_waste(lengths, batch_size: int, max_length: int, seed: int = 42) -> float:
-    """Share of padding when examples are batched in shuffled order and each batch is padded to its longest."""
-    v = np.minimum(np.asarray(lengths, dtype=np.int64), max_length)
-    if len(v) == 0:
-        return 0.0
-    v = v[np.random.default_rng(seed).permutation(len(v))]
-    n_full = len(v) // batch_size * batch_size
-    slots = 0
-    if n_full:
-        slots += int(v[:n_full].reshape(-1, batch_size).max(axis=1).sum()) * batch_size
-    if n_full < len(v):
-        slots += int(v[n_full:].max()) * (len(v) - n_full)
-    return 1.0 - float(v.sum()) / slots
+MAX_WALKED_STEPS = 2000  # steps of the first epoch the batching figures walk (a larger set: its first 2,000)
 
 
-def check_lengths(rendered: list, full_lengths: list[int], max_length: int, batch_size: int, packing: bool,
-                  seed: int, model_max: int | None, efficiency: float, n_rows: int, overlong: str
-                  ) -> tuple[list[Finding], dict]:
+def batch_figures(rendered: list, plan: StepPlan, seed: int, batching: Batching) -> dict:
+    """The loop's own micro-batches over the first epoch (steps/batches.py: walk; data/pack.py: micro_batches): the
+    share of positions that are padding (what each training step logs as `padding_share`), and the rows and
+    micro-batches a step holds."""
+    lengths = [len(r.ids) for r in rendered]
+    steps = max(1, min(plan.steps_per_epoch, MAX_WALKED_STEPS))
+    real = slots = rows = micro = 0
+    for _, _, idx in walk(lengths, plan.rule, seed, steps):
+        for group in micro_batches([rendered[i] for i in idx], batching):
+            r, n = padded_tokens(group)
+            real, slots, rows, micro = real + r, slots + n, rows + len(group), micro + 1
+    return {"steps_walked": steps, "padding_share": round(1 - real / slots, 4) if slots else 0.0,
+            "rows_per_step": round(rows / steps, 2), "micro_batches_per_step": round(micro / steps, 2),
+            "packing": batching.packing, "joined": batching.joined}
+
+
+def check_lengths(rendered: list, full_lengths: list[int], max_length: int, model_max: int | None, overlong: str,
+                  batches: dict, packed: dict | None = None) -> tuple[list[Finding], dict]:
     """Token length distributions (prompt / answer / total; totals before any truncation), a recommended
-    max_length, padding waste vs the packing the pipeline achieved (`efficiency`, `n_rows` rows per epoch)."""
+    max_length, and the padding of the loop's own micro-batches (`batches`, from `batch_figures`; `packed`: the
+    same with packing on, when it is off)."""
     findings: list[Finding] = []
     total = np.array(full_lengths, dtype=np.int64)
     prompt = np.array([r.n_prompt_tokens for r in rendered], dtype=np.int64)
     answer = np.array([r.n_trained for r in rendered], dtype=np.int64)
     rec = recommend_max_length(total, model_max)
-    waste = padding_waste(total, batch_size, max_length, seed)
-    eff = efficiency
     hi = float(max(total.max(initial=0), max_length))
     stats = {
         "prompt": {**percentiles(prompt), "hist": histogram(prompt, 30)},
         "answer": {**percentiles(answer), "hist": histogram(answer, 30)},
         "total": {**percentiles(total), "hist": histogram(total, 30, 0, hi)},
         "max_length": max_length, "recommended_max_length": rec, "model_max_positions": model_max,
-        "batch_size": batch_size, "padding_waste": round(waste, 4), "packing_efficiency": round(eff, 4),
-        "packing": packing, "n_over_max_length": int((total > max_length).sum()), "rows": n_rows,
+        "n_over_max_length": int((total > max_length).sum()), "batches": batches,
+        **({"batches_packed": packed} if packed is not None else {}),
     }
     if not len(total):
         return findings, stats
@@ -167,20 +170,21 @@ def check_lengths(rendered: list, full_lengths: list[int], max_length: int, batc
             f"data.max_length={max_length} is {max_length / rec:.1f}x the recommended {rec} (p99 of the data): "
             "packed rows and attention buffers are sized for sequences the data does not have.",
             fix=f"--set data.max_length={rec}"))
-    if not packing and waste > 0.2:
-        fits = [int(n) for n in total if n <= max_length]
-        would = sum(fits) / (len(best_fit_decreasing(fits, max_length)) * max_length) if fits else 0.0
+    share = batches["padding_share"]
+    if packed is not None and share > 0.2 and packed["padding_share"] < share:
         findings.append(Finding(
             "lengths.padding_waste", "warning",
-            f"without packing, {waste:.0%} of every batch of {batch_size} is padding (shuffled, padded to the "
-            f"longest); packing would fill {would:.0%} of each row.",
+            f"without packing, {share:.0%} of the positions of the training micro-batches are padding (the loop's "
+            f"own batches over the first {batches['steps_walked']} step(s)); with packing "
+            f"{packed['padding_share']:.0%} would be.",
             fix="set data.packing: true (examples never attend to each other: position ids restart per example)"))
     else:
         findings.append(Finding(
             "lengths.summary", "info",
             f"total tokens p50/p90/p99/max = {int(np.percentile(total, 50))}/{int(np.percentile(total, 90))}/"
-            f"{int(np.percentile(total, 99))}/{int(total.max())}; recommended max_length {rec}; padding waste at "
-            f"batch_size={batch_size} would be {waste:.0%}, packing efficiency {eff:.0%}."))
+            f"{int(np.percentile(total, 99))}/{int(total.max())}; recommended max_length {rec}; the training "
+            f"micro-batches are {share:.0%} padding ({batches['rows_per_step']:g} row(s) in "
+            f"{batches['micro_batches_per_step']:g} micro-batch(es) a step)."))
     return findings, stats
 
 
@@ -202,11 +206,13 @@ def size_band(n_examples: int) -> str:
     return "large; more data helps with diminishing returns"
 
 
-MIN_STEPS_TO_LEARN = 50  # fewer optimizer steps than this is a warning (the issue-11 measurement above)
+# fewer optimizer steps than this is a warning: a rule of thumb, not a measured threshold (each step is one update;
+# the data-sized defaults aim at about 120: steps/auto.py MIN_STEPS)
+MIN_STEPS_TO_LEARN = 50
 
 
 def check_recipe(n_examples: int, trained_tokens: int, method: str, plan: StepPlan) -> tuple[list[Finding], dict]:
-    """Examples and tokens against the chosen method, epochs and optimizer steps (`plan`: train/schedule.py)."""
+    """Examples and tokens against the chosen method, epochs and optimizer steps (`plan`: steps/resolve.py)."""
     findings: list[Finding] = []
     epochs = plan.epochs
     band = size_band(n_examples)

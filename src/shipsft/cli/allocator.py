@@ -1,9 +1,9 @@
 """Run training under tcmalloc when it is installed: the CLI re-executes itself once with LD_PRELOAD set.
 
 Why: with glibc malloc, a CPU training step frees and re-allocates hundreds of MB of activations, and the page-fault
-churn showed up as 13-31% system CPU time; tcmalloc cut it from 54 s to 9 s and raised throughput 1.20-1.55x in
-every paired run we measured on a 2-core Xeon (SmolLM2-135M LoRA; bench/train_vs_trl.py runs both). An allocator
-must be loaded before the process starts, hence the re-exec. Install it with `apt-get install libtcmalloc-minimal4`; opt out with SHIPSFT_ALLOCATOR=system.
+churn costs system CPU time that tcmalloc does not (docs/measurements.md: allocator). An allocator must be loaded
+before the process starts, hence the re-exec. Install it with `apt-get install libtcmalloc-minimal4`; opt out with
+SHIPSFT_ALLOCATOR=system.
 """
 from __future__ import annotations
 

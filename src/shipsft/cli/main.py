@@ -89,11 +89,13 @@ def audit(
     """Pre-flight audit of data and template. Exit 1 when there are errors."""
     from shipsft.audit.run import run_audit
     from shipsft.cli.views import show_audit
+    from shipsft.model.attention import rows_join
+    from shipsft.model.load import hf_config
     from shipsft.train.run import write_audit
 
     try:
         cfg, tok, prep = _prepare_for_inspection(config, overrides, "audit")
-        result = run_audit(cfg, tok, prep)
+        result = run_audit(cfg, tok, prep, joined=rows_join(cfg.model, cfg.train, hf_config(cfg.model)))
         folder = out or Path(cfg.output.dir) / f"audit-{Path(config).stem}"
         show_audit(result, console, write_audit(result, folder))
     except ShipError as e:
@@ -118,8 +120,9 @@ def train(
 
     reexec_with_tcmalloc()  # before torch is imported; SHIPSFT_ALLOCATOR=system opts out
     from shipsft.config import check_paths, load_config
-    from shipsft.train.preempt import CheckpointWriteError, Preempted, StopRequest
-    from shipsft.train.resume import find_checkpoint
+    from shipsft.runs.checkpoint import CheckpointWriteError
+    from shipsft.runs.resume import find_checkpoint
+    from shipsft.train.preempt import Preempted, StopRequest
     from shipsft.train.loop import Silent
     from shipsft.train.run import run_train
 

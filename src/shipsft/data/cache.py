@@ -2,8 +2,8 @@
 
 Key = sha256 of (data file hashes, the data config, the tokenizer's vocabulary + chat template + special tokens,
 RENDER_VERSION). Any change to one of them is a new key. Stored without pickles: token ids and masks as one flat
-int32 / uint8 array each in a .npz, sources/texts/turns as JSON. Loading 100k conversations from the cache takes
-about a second instead of ~35 s of rendering (bench/prepare.py).
+int32 / uint8 array each in a .npz, sources/texts/turns as JSON. Loading from the cache is many times faster than
+rendering again (bench/prepare.py measures both).
 
 Disable with SHIPSFT_NO_CACHE=1.
 """

@@ -15,7 +15,7 @@ float rounding:
 Drawing N from a source of n examples takes every example N // n times and a seeded sample (without repetition) of
 N % n more: nothing is left out unless the plan asks for fewer than the source holds, and then the notes say how
 many (`SourceCount.describe`). The sample is seeded by (data.mix_seed, source name), so adding a source does not
-change what another one draws. The loop then shuffles the mixed list per epoch (train/batches.py): each step holds
+change what another one draws. The loop then shuffles the mixed list per epoch (steps/batches.py): each step holds
 every source at its share on average.
 
     counts = plan_counts(data, available=[120, 40, 300])

@@ -20,7 +20,8 @@ attended to by real tokens, and carries IGNORE labels (masked by position, never
 mask by id would erase every trained end-of-turn token, failure mode 10).
 
     rows = pack_examples(rendered, max_length=512, packing=True).rows
-    batch = collate(rows[:4], pad_id=tokenizer.pad_token_id)
+    batch = collate(rows[:4], pad_id=padding_id(tokenizer))
+    groups = micro_batches(step_examples, Batching(max_length=512, packing=True, micro_tokens=4096))
 """
 from __future__ import annotations
 
@@ -28,6 +29,7 @@ import bisect
 from dataclasses import dataclass
 from typing import Any
 
+from shipsft.config import DataConfig, TrainConfig
 from shipsft.data.labels import IGNORE_INDEX, count_trained, labels_from_mask
 from shipsft.data.types import Rendered
 from shipsft.errors import DataError
@@ -146,6 +148,49 @@ def join_rows(rows: list[Row], max_tokens: int) -> list[Row]:
         else:
             out.append(r)
     return out
+
+
+@dataclass(frozen=True)
+class Batching:
+    """How the examples of one optimizer step become micro-batches, as the loop builds them: packed into rows of
+    `max_length` (or one example per row without packing), the rows joined end to end when attention is per document
+    (`joined`: model/attention.py's rows_join says when), then grouped into micro-batches of at most `micro_tokens`
+    padded tokens (train.micro_batch_tokens). The loop, the audit's padding figures and the memory planner all build
+    micro-batches through `micro_batches` with one of these."""
+
+    max_length: int
+    packing: bool
+    micro_tokens: int
+    joined: bool = False
+
+    @classmethod
+    def of(cls, data: DataConfig, train: TrainConfig, joined: bool) -> "Batching":
+        """The batching of a resolved run's config sections (data.max_length a number)."""
+        return cls(data.max_length, data.packing, train.micro_batch_tokens, joined)
+
+
+def micro_batches(examples: list[Rendered], b: Batching) -> list[list[Row]]:
+    """The micro-batches (groups of rows) of one optimizer step's examples; a row's example_idx indexes `examples`."""
+    rows = pack_examples(examples, b.max_length, b.packing).rows
+    if b.joined:
+        rows = join_rows(rows, b.micro_tokens)
+    return group_rows(rows, b.micro_tokens)
+
+
+def padded_tokens(group: list[Row]) -> tuple[int, int]:
+    """(real tokens, positions) of a micro-batch as `collate` lays it out: every row padded to the longest."""
+    return sum(len(r.ids) for r in group), len(group) * max(len(r.ids) for r in group)
+
+
+def padding_id(tokenizer, stop_ids: list[int] | tuple[int, ...] = ()) -> int:
+    """The id padding positions hold: the tokenizer's pad token, else the first stop id (the end of turn generation
+    stops at), else its eos, else 0. Which id it is changes no result: padding is masked by position (its own
+    position run, IGNORE labels; left padding in generation is masked by the attention mask), so it only has to be
+    a valid id. The one place this choice is made (training, evals, export parity, chat)."""
+    for candidate in (tokenizer.pad_token_id, *stop_ids[:1], tokenizer.eos_token_id):
+        if candidate is not None:
+            return int(candidate)
+    return 0
 
 
 def collate(rows: list[Row], pad_id: int) -> dict[str, Any]:

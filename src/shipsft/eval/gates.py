@@ -104,11 +104,13 @@ class EarlyStop:
         return self.bad >= self.patience
 
 
-def early_stop_for(ecfg: EvalConfig) -> EarlyStop | None:
+def early_stop_for(ecfg: EvalConfig, best: float | None = None, bad: int = 0) -> EarlyStop | None:
+    """The early-stopping rule of eval.early_stopping (None when unset), continuing from `best` / `bad` (a resumed
+    run's state)."""
     es = ecfg.early_stopping
     if es is None:
         return None
-    return EarlyStop(full_name(es.metric, ecfg.suites[0].name), es.mode, es.patience, es.min_delta)
+    return EarlyStop(full_name(es.metric, ecfg.suites[0].name), es.mode, es.patience, es.min_delta, best, bad)
 
 
 # ------------------------------------------------------------------------------------------------------------------

@@ -11,11 +11,9 @@ What makes it fast (bench/eval_speed.py measures each against transformers' `gen
   processing: greedy is one argmax;
 - the generation budget defaults to the suite's longest reference plus a margin (`eval/suites.py`), not a fixed
   128 tokens that a rambling base model always uses up;
-- batches are as large as memory allows (`eval.batch_size: auto`, `batches`): a decode step's cost is mostly per
-  step, not per row. Measured on the 2-core AVX2 EPYC, SmolLM2-135M, 110-token prompts, 32 new tokens: 1157 ms per
-  row in batches of 8, 648 in 32, 523 in 64, 488 in 128; past 64 rows the gain is 7% for twice the memory, so
-  auto stops at 64 rows (MAX_ROWS) or at the rows whose KV cache and prefill activations fit in 2 GiB (KV_BUDGET),
-  whichever is fewer: 64 rows for SmolLM2 at 300 positions, 6 for a Llama-3.2-1B at 2,000 in fp32.
+- batches are as large as memory allows (`eval.batch_size: auto`, `batches`): on a CPU a decode step's cost is
+  mostly per step, not per row, so auto takes MAX_ROWS rows or the rows whose KV cache and prefill activations fit
+  in KV_BUDGET, whichever is fewer (the measurement behind both is beside them).
 
 Greedy tokens equal `model.generate(do_sample=False)`'s (tests/eval/test_generate_speedups.py): the same left
 padding, position ids counted from each row's first real token, and the same KV cache. Works unchanged for a peft
@@ -29,7 +27,13 @@ import inspect
 
 import torch
 
+from shipsft.data.pack import padding_id
 
+
+# per-row decode cost on the project's 2-core AVX2 EPYC (SmolLM2-135M, 110-token prompts, 32 new tokens): 1157 ms
+# in batches of 8, 648 in 32, 523 in 64, 488 in 128; past 64 rows the gain is 7% for twice the memory
+# (docs/measurements.md: eval batches). With KV_BUDGET: 64 rows for SmolLM2 at 300 positions, 6 for a Llama-3.2-1B
+# at 2,000 in fp32.
 MAX_ROWS = 64
 KV_BUDGET = 2 * 2**30  # bytes one generation batch may hold in KV cache + prefill activations
 
@@ -141,10 +145,9 @@ def generate(model, tokenizer, prompts: list[list[int]], *, stop_ids: list[int],
 
     Prompts are sorted by length so each batch pads little (`batches`); the outputs come back in the input order.
     `amp` (the run's autocast dtype, bf16 on CPUs with native bf16) runs the decode under autocast, as training
-    does: on a 2-core AVX512-BF16 CPU, 8 quickstart prompts x 24 tokens took 19 s in fp32 and 10 s under bf16
-    autocast (machine shared, so absolute times are high; the ratio held in two repeats).
+    does (about twice as fast there: docs/measurements.md, eval under bf16).
     """
-    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else stop_ids[0]
+    pad = padding_id(tokenizer, stop_ids)
     was_training = model.training
     model.eval()
     outputs: list[str] = [""] * len(prompts)
@@ -153,7 +156,7 @@ def generate(model, tokenizer, prompts: list[list[int]], *, stop_ids: list[int],
         for chunk in model_batches(model, prompts, max_new_tokens, batch_size):
             with torch.autocast(device_type, dtype=amp) if amp is not None else contextlib.nullcontext():
                 new = greedy_ids(model, [prompts[i] for i in chunk], stop_ids=stop_ids,
-                                 max_new_tokens=max_new_tokens, pad_id=pad_id)
+                                 max_new_tokens=max_new_tokens, pad_id=pad)
             for i, seq in zip(chunk, new):
                 outputs[i] = tokenizer.decode(seq, skip_special_tokens=True)
     finally:

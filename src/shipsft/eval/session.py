@@ -18,6 +18,7 @@ import time
 from dataclasses import dataclass, field
 
 from shipsft.config import DataConfig, EvalConfig
+from shipsft.data.pack import padding_id
 from shipsft.errors import ConfigError
 from shipsft.eval.drift import TOPK, SeqStats, TopK, mean_kl, mean_loss, teacher_forced
 from shipsft.eval.gates import check_names
@@ -82,10 +83,10 @@ def build_session(ecfg: EvalConfig, data: DataConfig, tokenizer, model, amp) -> 
         index[s.name] = (list(range(a, a + head)), list(range(b, b + tail)))
         a, b = a + head, b + tail
     stop = stop_ids(tokenizer, model, renderer)
-    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else stop[0]
     lora = hasattr(model, "disable_adapter")
     kl_method = "exact (adapter disabled)" if lora else f"top-{TOPK} + rest (lower bound)"
-    return EvalSession(ecfg, tokenizer, model, suites, probe, kl_items, rest_items, index, stop, pad_id, amp,
+    return EvalSession(ecfg, tokenizer, model, suites, probe, kl_items, rest_items, index, stop,
+                       padding_id(tokenizer, stop), amp,
                        "adapter" if lora else None, kl_method)
 
 

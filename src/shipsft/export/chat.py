@@ -19,6 +19,7 @@ from typing import TextIO
 import torch
 
 from shipsft.config import DataConfig, MethodConfig, ModelConfig
+from shipsft.data.pack import padding_id
 from shipsft.data.render import Renderer, apply_system_policy, end_of_turn_marker, load_renderer
 from shipsft.eval.items import stop_ids
 from shipsft.export.source import open_run, training_renderer
@@ -109,7 +110,7 @@ def stream_reply(cm: ChatModel, messages: list[dict], max_new_tokens: int, out: 
     device = next(model.parameters()).device
     ids = torch.tensor([prompt_ids(cm, messages)], device=device)
     sink = TextSink(tok, cm.stop, out)
-    pad = tok.pad_token_id if tok.pad_token_id is not None else cm.stop[0]
+    pad = padding_id(tok, cm.stop)
     model.generate(input_ids=ids, attention_mask=torch.ones_like(ids), max_new_tokens=max_new_tokens,
                    do_sample=False, eos_token_id=cm.stop, pad_token_id=pad, use_cache=True, temperature=None,
                    top_p=None, top_k=None, streamer=sink)

@@ -20,6 +20,7 @@ from pathlib import Path
 
 import torch
 
+from shipsft.data.pack import padding_id
 from shipsft.errors import ConfigError
 from shipsft.runs.checkpoint import save_atomic
 
@@ -57,10 +58,8 @@ def generation_config(lm, tokenizer, stop: list[int]):
     """The model's generation config with eos_token_id = every id that ends a turn, and a pad id."""
     gen = lm.generation_config
     gen.eos_token_id = list(dict.fromkeys(stop))
-    if tokenizer.pad_token_id is not None:
-        gen.pad_token_id = tokenizer.pad_token_id
-    elif gen.pad_token_id is None:
-        gen.pad_token_id = stop[0]
+    if tokenizer.pad_token_id is not None or gen.pad_token_id is None:  # else keep the model's own
+        gen.pad_token_id = padding_id(tokenizer, stop)
     if tokenizer.bos_token_id is not None:
         gen.bos_token_id = tokenizer.bos_token_id
     return gen

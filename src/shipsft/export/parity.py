@@ -31,6 +31,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from shipsft.data.pack import padding_id
 from shipsft.data.pipeline import prepare
 from shipsft.data.render import Renderer, apply_system_policy, end_of_turn_marker
 from shipsft.errors import ShipError
@@ -257,7 +258,7 @@ def export_generations(src: RunSource, renderer: Renderer, hf_dir: Path, n: int,
     if not gens or not stop:
         return gens, stop
     model = AutoModelForCausalLM.from_pretrained(hf_dir, dtype=torch.float32).to(device)
-    pad = tok.pad_token_id if tok.pad_token_id is not None else stop[0]
+    pad = padding_id(tok, stop)
     for g, ids in zip(gens, greedy(model, [g.prompt_ids for g in gens], stop, max_new, src.cfg.eval.batch_size,
                                    pad)):
         g.exported, g.exported_ids, g.stopped = tok.decode(ids, skip_special_tokens=True), ids, len(ids) < max_new
@@ -283,7 +284,7 @@ def adapter_agreement(src: RunSource, renderer: Renderer, gens: list[Generation]
     tok = renderer.tokenizer
     model = load_trained(src.cfg.model, src.cfg.method, src.weights, device)
     stop = stop_ids(tok, model, renderer)
-    pad = tok.pad_token_id if tok.pad_token_id is not None else stop[0]
+    pad = padding_id(tok, stop)
     choices = greedy_choices(model, [g.trained_prompt_ids for g in gens], [g.exported_ids for g in gens],
                              src.cfg.eval.batch_size, pad)
     for g, got in zip(gens, choices):

@@ -10,10 +10,8 @@ each document attends only within itself:
     CUDA  flash-attn's varlen kernel over cu_seqlens when flash-attn is installed and the dtype is bf16/fp16,
           else the same buckets
 
-Measured on one thread of this project's 2-core AMD EPYC (torch 2.13, SmolLM2-135M's 9 query / 3 KV heads of 64),
-attention forward + backward per layer: a 2048-token row of 16 documents of 128 tokens took 1,075 ms as one masked
-SDPA pass and 105 ms in buckets; a 512-token row of 4 documents 74 ms vs 37 ms. One SDPA call per document instead
-of per bucket was 1.5x slower (16 x 128 tokens): on a CPU each call has a fixed cost.
+On a CPU the buckets are several times faster than one masked SDPA pass over a row of many documents, and faster
+than one call per document, since each call has a fixed cost (the measurement is beside BUCKET_RATIO).
 
 The documents come from position_ids alone (a new document wherever position t is not position t-1 + 1), so the
 isolation does not depend on transformers detecting packed rows (which it skips under torch.compile or with a KV
@@ -38,8 +36,10 @@ from shipsft.config import ModelConfig, TrainConfig
 
 NAME = "shipsft_per_document"
 # documents at least this share of their bucket's longest share one padded SDPA call: padding costs a document at
-# most 1 / 0.7^2 = 2x its own attention, while a row of 16 documents needs 1-3 calls instead of 16 (one call per
-# document was 1.5x slower than one batched call for 16 x 128 tokens, fwd + bwd, see the measurements above)
+# most 1 / 0.7^2 = 2x its own attention, while a row of 16 documents needs 1-3 calls instead of 16. Measured on one
+# thread of the project's 2-core AMD EPYC (torch 2.13, SmolLM2-135M's 9 query / 3 KV heads of 64), attention fwd +
+# bwd per layer: a 2048-token row of 16 documents of 128 tokens 1,075 ms as one masked SDPA pass, 105 ms in buckets;
+# a 512-token row of 4 documents 74 vs 37 ms; one call per document 1.5x slower than one per bucket (16 x 128)
 BUCKET_RATIO = 0.7
 _plan_cache: dict[str, object] = {}
 
@@ -197,9 +197,12 @@ def rows_join(model: ModelConfig, train: TrainConfig, hf_config) -> bool:
     attention whatever its length; with masked SDPA a longer row costs its length squared); no sliding window
     shorter than a micro-batch (a window shorter than the row sends the pass to masked SDPA, see
     `per_document_attention`); and no NEFTune (its noise scales with 1 / sqrt(row length), so the row length is part
-    of the recipe)."""
+    of the recipe). `hf_config` None (a tokenizer folder without config.json: the audit alone runs there): no
+    sliding window is known."""
     if model.attn_implementation != "per_document" or train.neftune_alpha:
         return False
+    if hf_config is None:
+        return True
     conf = hf_config.get_text_config() if hasattr(hf_config, "get_text_config") else hf_config
     window = getattr(conf, "sliding_window", None)
     layer_types = getattr(conf, "layer_types", None)

@@ -36,6 +36,18 @@ class ModelInfo:
         return f"{self.method}: {self.trainable:,} trainable of {self.total:,} parameters ({share:.2%})"
 
 
+def hf_config(model: ModelConfig):
+    """The transformers config of the model (config.json of its folder; a GGUF is converted once first): what the
+    batching (model/attention.py: rows_join) and the memory planner read, without loading a weight. None for a
+    folder with a tokenizer and no config.json (the audit and `shipsft preview` work on those)."""
+    from transformers import AutoConfig
+
+    folder = resolve_model_dir(model.path, model.gguf_file)
+    if not (folder / "config.json").exists():
+        return None
+    return AutoConfig.from_pretrained(folder, trust_remote_code=model.trust_remote_code)
+
+
 def quantization_config(method: MethodConfig, device: torch.device):
     """NF4 + double quantization with bf16 compute (the QLoRA recipe, Dettmers et al. 2023). CUDA only."""
     if device.type != "cuda":

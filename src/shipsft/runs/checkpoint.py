@@ -17,7 +17,16 @@ import shutil
 from collections.abc import Callable
 from pathlib import Path
 
+from shipsft.errors import ShipError
 from shipsft.runs.layout import COMPLETE, STATE_DIR, RunFolder
+
+
+class CheckpointWriteError(ShipError):
+    """A save failed (disk full, folder not writable); the run stops and its previous checkpoint is intact."""
+
+    def __init__(self, lines: list[str], run_folder: Path):
+        super().__init__(lines)
+        self.run_folder = run_folder
 
 
 def fsync_tree(root: Path) -> None:

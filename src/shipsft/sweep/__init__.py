@@ -18,6 +18,7 @@ A sweep builds configs (`shipsft.config`), runs them through `shipsft.train.run.
 through `shipsft.runs`; the sweep folder's own files (trial configs, sweep.json/csv/html) are written here with
 `shipsft.runs.jsonio`'s atomic writers, and the HTML comes from `shipsft.report.sweep`.
 
-May import: `shipsft.config`, `shipsft.errors`, `shipsft.train`, `shipsft.runs`, `shipsft.model`, `shipsft.eval`,
-`shipsft.data`, `shipsft.report`; never cli/ (tests/test_architecture.py).
+May import: `shipsft.config`, `shipsft.errors`, `shipsft.train`, `shipsft.steps` (the run resolved as training
+resolves it), `shipsft.runs`, `shipsft.model`, `shipsft.eval`, `shipsft.data`, `shipsft.report`; never cli/
+(tests/test_architecture.py).
 """

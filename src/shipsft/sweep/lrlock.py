@@ -33,8 +33,7 @@ from shipsft.sweep.run import SweepResult, plan_sweep, summarize
 from shipsft.sweep.trials import run_trial, trial_state, write_plan
 from shipsft.train.loop import Progress, Silent
 from shipsft.train.preempt import StopRequest
-from shipsft.train.recipe import resolve_auto
-from shipsft.train.schedule import plan_steps
+from shipsft.steps.resolve import resolve
 
 LR_FACTORS = (0.25, 0.5, 1.0, 2.5, 5.0)
 WARMUPS = (0.0, 0.03, 0.1)
@@ -80,11 +79,11 @@ def lr_lock(config: Path, overrides: list[str], examples: int, budget_s: float, 
     check_paths(cfg, config)
     tok = load_tokenizer(cfg.model)
     prep = prepare(cfg.data, tok, "train", strict=False, rejects_path=None)
-    lengths = [len(x.ids) for x in prep.rendered]
+    lengths = prep.lengths
     if not lengths:
         raise ConfigError([f"{config}: data.train has no usable example (run `shipsft audit {config}`)"])
-    _, train, _ = resolve_auto(cfg.data, cfg.train, len(lengths), lengths)
-    one_pass = plan_steps(lengths, train.model_copy(update={"epochs": 1.0, "max_steps": None})).total_steps
+    resolved = resolve(cfg, prep)
+    train, one_pass = resolved.config.train, resolved.plan.steps_per_epoch
     per_step = len(lengths) / one_pass
     steps = max(1, min(one_pass, math.ceil(examples / per_step)))
     batch = ({"train.batch_size": train.batch_size} if train.batch_size else

@@ -30,8 +30,8 @@ Each component follows the code and the config it is given, not a rule of thumb:
     slack        what the allocator holds beyond live tensors, as a share of the dynamic part (ALLOCATOR_SLACK)
 
 The error bound is tested: tests/sweep/test_sweep_plan.py runs `shipsft plan` and real `shipsft train` processes
-and requires the planned peak within 20% of the measured peak RSS (a 57M-parameter random Llama, LoRA and full:
--5.1% and -2.5% on the project's 2-core EPYC). CPU only; the CUDA side (CUDA_CONTEXT, the caching allocator's
+and requires the planned peak within 20% of the measured peak RSS (a 57M-parameter random Llama, LoRA and full;
+the errors it measured are in docs/measurements.md). CPU only; the CUDA side (CUDA_CONTEXT, the caching allocator's
 slack) has not been measured against a GPU.
 
     p = plan(cfg, config_path, device="cpu", memory=None, gpus=1)
@@ -46,7 +46,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from shipsft.config import RunConfig
+from shipsft.data.pack import Batching
 from shipsft.errors import ConfigError
+from shipsft.steps.schedule import StepPlan
 
 GB = 1e9
 GiB = 2**30
@@ -92,31 +94,24 @@ class Batches:
     n_examples: int
 
 
-def largest_micro_batch(cfg: RunConfig, rendered: list, pad_id: int, joined: bool) -> Batches:
-    """Walk the loop's own batching (train/batches.py, data/pack.py) for up to MAX_SIMULATED_STEPS steps and keep the
-    largest micro-batch (rows x width) and the most trained positions in one micro-batch. `joined`: the loop joins
-    each micro-batch's rows into one (model/attention.py: rows_join)."""
-    from shipsft.data.pack import collate, group_rows, join_rows, pack_examples
-    from shipsft.train.batches import Cursor, next_examples
-    from shipsft.train.schedule import plan_steps
+def largest_micro_batch(rendered: list, plan: StepPlan, seed: int, batching: Batching, pad_id: int) -> Batches:
+    """Walk the loop's own batching (steps/batches.py: walk, data/pack.py: micro_batches) for up to
+    MAX_SIMULATED_STEPS steps and keep the largest micro-batch (rows x width) and the most trained positions in one
+    micro-batch."""
+    from shipsft.data.pack import collate, micro_batches, padded_tokens
+    from shipsft.steps.batches import walk
 
     lengths = [len(x.ids) for x in rendered]
-    steps = plan_steps(lengths, cfg.train)
-    cursor, best, most_trained = Cursor(), None, 0
-    for _ in range(min(steps.total_steps, MAX_SIMULATED_STEPS)):
-        _, _, idx = next_examples(cursor, lengths, steps.rule, cfg.train.seed)
-        rows = pack_examples([rendered[i] for i in idx], cfg.data.max_length, cfg.data.packing).rows
-        if joined:
-            rows = join_rows(rows, cfg.train.micro_batch_tokens)
-        for group in group_rows(rows, cfg.train.micro_batch_tokens):
-            size = len(group) * max(len(r.ids) for r in group)
+    best, most_trained = None, 0
+    for _, _, idx in walk(lengths, plan.rule, seed, min(plan.total_steps, MAX_SIMULATED_STEPS)):
+        for group in micro_batches([rendered[i] for i in idx], batching):
             most_trained = max(most_trained, sum(r.n_trained for r in group))
-            if best is None or size > best[0]:
-                best = (size, group)
+            if best is None or padded_tokens(group)[1] > best[0]:
+                best = (padded_tokens(group)[1], group)
     mb = collate(best[1], pad_id)
     trained = sum(x.n_trained for x in rendered)
-    return Batches(mb["input_ids"].shape[0], mb["input_ids"].shape[1], most_trained, mb, steps.total_steps,
-                   sum(lengths), trained, steps.epochs, len(rendered))
+    return Batches(mb["input_ids"].shape[0], mb["input_ids"].shape[1], most_trained, mb, plan.total_steps,
+                   sum(lengths), trained, plan.epochs, len(rendered))
 
 
 # ------------------------------------------------------------------------------------------------------------------
@@ -136,15 +131,6 @@ class Params:
     layers: int
     adafactor_state: int  # elements of Adafactor's factored state
     names: list[str] = field(default_factory=list)
-
-
-def model_config(cfg: RunConfig):
-    from transformers import AutoConfig
-
-    from shipsft.model.locate import resolve_model_dir
-
-    folder = resolve_model_dir(cfg.model.path, cfg.model.gguf_file)
-    return AutoConfig.from_pretrained(folder, trust_remote_code=cfg.model.trust_remote_code), folder
 
 
 def count_params(cfg: RunConfig, conf) -> Params:
@@ -536,11 +522,13 @@ def plan(cfg: RunConfig, config_path: Path | None, device: str | None = None, me
          gpus: int = 1, allocator: str = "system", throughput: float | None = None, measure_steps: int = 0,
          scratch: Path | None = None) -> Plan:
     """The memory plan of `cfg` (and of the other methods for comparison), a time estimate and a recommendation."""
+    from shipsft.data.pack import padding_id
     from shipsft.data.pipeline import prepare
     from shipsft.model.attention import rows_join
+    from shipsft.model.load import hf_config
     from shipsft.model.locate import load_tokenizer
     from shipsft.model.precision import pick_device
-    from shipsft.train.recipe import resolve_auto
+    from shipsft.steps.resolve import resolve
 
     device = device or pick_device().type
     if device == "cpu" and cfg.method.name == "qlora":
@@ -552,10 +540,12 @@ def plan(cfg: RunConfig, config_path: Path | None, device: str | None = None, me
     prep = prepare(cfg.data, tok, "train", strict=False, rejects_path=None)
     if not prep.rendered:
         raise ConfigError([f"{config_path}: data.train has no usable example (run `shipsft audit {config_path}`)"])
-    lengths = [len(x.ids) for x in prep.rendered]
-    data, train, _ = resolve_auto(cfg.data, cfg.train, len(lengths), lengths)
-    cfg = cfg.model_copy(update={"data": data.model_copy(update={"max_length": prep.max_length}), "train": train})
-    conf, _ = model_config(cfg)
+    resolved = resolve(cfg, prep)
+    cfg = resolved.config
+    conf = hf_config(cfg.model)
+    if conf is None:
+        raise ConfigError([f"model.path: {cfg.model.path} has no config.json, and the plan counts the model's "
+                           "parameters from it. Fix: point model.path at the model's full folder."])
     methods = [cfg.method.name] + [m for m in ("lora", "full", "qlora") if m != cfg.method.name
                                    and (m != "qlora" or device == "cuda")]
     params = {m: count_params(with_method(cfg, m), conf) for m in methods}  # on the meta device: no memory
@@ -564,8 +554,8 @@ def plan(cfg: RunConfig, config_path: Path | None, device: str | None = None, me
     # after loading the model)
     runtime = rss_now() if device == "cpu" else CUDA_CONTEXT
     alloc = "cuda" if device == "cuda" else allocator
-    pad = tok.pad_token_id if tok.pad_token_id is not None else (tok.eos_token_id or 0)
-    batches = largest_micro_batch(cfg, prep.rendered, pad, rows_join(cfg.model, cfg.train, conf))
+    batching = Batching.of(cfg.data, cfg.train, rows_join(cfg.model, cfg.train, conf))
+    batches = largest_micro_batch(prep.rendered, resolved.plan, cfg.train.seed, batching, padding_id(tok))
     amp = _amp(cfg, device)
     plans = {}
     traces: dict[str, Trace] = {}

@@ -328,7 +328,7 @@ def run_trial(paths: SweepPaths, trial: Trial, cfg: RunConfig, progress: Progres
     a previous attempt was killed, start it again when that attempt left no checkpoint. A trial whose loss
     diverged is recorded as failed and the sweep goes on; any other error (bad data, audit errors, a SIGTERM) stops
     the sweep, for it would fail every trial alike, and leaves the trial to be resumed."""
-    from shipsft.train.resume import find_checkpoint
+    from shipsft.runs.resume import find_checkpoint
 
     progress = progress or Silent()
     state = trial_state(paths, trial.name)

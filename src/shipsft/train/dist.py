@@ -8,7 +8,7 @@ gradients over ranks, so each rank scales its loss SUM by world_size / (trained 
 rank). A rank with 40 trained tokens then weighs 40/440 of the step, not 1/2.
 
 How a step's examples are split (`shard`): every rank computes the same step from the same example cursor
-(`train/batches.py`), then takes a disjoint share of its examples, balanced by tokens with a greedy
+(`steps/batches.py`), then takes a disjoint share of its examples, balanced by tokens with a greedy
 longest-first assignment. The loss is exact however the examples are split (the one global denominator above), so
 the split only decides speed, and a rank's time follows the tokens it runs, prompt tokens included (a 900-token
 prompt with a 10-token answer costs a forward/backward of 910 tokens). Ties go by trained tokens, then by rank.

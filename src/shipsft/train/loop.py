@@ -22,25 +22,20 @@ import torch
 
 from shipsft.config import EvalConfig, OptimConfig, TrainConfig
 from shipsft.data.labels import IGNORE_INDEX, count_trained
-from shipsft.data.pack import Row, collate, group_rows, join_rows, pack_examples
+from shipsft.data.pack import Batching, Row, collate, group_rows, micro_batches
 from shipsft.data.types import Rendered
 from shipsft.errors import TrainingDiverged
 from shipsft.eval import gates, session
-from shipsft.model.load import base_model
 from shipsft.model.save import save_weights
-from shipsft.runs.checkpoint import prune_checkpoints, save_atomic, save_checkpoint
-from shipsft.runs.layout import RunFolder
-from shipsft.runs.predictions import write_predictions
-from shipsft.runs.sinks import MetricsSink
-from shipsft.runs.layout import STATE_DIR
-from shipsft.runs.state import OPTIMIZER_DIR, TrainingState, write_state
+from shipsft.runs.run import Run
+from shipsft.runs.state import TrainingState
+from shipsft.steps.batches import Cursor, next_examples
+from shipsft.steps.schedule import StepPlan, lr_at, warmup_steps
 from shipsft.train import dist, optim, parallel, rng
+from shipsft.train.loss import add_neftune, batch_ce_sum
+from shipsft.train.objective import micro_loss
+from shipsft.train.preempt import Preempted, StopRequest
 from shipsft.train.sources import Tally, token_sources
-from shipsft.train.batches import Cursor, next_examples
-from shipsft.train.kl import batch_ce_kl_sums
-from shipsft.train.loss import batch_ce_sum, neftune_hook
-from shipsft.train.preempt import CheckpointWriteError, Preempted, StopRequest, checkpoint_write_error
-from shipsft.train.schedule import StepPlan, lr_at, warmup_steps
 
 
 class Progress(Protocol):
@@ -76,7 +71,7 @@ class LoopState:
     """Where a run is. Saved whole in every checkpoint (`to_json`) and restored by a resume."""
 
     step: int = 0  # optimizer steps done
-    cursor: Cursor = field(default_factory=Cursor)  # the data position (train/batches.py)
+    cursor: Cursor = field(default_factory=Cursor)  # the data position (steps/batches.py)
     examples_seen: int = 0
     trained_total: int = 0  # trained tokens of every step (all ranks)
     train_time: float = 0.0
@@ -113,13 +108,15 @@ class Setup:
     model: torch.nn.Module
     tokenizer: Any  # carries the chat template training renders with: every checkpoint saves it
     optimizers: list[torch.optim.Optimizer]
+    # the trainable parameters, listed before any forward pass: under FSDP2 the root module registers its unsharded
+    # tensors after a forward (it does not reshard after forward), and clipping those instead of the sharded ones
+    # the optimizers step gave another update (tests/train/test_parallel.py caught it when the baselines moved)
+    params: list[torch.nn.Parameter]
     examples: list[Rendered]  # the training sequences; each step packs its examples into rows
-    max_length: int  # data.max_length as resolved: the packed row length
-    packing: bool
+    batching: Batching  # how a step's examples become micro-batches (data/pack.py)
     eval_rows: list[Row] | None
     session: session.EvalSession | None  # task evals (eval.suites), or None
-    folder: RunFolder
-    sink: MetricsSink
+    run: Run  # the run folder, its sink, checkpoints and end weights (runs/run.py)
     plan: StepPlan
     amp: torch.dtype | None
     device: torch.device
@@ -133,8 +130,6 @@ class Setup:
     # a mixture of 2+ sources: their names and each training example's source, so each step logs the loss per source
     sources: list[str] = field(default_factory=list)
     source_of: list[int] = field(default_factory=list)
-    # each micro-batch's packed rows joined into one row, no padding (model/attention.py: rows_join says when)
-    joined_rows: bool = False
 
     @property
     def lengths(self) -> list[int]:
@@ -154,6 +149,13 @@ class FitResult:
     evals: list[session.EvalRecord] = field(default_factory=list)  # full evals, in order
     baseline: session.EvalRecord | None = None
     stopped_early: bool = False
+
+    @classmethod
+    def of(cls, st: LoopState, run: Run, history: list[dict], stopped_early: bool) -> "FitResult":
+        return cls(st.step, st.eval_loss_before, None, sum(st.recent) / len(st.recent) if st.recent else None,
+                   st.n_skipped, st.trained_total / st.train_time if st.train_time else 0.0, history,
+                   {k: run.checkpoint(k) for k in st.checkpoints}, [session.EvalRecord(**e) for e in st.evals],
+                   session.EvalRecord(**st.baseline) if st.baseline else None, stopped_early)
 
 
 def idle_batch(pad_id: int) -> dict:
@@ -191,56 +193,64 @@ def on_ranks(s: "Setup", evaluate):
     return dist.broadcast(rec)
 
 
-def keep_predictions(s: "Setup", rec: session.EvalRecord) -> None:
-    """Rank 0 writes every prediction of a baseline or full eval into predictions.jsonl with its kind and step
-    (a resumed run replaces the lines of the steps it evaluates again: runs/predictions.py)."""
-    if dist.is_main() and rec.predictions:
-        write_predictions(s.folder.predictions, rec.predictions, kind=rec.kind, step=rec.step)
+def measure_baselines(s: Setup, progress: "Progress") -> None:
+    """Before the first step of a fresh run: the base model's eval loss and task evals, once (a resumed run kept
+    these numbers in its state)."""
+    st = s.state
+    if s.eval_rows:
+        st.eval_loss_before = eval_loss(s.model, s.eval_rows, s.pad_id, s.train.micro_batch_tokens, s.amp)
+        s.run.sink.write({"step": 0, "eval_loss": st.eval_loss_before})
+        progress.note(f"eval loss before training: {st.eval_loss_before:.4f}")
+    if s.session is not None:
+        base = on_ranks(s, lambda: session.baseline(s.session))
+        st.baseline = asdict(base)
+        s.run.sink.write({"step": 0, **{f"baseline/{k}": v for k, v in base.metrics.items()}})
+        s.run.sink.write_eval(base.to_json(s.session.kl_method))
+        s.run.keep_predictions(base.predictions, base.kind, base.step)
 
 
-def _save(s: Setup, st: LoopState) -> None:
-    """A checkpoint at st.step: loadable weights + tokenizer + the whole training state, COMPLETE written last; then
-    keep the last train.keep_checkpoints and the ones promotion may still choose. A failed write (disk full, not
-    writable) stops the run with one line; the previous checkpoint stays intact.
+def full_eval(s: Setup, st: LoopState, early, epoch_end: bool) -> None:
+    """A full task eval at st.step: recorded, its predictions kept, and early stopping told."""
+    rec = on_ranks(s, lambda: session.full(s.session, st.step))
+    st.evals.append({**asdict(rec), "predictions": []})  # kept in predictions.jsonl, not in each checkpoint
+    s.run.keep_predictions(rec.predictions, rec.kind, rec.step)
+    s.run.sink.write({"step": st.step, **{f"eval/{k}": v for k, v in rec.metrics.items()}})
+    s.run.sink.write_eval(rec.to_json(s.session.kl_method, epoch_end=epoch_end))
+    if early is not None:
+        early.update(rec.metrics)
+        st.early_best, st.early_bad = early.best, early.bad
 
-    Rank 0 writes it. Under FSDP2 every rank first helps consolidate the weights and writes its own shard of the
-    optimizer state (`train/parallel.py`), which rank 0 then moves into the checkpoint before marking it COMPLETE."""
-    target = s.folder.checkpoint(st.step)
+
+def save_step(s: Setup, st: LoopState) -> None:
+    """A checkpoint at st.step (runs/run.py: Run.save_step): the weights (consolidated from every rank under FSDP2),
+    the tokenizer and the whole training state; then prune, keeping what promotion may still choose."""
     full = parallel.full_state_dict(s.model, s.strategy)
-    shards = None
-    if s.strategy == "fsdp2":
-        shards = target.with_name(f".{target.name}.optimizer.tmp")
-        if dist.is_main():  # rank 0 makes the folders, so the others only write their own shard file into it
-            shutil.rmtree(shards, ignore_errors=True)
-            shards.mkdir(parents=True)
-        dist.barrier()
-        parallel.save_sharded_optimizer(s.model, s.optimizers, shards)
-        dist.barrier()
-    failed = None
-    if dist.is_main():
-        st.offsets = s.sink.offsets()
-        state = TrainingState(st.to_json(), s.config_yaml,
-                              [o.state_dict() for o in s.optimizers] if shards is None else None, rng.capture(),
-                              session.kl_reference_state(s.session) if s.session is not None else None)
+    st.offsets = s.run.sink.offsets()
+    st.checkpoints = sorted(set(st.checkpoints) | {st.step})
+    removed = s.run.save_step(
+        st.step, lambda: TrainingState(st.to_json(), s.config_yaml, [o.state_dict() for o in s.optimizers]
+                                       if s.strategy != "fsdp2" else None, rng.capture(),
+                                       session.kl_reference_state(s.session) if s.session is not None else None),
+        lambda d: save_weights(s.model, s.tokenizer, d, full),
+        (lambda d: parallel.save_sharded_optimizer(s.model, s.optimizers, d)) if s.strategy == "fsdp2" else None,
+        gates.keep_steps(s.eval, st.evals), s.train.keep_checkpoints)
+    st.checkpoints = [k for k in st.checkpoints if k not in removed]
 
-        def write(d):
-            save_weights(s.model, s.tokenizer, d, full)
-            write_state(d, state)
-            if shards is not None:
-                os.replace(shards, d / STATE_DIR / OPTIMIZER_DIR)
 
-        try:
-            save_checkpoint(target, write)
-        except OSError as e:
-            failed = checkpoint_write_error(s.folder, st, e).lines
-        if failed is None:
-            keep = gates.keep_steps(s.eval, st.evals) | {st.step}
-            st.checkpoints = sorted(set(st.checkpoints) | {st.step})
-            removed = prune_checkpoints(s.folder, s.train.keep_checkpoints, keep)
-            st.checkpoints = [k for k in st.checkpoints if k not in removed]
-    failed = dist.broadcast(failed)  # every rank stops on a failed write, not only the one that wrote
-    if failed is not None:
-        raise CheckpointWriteError(failed, s.folder.root)
+def step_record(st: LoopState, epoch: int, loss: float, kl_coef: float, kl: float, lr: float, grad_norm: float,
+                n_step: int, n_examples: int, micro: list[dict], n_micro: int, finite: bool) -> dict:
+    """The metrics line of one optimizer step (every rank's share added up)."""
+    real = dist.sum_over_ranks(sum(mb["n_real"] for mb in micro[:n_micro]))
+    slots = dist.sum_over_ranks(sum(mb["input_ids"].numel() for mb in micro[:n_micro]))
+    record = {"step": st.step, "epoch": epoch, "loss": loss, "lr": lr, "grad_norm": grad_norm,
+              "trained_tokens": n_step, "tokens": int(real), "examples": n_examples,
+              "micro_batches": int(dist.sum_over_ranks(n_micro)), "padding_share": 1 - real / slots,
+              "cursor": [st.cursor.epoch, st.cursor.position], "trained_tok_s": st.trained_total / st.train_time,
+              "skipped": not finite}
+    if kl_coef:  # the two terms of "loss" = loss_ce + kl_coef * loss_kl, each per trained token
+        record["loss_kl"] = dist.sum_over_ranks(kl) / dist.world_size()
+        record["loss_ce"] = loss - kl_coef * record["loss_kl"]
+    return record
 
 
 def fit(s: Setup, progress: Progress | None = None, stop: StopRequest | None = None,
@@ -252,25 +262,9 @@ def fit(s: Setup, progress: Progress | None = None, stop: StopRequest | None = N
     total, warmup = s.plan.total_steps, warmup_steps(s.optim, s.plan.total_steps)
     st.batch, st.total_steps = [s.plan.rule.examples, s.plan.rule.tokens], total
     lengths, trained = s.lengths, [x.n_trained for x in s.examples]
-    ranks, me, train_model = dist.world_size(), dist.rank(), s.train_model or s.model
-    params = [p for p in s.model.parameters() if p.requires_grad]
-    embed = base_model(s.model).get_input_embeddings()
-    hook = embed.register_forward_hook(neftune_hook(t.neftune_alpha)) if t.neftune_alpha else None
-    early = gates.early_stop_for(s.eval)
-    if early is not None:
-        early.best, early.bad = st.early_best, st.early_bad
-    result = FitResult(steps=st.step)
-    if st.step == 0:  # a fresh run measures the base model once; a resumed one kept those numbers in its state
-        if s.eval_rows:
-            st.eval_loss_before = eval_loss(s.model, s.eval_rows, s.pad_id, t.micro_batch_tokens, s.amp)
-            s.sink.write({"step": 0, "eval_loss": st.eval_loss_before})
-            progress.note(f"eval loss before training: {st.eval_loss_before:.4f}")
-        if s.session is not None:
-            base = on_ranks(s, lambda: session.baseline(s.session))
-            st.baseline = asdict(base)
-            s.sink.write({"step": 0, **{f"baseline/{k}": v for k, v in base.metrics.items()}})
-            s.sink.write_eval(base.to_json(s.session.kl_method))
-            keep_predictions(s, base)
+    train_model, history, stopped_early = s.train_model or s.model, [], False
+    noise = add_neftune(s.model, t.neftune_alpha)
+    early = gates.early_stop_for(s.eval, st.early_best, st.early_bad)
     if s.rng is not None:
         rng.restore(s.rng)  # the next step draws the noise the uninterrupted run drew
     optim.train_mode(s.optimizers)
@@ -279,48 +273,30 @@ def fit(s: Setup, progress: Progress | None = None, stop: StopRequest | None = N
     for step in range(st.step, end):
         t0 = time.perf_counter()
         epoch, epoch_end, idx = next_examples(st.cursor, lengths, s.plan.rule, t.seed)
-        mine = dist.shard(idx, lengths, trained, ranks, me)  # this rank's share of the step (all of it alone)
-        rows = pack_examples([s.examples[i] for i in mine], s.max_length, s.packing).rows
-        if s.joined_rows:
-            rows = join_rows(rows, t.micro_batch_tokens)
-        groups = group_rows(rows, t.micro_batch_tokens)
-        micro = [collate(group, s.pad_id) for group in groups]
-        n_micro = len(micro)
-        micro += [idle_batch(s.pad_id)] * (dist.max_over_ranks(n_micro) - n_micro)  # ranks run in lock-step
+        mine = dist.shard(idx, lengths, trained, dist.world_size(), dist.rank())  # this rank's share of the step
+        groups = micro_batches([s.examples[i] for i in mine], s.batching)
+        micro = [collate(g, s.pad_id) for g in groups]
+        micro += [idle_batch(s.pad_id)] * (dist.max_over_ranks(len(groups)) - len(groups))  # ranks in lock-step
         lr = lr_at(step, total, warmup, s.optim)
         optim.set_lr(s.optimizers, lr)
         # one denominator for the whole step: every micro-batch (and every rank) divides by the same count
         n_step = dist.global_trained_tokens(sum(count_trained(mb["labels"]) for mb in micro))
-        loss_sum = kl_sum = 0.0
         tally = Tally(len(s.sources)) if len(s.sources) > 1 else None
+        loss_sum = kl_sum = 0.0
         for k, mb in enumerate(micro):
             batch = {k: v.to(s.device) for k, v in mb.items() if torch.is_tensor(v)}
-            keep = per_token = None
-            if tally is not None and k < n_micro:  # a mixture: the CE of each trained token, for the loss per source
-                keep = mb["labels"] != IGNORE_INDEX
-                per_token = torch.empty(int(keep.sum()), device=s.device)
+            sources = token_sources(groups[k], mine, s.source_of) if tally is not None and k < len(groups) else None
             with parallel.grad_sync(train_model, s.strategy, sync=k == len(micro) - 1):
-                with torch.autocast(s.device.type, dtype=s.amp or torch.float32, enabled=s.amp is not None):
-                    if t.kl_coef:  # KL-regularised SFT (train/kl.py): CE and KL share the step's denominator
-                        ce, kl = batch_ce_kl_sums(train_model, batch, s.kl_ref, per_token=per_token)
-                        kl_sum += float(kl.detach()) * dist.loss_scale(n_step)
-                        loss = (ce + t.kl_coef * kl) * dist.loss_scale(n_step)
-                    else:
-                        loss = batch_ce_sum(train_model, batch, per_token=per_token) * dist.loss_scale(n_step)
+                loss, kl = micro_loss(train_model, batch, n_step, s.amp, t.kl_coef, s.kl_ref, sources, tally)
                 loss.backward()
-            loss_sum += float(loss.detach())
-            if per_token is not None:
-                tally.add(token_sources(groups[k], mine, s.source_of)[keep], per_token)
-        loss_sum = dist.sum_over_ranks(loss_sum) / ranks  # each rank's part is scaled by world_size
-        grad_norm = parallel.total_norm(torch.nn.utils.clip_grad_norm_(params, s.optim.max_grad_norm or float("inf")))
+            loss_sum, kl_sum = loss_sum + float(loss.detach()), kl_sum + kl
+        loss_sum = dist.sum_over_ranks(loss_sum) / dist.world_size()  # each rank's part is scaled by world_size
+        grad_norm = parallel.total_norm(torch.nn.utils.clip_grad_norm_(s.params, s.optim.max_grad_norm or float("inf")))
         finite = math.isfinite(loss_sum) and math.isfinite(grad_norm)
-        if finite:
+        if finite:  # else skip the update entirely: one NaN would poison every weight and Adam moment it touches
             for opt in s.optimizers:
                 opt.step()
-            st.consecutive_bad = 0
-        else:  # skip the update entirely: one NaN would poison every weight and Adam moment it touches
-            st.n_skipped += 1
-            st.consecutive_bad += 1
+        st.n_skipped, st.consecutive_bad = st.n_skipped + (not finite), 0 if finite else st.consecutive_bad + 1
         for opt in s.optimizers:
             opt.zero_grad(set_to_none=True)
         if st.consecutive_bad >= t.max_nonfinite_steps:
@@ -330,28 +306,15 @@ def fit(s: Setup, progress: Progress | None = None, stop: StopRequest | None = N
                 f"a row (loss {loss_sum}, grad norm {grad_norm}); stopped. Fix: lower optim.lr (now "
                 f"{s.optim.lr:g}), keep optim.max_grad_norm set, or use train.precision=fp32."])
         st.step, st.train_time = step + 1, st.train_time + time.perf_counter() - t0
-        st.trained_total += n_step
-        n_examples = len(idx)
-        st.examples_seen += n_examples
-        real = dist.sum_over_ranks(sum(mb["n_real"] for mb in micro[:n_micro]))
-        slots = dist.sum_over_ranks(sum(mb["input_ids"].numel() for mb in micro[:n_micro]))
-        record = {"step": st.step, "epoch": epoch, "loss": loss_sum, "lr": lr, "grad_norm": grad_norm,
-                  "trained_tokens": n_step, "tokens": int(real), "examples": n_examples,
-                  "micro_batches": int(dist.sum_over_ranks(n_micro)),
-                  "padding_share": 1 - real / slots,
-                  "cursor": [st.cursor.epoch, st.cursor.position], "trained_tok_s": st.trained_total / st.train_time,
-                  "skipped": not finite}
-        if t.kl_coef:  # the two terms of "loss" = loss_ce + kl_coef * loss_kl, each per trained token
-            record["loss_kl"] = dist.sum_over_ranks(kl_sum) / ranks
-            record["loss_ce"] = loss_sum - t.kl_coef * record["loss_kl"]
-        if tally is not None:  # CE per trained token of each mixture source (train/sources.py)
-            record.update(tally.losses(s.sources))
-        result.history.append(record)
-        if finite:
-            st.recent = (st.recent + [loss_sum])[-10:]
+        st.trained_total, st.examples_seen = st.trained_total + n_step, st.examples_seen + len(idx)
+        record = step_record(st, epoch, loss_sum, t.kl_coef, kl_sum, lr, grad_norm, n_step, len(idx), micro,
+                             len(groups), finite)
+        record.update(tally.losses(s.sources) if tally else {})  # CE per trained token of each mixture source
+        history.append(record)
+        st.recent = (st.recent + [loss_sum])[-10:] if finite else st.recent
         last = st.step == total
         if st.step % t.log_every == 0 or last:
-            s.sink.write(record)
+            s.run.sink.write(record)
         progress.step(record)
 
         # -- cadence: eval loss, smoke eval, full eval + early stopping, checkpoint, stop request ---------------
@@ -361,59 +324,37 @@ def fit(s: Setup, progress: Progress | None = None, stop: StopRequest | None = N
         save_now = epoch_end or last or (t.save_every and st.step % t.save_every == 0)
         # a signal may reach the ranks at different steps: all stop at the first step any of them saw it
         signal = dist.max_over_ranks((stop.signal or 0) if stop is not None else 0)
-        stop_now = signal != 0
-        if save_now or smoke_now or loss_now or stop_now:
+        if save_now or smoke_now or loss_now or signal:
             optim.eval_mode(s.optimizers)  # schedule-free: evaluate and save the averaged weights
             if loss_now:
-                s.sink.write({"step": st.step, "eval_loss": eval_loss(s.model, s.eval_rows, s.pad_id,
-                                                                      t.micro_batch_tokens, s.amp)})
+                s.run.sink.write({"step": st.step, "eval_loss": eval_loss(s.model, s.eval_rows, s.pad_id,
+                                                                          t.micro_batch_tokens, s.amp)})
             if smoke_now:
                 rec = on_ranks(s, lambda: session.smoke(s.session, st.step))
-                s.sink.write({"step": st.step, **{f"smoke/{k}": v for k, v in rec.metrics.items()}})
-                s.sink.write_eval(rec.to_json(s.session.kl_method))
+                s.run.sink.write({"step": st.step, **{f"smoke/{k}": v for k, v in rec.metrics.items()}})
+                s.run.sink.write_eval(rec.to_json(s.session.kl_method))
             if evaluate_now:  # before the checkpoint: pruning keeps the ones promotion may choose
-                rec = on_ranks(s, lambda: session.full(s.session, st.step))
-                st.evals.append({**asdict(rec), "predictions": []})  # kept in predictions.jsonl, not each checkpoint
-                keep_predictions(s, rec)
-                s.sink.write({"step": st.step, **{f"eval/{k}": v for k, v in rec.metrics.items()}})
-                s.sink.write_eval(rec.to_json(s.session.kl_method, epoch_end=epoch_end))
-                if early is not None:
-                    early.update(rec.metrics)
-                    st.early_best, st.early_bad = early.best, early.bad
-            if save_now or stop_now:
-                _save(s, st)
+                full_eval(s, st, early, epoch_end)
+            if save_now or signal:
+                save_step(s, st)
             optim.train_mode(s.optimizers)
-        if stop_now:
+        if signal:
             progress.stop()
-            raise Preempted(signal, st.step, s.folder.checkpoint(st.step))
+            raise Preempted(signal, st.step, s.run.checkpoint(st.step))
         if early is not None and early.should_stop:
             progress.note(f"early stopping at step {st.step}")
-            result.stopped_early = True
+            stopped_early = True
             break
     progress.stop()
-    if hook is not None:
-        hook.remove()  # the saved model never carries training noise
+    if noise is not None:
+        noise.remove()  # the saved model never carries training noise
     optim.eval_mode(s.optimizers)
-    result.steps, result.n_skipped = st.step, st.n_skipped
-    result.eval_loss_before = st.eval_loss_before
-    result.train_loss = sum(st.recent) / len(st.recent) if st.recent else None
-    result.trained_tok_s = st.trained_total / st.train_time if st.train_time else 0.0
-    result.checkpoints = {k: s.folder.checkpoint(k) for k in st.checkpoints}
-    result.evals = [session.EvalRecord(**e) for e in st.evals]
-    result.baseline = session.EvalRecord(**st.baseline) if st.baseline else None
-    if st.step < total and not result.stopped_early:
+    result = FitResult.of(st, s.run, history, stopped_early)
+    if st.step < total and not stopped_early:
         return result  # limit_steps: a partial run (shipsft reproduce --check-steps) saves no end weights
     if s.eval_rows:
         result.eval_loss_after = eval_loss(s.model, s.eval_rows, s.pad_id, t.micro_batch_tokens, s.amp)
-        s.sink.write({"step": result.steps, "eval_loss": result.eval_loss_after})
+        s.run.sink.write({"step": result.steps, "eval_loss": result.eval_loss_after})
     full = parallel.full_state_dict(s.model, s.strategy)
-    failed = None
-    if dist.is_main():
-        try:
-            save_atomic(s.folder.trained(s.method), lambda d: save_weights(s.model, s.tokenizer, d, full))
-        except OSError as e:
-            failed = checkpoint_write_error(s.folder, st, e, what=s.folder.trained(s.method)).lines
-    failed = dist.broadcast(failed)
-    if failed is not None:
-        raise CheckpointWriteError(failed, s.folder.root)
+    s.run.save_final(s.method, lambda d: save_weights(s.model, s.tokenizer, d, full))
     return result

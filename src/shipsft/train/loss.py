@@ -167,6 +167,14 @@ def batch_ce_sum(model: torch.nn.Module, batch: dict[str, torch.Tensor], chunk_r
     return linear_ce_sum(h[keep], head, labels[keep], chunk_rows, per_token)
 
 
+def add_neftune(model: torch.nn.Module, alpha: float | None):
+    """NEFTune's noise on the input embedding for training (`neftune_hook`), or None when train.neftune_alpha is
+    unset; the caller removes the returned handle when training ends."""
+    if not alpha:
+        return None
+    return base_model(model).get_input_embeddings().register_forward_hook(neftune_hook(alpha))
+
+
 def neftune_hook(alpha: float):
     """Forward hook for the input embedding: uniform noise in [-1, 1] * alpha / sqrt(L * d) at train time only
     (NEFTune, Jain et al. 2023, eq. 1; L = row length, d = hidden size). Register it, and remove the handle after

@@ -2,7 +2,7 @@
 
 Weight decay goes on weight matrices only (parameters with 2+ dimensions: linear weights, embeddings), never on
 biases or norm gains: shrinking a norm gain toward zero is a quick way to break a model. The LR of every step comes
-from `schedule.lr_at` and is applied by `set_lr` once per optimizer step.
+from `steps/schedule.py: lr_at` and is applied by `set_lr` once per optimizer step.
 
 Optional optimizers come from the libraries that provide them and fail with the package to install:
 Lion (`lion-pytorch`), schedule-free AdamW (`schedulefree`), 8-bit AdamW (`bitsandbytes`, CUDA only).
@@ -111,3 +111,4 @@ def eval_mode(optimizers: list[torch.optim.Optimizer]) -> None:
     for opt in optimizers:
         if hasattr(opt, "eval") and callable(opt.eval):
             opt.eval()
+

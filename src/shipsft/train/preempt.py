@@ -1,6 +1,5 @@
 """Stopping a run without losing it: a preemption signal finishes the current optimizer step, saves a checkpoint and
-exits with the command that resumes it; a full disk or an unwritable folder is one line, and the previous checkpoint
-stays intact.
+exits with the command that resumes it (a failed save is runs/checkpoint.py's CheckpointWriteError).
 
     stop = StopRequest()
     with stop.installed():        # SIGTERM / SIGINT set stop.signal; a second SIGINT exits at once (130)
@@ -12,14 +11,10 @@ Exit codes follow the shell's convention for a process ended by a signal: 128 + 
 from __future__ import annotations
 
 import contextlib
-import errno
-import shutil
 import signal
 from pathlib import Path
 
 from shipsft.errors import ShipError
-from shipsft.runs.checkpoint import complete_checkpoints
-from shipsft.runs.layout import RunFolder
 
 
 class StopRequest:
@@ -51,24 +46,3 @@ class Preempted(ShipError):
         name = signal.Signals(signum).name
         super().__init__([f"stopped by {name} after step {step}; checkpoint saved in {checkpoint}"])
         self.step, self.run_folder = step, Path(checkpoint).parents[1]
-
-
-class CheckpointWriteError(ShipError):
-    """A save failed (disk full, folder not writable); the run stops and its previous checkpoint is intact."""
-
-    def __init__(self, lines: list[str], run_folder: Path):
-        super().__init__(lines)
-        self.run_folder = run_folder
-
-
-def checkpoint_write_error(folder: RunFolder, st, e: OSError, what: Path | None = None) -> CheckpointWriteError:
-    target = what or folder.checkpoint(st.step)
-    free = shutil.disk_usage(folder.root).free if folder.root.exists() else 0
-    previous = complete_checkpoints(folder)
-    kept = f"the previous checkpoint {previous[-1][1]} is intact" if previous else "no earlier checkpoint exists"
-    need = sum(p.stat().st_size for p in previous[-1][1].rglob("*") if p.is_file()) if previous else 0
-    why = "no space left on the device" if e.errno == errno.ENOSPC else (e.strerror or str(e))
-    size = f" (about {need / 2**20:.0f} MB needed, {free / 2**20:.0f} MB free)" if need else ""
-    return CheckpointWriteError([f"could not write {target}: {why}{size}; {kept}. Fix: free space in "
-                                 f"{folder.root.parent} or set output.dir to a disk with room, then resume."],
-                                folder.root)

@@ -99,5 +99,5 @@ def retrain(cfg, folder: RunFolder, steps: int, progress) -> list[float]:
         try:
             result = fit(s, progress, limit_steps=steps)
         finally:
-            s.sink.close()
+            s.run.close()
     return [h["loss"] for h in result.history]

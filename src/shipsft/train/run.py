@@ -24,66 +24,61 @@ from shipsft.audit.run import run_audit
 from shipsft.config import RunConfig, load_config
 from shipsft.data.cache import tokenizer_fingerprint
 from shipsft.data.mixture import source_of_examples
+from shipsft.data.pack import Batching, padding_id
 from shipsft.data.pipeline import Prepared, prepare, token_fingerprint
 from shipsft.errors import ConfigError, DataError, ShipError
 from shipsft.eval import gates, session
 from shipsft.eval.suites import before_after, before_after_text
 from shipsft.model.attention import rows_join
-from shipsft.model.load import load_base, load_for_training, quantization_config
+from shipsft.model.load import hf_config, load_base, load_for_training, quantization_config
 from shipsft.model.save import load_checkpoint_weights
 from shipsft.model.locate import load_tokenizer
 from shipsft.model.precision import autocast_dtype, pick_device
 from shipsft.report.audit import render_html as render_audit_html
 from shipsft.report.run import render_report
-from shipsft.runs.checkpoint import copy_weights
-from shipsft.runs.jsonio import read_json, write_json, write_text_atomic
-from shipsft.runs.layout import RunFolder, run_folder_for
-from shipsft.runs.manifest import read_manifest, update_manifest, write_manifest
-from shipsft.runs.predictions import failure_summary
-from shipsft.runs.sinks import MetricsSink, SilentSink, read_evals, read_metrics
-from shipsft.runs.state import TrainingState, read_state
-from shipsft.runs.trackers import Trackers, build_trackers
+from shipsft.runs.jsonio import write_text_atomic
+from shipsft.runs.layout import RunFolder
+from shipsft.runs.run import Run, resume_entry
+from shipsft.runs.state import TrainingState
+from shipsft.steps.resolve import Resolved, TokenLengths, resolve
+from shipsft.steps.schedule import replan_from
 from shipsft.train import dist, parallel
-from shipsft.train.loop import FitResult, LoopState, Progress, Setup, Silent, fit
+from shipsft.train.loop import FitResult, LoopState, Progress, Setup, Silent, fit, measure_baselines
 from shipsft.train.preempt import Preempted, StopRequest
 from shipsft.train.kl import reference_for
 from shipsft.train.loss import decoder_and_head
 from shipsft.train.optim import build_optimizers
-from shipsft.train.recipe import resolve_auto
-from shipsft.train.schedule import plan_steps, replan_from
 
 
-def write_audit(result: AuditResult, folder: Path) -> tuple[Path, Path]:
-    """audit.json + audit.html into `folder` (a run folder, or `shipsft audit --out`)."""
-    f = RunFolder(Path(folder))
-    write_json(f.audit_json, result.to_dict(), indent=1)
-    write_text_atomic(f.audit_html, render_audit_html(result.to_dict()))
-    return f.audit_json, f.audit_html
+def write_audit(result: AuditResult, where: Run | Path) -> tuple[Path, Path]:
+    """audit.json + audit.html into a run folder (rank 0 writes), or the folder of `shipsft audit --out`."""
+    run = where if isinstance(where, Run) else Run(RunFolder(Path(where)))
+    run.write_audit(result.to_dict(), render_audit_html(result.to_dict()))
+    return run.folder.audit_json, run.folder.audit_html
 
 
-def audit_gate(cfg: RunConfig, tokenizer, prep: Prepared, folder: RunFolder, skip_audit: bool,
+def audit_gate(cfg: RunConfig, tokenizer, prep: Prepared, run: Run, batching: Batching, skip_audit: bool,
                progress: Progress) -> None:
     """Audit the split about to be trained (into the run folder); refuse on errors unless --skip-audit. Problems
     that make training itself wrong (overlong under data.overlong: error, examples with nothing to train) are
     refused even then. Every rank audits (the same data: the same decision, with no collective to wait in);
     rank 0 writes the files."""
-    result = run_audit(cfg, tokenizer, prep)
-    if dist.is_main():
-        write_audit(result, folder.root)
+    result = run_audit(cfg, tokenizer, prep, joined=batching.joined)
+    write_audit(result, run)
     if result.errors and not skip_audit:
         raise result.as_error()
     if prep.problems:
         raise DataError([line for p in prep.problems for line in p.lines])
     if result.errors:
         progress.note(f"--skip-audit: training despite {len(result.errors)} audit error(s) (see "
-                      f"{folder.audit_json}; recorded in manifest.json)")
+                      f"{run.folder.audit_json}; recorded in manifest.json)")
     elif result.warnings:
-        progress.note(f"audit: {len(result.warnings)} warning(s), see {folder.audit_json}")
+        progress.note(f"audit: {len(result.warnings)} warning(s), see {run.folder.audit_json}")
 
 
 def setup(cfg: RunConfig, config_path: str | Path | None, skip_audit: bool, argv: list[str] | None,
           progress: Progress, resume: Path | None = None, force: bool = False) -> Setup:
-    """Everything the loop needs. `resume`: a complete checkpoint folder to continue from (train/resume.py finds
+    """Everything the loop needs. `resume`: a complete checkpoint folder to continue from (runs/resume.py finds
     it); its config must match in everything that changes the result unless `force`.
     Launched on several processes, every rank runs this with the same seed (identical initial weights on every
     rank, which FSDP2 shards and DDP would otherwise broadcast); rank 0 alone writes files."""
@@ -95,21 +90,17 @@ def setup(cfg: RunConfig, config_path: str | Path | None, skip_audit: bool, argv
         quantization_config(cfg.method, device)  # no CUDA / no bitsandbytes: fail before any data work
     amp = autocast_dtype(cfg.train.precision, device)
     tokenizer = load_tokenizer(cfg.model)
-    folder = RunFolder(Path(resume).parents[1]) if resume else run_folder_for(cfg.output, config_path)
-    state = read_state(resume) if resume else None
-    # the one place trackers are built (rank 0's): a missing package is an error here, before any data work; the
-    # sink starts them once manifest.json is written
-    trackers = build_trackers(cfg.track, folder, resumed=state is not None) if main else None
+    run, state = Run.open(cfg.output, config_path, resume, cfg.track, ranks=dist)
+    folder = run.folder
     train_prep = prepare(cfg.data, tokenizer, "train", strict=False,
                          rejects_path=folder.rejects("train") if main else None)
-    data, train, reasons = resolve_auto(cfg.data, cfg.train, len(train_prep.rendered), train_prep.full_lengths)
-    cfg = cfg.model_copy(update={"data": data.model_copy(update={"max_length": train_prep.max_length}),
-                                 "train": train})  # every automatic choice, as numbers, into config.yaml
+    resolved = resolve(cfg, train_prep)
+    cfg = resolved.config  # every automatic choice, as numbers, into config.yaml
     eval_prep = (prepare(cfg.data, tokenizer, "eval", strict=True,
                          rejects_path=folder.rejects("eval") if main else None,
                          renderer=train_prep.renderer) if cfg.data.eval else None)
     fingerprints = {"train": train_prep.fingerprint, **({"eval": eval_prep.fingerprint} if eval_prep else {})}
-    changes = resume_changes(cfg, state, read_manifest(folder), fingerprints) if state else []
+    changes = resume_changes(cfg, state, run.manifest(), fingerprints) if state else []
     if changes and not force:
         raise ConfigError([f"--resume {resume}: this config differs from the checkpoint's in what changes the "
                            "result:"] + [f"  {c}" for c in changes] +
@@ -120,11 +111,12 @@ def setup(cfg: RunConfig, config_path: str | Path | None, skip_audit: bool, argv
     progress.note(f"data: {len(train_prep.rendered)} train examples ({train_prep.format}), rows of <= "
                   f"{cfg.data.max_length} tokens, {train_prep.n_trained:,} trained tokens; {per_step} per optimizer "
                   "step")
-    for note in train_prep.notes + reasons:
+    for note in train_prep.notes + resolved.reasons:
         progress.note(f"note: {note}")
     if main:
         folder.root.mkdir(parents=True, exist_ok=True)
-    audit_gate(cfg, tokenizer, train_prep, folder, skip_audit, progress)
+    batching = batching_for(cfg, hf_config(cfg.model))
+    audit_gate(cfg, tokenizer, train_prep, run, batching, skip_audit, progress)
     model, info = load_for_training(cfg.model, cfg.method, cfg.train.gradient_checkpointing, device)
     if main:
         check_free_space(folder, model, cfg.method.name)
@@ -138,44 +130,53 @@ def setup(cfg: RunConfig, config_path: str | Path | None, skip_audit: bool, argv
     if argv and os.environ.get("SHIPSFT_ARGV0"):  # re-executed under tcmalloc (cli/allocator.py)
         argv = [os.environ["SHIPSFT_ARGV0"], *argv[1:]]
     template = train_prep.renderer.template
-    if state is None and main:
-        write_manifest(folder, cfg, argv=argv, fingerprints=fingerprints, extra={
+    if state is None:
+        run.start(cfg, argv, fingerprints, extra={
             "skip_audit": skip_audit, "model_dir": str(info.model_dir), "trainable_params": info.trainable,
             "total_params": info.total, "allocator": os.environ.get("SHIPSFT_ALLOCATOR", "system"),
             "precision": str(amp or torch.float32), "tokenizer_hash": tokenizer_fingerprint(tokenizer),
             "template_hash": hashlib.sha256(template.source.encode()).hexdigest()[:16] if template else None,
             "data_files": {f.path: f.sha256 for f in train_prep.files + (eval_prep.files if eval_prep else [])},
             "token_fingerprint": {"train": token_fingerprint(train_prep.rendered)[:16]},
-            "mixture": {c.name: c.to_json() for c in train_prep.mixture} or None})
-        write_text_atomic(folder.readme, runbook(folder, cfg, argv, info))
-    elif main:  # resuming
-        resumes = read_manifest(folder).get("resumes", [])
-        update_manifest(folder, resumes=resumes + [{"from_step": state.loop["step"], "checkpoint": str(resume),
-                                                    "command": list(argv) if argv else None,
-                                                    "at": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "forced": force,
-                                                    "changes": changes}])
-        write_text_atomic(folder.config, cfg.to_yaml())
-    if state is not None:
+            "mixture": {c.name: c.to_json() for c in train_prep.mixture} or None},
+            readme=runbook(folder, cfg, argv, info))
+    else:
+        run.resumed(resume_entry(state.loop["step"], resume, argv, force, changes), cfg.to_yaml(),
+                    tuple(state.loop["offsets"]))
         load_checkpoint_weights(model, resume)
     if template is not None:  # checkpoints ship the template training rendered with
         tokenizer.chat_template = template.source
     model = parallel.shard_model(model, strategy, amp)  # FSDP2: in place, before the optimizer sees the parameters
-    s = assemble(cfg, model, tokenizer, train_prep.rendered, eval_prep.rows if eval_prep else None, folder,
-                 resume_offsets=tuple(state.loop["offsets"]) if state else None, trackers=trackers)
+    s = assemble(cfg, model, tokenizer, train_prep.rendered, eval_prep.rows if eval_prep else None, run, batching,
+                 resolved)
     s.strategy, s.train_model = strategy, parallel.wrap(model, strategy)
     # a mixture: the loop logs the loss per source when there are two or more (train/sources.py)
     s.sources, s.source_of = [c.name for c in train_prep.mixture], source_of_examples(train_prep.mixture)
-    for note in s.sink.tracker_notes():
+    for note in run.sink.tracker_notes():
         progress.note(note)
-    if state is not None:  # whatever wrote it (one process, DDP, FSDP2 shards), onto this launch's layout
-        parallel.load_optimizer(s.model, s.optimizers, state.optimizers)
-        s.state, s.rng = LoopState.from_json(state.loop), state.rng
-        if s.state.batch != [s.plan.rule.examples, s.plan.rule.tokens]:  # a forced resume with another batch
-            s.plan = replan_from(s.plan, s.lengths, cfg.train, s.state.step, s.state.cursor)
-        if s.session is not None:
-            session.restore(s.session, s.state.baseline, state.eval_ref)
+    if state is None:
+        measure_baselines(s, progress)
+    else:  # whatever wrote it (one process, DDP, FSDP2 shards), onto this launch's layout
+        restore(s, state)
         progress.note(f"resumed from {resume} (step {s.state.step} of {s.plan.total_steps})")
     return s
+
+
+def restore(s: Setup, state: TrainingState) -> None:
+    """A checkpoint's optimizer, loop state, random states and eval references into a freshly assembled Setup."""
+    parallel.load_optimizer(s.model, s.optimizers, state.optimizers)
+    s.state, s.rng = LoopState.from_json(state.loop), state.rng
+    # steps whose checkpoint is still on disk (a later save may have pruned some the state lists)
+    s.state.checkpoints = [k for k in s.state.checkpoints if s.run.has_checkpoint(k)]
+    if s.state.batch != [s.plan.rule.examples, s.plan.rule.tokens]:  # a forced resume with another batch
+        s.plan = replan_from(s.plan, s.lengths, s.train, s.state.step, s.state.cursor)
+    if s.session is not None:
+        session.restore(s.session, s.state.baseline, state.eval_ref)
+
+
+def batching_for(cfg: RunConfig, hf_conf) -> Batching:
+    """How the loop batches this run (`cfg` resolved): rows joined when the model's attention allows it."""
+    return Batching.of(cfg.data, cfg.train, rows_join(cfg.model, cfg.train, hf_conf))
 
 
 def check_free_space(folder: RunFolder, model, method: str) -> None:
@@ -249,20 +250,25 @@ NOT_RESULT_AFFECTING = {"log_every", "save_every", "keep_checkpoints", "eval_eve
                         "distributed", "dist_timeout_minutes"}
 
 
-def assemble(cfg: RunConfig, model, tokenizer, examples: list, eval_rows: list | None, folder: RunFolder,
-             resume_offsets: tuple[int, int] | None = None, trackers: Trackers | None = None) -> Setup:
-    """The loop's Setup for a loaded model and rendered training examples (`cfg` with every 'auto' resolved):
-    optimizer, eval session, metric sink (with the run's trackers), step plan."""
+def assemble(cfg: RunConfig, model, tokenizer, examples: list, eval_rows: list | None, run: Run | RunFolder,
+             batching: Batching | None = None, resolved: Resolved | None = None) -> Setup:
+    """The loop's Setup for a loaded model and rendered training examples: the run resolved (steps/resolve.py;
+    `resolved` when the caller did it already, with data.max_length a number), optimizer, eval session, the run (a
+    bare RunFolder gets a one-process Run with a metrics sink)."""
+    resolved = resolved or resolve(cfg, TokenLengths([len(x.ids) for x in examples], cfg.data.max_length))
+    cfg = resolved.config
     device = next(model.parameters()).device
     amp = autocast_dtype(cfg.train.precision, device)
     sess = session.build_session(cfg.eval, cfg.data, tokenizer, model, amp) if cfg.eval.suites else None
-    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
-    return Setup(cfg.train, cfg.optim, cfg.eval, cfg.method.name, model, tokenizer,
-                 build_optimizers(cfg.optim, model), examples, cfg.data.max_length, cfg.data.packing, eval_rows, sess,
-                 folder, MetricsSink(folder, resume_offsets, trackers) if dist.is_main() else SilentSink(),
-                 plan_steps([len(x.ids) for x in examples], cfg.train), amp, device, pad_id, cfg.to_yaml(),
+    if isinstance(run, RunFolder):
+        run = Run(run)
+        run.open_sink(None)
+    params = [p for p in model.parameters() if p.requires_grad]  # before any forward pass (Setup.params)
+    return Setup(cfg.train, cfg.optim, cfg.eval, cfg.method.name, model, tokenizer, build_optimizers(cfg.optim, model),
+                 params, examples, batching or batching_for(cfg, model.config), eval_rows, sess, run, resolved.plan,
+                 amp, device, padding_id(tokenizer), cfg.to_yaml(),
                  kl_ref=reference_for(cfg.method.name, model, lambda: load_base(cfg.model, cfg.method, device)[0])
-                 if cfg.train.kl_coef else None, joined_rows=rows_join(cfg.model, cfg.train, model.config))
+                 if cfg.train.kl_coef else None)
 
 
 def finish(s: Setup, result: FitResult, progress: Progress) -> int:
@@ -271,37 +277,34 @@ def finish(s: Setup, result: FitResult, progress: Progress) -> int:
     code = 0
     if s.session is not None:
         evals = [{"step": e.step, "metrics": e.metrics} for e in result.evals]
-        promo = gates.choose(s.eval, evals, result.checkpoints, s.folder.final)
-        if promo.promoted:
-            copy_weights(result.checkpoints[promo.step], s.folder.final)
+        promo = gates.choose(s.eval, evals, result.checkpoints, s.run.folder.final)
         chosen = next((e for e in result.evals if e.step == promo.step), None)
         if chosen is not None and result.baseline is not None:
             promo.before_after = [row for suite in s.session.suites
                                   for row in before_after(suite.name, result.baseline.scores[suite.name],
                                                           chosen.scores[suite.name])]
             promo.message += "\n" + before_after_text(promo.before_after, promo.step)
-        write_json(s.folder.promotion, promo.to_json())
+        s.run.promote(promo.to_json(), result.checkpoints[promo.step] if promo.promoted else None)
         progress.note(promo.message)
         code = promo.exit_code
-    write_report(s.folder)
-    export = load_config(s.folder.config).output.export  # output.export: hand off the promoted model (export/)
+    write_report(s.run)
+    export = load_config(s.run.folder.config).output.export  # output.export: hand off the promoted model (export/)
     if export is not None and code == 0:
         from shipsft.export.run import export_run
 
         try:  # a failed export (parity mismatch: exit 1) leaves the trained run complete, manifest included
-            export_run(s.folder.root, export, progress)
+            export_run(s.run.folder.root, export, progress)
         except ShipError as e:
             progress.note("\n".join(f"export failed: {line}" for line in e.lines))
             code = e.exit_code
     return code
 
 
-def write_report(folder: RunFolder) -> Path:
-    promotion = read_json(folder.promotion) if folder.promotion.exists() else None
-    failures = failure_summary(folder.predictions, (promotion or {}).get("step"))  # the promoted step's failures
-    html = render_report(folder.root.name, read_metrics(folder), read_evals(folder), promotion, read_manifest(folder),
-                         failures)
-    return write_text_atomic(folder.report, html)
+def write_report(run: Run | RunFolder) -> Path:
+    run = run if isinstance(run, Run) else Run(run)
+    r = run.records()
+    html = render_report(run.folder.root.name, r["metrics"], r["evals"], r["promotion"], r["manifest"], r["failures"])
+    return write_text_atomic(run.folder.report, html)
 
 
 def run_train(cfg: RunConfig, config_path: str | Path | None = None, skip_audit: bool = False,
@@ -319,23 +322,19 @@ def run_train(cfg: RunConfig, config_path: str | Path | None = None, skip_audit:
         # promotion, reports and export read the run folder that rank 0 wrote: rank 0's work; every rank exits
         # with its code
         code = dist.broadcast(finish(s, result, progress) if dist.is_main() else None)
-        if dist.is_main():
-            update_manifest(s.folder, steps=result.steps, skipped_nonfinite_steps=result.n_skipped,
-                            trained_tok_s=round(result.trained_tok_s, 1),
-                            wall_s=round(time.perf_counter() - started, 1), world_size=dist.world_size(),
-                            distributed=s.strategy)
-            s.sink.log_run_files()  # after the manifest's last update: the artifact holds the steps and the time
+        s.run.finished(steps=result.steps, skipped_nonfinite_steps=result.n_skipped,
+                       trained_tok_s=round(result.trained_tok_s, 1), wall_s=round(time.perf_counter() - started, 1),
+                       world_size=dist.world_size(), distributed=s.strategy)
         status = "FINISHED"
     except (Preempted, KeyboardInterrupt):
         status = "KILLED"  # resumable: a resume sets the tracker run running again
         raise
     finally:
-        s.sink.close(status)
-        for line in s.sink.problems:
+        for line in s.run.close(status):
             progress.note(line)
     dist.stop()
     if result.eval_loss_before is not None:
         progress.note(f"eval loss: base {result.eval_loss_before:.4f} -> tuned {result.eval_loss_after:.4f}")
-    progress.note(f"saved {s.folder.trained(s.method)} ({result.steps} steps, {result.trained_tok_s:.0f} trained "
+    progress.note(f"saved {s.run.folder.trained(s.method)} ({result.steps} steps, {result.trained_tok_s:.0f} trained "
                   f"tok/s, {result.n_skipped} skipped, {time.perf_counter() - started:.0f} s total)")
     return code

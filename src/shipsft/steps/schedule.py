@@ -13,7 +13,7 @@ import math
 from dataclasses import dataclass
 
 from shipsft.config import OptimConfig, TrainConfig
-from shipsft.train.batches import BatchRule, Cursor, steps_from
+from shipsft.steps.batches import BatchRule, Cursor, steps_from
 
 
 @dataclass(frozen=True)
@@ -26,7 +26,7 @@ class StepPlan:
 
 def batch_rule(train: TrainConfig) -> BatchRule:
     if train.batch_size in (None, "auto") and train.batch_tokens is None:
-        raise ValueError("train.batch_size is still 'auto': resolve it first (train/recipe.py: resolve_auto)")
+        raise ValueError("train.batch_size is still 'auto': resolve it first (steps/resolve.py)")
     return BatchRule(examples=train.batch_size, tokens=train.batch_tokens)
 
 

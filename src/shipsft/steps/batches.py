@@ -79,3 +79,12 @@ def steps_from(lengths: list[int], rule: BatchRule, seed: int, epochs: float, st
         steps += len(epoch_steps)
         cursor = Cursor(cursor.epoch + 1, 0)
     return steps
+
+
+def walk(lengths: list[int], rule: BatchRule, seed: int, steps: int):
+    """(epoch, whether the step ends its epoch, example indices) of the first `steps` optimizer steps of a run, in the
+    order the loop takes them (`next_examples` from a fresh cursor): what the audit and the memory planner walk to see
+    the loop's own micro-batches."""
+    cursor = Cursor()
+    for _ in range(steps):
+        yield next_examples(cursor, lengths, rule, seed)

@@ -1,6 +1,6 @@
-"""The recipe chosen by the data: what `auto` means for the batch and the number of epochs, with the reason for each
-choice (printed at the start of a run and written into its config.yaml as plain numbers). `data.max_length: auto` is
-resolved by the data pipeline (the longest rendered example; data/pipeline.py).
+"""What `auto` means for the batch and the number of epochs, with the reason for each choice (printed at the start of
+a run and written into its config.yaml as plain numbers). `data.max_length: auto` is resolved by the data pipeline
+(the longest rendered example; data/pipeline.py); `resolve.py` puts the two together.
 
 Why these rules. A small data set needs enough optimizer steps to learn: one epoch of 1,200 examples in steps of 64
 examples is 19 updates, in steps of 8 (TRL's per-device batch) it is 150 (`bench/recipe.py` compares the defaults
@@ -12,14 +12,14 @@ examples per step is the usual SFT range); past that, more steps of the same siz
     epochs      enough passes for about MIN_STEPS optimizer steps, at most MAX_EPOCHS (more passes over a small set
                 memorise it), at least 1
 
-    data, train, reasons = resolve_auto(cfg.data, cfg.train, n_examples=len(lengths), lengths=lengths)
+    train, reasons = auto_train(cfg.train, lengths)     # lengths: one per training sequence
 """
 from __future__ import annotations
 
 import math
 
-from shipsft.config import DataConfig, TrainConfig
-from shipsft.train.batches import BatchRule, Cursor, steps_from
+from shipsft.config import TrainConfig
+from shipsft.steps.batches import BatchRule, Cursor, steps_from
 
 MIN_BATCH, MAX_BATCH = 8, 64
 EXAMPLES_PER_STEP_RATIO = 100  # batch = examples / 100 before clamping
@@ -32,9 +32,10 @@ def auto_batch_size(n_examples: int) -> int:
     return max(MIN_BATCH, min(MAX_BATCH, 2 ** int(math.log2(raw))))
 
 
-def resolve_auto(data: DataConfig, train: TrainConfig, n_examples: int, lengths: list[int]
-                 ) -> tuple[DataConfig, TrainConfig, list[str]]:
-    """`train` with batch_size / epochs turned from 'auto' into numbers, and one reason per choice made."""
+def auto_train(train: TrainConfig, lengths: list[int]) -> tuple[TrainConfig, list[str]]:
+    """`train` with batch_size / epochs turned from 'auto' into numbers (for examples of these token lengths), and
+    one reason per choice made."""
+    n_examples = len(lengths)
     reasons = []
     updates = {}
     if train.batch_size == "auto":
@@ -52,4 +53,4 @@ def resolve_auto(data: DataConfig, train: TrainConfig, n_examples: int, lengths:
                + (f", capped at {MAX_EPOCHS} passes (more would memorise a small set)" if epochs == MAX_EPOCHS
                   and epochs * per_epoch < MIN_STEPS else ""))
         reasons.append(f"train.epochs auto -> {epochs} ({why}; about {MIN_STEPS} optimizer steps is the aim)")
-    return data, train.model_copy(update=updates), reasons
+    return train.model_copy(update=updates), reasons
