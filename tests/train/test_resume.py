@@ -271,3 +271,26 @@ def test_reproduce_reports_what_matches_and_retrains_the_first_steps(tmp_path):
     differs = {r.what for r in report.rows if not r.ok}
     assert not report.ok and {"data fingerprint (train)", "rendered tokens (train)"} <= differs
     assert any(w.startswith("file ") for w in differs)
+
+
+def test_a_resumed_run_keeps_the_checkpoint_it_resumed_from_for_promotion(tmp_path):
+    """The checkpoint a run resumes from is one promotion may choose, as in the run never interrupted: its own
+    loop state lists it (it was once saved listing only the ones before it, so a resumed run forgot it)."""
+    from helpers import Notes
+    from shipsft.train.loop import fit
+    from shipsft.train.run import setup
+
+    def train(name: str, resume: Path | None = None, limit: int | None = None):
+        path = write_tiny_run(tmp_path, train={"max_steps": 6, "batch_size": 8, "precision": "fp32", "save_every": 2,
+                                               "keep_checkpoints": 10}, output={"dir": str(tmp_path / "runs"),
+                                                                                 "name": name})
+        s = setup(load_config(path), path, False, None, Notes(), resume=resume)
+        try:
+            return fit(s, limit_steps=limit)
+        finally:
+            s.run.close()
+
+    whole = train("whole")
+    train("killed", limit=3)  # stopped after step 3: step-2 is its last checkpoint
+    resumed = train("killed", resume=tmp_path / "runs" / "killed" / "checkpoints" / "step-2")
+    assert sorted(whole.checkpoints) == sorted(resumed.checkpoints) == [2, 4, 6]
