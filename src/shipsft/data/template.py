@@ -206,6 +206,13 @@ def find_turn_end(template: ChatTemplate, specials: tuple[str, ...]) -> TurnEnd:
     k = _common_prefix(final_tail, nonfinal_tail, specials)
     shared, tok = _close(final_tail[:k], specials, last=True)
     if shared:
+        # The shared text may run into the next header: Llama-3-8B-Instruct's first template always appends the
+        # generation prompt, so both renders continue '<|eot_id|><|start_header_id|>' after the answer. A turn ends
+        # at the token that ends the user's turn too (the first special token between Q1 and A1), never past it.
+        between = specials_at(one[one.index(q1) + len(q1):one.index(a1)], specials)
+        user_close = between[0][1] if between else None
+        if user_close and user_close in shared and not shared.endswith(user_close):
+            shared, tok = shared[:shared.index(user_close) + len(user_close)], user_close
         return TurnEnd(shared, shared, final_tail[len(shared):], tok)
     close_final, tok = _close(final_tail, specials, last=False)
     close_nonfinal, _ = _close(nonfinal_tail, specials, last=False)
