@@ -52,13 +52,24 @@ def run_shipsft(tok, cases: list[Case], kwargs: dict) -> dict[str, Outcome]:
     """All conversations of a template in one JSONL file, prepared as `shipsft train` prepares its data. A refusal
     names the examples it refuses ("file:line"): those get it, and the file is prepared again without them; a
     refusal that names none (a template that cannot teach the model to stop) is every remaining conversation's."""
+    before = os.environ.get("SHIPSFT_NO_CACHE")
+    os.environ["SHIPSFT_NO_CACHE"] = "1"  # score the code, never a rendered-data cache of an earlier build
+    try:
+        return _prepare_each(tok, cases, kwargs)
+    finally:  # restored: a test run goes on with the cache as it was
+        if before is None:
+            del os.environ["SHIPSFT_NO_CACHE"]
+        else:
+            os.environ["SHIPSFT_NO_CACHE"] = before
+
+
+def _prepare_each(tok, cases: list[Case], kwargs: dict) -> dict[str, Outcome]:
     import re
 
     from shipsft.config import DataConfig
     from shipsft.data.pipeline import prepare
     from shipsft.errors import ShipError
 
-    os.environ["SHIPSFT_NO_CACHE"] = "1"  # score the code, never a rendered-data cache of an earlier build
     out: dict[str, Outcome] = {}
     remaining = list(cases)
     with tempfile.TemporaryDirectory() as d:
