@@ -1,7 +1,7 @@
 """Run training under tcmalloc when it is installed: the CLI re-executes itself once with LD_PRELOAD set.
 
 Why: with glibc malloc, a CPU training step frees and re-allocates hundreds of MB of activations, and the page-fault
-churn costs system CPU time that tcmalloc does not (docs/measurements.md: allocator). An allocator must be loaded
+churn costs system CPU time that tcmalloc does not (the measurement is beside CANDIDATES). An allocator must be loaded
 before the process starts, hence the re-exec. Install it with `apt-get install libtcmalloc-minimal4`; opt out with
 SHIPSFT_ALLOCATOR=system.
 """
@@ -11,6 +11,8 @@ import os
 import sys
 from pathlib import Path
 
+# paired SmolLM2-135M LoRA runs on a 2-core Xeon (bench/train_vs_trl.py runs both allocators): glibc malloc spent
+# 13-31% of the step in system CPU time, tcmalloc cut it from 54 s to 9 s and raised throughput 1.20-1.55x
 CANDIDATES = ("/usr/lib/x86_64-linux-gnu/libtcmalloc_minimal.so.4",
               "/usr/lib/aarch64-linux-gnu/libtcmalloc_minimal.so.4",
               "/usr/lib64/libtcmalloc_minimal.so.4", "/usr/lib/libtcmalloc_minimal.so.4")

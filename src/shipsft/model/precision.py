@@ -2,8 +2,8 @@
 
 Trained weights stay fp32 (AdamW's moments and small LoRA updates keep full precision); speed comes from autocast.
 Frozen weights are different: under bf16 autocast a LoRA run's frozen base Linear weights would be re-cast from
-fp32 to bf16 on every forward (a quarter of a bf16 step's time in a profiler trace: docs/measurements.md, frozen
-weights). `store_frozen` casts them once; the values the matmuls see are the same bf16 values
+fp32 to bf16 on every forward (a quarter of a bf16 step's time in a profiler trace: the measurement is beside
+`store_frozen`). `store_frozen` casts them once; the values the matmuls see are the same bf16 values
 autocast produced, so training computes the same thing without the copies, and the base weights take half the
 memory. There is no fp32 copy left: a pass that runs without autocast (eval loss, KL to the base with the adapter
 switched off) computes these layers in bf16 and returns fp32 activations (`FrozenLinear.forward`), i.e. it sees
@@ -28,11 +28,13 @@ def native_bf16(device: torch.device) -> bool:
     return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
 
 
+# bench/train_vs_trl.py on a 2-core AMD EPYC with AVX512-BF16 (no AMX), SmolLM2-135M LoRA, 6 steps: bf16 1.82x fp32 (63.3
+# vs 34.8 trained tok/s); first-step loss 6.151 vs 6.150, held-out loss after the epoch 4.744 vs 4.634
 def autocast_dtype(precision: str, device: torch.device) -> torch.dtype | None:
     """bf16 autocast, or None for plain fp32 (`precision` is train.precision: auto | fp32 | bf16).
 
     auto: bf16 where the hardware has native bf16 (faster there, with slightly noisier gradients: set fp32 to trade
-    speed for that; docs/measurements.md, bf16 autocast). Without native bf16 it is emulated and slower than fp32,
+    speed for that; the measurement is in the comment above). Without native bf16 it is emulated and slower than fp32,
     so auto keeps fp32 there.
     """
     if precision == "fp32":
@@ -58,6 +60,8 @@ class FrozenLinear(torch.nn.Linear):
         return torch.nn.functional.linear(x.to(w.dtype), w, self.bias).to(x.dtype)
 
 
+# a torch-profiler trace of a bf16 SmolLM2-135M LoRA step on a 2-core AMD EPYC with AVX512-BF16: 25% of the step re-cast
+# frozen fp32 weights to bf16 before this existed
 def store_frozen(model: torch.nn.Module, dtype: torch.dtype) -> int:
     """Replace every plain nn.Linear whose weight is frozen by a FrozenLinear holding its weights in `dtype`, once.
 
