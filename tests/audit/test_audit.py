@@ -9,6 +9,7 @@ import copy
 import hashlib
 import json
 import random
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -490,6 +491,53 @@ def test_recipe_too_few_optimizer_steps_is_a_warning_with_the_fix():
     assert "only 19 optimizer step(s) (64 examples each)" in warn.message
     assert warn.fix.startswith("--set train.batch_size=")
     assert "recipe.too_few_steps" not in checks(recipe(1200, 100_000, "lora", 1.0, None, 8)[0])
+
+
+def test_too_few_steps_quotes_the_runs_own_numbers():
+    """900 examples in steps of 48: the message names this run's 19 updates an epoch and what 9 per step would give,
+    never another data set's numbers."""
+    f, s = recipe(900, 50_000, "lora", 1.0, None, 48)
+    warn = next(x for x in f if x.check == "recipe.too_few_steps")
+    assert (s["optimizer_steps"], s["steps_per_epoch"]) == (19, 19)
+    assert warn.message == ("the run makes only 19 optimizer step(s) (48 examples each): too few updates to learn a "
+                            "task from 900 examples (each step is one update: in steps of 48 examples they make 19 "
+                            "updates an epoch; in steps of 9 examples they would make 100).")
+    assert warn.fix.startswith("--set train.batch_size=9")
+
+
+@pytest.mark.parametrize("n", [40, 60, 300, 1200, 5000])
+@pytest.mark.parametrize("batch", [4, 8, 10, 32, 64])
+@pytest.mark.parametrize("epochs", [1.0, 3.0])
+def test_recipe_summary_and_too_few_steps_agree(n, batch, epochs):
+    """One rule (judge_updates) writes the summary's verdict and raises the warning: the summary says "too few"
+    exactly when the warning is there, and "enough" exactly when it is not (on 50+ examples)."""
+    f, s = recipe(n, 10_000, "lora", epochs, None, batch)
+    summary = next(x for x in f if x.check == "recipe.summary").message
+    warned = "recipe.too_few_steps" in checks(f)
+    assert warned == ("updates are too few" in summary)
+    assert (not warned and n >= 50) == ("updates are enough" in summary)
+    assert warned == (n >= 50 and s["optimizer_steps"] < 50)
+    assert summary.endswith(s["verdict"] + ".")
+
+
+def test_the_quickstart_audits_without_a_warning():
+    """The project's own quickstart (examples/quickstart/config.yaml) raises no warning and no error: what a new
+    user sees first is a clean audit."""
+    from shipsft.config import check_paths
+    from shipsft.model.attention import rows_join
+    from shipsft.model.load import hf_config
+    from shipsft.model.locate import load_tokenizer
+
+    path = Path(__file__).resolve().parents[2] / "examples" / "quickstart" / "config.yaml"
+    cfg = load_config(path)
+    check_paths(cfg, path)
+    tok = load_tokenizer(cfg.model)
+    prepared = prepare(cfg.data, tok, "train", strict=True, rejects_path=None)
+    result = run_audit(cfg, tok, prepared, joined=rows_join(cfg.model, cfg.train, hf_config(cfg.model)))
+    loud = [(x.check, x.message) for x in result.findings if x.severity != "info"]
+    assert loud == []
+    summary = next(x for x in result.findings if x.check == "recipe.summary").message
+    assert "in 50 optimizer step(s) of 6 examples" in summary and "50 updates are enough" in summary
 
 
 def planned(n: int, train: dict) -> tuple[TrainConfig, object]:

@@ -193,7 +193,8 @@ with answers cut by max_length.</p></section>
                                                                               s.get('contamination', {}))}</section>
 <section id="recipe"><h2>Data size and recipe</h2><p>{escape(str(recipe.get('n_examples', 0)))} examples,
 {recipe.get('trained_tokens', 0):,} trained tokens, {escape(str(recipe.get('method', '')))},
-{recipe.get('epochs', 0)} epoch(s): {escape(str(recipe.get('band', '')))}.</p>
+{recipe.get('epochs', 0)} epoch(s) in {recipe.get('optimizer_steps', 0):,} optimizer step(s):
+{escape(str(recipe.get('verdict', recipe.get('band', ''))))}.</p>
 <p class="muted">Rough guidance: 50–500 examples adjust style or format (LoRA), 1k–10k specialise a model on a
 task, 10k–100k change behaviour substantially (where full fine-tuning pays). Repeating a small set for many epochs
 overfits it: spend the budget on fresh examples and let an eval decide when to stop.</p>
