@@ -10,3 +10,27 @@ def smollm2_tokenizer():
     from shipsft.model.locate import load_tokenizer
 
     return load_tokenizer(ModelConfig(path="smollm2"))
+
+
+@pytest.fixture(scope="session")
+def two_runs(tmp_path_factory):
+    """Two real tiny runs, trained by `shipsft train` as a user runs it (a subprocess, its stdout and stderr kept):
+    runs/quiet with the defaults, and runs/loud with -v and another learning rate. The console tests read their
+    output; `shipsft runs` and `shipsft compare` read their folders."""
+    import os
+    import subprocess
+    import sys
+
+    from helpers import write_tiny_run
+
+    root = tmp_path_factory.mktemp("two_runs")
+    config = write_tiny_run(root, eval={"suites": [{"name": "toy", "data": "eval.jsonl", "metrics": ["exact_match"],
+                                                    "max_new_tokens": 8}]})
+    env = {**os.environ, "SHIPSFT_ALLOCATOR": "system", "COLUMNS": "120", "PYTHONWARNINGS": ""}
+    out = {}
+    for name, extra in (("quiet", []), ("loud", ["-v", "--set", "optim.lr=0.001"])):
+        out[name] = subprocess.run([sys.executable, "-m", "shipsft", "train", str(config), "--set",
+                                    f"output.name={name}", *extra], capture_output=True, text=True, cwd=root,
+                                   env=env, timeout=900)
+        assert out[name].returncode == 0, out[name].stdout + out[name].stderr
+    return root / "runs", out

@@ -146,6 +146,7 @@ class Notes:
 
     def __init__(self):
         self.lines: list[str] = []
+        self.evals: list[tuple[str, int]] = []
 
     def start(self, total: int) -> None:
         pass
@@ -158,6 +159,18 @@ class Notes:
 
     def stop(self) -> None:
         pass
+
+    def eval_start(self, label: str, total: int) -> None:
+        self.evals.append((label, total))
+
+    def eval_step(self, n: int) -> None:
+        self.evals[-1] = (self.evals[-1][0], self.evals[-1][1] - n)  # (label, generations still to come)
+
+    def eval_stop(self) -> None:
+        pass
+
+    def summary(self, folder: Path, lines: list[str]) -> None:
+        self.lines += lines
 
 
 def save_tiny_model(folder: Path, **model_kw) -> Path:
@@ -183,3 +196,47 @@ def write_tiny_run(tmp_path: Path, n_train: int = 64, model_kw: dict | None = No
            "name": "t"}, **overrides}
     (tmp_path / "config.yaml").write_text(yaml.safe_dump(cfg))
     return tmp_path / "config.yaml"
+
+
+def make_run(run: Path, promoted: bool = True, lr: float = 2e-4, started: str = "2026-01-02T10:00:00+0000",
+             finished: bool = True) -> Path:
+    """A run folder's records written as a training run writes them (10 steps, evals at 0, 5 and 10, the gate
+    decision, config.yaml and manifest.json), for the pages and tables that read them."""
+    import yaml
+
+    run.mkdir(parents=True)
+    (run / "config.yaml").write_text(yaml.safe_dump({"model": {"path": "smollm2"}, "method": {"name": "lora"},
+                                                    "optim": {"lr": lr}, "train": {"batch_size": 8},
+                                                    "output": {"dir": str(run.parent), "name": run.name}}))
+    manifest = {"started": started, "model_dir": "/models/smollm2", "data_fingerprint": {"train": "abc123"},
+                "trainable_params": 1000, "total_params": 100_000}
+    if finished:
+        manifest.update(steps=10, wall_s=125.4, trained_tok_s=160.0)
+    (run / "manifest.json").write_text(json.dumps(manifest))
+    steps = [{"step": s, "epoch": 0, "loss": 3.0 / s, "lr": 2e-4 * min(1, s / 3), "grad_norm": 1.5 - s / 10,
+              "trained_tokens": 400, "trained_tok_s": 150.0 + s, "skipped": False} for s in range(1, 11)]
+    lines = steps[:5] + [{"step": 5, "eval_loss": 1.1}] + steps[5:]
+    (run / "metrics.jsonl").write_text("".join(json.dumps(x) + "\n" for x in lines))
+    sample = {"suite": "qa", "source": "qa.jsonl:1", "prompt": "Capital of France?", "reference": "Paris"}
+    evals = [
+        {"kind": "baseline", "step": 0, "metrics": {"qa/exact_match": 0.2, "qa/eval_loss": 2.5, "eval_loss": 2.5,
+                                                    "kl_to_base": 0.0, "probe_loss": 1.0, "general_loss_increase": 0.0},
+         "samples": [{**sample, "output": "Lyon <script>alert(1)</script>"}], "kl_method": "exact (adapter disabled)"},
+        {"kind": "smoke", "step": 5, "metrics": {"qa/exact_match": 0.5}, "samples": []},
+        {"kind": "full", "step": 10, "epoch_end": True,
+         "metrics": {"qa/exact_match": 0.9, "qa/eval_loss": 1.0, "eval_loss": 1.0, "kl_to_base": 0.12,
+                     "probe_loss": 1.03, "probe_kl": 0.05, "general_loss_increase": 0.03},
+         "samples": [{**sample, "output": "Paris"}], "kl_method": "exact (adapter disabled)"},
+    ]
+    (run / "eval.jsonl").write_text("".join(json.dumps(x) + "\n" for x in evals))
+    gate = {"metric": "qa/exact_match", "op": ">=", "threshold": 0.95 if not promoted else 0.8, "value": 0.9,
+            "passed": promoted, "miss": 0.0 if promoted else 0.05}
+    promo = {"promoted": promoted, "exit_code": 0 if promoted else 3, "step": 10, "select_metric": "qa/exact_match",
+             "message": "PROMOTED step 10" if promoted else "NOT PROMOTED: none of 1 checkpoint(s) passed every gate.",
+             "value": 0.9, "gates": [gate], "spearman_eval_loss": None,
+             "candidates": [{"step": 10, "value": 0.9, "passed": promoted, "failed": [] if promoted else ["x"]}],
+             "before_after": [{"suite": "qa", "metric": "exact_match", "n": 10, "base": 0.2, "tuned": 0.9,
+                               "delta": 0.7, "lo": 0.4, "hi": 0.9}]}
+    if finished:
+        (run / "promotion.json").write_text(json.dumps(promo))
+    return run

@@ -11,39 +11,11 @@ from shipsft.report.svg import line_chart, ticks
 from shipsft.runs.layout import RunFolder
 from shipsft.train.run import write_report as _write_report
 
+from helpers import make_run
+
 
 def write_report(run: Path) -> Path:
     return _write_report(RunFolder(run))
-
-
-def make_run(run: Path, promoted: bool = True) -> Path:
-    run.mkdir(parents=True)
-    steps = [{"step": s, "epoch": 0, "loss": 3.0 / s, "lr": 2e-4 * min(1, s / 3), "grad_norm": 1.5 - s / 10,
-              "trained_tokens": 400, "trained_tok_s": 150.0 + s, "skipped": False} for s in range(1, 11)]
-    lines = steps[:5] + [{"step": 5, "eval_loss": 1.1}] + steps[5:]
-    (run / "metrics.jsonl").write_text("".join(json.dumps(x) + "\n" for x in lines))
-    sample = {"suite": "qa", "source": "qa.jsonl:1", "prompt": "Capital of France?", "reference": "Paris"}
-    evals = [
-        {"kind": "baseline", "step": 0, "metrics": {"qa/exact_match": 0.2, "qa/eval_loss": 2.5, "eval_loss": 2.5,
-                                                    "kl_to_base": 0.0, "probe_loss": 1.0, "general_loss_increase": 0.0},
-         "samples": [{**sample, "output": "Lyon <script>alert(1)</script>"}], "kl_method": "exact (adapter disabled)"},
-        {"kind": "smoke", "step": 5, "metrics": {"qa/exact_match": 0.5}, "samples": []},
-        {"kind": "full", "step": 10, "epoch_end": True,
-         "metrics": {"qa/exact_match": 0.9, "qa/eval_loss": 1.0, "eval_loss": 1.0, "kl_to_base": 0.12,
-                     "probe_loss": 1.03, "probe_kl": 0.05, "general_loss_increase": 0.03},
-         "samples": [{**sample, "output": "Paris"}], "kl_method": "exact (adapter disabled)"},
-    ]
-    (run / "eval.jsonl").write_text("".join(json.dumps(x) + "\n" for x in evals))
-    gate = {"metric": "qa/exact_match", "op": ">=", "threshold": 0.95 if not promoted else 0.8, "value": 0.9,
-            "passed": promoted, "miss": 0.0 if promoted else 0.05}
-    promo = {"promoted": promoted, "exit_code": 0 if promoted else 3, "step": 10, "select_metric": "qa/exact_match",
-             "message": "PROMOTED step 10" if promoted else "NOT PROMOTED: none of 1 checkpoint(s) passed every gate.",
-             "value": 0.9, "gates": [gate], "spearman_eval_loss": None,
-             "candidates": [{"step": 10, "value": 0.9, "passed": promoted, "failed": [] if promoted else ["x"]}],
-             "before_after": [{"suite": "qa", "metric": "exact_match", "n": 10, "base": 0.2, "tuned": 0.9,
-                               "delta": 0.7, "lo": 0.4, "hi": 0.9}]}
-    (run / "promotion.json").write_text(json.dumps(promo))
-    return run
 
 
 def test_ticks_are_round_and_cover_the_range():

@@ -15,6 +15,7 @@ from typing import Optional
 
 import typer
 
+from shipsft.cli.console import VerboseOpt
 from shipsft.errors import ShipError
 
 HELP = "/reset clears the conversation, /system TEXT sets the system message (/system alone removes it), /exit quits"
@@ -95,12 +96,14 @@ def chat(
     prompt: Optional[str] = typer.Option(None, "--prompt", help="Answer this one message and exit"),
     system: Optional[str] = typer.Option(None, "--system", help="System message"),
     max_new_tokens: int = typer.Option(512, "--max-new-tokens", help="Longest reply in tokens"),
+    verbose: bool = VerboseOpt,
 ) -> None:
     """Chat in the terminal with the trained template: streaming greedy replies, /reset, /system, multi-turn."""
-    from shipsft.cli.console import fail
+    from shipsft.cli.console import fail, quiet
 
-    try:
-        code = run_chat(model, prompt, system, max_new_tokens)
-    except ShipError as e:
-        fail(e)
+    with quiet(verbose):
+        try:
+            code = run_chat(model, prompt, system, max_new_tokens)
+        except ShipError as e:
+            fail(e)
     raise typer.Exit(code or 0)

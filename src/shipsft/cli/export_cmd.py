@@ -19,6 +19,7 @@ import typer
 from pydantic import ValidationError
 from rich.console import Console
 
+from shipsft.cli.console import VerboseOpt
 from shipsft.config import ExportConfig, load_config
 from shipsft.errors import ConfigError, ShipError
 from shipsft.runs.layout import RunFolder, is_run_folder
@@ -92,13 +93,15 @@ def export(
     prompts: Optional[int] = typer.Option(None, "--prompts", help="Eval prompts the parity check generates on"),
     serve_check: bool = typer.Option(False, "--serve-check", help="Then serve the HF export with vLLM and compare "
                                                                   "its replies (bench/serve_check.py; slow)"),
+    verbose: bool = VerboseOpt,
 ) -> None:
     """Merge the run's adapter and write an HF folder and/or a GGUF, with a model card; check train/serve parity."""
-    from shipsft.cli.console import console, fail
+    from shipsft.cli.console import console, fail, quiet
 
-    try:
-        settings = export_settings(run, to, dtype, quant, out, False if skip_check else None, prompts)
-        code = run_export(run, settings, check, serve_check, console)
-    except ShipError as e:
-        fail(e)
+    with quiet(verbose):
+        try:
+            settings = export_settings(run, to, dtype, quant, out, False if skip_check else None, prompts)
+            code = run_export(run, settings, check, serve_check, console)
+        except ShipError as e:
+            fail(e)
     raise typer.Exit(code or 0)

@@ -3,11 +3,13 @@
     shipsft init DATA [--eval FILE] [--model M] [--out CONFIG] [--task-metric M]
     shipsft preview CONFIG [--index N] [--set key=value ...]
     shipsft audit CONFIG [--out DIR]
-    shipsft train CONFIG [--skip-audit]
+    shipsft train CONFIG [--skip-audit] [--resume [RUN]] [-v]
     shipsft eval MODEL_OR_RUN [--suite FILE] [--baseline MODEL] [--failures N]
     shipsft reproduce RUN_DIR [--check-steps N]
     shipsft export RUN [--to hf|gguf] [--dtype f32|f16|bf16] [--quant q8_0] [--check] [--serve-check]
     shipsft chat RUN_OR_MODEL [--prompt TEXT]
+    shipsft runs [DIR] [--html]
+    shipsft compare RUN RUN... [--out FILE]
     shipsft config explain [KEY]
     shipsft --version
 
@@ -23,7 +25,7 @@ from typing import Optional
 import typer
 
 from shipsft import __version__
-from shipsft.cli.console import RichProgress, console, fail
+from shipsft.cli.console import RichProgress, VerboseOpt, console, fail, quiet
 from shipsft.errors import ShipError
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="Supervised fine-tuning that ships.")
@@ -113,12 +115,19 @@ def train(
     resume_force: bool = typer.Option(False, "--resume-force", help="Resume even though the config differs from "
                                       "the checkpoint's in what changes the result (recorded in the manifest)"),
     overrides: Optional[list[str]] = SetOpt,
+    verbose: bool = VerboseOpt,
 ) -> None:
     """Audit, then train (LoRA / QLoRA / full), eval-gate and write the run folder. SIGTERM / Ctrl-C finish the
     current step, save a checkpoint and print the command that resumes it (a second Ctrl-C stops at once)."""
     from shipsft.cli.allocator import reexec_with_tcmalloc
 
     reexec_with_tcmalloc()  # before torch is imported; SHIPSFT_ALLOCATOR=system opts out
+    with quiet(verbose):  # the libraries' bars and warnings into <run>/train.log unless -v
+        train_run(config, skip_audit, resume, resume_force, overrides, verbose)
+
+
+def train_run(config: Path, skip_audit: bool, resume: str | None, resume_force: bool, overrides: list[str] | None,
+              verbose: bool) -> None:
     from shipsft.config import check_paths, load_config
     from shipsft.runs.checkpoint import CheckpointWriteError
     from shipsft.runs.resume import find_checkpoint
@@ -127,7 +136,7 @@ def train(
     from shipsft.train.run import run_train
 
     # launched on several processes (torchrun sets RANK), rank 0 alone prints
-    progress = RichProgress() if os.environ.get("RANK", "0") == "0" else Silent()
+    progress = RichProgress(details=verbose, closing=True) if os.environ.get("RANK", "0") == "0" else Silent()
     stop = StopRequest()
     try:
         cfg = load_config(config, overrides or [])
@@ -175,16 +184,18 @@ def eval_cmd(
     limit: Optional[int] = typer.Option(None, "--limit", help="Only the first N examples of each suite"),
     out: Optional[Path] = typer.Option(None, "--out", help="Write eval.json here (predictions.jsonl beside it)"),
     failures: int = typer.Option(0, "--failures", min=0, help="Print the N worst predictions side by side"),
+    verbose: bool = VerboseOpt,
 ) -> None:
     """Evaluate a model (or a run's promoted model) on task suites; --baseline adds deltas with 95% CIs. Every
     prediction goes to predictions.jsonl."""
     from shipsft.cli.eval_cmd import run_eval
 
-    try:
-        code = run_eval(model, suites=suite, baseline=baseline, metrics=metrics, limit=limit, out=out,
-                        console=console, failures=failures)
-    except ShipError as e:
-        fail(e)
+    with quiet(verbose):
+        try:
+            code = run_eval(model, suites=suite, baseline=baseline, metrics=metrics, limit=limit, out=out,
+                            console=console, failures=failures)
+        except ShipError as e:
+            fail(e)
     raise typer.Exit(code or 0)
 
 
@@ -243,6 +254,9 @@ app.command(name="init")(init_cmd.init)
 from shipsft.cli import plan_cmd, sweep_cmd  # noqa: E402
 app.command(name="sweep")(sweep_cmd.sweep)
 app.command(name="plan")(plan_cmd.plan)
+from shipsft.cli import runs_cmd  # noqa: E402
+app.command(name="runs")(runs_cmd.runs)
+app.command(name="compare")(runs_cmd.compare)
 
 
 def main() -> None:

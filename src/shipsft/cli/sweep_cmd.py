@@ -19,7 +19,7 @@ from rich import box
 from rich.markup import escape
 from rich.table import Table
 
-from shipsft.cli.console import RichProgress, console, fail
+from shipsft.cli.console import RichProgress, VerboseOpt, console, fail, quiet
 from shipsft.errors import ConfigError, ShipError
 
 
@@ -161,6 +161,7 @@ def sweep(
     out: Optional[Path] = typer.Option(None, "--out", help="--lr-lock: where the new config goes (default "
                                        "CONFIG.lr-locked.yaml beside it)"),
     overrides: Optional[list[str]] = typer.Option(None, "--set", help="--lr-lock: dotted override of the config"),
+    verbose: bool = VerboseOpt,
 ) -> None:
     """Run a sweep (one lever at a time, grid, or seeds) and print the results table, the variance decomposition and
     the pick; or lock LR and warmup (--lr-lock)."""
@@ -191,9 +192,9 @@ def sweep(
     reexec_with_tcmalloc()  # trials train in this process: the same allocator `shipsft train` uses
     from shipsft.train.preempt import Preempted, StopRequest
 
-    progress, stop = RichProgress(), StopRequest()
+    progress, stop = RichProgress(details=verbose), StopRequest()
     try:
-        with stop.installed():
+        with stop.installed(), quiet(verbose):  # each trial's library output into its train.log unless -v
             if lr_lock:
                 from shipsft.sweep.lrlock import lr_lock as run_lock
 

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import contextlib
 import inspect
+from collections.abc import Callable
 
 import torch
 
@@ -142,7 +143,8 @@ def greedy_ids(model, prompts: list[list[int]], *, stop_ids: list[int], max_new_
 # (a shared machine, so absolute times are high; the ratio held in two repeats)
 @torch.no_grad()
 def generate(model, tokenizer, prompts: list[list[int]], *, stop_ids: list[int], max_new_tokens: int,
-             batch_size: int | str, amp: torch.dtype | None) -> list[str]:
+             batch_size: int | str, amp: torch.dtype | None, advance: Callable[[int], None] | None = None
+             ) -> list[str]:
     """Greedy continuations of tokenised prompts, decoded up to (not including) the first stop token.
 
     Prompts are sorted by length so each batch pads little (`batches`); the outputs come back in the input order.
@@ -161,6 +163,8 @@ def generate(model, tokenizer, prompts: list[list[int]], *, stop_ids: list[int],
                                  max_new_tokens=max_new_tokens, pad_id=pad)
             for i, seq in zip(chunk, new):
                 outputs[i] = tokenizer.decode(seq, skip_special_tokens=True)
+            if advance is not None:  # a progress bar: this many more prompts answered
+                advance(len(chunk))
     finally:
         model.train(was_training)
     return outputs

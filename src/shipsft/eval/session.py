@@ -15,7 +15,9 @@ Metric names:
 from __future__ import annotations
 
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass, field
+from typing import Any
 
 from shipsft.config import DataConfig, EvalConfig
 from shipsft.data.pack import padding_id
@@ -63,6 +65,7 @@ class EvalSession:
     base_scores: dict[str, list[dict[str, float]]] = field(default_factory=dict)
     base_outputs: dict[str, list[str]] = field(default_factory=dict)  # suite -> the base model's generations
     base_slice_loss: dict[str, float] = field(default_factory=dict)  # probe slice -> the baseline's probe loss
+    progress: Any = None  # told of each eval's generations: eval_start(label, total), eval_step(n), eval_stop()
 
 
 def build_session(ecfg: EvalConfig, data: DataConfig, tokenizer, model, amp) -> EvalSession:
@@ -93,7 +96,7 @@ def build_session(ecfg: EvalConfig, data: DataConfig, tokenizer, model, amp) -> 
 def baseline(sess: EvalSession) -> EvalRecord:
     """Base model on every suite + probe, before step 1."""
     t0 = time.perf_counter()
-    metrics, kept, scores, preds = _generate_all(sess)
+    metrics, kept, scores, preds = _generate_all(sess, "base model")
     sess.base_scores = scores
     sess.base_outputs = {s.name: [p["output"] for p in preds if p["suite"] == s.name] for s in sess.suites}
     full_ft = sess.kl_ref is None and sess.cfg.kl_to_base
@@ -108,8 +111,9 @@ def smoke(sess: EvalSession, step: int) -> EvalRecord:
     """The first eval.smoke_size examples of the first suite."""
     t0 = time.perf_counter()
     s = sess.suites[0]
-    run = run_suite(sess.model, sess.tokenizer, s, s.items[: sess.cfg.smoke_size], sess.stop, sess.cfg.batch_size,
-                    sess.amp)
+    with _bar(sess, f"smoke, step {step}", len(s.items[: sess.cfg.smoke_size])) as advance:
+        run = run_suite(sess.model, sess.tokenizer, s, s.items[: sess.cfg.smoke_size], sess.stop, sess.cfg.batch_size,
+                        sess.amp, advance)
     metrics = {f"{s.name}/{k}": v for k, v in run.metrics.items()}
     return EvalRecord("smoke", step, metrics, time_s=round(time.perf_counter() - t0, 2))
 
@@ -120,20 +124,38 @@ def full(sess: EvalSession, step: int) -> EvalRecord:
         raise RuntimeError("baseline(session) must run before the first optimizer step: KL, the forgetting probe "
                            "and the before/after table compare against it")
     t0 = time.perf_counter()
-    metrics, kept, scores, preds = _generate_all(sess, with_base=True)
+    metrics, kept, scores, preds = _generate_all(sess, f"step {step}", with_base=True)
     metrics.update(_forced(sess, sess.kl_ref if sess.cfg.kl_to_base else None)[0])
     return EvalRecord("full", step, metrics, scores, kept, round(time.perf_counter() - t0, 2), preds)
 
 
-def _generate_all(sess: EvalSession, with_base: bool = False):
+@contextmanager
+def _bar(sess: EvalSession, label: str, total: int):
+    """The session's progress told of one eval of `total` generations; yields what each batch advances it by."""
+    if sess.progress is None:
+        yield None
+        return
+    sess.progress.eval_start(label, total)
+    try:
+        yield sess.progress.eval_step
+    finally:
+        sess.progress.eval_stop()
+
+
+def _generate_all(sess: EvalSession, label: str, with_base: bool = False):
     """Generate on every suite: (flat metrics, samples for the report, per-example scores per suite, predictions;
     `with_base`: each prediction also carries the baseline's output and scores for that example)."""
+    with _bar(sess, label, sum(len(s.items) for s in sess.suites)) as advance:
+        return _generate_suites(sess, with_base, advance)
+
+
+def _generate_suites(sess: EvalSession, with_base: bool, advance):
     metrics: dict[str, float] = {}
     scores: dict[str, list[dict[str, float]]] = {}
     kept: list[dict] = []
     preds: list[dict] = []
     for s in sess.suites:
-        run = run_suite(sess.model, sess.tokenizer, s, s.items, sess.stop, sess.cfg.batch_size, sess.amp)
+        run = run_suite(sess.model, sess.tokenizer, s, s.items, sess.stop, sess.cfg.batch_size, sess.amp, advance)
         metrics.update({f"{s.name}/{k}": v for k, v in run.metrics.items()})
         scores[s.name] = run.scores
         kept += [{"suite": s.name, **x} for x in samples(s.items, run.outputs, sess.cfg.samples)]

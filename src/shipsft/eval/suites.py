@@ -51,9 +51,10 @@ class SuiteRun:
 
 
 def run_suite(model, tokenizer, suite: Suite, items: list[EvalItem], stop_ids: list[int], batch_size: int,
-              amp) -> SuiteRun:
+              amp, advance=None) -> SuiteRun:
+    """Generate on `items` and score them; `advance(n)` is told of every n prompts answered (a progress bar)."""
     raw = generate(model, tokenizer, [it.prompt_ids for it in items], stop_ids=stop_ids,
-                   max_new_tokens=suite.max_new_tokens, batch_size=batch_size, amp=amp)
+                   max_new_tokens=suite.max_new_tokens, batch_size=batch_size, amp=amp, advance=advance)
     outputs = [it.clean(o) for it, o in zip(items, raw)]
     scores = [score_all(suite.metrics, out, it.reference, it.example) for out, it in zip(outputs, items)]
     return SuiteRun(outputs, scores, aggregate(scores))

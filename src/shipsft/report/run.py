@@ -15,12 +15,7 @@ It takes those records as data (the run folder is read and written by `shipsft.r
 """
 from __future__ import annotations
 
-from shipsft.report.svg import esc, fmt, line_chart
-
-def _table(headers: list[str], rows: list[list[str]], cls: str = "") -> str:
-    head = "".join(f"<th>{esc(h)}</th>" for h in headers)
-    body = "".join("<tr>" + "".join(f"<td>{c}</td>" for c in r) + "</tr>" for r in rows)
-    return f'<table class="{cls}"><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>'
+from shipsft.report.svg import esc, fmt, html_table as _table, line_chart
 
 
 def _training_section(metrics: list[dict]) -> str:

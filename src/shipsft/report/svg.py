@@ -23,8 +23,25 @@ def fmt(v, digits: int = 4) -> str:
     return f"{v:.{digits}g}" if abs(v) < 1e5 else f"{v:.3e}"
 
 
+def duration(seconds) -> str:
+    """Seconds as a person reads them: 42 s, 5 min 07 s, 2 h 05 min."""
+    if finite(seconds) is None:
+        return "–"
+    m, s = divmod(round(seconds), 60)
+    h, m = divmod(m, 60)
+    return f"{h} h {m:02d} min" if h else f"{m} min {s:02d} s" if m else f"{s} s"
+
+
 def esc(v) -> str:
     return html.escape(str(v), quote=True)
+
+
+def html_table(headers: list[str], rows: list[list[str]], cls: str = "", row_cls: list[str] | None = None) -> str:
+    """A <table>: `headers` are escaped here, the cells are HTML the caller escaped."""
+    head = "".join(f"<th>{esc(h)}</th>" for h in headers)
+    body = "".join((f"<tr class='{row_cls[i]}'>" if row_cls and row_cls[i] else "<tr>")
+                   + "".join(f"<td>{c}</td>" for c in r) + "</tr>" for i, r in enumerate(rows))
+    return f'<table class="{cls}"><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>'
 
 
 # ------------------------------------------------------------------------------------------------------------------

@@ -9,17 +9,10 @@ from __future__ import annotations
 import math
 
 from shipsft.report.run import CSS
-from shipsft.report.svg import COLORS, esc, finite, fmt, line_chart, svg_bars, ticks
+from shipsft.report.svg import COLORS, esc, finite, fmt, html_table as _table, line_chart, svg_bars, ticks
 
 EXTRA_CSS = """.num{text-align:right;font-variant-numeric:tabular-nums}tr.picked td{background:#ecfdf5}
 td.failed{color:#b91c1c}.front{fill:#dc2626}.point{fill:#2563eb}"""
-
-
-def _table(headers: list[str], rows: list[list[str]], cls: str, row_cls: list[str] | None = None) -> str:
-    head = "".join(f"<th>{esc(h)}</th>" for h in headers)
-    body = "".join(f"<tr class='{(row_cls or [''] * len(rows))[i]}'>" + "".join(f"<td>{c}</td>" for c in r) + "</tr>"
-                   for i, r in enumerate(rows))
-    return f'<table class="{cls}"><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>'
 
 
 def _num(v, digits: int = 4) -> str:

@@ -10,6 +10,7 @@
       promotion.json       the gate decision and the before/after table
       report.html          curves, before/after, samples, gate decision
       README.md            the runbook: what was trained, and the commands to re-run, resume and evaluate it
+      train.log            what the console showed, and the libraries' warnings and log lines it kept off the screen
       checkpoints/step-N/  loadable weights (adapter or model + tokenizer) and a COMPLETE marker written last
       adapter/ or model/   the weights at the end of training
       final/               the promoted checkpoint (weights only)
@@ -74,6 +75,10 @@ class RunFolder:
     @property
     def readme(self) -> Path:
         return self.root / "README.md"
+
+    @property
+    def log(self) -> Path:
+        return self.root / "train.log"
 
     @property
     def checkpoints(self) -> Path:

@@ -7,7 +7,7 @@ moves into the checkpoint before marking it COMPLETE. The collectives come from 
 passes itself), so runs/ holds no process-group code.
 
     run = Run.open(cfg.output, config_path, resume=None, track=cfg.track, ranks=dist)
-    run.start(cfg, argv, fingerprints, extra, readme)         # manifest.json, config.yaml, README.md
+    run.start(cfg, argv, fingerprints, extra, readme)         # manifest.json, config.yaml, README.md, train.log
     run.sink.write({"step": 1, "loss": 2.3})
     run.save_step(40, state_of, write_weights, write_shard=None, keep={20}, keep_last=2)
     run.save_final("lora", write_weights)
@@ -29,6 +29,7 @@ from shipsft.runs.checkpoint import (CheckpointWriteError, complete_checkpoints,
                                      prune_checkpoints, save_atomic, save_checkpoint)
 from shipsft.runs.jsonio import read_json, write_json, write_text_atomic
 from shipsft.runs.layout import STATE_DIR, RunFolder, run_folder_for
+from shipsft.runs.log import log_to
 from shipsft.runs.manifest import read_manifest, update_manifest, write_manifest
 from shipsft.runs.predictions import failure_summary, write_predictions
 from shipsft.runs.sinks import MetricsSink, SilentSink, read_evals, read_metrics
@@ -89,6 +90,7 @@ class Run:
         if self.main:
             write_manifest(self.folder, cfg, argv=argv, fingerprints=fingerprints, extra=extra)
             write_text_atomic(self.folder.readme, readme)
+            log_to(self.folder.log)  # what the console kept off the screen, from the start of the command
         self.open_sink(None)
 
     def resumed(self, entry: dict, config_yaml: str, offsets: tuple[int, int]) -> None:
@@ -97,6 +99,7 @@ class Run:
         if self.main:
             update_manifest(self.folder, resumes=self.manifest().get("resumes", []) + [entry])
             write_text_atomic(self.folder.config, config_yaml)
+            log_to(self.folder.log)
         self.open_sink(offsets)
 
     def open_sink(self, offsets: tuple[int, int] | None) -> None:

@@ -12,45 +12,11 @@
 """
 from __future__ import annotations
 
-import math
+from shipsft.runs.summary import finite, outcomes
 
-from shipsft.runs.layout import RunFolder
-from shipsft.runs.manifest import read_manifest
-from shipsft.runs.sinks import read_evals, read_metrics
-
-LAST_STEPS = 10  # as train/loop.py's FitResult.train_loss
-DRIFT = ("kl_to_base", "probe_kl", "probe_loss", "general_loss_increase")
 ORDER = ("train_loss", "eval_loss", "kl_to_base", "probe_kl", "general_loss_increase", "trainable_params",
          "trained_tokens", "steps", "wall_s", "train_s")
-
-
-def finite(v) -> float | None:
-    return float(v) if isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) else None
-
-
-def collect(folder: RunFolder) -> dict:
-    """Outcome columns of one run folder (None where the run did not measure it)."""
-    metrics = read_metrics(folder)
-    steps = [m for m in metrics if "loss" in m and "step" in m]
-    losses = [v for v in (finite(m.get("loss")) for m in steps if not m.get("skipped")) if v is not None]
-    row: dict = {"train_loss": sum(losses[-LAST_STEPS:]) / len(losses[-LAST_STEPS:]) if losses else None}
-    evl = [m for m in metrics if "eval_loss" in m and "loss" not in m]
-    full = [e for e in read_evals(folder) if e.get("kind") == "full"]
-    last = full[-1]["metrics"] if full else {}
-    row["eval_loss"] = finite(evl[-1]["eval_loss"]) if evl else finite(last.get("eval_loss"))
-    for k in DRIFT:
-        row[k] = finite(last.get(k))
-    row["task"] = {k: finite(v) for k, v in sorted(last.items()) if "/" in k and not k.endswith("/eval_loss")}
-    manifest = read_manifest(folder)
-    row["trainable_params"] = manifest.get("trainable_params")
-    row["total_params"] = manifest.get("total_params")
-    row["steps"] = manifest.get("steps", steps[-1]["step"] if steps else 0)
-    row["wall_s"] = manifest.get("wall_s")
-    row["resumed"] = len(manifest.get("resumes", []))
-    row["trained_tokens"] = sum(int(m.get("trained_tokens") or 0) for m in steps)
-    tps = finite(steps[-1].get("trained_tok_s")) if steps else None  # cumulative: trained tokens / training time
-    row["train_s"] = round(row["trained_tokens"] / tps, 1) if tps else None
-    return row
+collect = outcomes  # one reader of a run folder's numbers (runs/summary.py)
 
 
 def outcome_of(row: dict, name: str) -> float | None:

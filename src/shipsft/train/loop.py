@@ -16,6 +16,7 @@ import os
 import shutil
 import time
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import Any, Protocol
 
 import torch
@@ -39,7 +40,8 @@ from shipsft.train.sources import Tally, token_sources
 
 
 class Progress(Protocol):
-    """What the loop tells the outside world (the CLI draws a progress bar; a library caller may ignore it)."""
+    """What a run tells the outside world (the CLI draws a progress bar for training and one for each eval, and
+    closes with a summary of the run folder; a library caller may ignore it all)."""
 
     def start(self, total: int) -> None: ...
 
@@ -48,6 +50,14 @@ class Progress(Protocol):
     def note(self, text: str) -> None: ...
 
     def stop(self) -> None: ...
+
+    def eval_start(self, label: str, total: int) -> None: ...  # an eval of `total` generations (eval/session.py)
+
+    def eval_step(self, n: int) -> None: ...
+
+    def eval_stop(self) -> None: ...
+
+    def summary(self, folder: Path, lines: list[str]) -> None: ...  # the run is over: its folder, its closing lines
 
 
 class Silent:
@@ -63,6 +73,18 @@ class Silent:
         pass
 
     def stop(self) -> None:
+        pass
+
+    def eval_start(self, label: str, total: int) -> None:
+        pass
+
+    def eval_step(self, n: int) -> None:
+        pass
+
+    def eval_stop(self) -> None:
+        pass
+
+    def summary(self, folder: Path, lines: list[str]) -> None:
         pass
 
 

@@ -150,6 +150,8 @@ def setup(cfg: RunConfig, config_path: str | Path | None, skip_audit: bool, argv
     s = assemble(cfg, model, tokenizer, train_prep.rendered, eval_prep.rows if eval_prep else None, run, batching,
                  resolved)
     s.strategy, s.train_model = strategy, parallel.wrap(model, strategy)
+    if s.session is not None:
+        s.session.progress = progress  # a bar for each eval's generations
     # a mixture: the loop logs the loss per source when there are two or more (train/sources.py)
     s.sources, s.source_of = [c.name for c in train_prep.mixture], source_of_examples(train_prep.mixture)
     for note in run.sink.tracker_notes():
@@ -271,10 +273,10 @@ def assemble(cfg: RunConfig, model, tokenizer, examples: list, eval_rows: list |
                  if cfg.train.kl_coef else None)
 
 
-def finish(s: Setup, result: FitResult, progress: Progress) -> int:
+def finish(s: Setup, result: FitResult, progress: Progress) -> tuple[int, list[str]]:
     """Promotion (when eval suites ran), promotion.json, report.html, and the export when output.export is set.
-    Returns the exit code (0, or 3 when no checkpoint passed the gates)."""
-    code = 0
+    Returns the exit code (0, or 3 when no checkpoint passed the gates) and the gate decision's lines."""
+    code, lines = 0, []
     if s.session is not None:
         evals = [{"step": e.step, "metrics": e.metrics} for e in result.evals]
         promo = gates.choose(s.eval, evals, result.checkpoints, s.run.folder.final)
@@ -285,7 +287,7 @@ def finish(s: Setup, result: FitResult, progress: Progress) -> int:
                                                           chosen.scores[suite.name])]
             promo.message += "\n" + before_after_text(promo.before_after, promo.step)
         s.run.promote(promo.to_json(), result.checkpoints[promo.step] if promo.promoted else None)
-        progress.note(promo.message)
+        lines.append(promo.message)
         code = promo.exit_code
     write_report(s.run)
     export = load_config(s.run.folder.config).output.export  # output.export: hand off the promoted model (export/)
@@ -297,7 +299,7 @@ def finish(s: Setup, result: FitResult, progress: Progress) -> int:
         except ShipError as e:
             progress.note("\n".join(f"export failed: {line}" for line in e.lines))
             code = e.exit_code
-    return code
+    return code, lines
 
 
 def write_report(run: Run | RunFolder) -> Path:
@@ -321,7 +323,8 @@ def run_train(cfg: RunConfig, config_path: str | Path | None = None, skip_audit:
         result = fit(s, progress, stop)
         # promotion, reports and export read the run folder that rank 0 wrote: rank 0's work; every rank exits
         # with its code
-        code = dist.broadcast(finish(s, result, progress) if dist.is_main() else None)
+        code, closing = finish(s, result, progress) if dist.is_main() else (None, [])
+        code = dist.broadcast(code)
         s.run.finished(steps=result.steps, skipped_nonfinite_steps=result.n_skipped,
                        trained_tok_s=round(result.trained_tok_s, 1), wall_s=round(time.perf_counter() - started, 1),
                        world_size=dist.world_size(), distributed=s.strategy)
@@ -334,7 +337,8 @@ def run_train(cfg: RunConfig, config_path: str | Path | None = None, skip_audit:
             progress.note(line)
     dist.stop()
     if result.eval_loss_before is not None:
-        progress.note(f"eval loss: base {result.eval_loss_before:.4f} -> tuned {result.eval_loss_after:.4f}")
-    progress.note(f"saved {s.run.folder.trained(s.method)} ({result.steps} steps, {result.trained_tok_s:.0f} trained "
-                  f"tok/s, {result.n_skipped} skipped, {time.perf_counter() - started:.0f} s total)")
+        closing.append(f"eval loss: base {result.eval_loss_before:.4f} -> tuned {result.eval_loss_after:.4f}")
+    closing.append(f"saved {s.run.folder.trained(s.method)} ({result.steps} steps, {result.trained_tok_s:.0f} "
+                   f"trained tok/s, {result.n_skipped} skipped, {time.perf_counter() - started:.0f} s total)")
+    progress.summary(s.run.folder.root, closing)
     return code
