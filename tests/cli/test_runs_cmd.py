@@ -19,14 +19,15 @@ def test_runs_lists_every_run_with_its_numbers_and_writes_the_index(two_runs):
     code, out = run("runs", runs, "--html")
     assert code == 0, out
     lines = [line.strip() for line in out.splitlines() if line.strip()]
-    assert lines[0] == f"2 run(s) in {runs}"
-    assert lines[1].split() == ["run", "status", "steps", "decision", "selection", "metric", "KL", "time", "started"]
+    assert lines[0] == f"2 run(s) in {runs}, oldest first"
+    assert lines[1].split() == ["run", "status", "steps", "promoted", "toy/exact_match", "KL", "time"]
     for line, name in zip(lines[3:5], ("quiet", "loud")):  # oldest first: quiet was trained first
         promo = json.loads((runs / name / "promotion.json").read_text())
         full = [json.loads(x) for x in (runs / name / "eval.jsonl").read_text().splitlines()]
         kl = next(e for e in full if e["kind"] == "full")["metrics"]["kl_to_base"]
         assert " ".join(line.split()).startswith(
-            f"{name} finished 4 promoted (step 4) toy/exact_match {promo['value']:.3f} {kl:.3g} "), line
+            f"{name} finished 4 yes (step 4) {promo['value']:.3f} {kl:.3g} "), line
+        assert line.endswith((" s", " min")), line  # the time it took
     assert lines[-1] == f"wrote {runs / 'index.html'}"
     page = (runs / "index.html").read_text()
     assert "href='quiet/report.html'" in page and "href='loud/audit.html'" in page

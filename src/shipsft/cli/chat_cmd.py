@@ -39,16 +39,10 @@ def reply(cm, messages: list[dict], max_new_tokens: int, out=sys.stdout) -> str:
 
 
 def run_chat(spec: str, prompt: str | None, system: str | None, max_new_tokens: int) -> int:
-    import warnings
-
-    from transformers.utils import logging as hf_logging
-
     from shipsft.export.chat import load_chat_model
     from shipsft.model.precision import pick_device
 
-    hf_logging.disable_progress_bar()  # a chat screen, not a log: no "Loading weights" bars or deprecation notes
-    hf_logging.set_verbosity_error()
-    warnings.filterwarnings("ignore", category=FutureWarning)
+    # a chat screen, not a log: the libraries' bars and deprecation notes are kept off it (`quiet`, unless -v)
     cm = load_chat_model(spec, pick_device())
     head = [{"role": "system", "content": system}] if system else []
     if prompt is not None:

@@ -98,8 +98,10 @@ def quiet(verbose: bool = False) -> Iterator[RunLog]:
                 root.removeHandler(screen)
             handler.close()
             hidden = sum(handler.libraries.values())
-            if hidden and handler.path is None and not verbose:  # no run folder kept them: say so, once
-                console.print(f"({hidden} library warning(s) or log line(s) not shown: -v shows them)")
+            if hidden and handler.path is None and not verbose:  # no run folder kept them: say so, once, on
+                # stderr (stdout stays the command's output: `shipsft chat --prompt` prints the reply alone)
+                err_console.print(f"({hidden} library warning(s) or log line(s) not shown: -v shows them)",
+                                  style="dim", highlight=False)
             root.setLevel(saved_level)
             own_log.setLevel(saved_own)
             for k, v in saved_env.items():

@@ -65,15 +65,20 @@ def runs(
         fail(e)
     root = Path(folder)
     rows = [(str(p.relative_to(root)) if p != root else p.name, summarize(p)) for p in found]
-    table = Table(box=box.SIMPLE_HEAD, pad_edge=False, title=escape(f"{len(rows)} run(s) in {root}"),
-                  title_justify="left")
-    for col, justify in (("run", "left"), ("status", "left"), ("steps", "right"), ("decision", "left"),
-                         ("selection metric", "left"), ("KL", "right"), ("time", "right"), ("started", "left")):
-        table.add_column(col, justify=justify, overflow="fold")
+    metrics = {r.metric for _, r in rows if r.metric}
+    shared = metrics.pop() if len(metrics) == 1 else None  # one selection metric: its name heads the column
+    # oldest first (the order they started in; index.html shows the times)
+    table = Table(box=box.SIMPLE_HEAD, pad_edge=False, collapse_padding=True,
+                  title=escape(f"{len(rows)} run(s) in {root}, oldest first"), title_justify="left")
+    for col, justify in (("run", "left"), ("status", "left"), ("steps", "right"), ("promoted", "left"),
+                         (shared or "selection metric", "right" if shared else "left"), ("KL", "right"),
+                         ("time", "right")):
+        table.add_column(escape(col), justify=justify, overflow="fold", no_wrap=col != "run")
     for name, r in rows:
-        metric = f"{r.metric} {score(r.value)}" if r.metric else "–"
-        table.add_row(escape(name), escape(r.status), steps(r), escape(decision(r)), escape(metric),
-                      number(r.kl, 3), duration(r.seconds), escape((r.started or "")[:16].replace("T", " ")))
+        metric = score(r.value) if shared else f"{r.metric} {score(r.value)}" if r.metric else "–"
+        promoted = {True: f"yes (step {r.step})", False: "no", None: "–"}[r.promoted]
+        table.add_row(escape(name), escape(r.status), steps(r), promoted, escape(metric), number(r.kl, 3),
+                      duration(r.seconds))
     console.print(table)
     if html:
         from shipsft.report.runs import render_index
