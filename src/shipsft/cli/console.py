@@ -22,16 +22,17 @@ from rich.markup import escape
 from rich.progress import BarColumn, Progress, TaskID, TextColumn, TimeRemainingColumn
 
 from shipsft.errors import ShipError
-from shipsft.runs.log import OWN, RunLog
+from shipsft.runs.log import RunLog
 
 console = Console(highlight=False)
 err_console = Console(stderr=True, highlight=False)
+OWN = "shipsft"  # the logger of the console's own lines; every other logger is a library's
 own_log = logging.getLogger(OWN)  # the console's own lines, into train.log
 own_log.addHandler(logging.NullHandler())  # outside `quiet` they go nowhere (never to logging's stderr fallback)
 
 VerboseOpt = typer.Option(False, "--verbose", "-v", help="Also show the reasons behind automatic choices and the "
-                                                         "libraries' own progress bars and warnings (always kept in "
-                                                         "the run's train.log)")
+                                                         "libraries' own progress bars and warnings (a training run "
+                                                         "keeps them in its train.log either way)")
 # read by tqdm (bars made with tqdm directly, e.g. transformers' GGUF loader) and datasets when they are imported
 QUIET_ENV = {"TQDM_DISABLE": "1", "HF_DATASETS_DISABLE_PROGRESS_BARS": "1"}
 
@@ -97,11 +98,6 @@ def quiet(verbose: bool = False) -> Iterator[RunLog]:
             if screen is not None:
                 root.removeHandler(screen)
             handler.close()
-            hidden = sum(handler.libraries.values())
-            if hidden and handler.path is None and not verbose:  # no run folder kept them: say so, once, on
-                # stderr (stdout stays the command's output: `shipsft chat --prompt` prints the reply alone)
-                err_console.print(f"({hidden} library warning(s) or log line(s) not shown: -v shows them)",
-                                  style="dim", highlight=False)
             root.setLevel(saved_level)
             own_log.setLevel(saved_own)
             for k, v in saved_env.items():

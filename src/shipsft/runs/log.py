@@ -12,12 +12,10 @@ writes them and every later one to that folder's train.log (appending: a resumed
 from __future__ import annotations
 
 import logging
-from collections import Counter
 from pathlib import Path
 from typing import TextIO
 
 FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
-OWN = "shipsft"  # the logger of the console's own lines (cli/console.py); every other logger is a library's
 
 
 class RunLog(logging.Handler):
@@ -27,11 +25,8 @@ class RunLog(logging.Handler):
         self.held: list[logging.LogRecord] = []
         self.path: Path | None = None
         self.stream: TextIO | None = None
-        self.libraries: Counter[str] = Counter()  # records from libraries, by logger name (py.warnings: warnings)
 
     def emit(self, record: logging.LogRecord) -> None:
-        if not record.name.startswith(OWN):
-            self.libraries[record.name] += 1
         if self.stream is None:
             self.held.append(record)
         else:
