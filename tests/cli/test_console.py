@@ -30,7 +30,7 @@ def test_run_log_holds_records_until_the_run_folder_exists_then_appends(tmp_path
     root = logging.getLogger()
     root.addHandler(handler)
     try:
-        logging.getLogger("transformers.x").warning("before the folder")
+        logging.getLogger("somelib.loader").warning("before the folder")
         assert len(handler.held) == 1 and not (tmp_path / "train.log").exists()
         log_to(tmp_path / "train.log")
         logging.getLogger("peft").warning("after it")
@@ -40,7 +40,7 @@ def test_run_log_holds_records_until_the_run_folder_exists_then_appends(tmp_path
         handler.close()
     lines = (tmp_path / "train.log").read_text().splitlines()
     assert [line.split(" ", 2)[2] for line in lines] == [
-        "WARNING transformers.x: before the folder", "WARNING peft: after it",
+        "WARNING somelib.loader: before the folder", "WARNING peft: after it",
         "WARNING shipsft: the console's own line"]
     again = RunLog()  # a resumed run appends to the same log
     again.open(tmp_path / "train.log")
@@ -175,6 +175,8 @@ def test_default_train_prints_one_line_per_phase_and_closes_with_the_summary(two
     base = next(json.loads(x) for x in (run / "eval.jsonl").read_text().splitlines() if '"baseline"' in x)
     heads = [line.split(":")[0] for line in lines[:4]]
     assert heads == ["data", "audit", "model", "eval loss before training"]
+    audit = json.loads((run / "audit.json").read_text())["summary"]
+    assert lines[1] == f"audit: {audit['warnings']} warning(s), {audit['info']} note(s); see {run / 'audit.html'}"
     assert re.fullmatch(r"step 4/4 ━+ loss \d\.\d{4}  lr \d\.\d\de-\d\d  [\d,]+ trained tok/s \d:\d\d:\d\d", lines[4])
     assert lines[5].startswith(f"{run} ───")
     assert lines[6] == (f"PROMOTED step 4: toy/exact_match {promotion['value']:.3f} "

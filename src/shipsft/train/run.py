@@ -72,8 +72,9 @@ def audit_gate(cfg: RunConfig, tokenizer, prep: Prepared, run: Run, batching: Ba
     if result.errors:
         progress.note(f"--skip-audit: training despite {len(result.errors)} audit error(s) (see "
                       f"{run.folder.audit_json}; recorded in manifest.json)")
-    elif result.warnings:
-        progress.note(f"audit: {len(result.warnings)} warning(s), see {run.folder.audit_json}")
+    else:  # the audit's phase line, clean or not
+        progress.note(f"audit: {len(result.warnings)} warning(s), {len(result.infos)} note(s); see "
+                      f"{run.folder.audit_html}")
 
 
 def setup(cfg: RunConfig, config_path: str | Path | None, skip_audit: bool, argv: list[str] | None,
