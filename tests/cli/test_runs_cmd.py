@@ -69,3 +69,12 @@ def test_compare_names_runs_of_the_same_name_by_their_folder(tmp_path):
     assert out.splitlines()[1].split() == ["x/run", "y/run"]
     assert "href='x/run/report.html'" not in (tmp_path / "c.html").read_text()  # make_run writes no report
     assert "<h1>shipsft compare: x/run vs y/run</h1>" in (tmp_path / "c.html").read_text()
+
+
+def test_a_damaged_metrics_file_is_one_line_naming_it(tmp_path):
+    run_dir = make_run(tmp_path / "a")
+    (run_dir / "metrics.jsonl").write_text('{"step": 1, "loss": 1.0}\n{"step": 2,\n{"step": 3, "loss": 0.5}\n')
+    code, out = run("runs", tmp_path)
+    assert code == 2 and out.splitlines() == [f"error: {run_dir / 'metrics.jsonl'}:2: not a JSON record (Expecting "
+                                              "property name enclosed in double quotes); the file is damaged. Fix: "
+                                              "restore it from a copy, or delete that line"]

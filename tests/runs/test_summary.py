@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 from helpers import make_run
 
+from shipsft.errors import DataError
 from shipsft.runs.layout import COMPLETE, STATE_DIR, RunFolder
 from shipsft.runs.summary import curves, differing, find_runs, flatten, outcomes, settings, summarize
 
@@ -72,3 +73,16 @@ def test_curves_and_outcomes_read_the_same_records(tmp_path):
     assert c["eval_loss_points"] == [[5, 1.1]] and [e["kind"] for e in c["evals"]] == ["baseline", "full"]
     o = outcomes(RunFolder(run))
     assert (o["steps"], o["trained_tokens"], o["kl_to_base"], o["task"]) == (10, 4000, 0.12, {"qa/exact_match": 0.9})
+
+
+def test_a_line_a_kill_cut_in_half_is_not_a_record(tmp_path):
+    """A run killed while writing metrics.jsonl leaves half a line: `shipsft runs` reads the whole ones."""
+    run = make_run(tmp_path / "k", finished=False)
+    with open(run / "metrics.jsonl", "a") as f:
+        f.write('{"step": 11, "loss": 0.2')
+    assert summarize(run).steps == 10
+    (run / "metrics.jsonl").write_text('{"step": 1, "loss": 1.0}\n{"step": 2, "lo\n{"step": 3, "loss": 0.5}\n')
+    with pytest.raises(DataError) as e:  # a broken line inside the file is damage, not a kill: named, with the fix
+        summarize(run)
+    assert e.value.lines == [f"{run / 'metrics.jsonl'}:2: not a JSON record (Unterminated string starting at); the "
+                             "file is damaged. Fix: restore it from a copy, or delete that line"]

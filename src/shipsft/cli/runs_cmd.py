@@ -56,14 +56,17 @@ def runs(
 ) -> None:
     """The runs under a folder: status, steps, promoted or not, the selection metric, KL to the base, time."""
     try:
-        found = find_runs(folder)
-        if not found:
-            raise ConfigError([f"{folder}: no run folders here (a run folder holds config.yaml and manifest.json). "
-                               f"Fix: give the folder `shipsft train` writes runs into (output.dir, default "
-                               f"{DEFAULT_DIR})"])
-    except ShipError as e:
+        list_runs(Path(folder), html)
+    except ShipError as e:  # a folder without runs, a damaged metrics file: one line each
         fail(e)
-    root = Path(folder)
+
+
+def list_runs(root: Path, html: bool) -> None:
+    found = find_runs(root)
+    if not found:
+        raise ConfigError([f"{root}: no run folders here (a run folder holds config.yaml and manifest.json). "
+                           f"Fix: give the folder `shipsft train` writes runs into (output.dir, default "
+                           f"{DEFAULT_DIR})"])
     rows = [(str(p.relative_to(root)) if p != root else p.name, summarize(p)) for p in found]
     metrics = {r.metric for _, r in rows if r.metric}
     shared = metrics.pop() if len(metrics) == 1 else None  # one selection metric: its name heads the column
@@ -94,17 +97,21 @@ def compare(
                                                            "the first run)"),
 ) -> None:
     """Runs side by side: their numbers, the settings that differ, and compare.html with the curves overlaid."""
-    from shipsft.report.runs import render_compare
-
     try:
-        if len(run) < 2:
-            raise ConfigError([f"compare {run[0]}: give two or more run folders, e.g. shipsft compare runs/a runs/b"])
-        missing = [p for p in run if not is_run_folder(p)]
-        if missing:
-            raise ConfigError([f"{p}: not a run folder (no config.yaml + manifest.json). Fix: give the folders "
-                               "`shipsft train` wrote, e.g. runs/quickstart" for p in missing])
+        compare_runs(run, out)
     except ShipError as e:
         fail(e)
+
+
+def compare_runs(run: list[Path], out: Path | None) -> None:
+    from shipsft.report.runs import render_compare
+
+    if len(run) < 2:
+        raise ConfigError([f"compare {run[0]}: give two or more run folders, e.g. shipsft compare runs/a runs/b"])
+    missing = [p for p in run if not is_run_folder(p)]
+    if missing:
+        raise ConfigError([f"{p}: not a run folder (no config.yaml + manifest.json). Fix: give the folders "
+                           "`shipsft train` wrote, e.g. runs/quickstart" for p in missing])
     page = out or Path(run[0]).parent / "compare.html"
     names = [p.name for p in run]
     if len(set(names)) < len(names):  # the same name in two folders: say which folder

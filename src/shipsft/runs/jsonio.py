@@ -16,6 +16,8 @@ import os
 from pathlib import Path
 from typing import Any
 
+from shipsft.errors import DataError
+
 
 def clean(obj: Any) -> Any:
     """A copy of `obj` made of JSON types only: non-finite floats -> None, numpy -> Python, tuples/sets -> lists."""
@@ -61,10 +63,28 @@ def read_json(path: Path) -> Any:
 
 
 def read_jsonl(path: Path) -> list[dict]:
+    """Every record of a JSONL file. A last line without its newline is one a killed run was writing (JsonlWriter
+    writes whole lines): it is not a record yet, and is left out."""
     path = Path(path)
     if not path.exists():
         return []
-    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    text = path.read_text(encoding="utf-8")
+    lines = text.splitlines()
+    if lines and not text.endswith("\n"):
+        try:
+            json.loads(lines[-1])
+        except ValueError:
+            lines = lines[:-1]
+    records = []
+    for i, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        try:
+            records.append(json.loads(line))
+        except ValueError as e:  # inside the file: damage, not a kill
+            raise DataError(f"{path}:{i}: not a JSON record ({e.msg}); the file is damaged. Fix: restore it from "
+                            "a copy, or delete that line") from None
+    return records
 
 
 class JsonlWriter:
