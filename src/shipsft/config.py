@@ -517,11 +517,13 @@ class EvalConfig(Section):
 
 
 EXPORT_DTYPES = ("f32", "f16", "bf16")
-# GGUF types gguf-py quantizes in pure Python (gguf.quants); K-quants and i-quants need llama.cpp's C++ quantizer
-GGUF_QUANTS = ("q8_0", "q5_1", "q5_0", "q4_1", "q4_0")
-LLAMA_CPP_QUANTS = ("q2_k", "q3_k_s", "q3_k_m", "q3_k_l", "q4_k_s", "q4_k_m", "q5_k_s", "q5_k_m", "q6_k", "iq1_s",
-                    "iq1_m", "iq2_xxs", "iq2_xs", "iq2_s", "iq2_m", "iq3_xxs", "iq3_xs", "iq3_s", "iq3_m", "iq4_nl",
-                    "iq4_xs", "tq1_0", "tq2_0")
+# GGUF types export/ writes with llama.cpp: q8_0 by convert_hf_to_gguf.py, the others by llama.cpp's quantizer
+# (llama_model_quantize) from the F32 file, none of them needing an importance matrix
+GGUF_QUANTS = ("q8_0", "q6_k", "q5_k_m", "q5_k_s", "q5_1", "q5_0", "q4_k_m", "q4_k_s", "q4_1", "q4_0", "q3_k_l",
+               "q3_k_m", "q3_k_s", "q2_k")
+# i-quants are chosen with an importance matrix (llama-imatrix over calibration text); tq* are for ternary models
+IMATRIX_QUANTS = ("iq1_s", "iq1_m", "iq2_xxs", "iq2_xs", "iq2_s", "iq2_m", "iq3_xxs", "iq3_xs", "iq3_s", "iq3_m",
+                  "iq4_nl", "iq4_xs", "tq1_0", "tq2_0")
 
 
 class ExportConfig(Section):
@@ -531,8 +533,8 @@ class ExportConfig(Section):
         "Weight dtype of the HF folder (and of the GGUF unless quant is set). The merge itself is always fp32; f32 "
         "serves exactly as trained (the parity check then demands identical greedy output)."))
     quant: str | None = Field(None, description=(
-        "GGUF tensor type instead of dtype: q8_0, q5_1, q5_0, q4_1 or q4_0 (written by gguf-py). K-quants (q4_k_m, "
-        "...) need llama.cpp's llama-quantize on an f16 GGUF."))
+        "GGUF type instead of dtype, written by llama.cpp: q8_0, the K-quants q6_k, q5_k_m, q5_k_s, q4_k_m, q4_k_s, "
+        "q3_k_l, q3_k_m, q3_k_s, q2_k, or q5_1, q5_0, q4_1, q4_0."))
     check: bool = Field(True, description=(
         "Run the train/serve parity check after writing (template bytes, stop ids, greedy generation vs the "
         "run's adapter); a mismatch fails the export."))
@@ -564,10 +566,10 @@ class ExportConfig(Section):
             if "gguf" not in self.to:
                 problems.append("output.export.quant applies to the GGUF file only, and output.export.to has no gguf. "
                                 "Fix: add gguf to output.export.to, or remove output.export.quant")
-            elif q in LLAMA_CPP_QUANTS:
-                problems.append(f"output.export.quant={self.quant} needs llama.cpp's quantizer (gguf-py writes only "
-                                f"{', '.join(GGUF_QUANTS)}). Fix: export an f16 GGUF, then `llama-quantize "
-                                f"model-f16.gguf model-{q}.gguf {q.upper()}`")
+            elif q in IMATRIX_QUANTS:
+                problems.append(f"output.export.quant={self.quant} needs an importance matrix, which shipsft does not "
+                                f"compute. Fix: one of {', '.join(GGUF_QUANTS)}, or export an f16 GGUF and run "
+                                f"`llama-imatrix` and `llama-quantize --imatrix` on it")
             elif q not in GGUF_QUANTS:
                 problems.append(f"output.export.quant={self.quant!r} is not a GGUF type shipsft writes. Fix: one of "
                                 f"{', '.join(GGUF_QUANTS)} (or none: the GGUF then uses output.export.dtype)")
