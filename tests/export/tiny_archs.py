@@ -50,6 +50,8 @@ ARCHS = {a.name: a for a in (
     Arch("mistral", "llama", "sp-mistral", template_fixture="mistral-7b-instruct-v0.3"),
     Arch("phi3", "phi3", "sp-phi3"),
 )}
+# Mistral v0.3's real tokenizer.json without its tokenizer.model: what llama.cpp's converter cannot read right
+FIXTURE_MISTRAL = Arch("mistral-json", "llama", "mistral-7b-instruct-v0.3")
 
 
 def train_sentencepiece(folder: Path, specials: dict[str, tuple[int, str]], user_defined: list[str],
@@ -133,13 +135,13 @@ def arch_tokenizer(arch: Arch, folder: Path):
     return fixture_tokenizer(arch.tokenizer)
 
 
-def arch_model(arch: Arch, vocab: int, tok, seed: int = 0):
+def arch_model(arch: Arch, vocab: int, tok, seed: int = 0, size: dict | None = None):
     import torch
     import transformers as tf
 
     torch.manual_seed(seed)
     ids = dict(bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id)
-    shape = dict(SHAPE, vocab_size=vocab, **ids)
+    shape = dict(SHAPE, **(size or {}), vocab_size=vocab, **ids)
     if arch.name == "llama3":  # Llama 3.2's rope: llama3 scaling of a 500k base (its config.json's rope_scaling)
         cfg = tf.LlamaConfig(**dict(shape, max_position_embeddings=131072), tie_word_embeddings=False, rope_parameters={
             "rope_type": "llama3", "rope_theta": 500000.0, "factor": 32.0, "low_freq_factor": 1.0,
@@ -149,15 +151,14 @@ def arch_model(arch: Arch, vocab: int, tok, seed: int = 0):
         return tf.Qwen2ForCausalLM(tf.Qwen2Config(**shape, tie_word_embeddings=False))
     if arch.name == "qwen3":
         return tf.Qwen3ForCausalLM(tf.Qwen3Config(**shape, tie_word_embeddings=False))
+    gemma = dict(query_pre_attn_scalar=shape["head_dim"], sliding_window=32, tie_word_embeddings=True)
     if arch.name == "gemma2":  # softcapped logits and attention, sliding/global layers
-        return tf.Gemma2ForCausalLM(tf.Gemma2Config(**shape, query_pre_attn_scalar=16, sliding_window=32,
-                                                    tie_word_embeddings=True))
+        return tf.Gemma2ForCausalLM(tf.Gemma2Config(**shape, **gemma))
     if arch.name == "gemma3":
         # 6 layers: Gemma 3's 5 sliding + 1 global pattern, which llama.cpp assumes (the converter writes no
         # layer_types); a 2-layer [sliding, full] model would be read as 2 sliding layers
-        return tf.Gemma3ForCausalLM(tf.Gemma3TextConfig(**dict(shape, num_hidden_layers=6), query_pre_attn_scalar=16,
-                                                        sliding_window=32, tie_word_embeddings=True))
-    if arch.name == "mistral":
+        return tf.Gemma3ForCausalLM(tf.Gemma3TextConfig(**dict(shape, num_hidden_layers=6), **gemma))
+    if arch.name.startswith("mistral"):
         return tf.MistralForCausalLM(tf.MistralConfig(**shape, tie_word_embeddings=False, sliding_window=None))
     if arch.name == "phi3":  # fused qkv_proj and gate_up_proj
         return tf.Phi3ForCausalLM(tf.Phi3Config(**{k: v for k, v in shape.items() if k != "head_dim"},
@@ -165,11 +166,12 @@ def arch_model(arch: Arch, vocab: int, tok, seed: int = 0):
     raise ValueError(arch.name)
 
 
-def save_arch(name: str, folder: Path, seed: int = 0) -> Path:
-    """The model folder a user brings: random weights of the architecture, its tokenizer and template."""
-    arch = ARCHS[name]
+def save_arch(arch: str | Arch, folder: Path, seed: int = 0, size: dict | None = None) -> Path:
+    """The model folder a user brings: random weights of the architecture, its tokenizer and template. `size`
+    overrides SHAPE (bench/gguf_agreement.py uses rows of 256, the K-quant block)."""
+    arch = ARCHS[arch] if isinstance(arch, str) else arch
     tok = arch_tokenizer(arch, folder)
-    model = arch_model(arch, len(tok), tok, seed).eval()
+    model = arch_model(arch, len(tok), tok, seed, size).eval()
     model.save_pretrained(folder, safe_serialization=True)
     tok.save_pretrained(folder)
     return folder
@@ -185,12 +187,13 @@ def save_chatml_llama(folder: Path, seed: int = 3) -> Path:
 
     tok = load_tokenizer(ModelConfig(path="smollm2"))
     tok.chat_template = CHATML
-    tiny_llama(vocab_size=len(tok), seed=seed, tie_word_embeddings=True).save_pretrained(folder, safe_serialization=True)
+    model = tiny_llama(vocab_size=len(tok), seed=seed, tie_word_embeddings=True)
+    model.save_pretrained(folder, safe_serialization=True)
     tok.save_pretrained(folder)
     return folder
 
 
-def arch_run(root: Path, name: str, steps: int = 1) -> Path:
+def arch_run(root: Path, arch: str | Arch, steps: int = 1, size: dict | None = None) -> Path:
     """A run folder of the toy task on `name`'s tiny model, trained `steps` LoRA steps (no eval suite: the adapter of
     the last step ships). Returns the run folder."""
     from helpers import Notes, write_tiny_run
@@ -198,10 +201,11 @@ def arch_run(root: Path, name: str, steps: int = 1) -> Path:
     from shipsft.config import load_config
     from shipsft.train.run import run_train
 
-    folder = save_arch(name, root / f"tiny-{name}")  # llama.cpp keys Phi-3's tokenizer quirks on the name
-    data = {"train": "train.jsonl", "eval": "eval.jsonl", "max_length": 128,
-            "template_kwargs": ARCHS[name].template_kwargs}
-    model = {"path": str(folder), **ARCHS[name].model}
+    arch = ARCHS[arch] if isinstance(arch, str) else arch
+    # the folder is named after the family: llama.cpp keys Phi-3's tokenizer quirks on the GGUF's name
+    folder = save_arch(arch, root / f"tiny-{arch.name}", size=size)
+    data = {"train": "train.jsonl", "eval": "eval.jsonl", "max_length": 128, "template_kwargs": arch.template_kwargs}
+    model = {"path": str(folder), **arch.model}
     path = write_tiny_run(root, n_train=16, model=model, data=data, train={"max_steps": steps, "batch_size": 16,
                                                              "precision": "fp32"},
                           eval={"kl_to_base": False, "forgetting_probe": False})

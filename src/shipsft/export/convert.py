@@ -80,14 +80,17 @@ def run_converter(hf_dir: Path, out: Path, outtype: str, tc, name: str) -> None:
     res = subprocess.run(cmd, capture_output=True, text=True, env=env)
     if res.returncode != 0 or not out.exists():
         lines = [ln for ln in (res.stderr or res.stdout).strip().splitlines() if ln.strip()]
-        why = next((ln for ln in reversed(lines) if "Error" in ln or "error" in ln), lines[-1] if lines else "?")
+        k = next((i for i in range(len(lines) - 1, -1, -1) if "Error" in lines[i] or "error" in lines[i]), None)
+        why = lines[k].strip() if k is not None else (lines[-1] if lines else "?")
+        if k and len(why) < 40:  # a bare `AssertionError`: the failed line above it says what
+            why = f"{lines[k - 1].strip()} -> {why}"
         if "pre-tokenizer was not recognized" in why:
             raise ConfigError([f"GGUF export: llama.cpp does not know this tokenizer ({hf_dir}): it recognises a BPE "
                                "tokenizer by the ids it gives a test text (convert_hf_to_gguf.py get_vocab_base_pre), "
                                "and without that it could not split text as transformers does. Fix: train with the "
                                "base model's own tokenizer, or export with --to hf"])
         raise ConfigError([f"GGUF export: llama.cpp's convert_hf_to_gguf.py could not convert {hf_dir} "
-                           f"(exit {res.returncode}): {why.strip()[:500]}. Fix: an architecture or tokenizer "
+                           f"(exit {res.returncode}): {why[:500]}. Fix: an architecture or tokenizer "
                            f"llama.cpp {tc.llama_cpp_release()} does not convert cannot be exported as GGUF; export "
                            "with --to hf"])
 

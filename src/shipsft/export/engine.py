@@ -49,7 +49,8 @@ class EngineRun:
 
 def run_engine(tc, gguf_file: Path, prompts: list[EnginePrompt], eog_check: list[int],
                threads: int | None = None) -> EngineRun:
-    width = max((len(p.ids) + max(len(p.reference), p.max_new) + 2 for p in prompts), default=16)
+    # room for llama.cpp's own tokenisation of the prompt too, which may be longer than training's when they differ
+    width = max((2 * len(p.ids) + max(len(p.reference), p.max_new) + 8 for p in prompts), default=16)
     context = max(64, -(-width // 64) * 64)
     request = {"model": str(gguf_file), "threads": threads or os.cpu_count() or 1, "context": context,
                "eog_check": [int(i) for i in eog_check],

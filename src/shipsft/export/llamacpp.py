@@ -143,7 +143,8 @@ def install(root: Path, plat: str) -> None:
                  f"npm install node-llama-cpp@{NODE_LLAMA_CPP}")
         bundle = tmp / "node_modules" / "node-llama-cpp" / "llama" / "gitRelease.bundle"
         repo = tmp / "bundle.git"
-        run_step(["git", "clone", "--quiet", "--bare", str(bundle), str(repo)], tmp, "reading llama.cpp's source bundle")
+        run_step(["git", "clone", "--quiet", "--bare", str(bundle), str(repo)], tmp,
+                 "reading llama.cpp's source bundle")
         archive = tmp / "source.tar"
         run_step(["git", "--git-dir", str(repo), "archive", "--format=tar", "-o", str(archive), "HEAD",
                   *SOURCE_PATHS], tmp, "extracting convert_hf_to_gguf.py from the bundle")

@@ -1,0 +1,112 @@
+"""How much of each architecture's greedy output survives each GGUF type, measured in llama.cpp itself.
+
+    python bench/gguf_agreement.py                                   # every tiny architecture of tests/export
+    python bench/gguf_agreement.py --run runs/quickstart --prompts 20 --archs none   # a real run (SmolLM2)
+
+For each architecture: the toy task's tiny random model (tests/export/tiny_archs.py: Llama 3 with llama3 rope
+scaling, Qwen2, Qwen3, Gemma 2, Gemma 3, Mistral, Phi-3; hidden size 256 here, the K-quant block, so no matrix
+falls back to another type) trained one LoRA step, then `shipsft export --to hf --to
+gguf` (F32 GGUF, its parity check: the reference greedy answers). Then every type in --types is converted from the
+same HF folder by llama.cpp (convert_hf_to_gguf.py, llama_model_quantize) and run by node-llama-cpp's prebuilt engine
+on the same prompts: answers equal to the reference (token for token, stop included) and the teacher-forced share of
+answer positions where llama.cpp's greedy choice is the reference's. Writes bench/results/gguf_agreement.json.
+
+A random model's next-token distribution is nearly flat (top-2 logit gaps of ~0.01), so its quantised agreement
+says how much rounding a flat distribution takes, not how a trained model fares: --run measures a trained one.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path[:0] = [str(ROOT / "src"), str(ROOT / "tests"), str(ROOT / "tests" / "export")]
+TYPES = "f32,f16,bf16,q8_0,q6_k,q5_k_m,q4_k_m,q4_0"
+# rows of 256 values (the K-quant block), so K-quant types are what they say on every matrix, not a fallback
+SIZE = {"hidden_size": 256, "intermediate_size": 512, "head_dim": 64}
+
+
+class Notes:
+    def note(self, text: str) -> None:
+        print(text, flush=True)
+
+
+def measure(run: Path, label: str, types: list[str], prompts: int, tc, work: Path) -> list[dict]:
+    from shipsft.config import ExportConfig
+    from shipsft.export.convert import convert
+    from shipsft.export.engine import EnginePrompt, run_engine
+    from shipsft.export.parity import Generation, engine_summary
+    from shipsft.export.run import export_run
+    from transformers import AutoTokenizer
+
+    t = time.perf_counter()
+    result = export_run(run, ExportConfig(to=["hf", "gguf"], check_prompts=prompts, dir=str(work / "export")),
+                        Notes())
+    export_s = time.perf_counter() - t
+    gens: list[Generation] = result.report.generations
+    hf = result.hf
+    tok = AutoTokenizer.from_pretrained(hf)
+    rows = []
+    for qtype in types:
+        t = time.perf_counter()
+        info = convert(hf, work / f"{label}-{qtype}.gguf", qtype, tc, label)
+        convert_s = time.perf_counter() - t
+        engine = run_engine(tc, info.path, [EnginePrompt(g.prompt_text, g.trained_prompt_ids, g.exported_ids,
+                                                         g.max_new_tokens) for g in gens], [])
+        s = engine_summary(engine, gens, info.path.name, qtype, tc.describe(), tok)
+        rows.append({"arch": label, "gguf_arch": info.arch, "type": qtype, "bytes": info.bytes,
+                     "tensor_types": info.tensor_types, "convert_s": round(convert_s, 1), "prompts": s.prompts,
+                     "prompt_ids_equal": s.prompt_ids_equal, "answers_equal": s.answers_equal,
+                     "positions": s.positions, "positions_agree": s.positions_agree,
+                     "token_agreement": round(s.token_agreement, 4), "export_s": round(export_s, 1)})
+        print(f"{label:<10} {qtype:<7} {info.bytes / 1e6:>7.1f} MB  prompt ids {s.prompt_ids_equal}/{s.prompts}  "
+              f"answers {s.answers_equal}/{s.prompts}  tokens {s.positions_agree}/{s.positions} "
+              f"({s.token_agreement:.1%})", flush=True)
+        info.path.unlink()
+    return rows
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--archs", default="all", help="comma-separated names from tests/export/tiny_archs.py, all, none")
+    ap.add_argument("--run", type=Path, action="append", default=[], help="a trained run folder to measure too")
+    ap.add_argument("--types", default=TYPES)
+    ap.add_argument("--prompts", type=int, default=8)
+    ap.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "gguf_agreement.json")
+    args = ap.parse_args()
+
+    from tiny_archs import ARCHS, arch_run
+
+    from shipsft.export.llamacpp import toolchain
+
+    tc = toolchain(Notes())
+    names = list(ARCHS) if args.archs == "all" else [] if args.archs == "none" else args.archs.split(",")
+    types = args.types.split(",")
+    rows = json.loads(args.out.read_text())["rows"] if args.out.exists() else []
+    done = {(r["arch"], r["type"]) for r in rows}
+    t0 = time.perf_counter()
+    with tempfile.TemporaryDirectory() as d:
+        for name in names:
+            if all((name, q) in done for q in types):
+                continue
+            work = Path(d) / name
+            run = arch_run(work, name, size=SIZE)
+            rows = [r for r in rows if r["arch"] != name] + measure(run, name, types, args.prompts, tc, work)
+        for run in args.run:
+            label = f"{run.resolve().name} (trained)"
+            work = Path(d) / "run"
+            rows = [r for r in rows if r["arch"] != label] + measure(run, label, types, args.prompts, tc, work)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps({
+        "command": "python bench/gguf_agreement.py " + " ".join(sys.argv[1:]),
+        "machine": f"{platform.machine()} {platform.processor() or ''}, 2 cores shared with other jobs",
+        "engine": tc.describe(), "seconds": round(time.perf_counter() - t0), "rows": rows}, indent=2) + "\n")
+
+
+if __name__ == "__main__":
+    main()
