@@ -9,9 +9,9 @@ import json
 
 import gguf
 import pytest
-from helpers import Notes
+from helpers import Notes, fixture_tokenizer
 from pydantic import ValidationError
-from tiny_archs import ARCHS, FIXTURE_MISTRAL, arch_run, save_chatml_llama
+from tiny_archs import ARCHS, FIXTURE_MISTRAL, arch_run, save_chatml_llama, smollm2_run
 
 from shipsft.config import ExportConfig
 from shipsft.export.convert import convert
@@ -33,6 +33,44 @@ def test_gguf_types_are_llama_cpps_and_imatrix_types_are_refused_with_the_fix():
         ExportConfig(quant="iq2_xs")
     with pytest.raises(ValidationError, match="not a GGUF type shipsft writes"):
         ExportConfig(quant="q3_0")
+
+
+def test_the_converters_input_gets_llama_cpps_space_rule_without_touching_the_hf_folder(tmp_path):
+    """A SentencePiece tokenizer that prepends its space only at the start (Mistral v0.3) gets add_prefix_space
+    false in the converter's linked copy of the folder; hf/ keeps its own file; other tokenizers are left alone."""
+    from shipsft.export.convert import link_folder, match_space_prefix
+
+    hf = tmp_path / "hf"
+    hf.mkdir()
+    for scheme, changed in (("first", True), ("always", False)):
+        pre = {"type": "Metaspace", "replacement": "▁", "prepend_scheme": scheme, "split": False}
+        (hf / "tokenizer.json").write_text(json.dumps({"pre_tokenizer": pre}))
+        (hf / "tokenizer_config.json").write_text(json.dumps({"add_prefix_space": True, "legacy": False}))
+        staging = tmp_path / f"staging-{scheme}"
+        link_folder(hf, staging)
+        assert match_space_prefix(staging) is changed
+        config = json.loads((staging / "tokenizer_config.json").read_text())
+        assert config["add_prefix_space"] is (not changed) and config["legacy"] is False
+        assert json.loads((hf / "tokenizer_config.json").read_text())["add_prefix_space"] is True
+
+
+def test_the_hf_folder_keeps_what_llama_cpps_converter_reads(tmp_path):
+    """tokenizer_config.json lists the added tokens (transformers 5 leaves them to tokenizer.json), and a base
+    tokenizer.model is copied only when its pieces are the tokenizer's."""
+    from tiny_archs import sp_gemma
+
+    from shipsft.export.hf import sentencepiece_model
+
+    base = tmp_path / "base"
+    tok = sp_gemma(base, "{{ messages[0]['content'] }}")
+    tok.save_pretrained(tmp_path / "saved")
+    assert "added_tokens_decoder" not in json.loads((tmp_path / "saved" / "tokenizer_config.json").read_text())
+    record_added_tokens(tmp_path / "saved", tok)
+    added = json.loads((tmp_path / "saved" / "tokenizer_config.json").read_text())["added_tokens_decoder"]
+    assert added["4"] == {"content": "<start_of_turn>", "lstrip": False, "normalized": False, "rstrip": False,
+                          "single_word": False, "special": True}
+    assert sentencepiece_model(tok, [tmp_path / "saved", base]) == base / "tokenizer.model"
+    assert sentencepiece_model(fixture_tokenizer("qwen2.5-instruct"), [base]) is None  # not its vocabulary
 
 
 def tensor_types(path) -> dict[str, str]:
@@ -109,3 +147,18 @@ def test_a_tokenizer_llama_cpp_reads_differently_fails_the_check(tmp_path):
     text = str(e.value)
     assert "0/2 rendered eval prompts tokenise to the training ids" in text
     assert "llama.cpp ['[', 'INST', ']'] vs training ['[INST]'" in text
+
+
+@pytest.mark.slow
+def test_smollm2_end_to_end(tmp_path):
+    """The embedded SmolLM2-135M-Instruct, one LoRA step on the quickstart task, exported: llama.cpp recognises its
+    tokenizer ('smollm'), tokenises the eval prompts as training did and answers as the run does."""
+    run = smollm2_run(tmp_path, steps=1)
+    notes = Notes()
+    export_run(run, ExportConfig(to=["hf", "gguf"], check_prompts=2), notes)
+    record = engine_summary(run)
+    engine = record["parity"]["engine"]
+    assert engine["prompts"] == engine["prompt_ids_equal"] == engine["answers_equal"] == 2
+    assert engine["positions_agree"] == engine["positions"] > 0
+    meta = gguf.GGUFReader(record["gguf"]["path"]).fields
+    assert meta["tokenizer.ggml.pre"].contents() == "smollm" and meta["general.architecture"].contents() == "llama"

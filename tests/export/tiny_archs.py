@@ -213,3 +213,29 @@ def arch_run(root: Path, arch: str | Arch, steps: int = 1, size: dict | None = N
     code = run_train(load_config(path), config_path=path, progress=notes)
     assert code == 0, notes.lines
     return root / "runs" / "t"
+
+
+def smollm2_run(root: Path, steps: int = 1, n_train: int = 16, n_eval: int = 4) -> Path:
+    """The embedded SmolLM2-135M-Instruct trained `steps` LoRA steps (r 16) on the first examples of the quickstart
+    task, fp32 (no eval suite: the last adapter ships). Returns the run folder."""
+    import yaml
+    from helpers import REPO, Notes
+
+    from shipsft.config import load_config
+    from shipsft.train.run import run_train
+
+    quickstart = REPO / "examples" / "quickstart"
+    root.mkdir(parents=True, exist_ok=True)
+    for split, n in (("train", n_train), ("eval", n_eval)):
+        lines = (quickstart / f"{split}.jsonl").read_text().splitlines()[:n]
+        (root / f"{split}.jsonl").write_text("\n".join(lines) + "\n")
+    cfg = {"model": {"path": "smollm2"}, "data": {"train": "train.jsonl", "eval": "eval.jsonl", "max_length": 256},
+           "method": {"name": "lora", "lora": {"r": 16, "alpha": 32}},
+           "train": {"max_steps": steps, "batch_size": 16, "precision": "fp32"},
+           "eval": {"kl_to_base": False, "forgetting_probe": False},
+           "output": {"dir": str(root / "runs"), "name": "t"}}
+    (root / "config.yaml").write_text(yaml.safe_dump(cfg))
+    notes = Notes()
+    assert run_train(load_config(root / "config.yaml"), config_path=root / "config.yaml", progress=notes) == 0, \
+        notes.lines
+    return root / "runs" / "t"

@@ -5,9 +5,9 @@
 The converter knows every architecture llama.cpp runs (Llama with its rope scaling, Qwen2/3, Gemma 2/3, Mistral,
 Phi-3, ...) and reads the folder as `transformers` saved it: config.json, safetensors, the tokenizer (its
 pre-tokenizer is recognised by the hash of its output on a test text; a SentencePiece vocabulary from
-tokenizer.model) and the chat template (the training template: hf.py bakes it into the folder). It writes F32, F16,
-BF16 and Q8_0 itself; other types are quantized from its F32 file by llama.cpp's quantizer (quantize.py), from F32
-so the weights are rounded once. Both run as child processes with the toolchain's own gguf-py (the converter puts
+tokenizer.model) and the chat template (the training template: hf.py bakes it into the folder). It writes F32; every
+other type (F16, BF16, Q8_0, the K-quants, ...) is written from that file by llama.cpp's quantizer (quantize.py),
+so the weights are rounded once and one conversion serves every type. Both run as child processes with the toolchain's own gguf-py (the converter puts
 it first on sys.path), whatever version of the `gguf` package the environment has.
 """
 from __future__ import annotations
@@ -25,8 +25,7 @@ from pathlib import Path
 from shipsft.errors import ConfigError
 from shipsft.export.quantize import QUANTIZE_TYPES, quantize
 
-CONVERTER_TYPES = ("f32", "f16", "bf16", "q8_0")  # convert_hf_to_gguf.py --outtype
-GGUF_TYPES = CONVERTER_TYPES + QUANTIZE_TYPES
+GGUF_TYPES = ("f32",) + QUANTIZE_TYPES
 
 
 @dataclass
@@ -115,8 +114,8 @@ def convert(hf_dir: Path, out_file: Path, qtype: str, tc, name: str) -> GGUFInfo
     seconds = {}
     try:
         t = time.perf_counter()
-        direct = qtype in CONVERTER_TYPES
-        run_converter(Path(hf_dir), staged if direct else f32, qtype if direct else "f32", tc, name)
+        direct = qtype == "f32"
+        run_converter(Path(hf_dir), staged if direct else f32, "f32", tc, name)
         seconds["convert"] = round(time.perf_counter() - t, 1)
         if not direct:
             t = time.perf_counter()

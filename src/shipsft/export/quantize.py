@@ -2,7 +2,8 @@
 
     quantize(Path("m-f32.gguf"), Path("m-q4_k_m.gguf"), "q4_k_m", toolchain())   # a subprocess, its log kept
 
-The library call is the whole of llama-quantize without an importance matrix: the per-tensor type mix of each file
+Every type but F32 is written here, from the converter's F32 file (one conversion, the weights rounded once). The
+library call is the whole of llama-quantize without an importance matrix: the per-tensor type mix of each file
 type (Q4_K_M keeps attn_v / ffn_down at Q6_K in some layers, the output head at Q6_K, ...) and the fallback for
 rows that are not a multiple of the 256-value K-quant block are decided inside libllama (src/llama-quant.cpp), so
 the file is what `llama-quantize in.gguf out.gguf Q4_K_M` writes. It runs in a child process (`python -m
@@ -18,7 +19,7 @@ from pathlib import Path
 from shipsft.config import GGUF_QUANTS
 from shipsft.errors import ConfigError
 
-QUANTIZE_TYPES = tuple(q for q in GGUF_QUANTS if q != "q8_0")  # q8_0: the converter writes it itself
+QUANTIZE_TYPES = ("f16", "bf16") + GGUF_QUANTS  # from the converter's F32 file
 
 
 class QuantizeParams(ctypes.Structure):
@@ -33,7 +34,8 @@ class QuantizeParams(ctypes.Structure):
 
 
 def file_type(qtype: str) -> int:
-    """llama.cpp's `llama_ftype` value for a type name (gguf-py's LlamaFileType mirrors the enum: q4_k_m -> 15)."""
+    """llama.cpp's `llama_ftype` value for a type name (gguf-py's LlamaFileType mirrors the enum: q4_k_m -> 15,
+    f16 -> MOSTLY_F16 = 1)."""
     import gguf
 
     return int(gguf.LlamaFileType[f"MOSTLY_{qtype.upper()}"])

@@ -4,8 +4,9 @@
     report = check_run(Path("runs/quickstart"), export_cfg, progress)    # `shipsft export RUN --check`
 
 Each of hf/ and gguf/ is written atomically (runs.checkpoint.save_atomic: a half-written export is never in place).
-llama.cpp's convert_hf_to_gguf.py converts an fp32 HF folder of the merge: hf/ itself when it is f32, else a
-staging copy (.gguf-source/, removed after), so the GGUF is rounded once, from the fp32 merge, whatever hf/'s dtype.
+llama.cpp's convert_hf_to_gguf.py converts an fp32 HF folder of the merge, .gguf-source/ (removed after): links to
+hf/'s files when hf/ is f32, else an fp32 copy, so the GGUF is rounded once, from the fp32 merge, whatever hf/'s
+dtype (convert.match_space_prefix may give it its own tokenizer_config.json).
 The check runs last, on the files as written (what a server loads), and a failed check raises `ParityFailed` after
 export.json and the cards are written, so what differs can be inspected. `progress` is anything with `.note(str)`
 (train/loop.py's Progress).
