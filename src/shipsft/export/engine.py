@@ -12,7 +12,6 @@ metadata, rope implementation and kernels, not a re-reading of the file by anoth
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -48,11 +47,14 @@ class EngineRun:
 
 
 def run_engine(tc, gguf_file: Path, prompts: list[EnginePrompt], eog_check: list[int],
-               threads: int | None = None) -> EngineRun:
+               threads: int = 1) -> EngineRun:
+    """llama.cpp on `prompts`. One thread: ggml's worker threads spin while they wait for each other, and on a machine
+    whose cores other jobs share that spinning dominates (this 2-core CPU at load average ~16: 2 threads took 235 s a
+    prompt, 1 thread 23 s on SmolLM2-135M F32); the check needs the answers, not the speed."""
     # room for llama.cpp's own tokenisation of the prompt too, which may be longer than training's when they differ
     width = max((2 * len(p.ids) + max(len(p.reference), p.max_new) + 8 for p in prompts), default=16)
     context = max(64, -(-width // 64) * 64)
-    request = {"model": str(gguf_file), "threads": threads or os.cpu_count() or 1, "context": context,
+    request = {"model": str(gguf_file), "threads": threads, "context": context,
                "eog_check": [int(i) for i in eog_check],
                "prompts": [{"text": p.text, "ids": p.ids, "reference": p.reference, "max_new": p.max_new}
                            for p in prompts]}
