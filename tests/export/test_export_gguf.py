@@ -77,6 +77,7 @@ def tensor_types(path) -> dict[str, str]:
     return {t.name: t.tensor_type.name for t in gguf.GGUFReader(path).tensors}
 
 
+@pytest.mark.slow
 def test_k_quants_are_llama_cpps_own_mix(tmp_path, tc):
     """llama_model_quantize picks each tensor's type (src/llama-quant.cpp): Q4_K_M keeps attn_v / ffn_down of the
     layers `use_more_bits` names (i >= 7 * n / 8 in integer arithmetic: layer 1 of 2) and the output head at Q6_K.

@@ -366,7 +366,7 @@ def adapter_generations(src: RunSource, renderer: Renderer, template: str, n: in
         return gens
     model = load_trained(src.cfg.model, src.cfg.method, src.weights, device)
     stop = stop_ids(tok, model, renderer)
-    pad = tok.pad_token_id if tok.pad_token_id is not None else stop[0]
+    pad = padding_id(tok, stop)
     for g, ids in zip(gens, greedy(model, [g.prompt_ids for g in gens], stop, max_new, src.cfg.eval.batch_size, pad)):
         g.exported, g.exported_ids, g.stopped = tok.decode(ids, skip_special_tokens=True), ids, len(ids) < max_new
     del model
