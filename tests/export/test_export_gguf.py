@@ -159,7 +159,8 @@ def test_smollm2_end_to_end(tmp_path):
     export_run(run, ExportConfig(to=["hf", "gguf"], check_prompts=2), notes)
     record = engine_summary(run)
     engine = record["parity"]["engine"]
-    assert engine["prompts"] == engine["prompt_ids_equal"] == engine["answers_equal"] == 2
+    # the F32 rule: every teacher-forced choice is the run's (a free-running answer may part at a near-tie)
+    assert engine["prompts"] == engine["prompt_ids_equal"] == 2
     assert engine["positions_agree"] == engine["positions"] > 0
     meta = gguf.GGUFReader(record["gguf"]["path"]).fields
     assert meta["tokenizer.ggml.pre"].contents() == "smollm" and meta["general.architecture"].contents() == "llama"
