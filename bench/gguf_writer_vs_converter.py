@@ -22,7 +22,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
-WRITER_COMMIT = "c79f837"  # the last commit with src/shipsft/export/gguf_writer.py
+WRITER_COMMIT = "8b7fc5a"  # a main commit with src/shipsft/export/gguf_writer.py (removed after it)
 
 
 def old_writer(tmp: Path):
