@@ -104,3 +104,18 @@ def export(
     except ShipError as e:
         fail(e)
     raise typer.Exit(code or 0)
+
+
+def setup(tool: str = typer.Argument(..., help="gguf: llama.cpp's converter, quantizer and engine (node-llama-cpp "
+                                               "from npm, pinned), into shipsft's cache")) -> None:
+    """Install a pinned tool shipsft runs, now rather than on first use (an offline machine, CI, a container)."""
+    from shipsft.cli.console import console, fail
+    from shipsft.export.llamacpp import toolchain
+
+    try:
+        if tool != "gguf":
+            raise ConfigError([f"shipsft setup {tool}: unknown tool. Fix: shipsft setup gguf"])
+        tc = toolchain(Notes(console))
+        console.print(f"ready: {tc.describe()} in {tc.root}")
+    except ShipError as e:
+        fail(e)

@@ -237,6 +237,7 @@ def config_explain(key: Optional[str] = typer.Argument(None, help="A dotted key 
 from shipsft.cli import chat_cmd, export_cmd  # noqa: E402 - each module holds its command's options
 
 app.command(name="export")(export_cmd.export)
+app.command(name="setup")(export_cmd.setup)
 app.command(name="chat")(chat_cmd.chat)
 from shipsft.cli import init_cmd  # noqa: E402
 app.command(name="init")(init_cmd.init)
