@@ -393,117 +393,150 @@ def main(argv=None) -> int:
         return bench(a, tokenizer, Path(tmp))
 
 
-def bench(a, tokenizer: Path, work: Path) -> int:
-    budget = Budget(a.budget_s)
-    setting = dict(SETTINGS["dry" if a.dry_run else "gpu"])
-    setting.update({k: v for k, v in (("warmup", a.warmup), ("steps", a.steps)) if v is not None})
-    device = "cpu" if a.dry_run else "cuda"
-    out = res.new(a.dry_run, a.budget_s, " ".join(sys.argv), setting)
-    save = lambda: res.write(out, a.out / RESULTS)  # noqa: E731
-    paths = {"base": [], "liger": []}
-    if a.carried:
+class Bench:
+    """One run of the bench: the options, the budget, the work folder, the results so far and how workers start."""
+
+    def __init__(self, a, tokenizer: Path, work: Path):
+        self.a, self.work, self.budget = a, work, Budget(a.budget_s)
+        self.setting = dict(SETTINGS["dry" if a.dry_run else "gpu"])
+        self.setting.update({k: v for k, v in (("warmup", a.warmup), ("steps", a.steps)) if v is not None})
+        self.device = "cpu" if a.dry_run else "cuda"
+        self.out = res.new(a.dry_run, a.budget_s, " ".join(sys.argv), self.setting)
+        self.model_dir, self.data = work / "model", work / "train.jsonl"
+        self.common = {"device": self.device, "model_dir": str(self.model_dir), "tokenizer": str(tokenizer),
+                       "words": self.setting["words"], "lora": LORA, "template_kwargs": TEMPLATE_KWARGS}
+        self.chosen = [c for c in CONTENDERS if c[0] in a.contenders]
+        self.configs: dict[str, Path] = {}
+        self.paths = {"base": [], "liger": []}
+
+    def save(self, done: str | None = None, status: str | None = None) -> None:
+        res.write(self.out, self.a.out / RESULTS)
+        if done:  # a line per piece of work: what the device tool's output tail shows if the call is cut short
+            print(f"[{self.budget.clock() - self.budget.start:4.0f} s] {done}: {status}", flush=True)
+
+    def env(self, liger: bool) -> dict:
+        return worker_env(self.paths["base"] + (self.paths["liger"] if liger else []))
+
+    def carry(self) -> None:
+        c = self.a.carried
         t0 = time.perf_counter()
-        paths = install_carried(a.carried, work)
-        out["carried"] = {"dir": str(a.carried), "bytes": tree_bytes(a.carried), "install_s": time.perf_counter() - t0,
-                          "wheels": sorted(w.name for w in (a.carried / "whl").glob("*.whl")),
-                          "bitsandbytes": "trimmed to " + ", ".join(BNB_KEEP) if (a.carried / "bnb").exists()
-                          else "not carried"}
-    base_env, liger_env = worker_env(paths["base"]), worker_env(paths["base"] + paths["liger"])
-    has = {m: findable(m, paths["base"] + paths["liger"]) for m in ("trl", "liger_kernel", "bitsandbytes")}
-    model_dir, data = work / "model", work / "train.jsonl"
-    common = {"device": device, "model_dir": str(model_dir), "tokenizer": str(tokenizer), "words": setting["words"],
-              "lora": LORA, "template_kwargs": TEMPLATE_KWARGS}
+        self.paths = install_carried(c, self.work)
+        self.out["carried"] = {"dir": str(c), "bytes": tree_bytes(c), "install_s": time.perf_counter() - t0,
+                               "wheels": sorted(w.name for w in (c / "whl").glob("*.whl")),
+                               "bitsandbytes": "trimmed to " + ", ".join(BNB_KEEP) if (c / "bnb").exists()
+                               else "not carried"}
 
-    # prepare: the device, the matmul rate, the model
-    prep = run_worker("prepare", {**common, "shape": setting["shape"]}, base_env, budget.timeout(180) or budget.left(), work)
-    out["sections"]["prepare"] = res.section(prep, ("env", "matmul", "model"))
-    save()
-    if prep["status"] != "ok":
-        print(res.summary(out))
-        return 1
-    shape = Shape.of(SimpleNamespace(**prep["model"]["config"]))
-    peaks = {"datasheet": peak_bf16(prep["env"].get("gpu", "")), "matmul": prep["matmul"]["flops"]}
-    out["peaks"] = peaks
+    def prepare(self) -> dict | None:
+        """The device, the matmul rate and the model; then the data and every shipsft contender's config."""
+        prep = run_worker("prepare", {**self.common, "shape": self.setting["shape"]}, self.env(False),
+                          self.budget.timeout(180) or self.budget.left(), self.work)
+        self.out["sections"]["prepare"] = res.section(prep, ("env", "matmul", "model"))
+        self.save("prepare", prep["status"])
+        if prep["status"] != "ok":
+            return None
+        import yaml
 
-    # the data and the shipsft configs (the contenders' and the planner's)
-    n = setting["batch"] * (setting["warmup"] + setting["steps"] + 1)  # one step more: the run stops before its end
-    write_data(data, n, setting["words"])
-    chosen = [c for c in CONTENDERS if c[0] in a.contenders]
-    configs = {}
-    for name, tool, method, _ in chosen:
-        if tool == "shipsft":
-            import yaml
+        s = self.setting
+        write_data(self.data, s["batch"] * (s["warmup"] + s["steps"] + 1), s["words"])  # +1: the run stops short
+        for name, tool, method, _ in self.chosen:
+            if tool == "shipsft":
+                self.configs[name] = self.work / f"{name}.yaml"
+                self.configs[name].write_text(yaml.safe_dump(shipsft_config(self.model_dir, self.data, method, s,
+                                                                            self.work / "runs", name)))
+        self.out["peaks"] = {"datasheet": peak_bf16(prep["env"].get("gpu", "")), "matmul": prep["matmul"]["flops"]}
+        return prep
 
-            configs[name] = work / f"{name}.yaml"
-            configs[name].write_text(yaml.safe_dump(shipsft_config(model_dir, data, method, setting, work / "runs",
-                                                                   name)))
-    planner = None
-    if "plan" in a.sections and configs:  # CPU only, beside the GPU work: it traces activations on small copies
-        spec = {"device": device, "memory": prep["env"].get("memory_bytes"),
-                "configs": {k: str(v) for k, v in configs.items() if not k.endswith("chunked-ce")}}
-        (work / "plan.spec.json").write_text(json.dumps(spec))
-        planner = subprocess.Popen([sys.executable, str(Path(__file__).resolve()), "--worker", "plan", "--spec",
-                                    str(work / "plan.spec.json"), "--result", str(work / "plan.result.json")],
-                                   env={**base_env, "OMP_NUM_THREADS": "4"}, cwd=REPO, stdout=subprocess.DEVNULL,
-                                   stderr=open(work / "plan.log", "w"))
+    def start_planner(self, memory: int | None):
+        """`shipsft plan` on every shipsft config, in the background: it runs on the CPU (it traces activations on
+        small copies of the model), beside the GPU work."""
+        spec = {"device": self.device, "memory": memory,
+                "configs": {k: str(v) for k, v in self.configs.items() if not k.endswith("chunked-ce")}}
+        (self.work / "plan.spec.json").write_text(json.dumps(spec))
+        cmd = [sys.executable, str(Path(__file__).resolve()), "--worker", "plan", "--spec",
+               str(self.work / "plan.spec.json"), "--result", str(self.work / "plan.result.json")]
+        with open(self.work / "plan.log", "w") as log:
+            return subprocess.Popen(cmd, env={**self.env(False), "OMP_NUM_THREADS": "4"}, cwd=REPO,
+                                    stdout=subprocess.DEVNULL, stderr=log)
 
-    if "cuda_tests" in a.sections:
-        t = budget.timeout(120)
-        t0 = time.perf_counter()
-        out["sections"]["cuda_tests"] = (run_cuda_tests(liger_env, t, work) if t else res.skipped("time budget"))
-        out["sections"]["cuda_tests"]["seconds"] = time.perf_counter() - t0
-        save()
+    def cuda_tests(self) -> None:
+        t, t0 = self.budget.timeout(120), time.perf_counter()
+        sec = run_cuda_tests(self.env(True), t, self.work) if t else res.skipped("time budget")
+        self.out["sections"]["cuda_tests"] = {**sec, "seconds": time.perf_counter() - t0}
+        self.save("cuda_tests", sec["status"])
 
-    if "numerics" in a.sections:
-        t = budget.timeout(150)
-        r = run_worker("numerics", {**common, "numerics_docs": setting["numerics_docs"]}, liger_env, t, work) \
-            if t else res.skipped("time budget")
+    def numerics(self) -> None:
+        t = self.budget.timeout(150)
+        r = run_worker("numerics", {**self.common, "numerics_docs": self.setting["numerics_docs"]}, self.env(True),
+                       t, self.work) if t else res.skipped("time budget")
         r["status"] = numerics_status(r)
-        out["sections"]["numerics"] = r
-        save()
+        self.out["sections"]["numerics"] = r
+        self.save("numerics", r["status"])
 
-    if "throughput" in a.sections:
-        rows = []
-        out["sections"]["throughput"] = {"status": "ok", "contenders": rows, "ratios": {}}
-        for name, tool, method, liger in chosen:
+    def throughput(self, shape: Shape) -> None:
+        s, rows = self.setting, []
+        every = self.paths["base"] + self.paths["liger"]
+        has = {m: findable(m, every) for m in ("trl", "liger_kernel", "bitsandbytes")}
+        self.out["sections"]["throughput"] = sec = {"status": "ok", "contenders": rows, "ratios": {}}
+        for name, tool, method, liger in self.chosen:
             row = {"name": name, "tool": tool, "method": method, "liger": liger}
-            why = res.unavailable(tool, method, liger, has, device)
-            t = budget.timeout(CONTENDER_CAP_S)
+            why, t = res.unavailable(tool, method, liger, has, self.device), self.budget.timeout(CONTENDER_CAP_S)
             if why or not t:
                 row.update(res.skipped(why or "time budget"))
             else:
-                spec = {**common, "name": name, "method": method, "liger": liger, "batch": setting["batch"],
-                        "lr": LR[method], "warmup": setting["warmup"], "steps": setting["steps"], "data": str(data),
-                        "config": str(configs.get(name, ""))}
-                r = run_worker(tool, spec, liger_env if liger else base_env, t, work)
-                row.update(r)
-                if r["status"] == "ok":
-                    row.update(rate(r, shape, method, peaks))
+                spec = {**self.common, "name": name, "method": method, "liger": liger, "batch": s["batch"],
+                        "lr": LR[method], "warmup": s["warmup"], "steps": s["steps"], "data": str(self.data),
+                        "config": str(self.configs.get(name, ""))}
+                row.update(run_worker(tool, spec, self.env(liger), t, self.work))
+                if row["status"] == "ok":
+                    row.update(rate(row, shape, method, self.out["peaks"]))
             rows.append(row)
-            out["sections"]["throughput"]["ratios"] = ratios(rows)
-            save()
-        out["sections"]["throughput"]["status"] = res.rollup([r["status"] for r in rows])
-        save()
+            sec["ratios"], sec["status"] = ratios(rows), res.rollup([r["status"] for r in rows])
+            self.save(name, row["status"] + (f" {row['trained_tok_s']:,.0f} trained tok/s" if row["status"] == "ok"
+                                             else f" ({row.get('error') or row.get('why')})"))
 
-    if planner is not None:
-        left = max(budget.left(), 5)
+    def plan(self, planner) -> None:
         try:
-            planner.wait(timeout=left)
+            planner.wait(timeout=max(self.budget.left(), 5))
         except subprocess.TimeoutExpired:
             planner.kill()
             planner.wait()
-        result_path = work / "plan.result.json"
-        p = json.loads(result_path.read_text()) if result_path.exists() else {
-            "status": "error", "error": f"the planner did not finish ({last_line((work / 'plan.log').read_text())})"}
-        contenders = out["sections"].get("throughput", {}).get("contenders", [])
+        path = self.work / "plan.result.json"
+        log = last_line((self.work / "plan.log").read_text())
+        p = json.loads(path.read_text()) if path.exists() else {"status": "error",
+                                                                "error": f"the planner did not finish: {log}"}
+        contenders = self.out["sections"].get("throughput", {}).get("contenders", [])
         rows = memory_rows(contenders, p.get("plans", {})) if p["status"] == "ok" else []
-        out["sections"]["plan"] = {"status": p["status"] if p["status"] != "ok" else
-                                   res.rollup([r["plan_status"] for r in rows]) if rows else "skipped",
-                                   "plans": p.get("plans", {}), "memory": rows, **({"error": p["error"]}
-                                                                                    if "error" in p else {})}
-    out["wall_s"] = budget.clock() - budget.start
-    save()
-    print(res.summary(out))
+        sec = {"status": p["status"], "plans": p.get("plans", {}), "memory": rows}
+        if p["status"] != "ok":
+            sec["error"] = p["error"]
+        elif rows:
+            sec["status"] = res.rollup([r["plan_status"] for r in rows])
+        else:
+            sec.update(res.skipped("no shipsft contender finished, so there is no measured peak to compare"))
+        self.out["sections"]["plan"] = sec
+        self.save("plan", sec["status"])
+
+
+def bench(a, tokenizer: Path, work: Path) -> int:
+    b = Bench(a, tokenizer, work)
+    if a.carried:
+        b.carry()
+    prep = b.prepare()
+    if prep is None:
+        print(res.summary(b.out))
+        return 1
+    planner = b.start_planner(prep["env"].get("memory_bytes")) if "plan" in a.sections and b.configs else None
+    if "cuda_tests" in a.sections:
+        b.cuda_tests()
+    if "numerics" in a.sections:
+        b.numerics()
+    if "throughput" in a.sections:
+        b.throughput(Shape.of(SimpleNamespace(**prep["model"]["config"])))
+    if planner is not None:
+        b.plan(planner)
+    b.out["wall_s"] = b.budget.clock() - b.budget.start
+    b.save()
+    print(res.summary(b.out))
     return 0
 
 
