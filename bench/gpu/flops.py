@@ -26,7 +26,8 @@ from dataclasses import dataclass
 #   H100 SXM5 1,979 / PCIe 1,513 / NVL 1,671 TFLOP/s sparse  https://www.nvidia.com/en-us/data-center/h100/
 #   H200 SXM 1,979 / NVL 1,671                                https://www.nvidia.com/en-us/data-center/h200/
 #   A100 312 dense                                            https://www.nvidia.com/en-us/data-center/a100/
-# torch reports an H100 SXM5 as "NVIDIA H100 80GB HBM3" (this workplace's device notes, 2026-11-13).
+# torch.cuda.get_device_name names the SXM5 card "NVIDIA H100 80GB HBM3" and the others "... PCIe" / "... NVL", so the
+# more specific names are matched first.
 PEAK_BF16 = [("H200 NVL", 835.5e12), ("H200", 989.5e12), ("H100 PCIe", 756.5e12), ("H100 NVL", 835.5e12),
              ("H100", 989.5e12), ("A100", 312e12)]
 

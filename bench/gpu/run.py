@@ -19,23 +19,24 @@ with the start and the pip installs), writing <--out>/gpu-results.json after eve
 Without CUDA it stops at once with one line and exit code 2; --dry-run runs every section on the CPU with a tiny
 model instead (what tests/bench/test_gpu_script.py does), so the plumbing is tested where no GPU is.
 
-Prepare the carried files here (needs PyPI; writes .gpu/, 18 MiB, which .gitignore keeps out of git):
+Prepare the carried files here (needs PyPI; writes .gpu/, which .gitignore keeps out of git; docs/gpu.md has the
+sizes against the device tool's carry limit):
 
     python bench/gpu/run.py --prepare .gpu
 
-which runs exactly (a 3.12 image, so the wheels are for CPython 3.12 on x86-64 Linux):
+which runs exactly (the image's Python is 3.12, so the wheels are for CPython 3.12 on x86-64 Linux):
 
     pip download --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
         --platform manylinux_2_28_x86_64 --platform manylinux_2_24_x86_64 --platform manylinux_2_17_x86_64 \
         --platform manylinux2014_x86_64 -d .gpu/whl trl==1.16.0 datasets==5.2.0 dill==0.4.1 \
         multiprocess==0.70.19 pydantic==2.14.4 pydantic-core==2.50.5 annotated-types==0.8.0 \
         typing-inspection==0.4.5 typing-extensions==4.16.0 liger-kernel==0.8.5
-    pip download (same flags) -d .gpu/dl bitsandbytes==0.50.2   # 43 MB: libraries for 16 CUDA/ROCm/XPU versions
-    unzip bitsandbytes-0.50.2-*.whl into .gpu/bnb, leaving out every library but the CUDA 13.0 one (3.9 MB): the
-        image's torch is 2.11.0+cu130, so bitsandbytes loads libbitsandbytes_cuda130.so
-    copy ../shared/fixtures/models/llama-3.2-instruct (tokenizer and chat template, 9 MB) to .gpu/tokenizer
+    pip download (same flags) -d .gpu/dl bitsandbytes==0.50.2
+    unzip the bitsandbytes wheel into .gpu/bnb without its native libraries for other CUDA / ROCm / XPU versions
+        (the image's torch is 2.11.0+cu130: bitsandbytes loads libbitsandbytes_cuda130.so)
+    copy ../shared/fixtures/models/llama-3.2-instruct (tokenizer and chat template) to .gpu/tokenizer
 
-Then one device call (command, 84 characters; carry [".gpu"]; timeout_s 600):
+Then one device call (carry [".gpu"]; timeout_s 600):
 
     PYTHONPATH=src python3 bench/gpu/run.py --carried .gpu --out $OUT --budget-s 450
 
@@ -163,7 +164,7 @@ def install_carried(carried: Path, work: Path) -> dict[str, list[str]]:
            "--upgrade", "--target"]
     for target, group in ((work / "site", [w for w in wheels if w not in liger]), (work / "liger", liger)):
         if group:
-            subprocess.run(pip + [str(target)] + [str(w) for w in group], check=True)
+            subprocess.run(pip + [str(target)] + [str(w) for w in group], check=True, capture_output=True, text=True)
     base = [str(work / "site")] + ([str(carried / "bnb")] if (carried / "bnb").exists() else [])
     return {"base": base, "liger": [str(work / "liger")] if liger else []}
 
@@ -520,7 +521,14 @@ class Bench:
 def bench(a, tokenizer: Path, work: Path) -> int:
     b = Bench(a, tokenizer, work)
     if a.carried:
-        b.carry()
+        try:
+            b.carry()
+        except subprocess.CalledProcessError as e:  # nothing of shipsft imports without the carried pydantic
+            b.out["sections"]["prepare"] = {"status": "error", "error": f"installing {a.carried}/whl failed: "
+                                            f"{last_line(e.stderr or '') or e}"}
+            b.save("prepare", "error")
+            print(res.summary(b.out))
+            return 1
     prep = b.prepare()
     if prep is None:
         print(res.summary(b.out))

@@ -188,6 +188,26 @@ def test_prepare_pins_every_wheel_and_trims_bitsandbytes_to_the_images_cuda(tmp_
     assert run.findable("carried_pkg_xyz", [str(tmp_path / "site")]) and not run.findable("carried_pkg_xyz", [])
 
 
+def test_a_carried_wheel_that_does_not_install_is_a_results_file_with_the_reason(tmp_path):
+    """pip's own error reaches the results file (and the call's output) as one line; nothing else is run."""
+    (tmp_path / "carried" / "whl").mkdir(parents=True)
+    (tmp_path / "carried" / "whl" / "broken-1.0-py3-none-any.whl").write_text("not a zip file")
+    p = subprocess.run([sys.executable, str(SCRIPT), "--dry-run", "--carried", str(tmp_path / "carried"),
+                        "--tokenizer", str(tmp_path), "--out", str(tmp_path / "out")], capture_output=True, text=True,
+                       env=_env(), cwd=REPO, timeout=300)
+    assert p.returncode == 2 and "no tokenizer at" in p.stderr  # the tokenizer is checked before anything runs
+    tiny_tokenizer().save_pretrained(tmp_path / "tok")
+    p = subprocess.run([sys.executable, str(SCRIPT), "--dry-run", "--carried", str(tmp_path / "carried"),
+                        "--tokenizer", str(tmp_path / "tok"), "--out", str(tmp_path / "out")], capture_output=True,
+                       text=True, env=_env(), cwd=REPO, timeout=300)
+    assert p.returncode == 1
+    r = json.loads((tmp_path / "out" / "gpu-results.json").read_text())
+    assert results.check(r) == [] and list(r["sections"]) == ["prepare"]
+    err = r["sections"]["prepare"]["error"]
+    assert err.startswith(f"installing {tmp_path / 'carried'}/whl failed: ") and "broken-1.0" in err
+    assert "\n" not in err and "prepare: error" in p.stdout
+
+
 def test_device_command_fits_the_tool_and_the_docs_say_it():
     """The one device call the docs prescribe: under the tool's 2,000 characters, the same in the script's
     docstring and in docs/gpu.md, and its options parse."""
