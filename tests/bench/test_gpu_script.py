@@ -15,7 +15,7 @@ import torch
 from helpers import REPO, tiny_llama, tiny_tokenizer
 
 sys.path.insert(0, str(REPO))
-from bench.gpu import flops, results, run  # noqa: E402
+from bench.gpu import carry, flops, results, run  # noqa: E402
 
 SCRIPT = REPO / "bench" / "gpu" / "run.py"
 
@@ -168,9 +168,9 @@ def test_unavailable_contenders_say_why():
 
 
 def test_prepare_pins_every_wheel_and_trims_bitsandbytes_to_the_images_cuda(tmp_path):
-    commands = run.prepare_commands(tmp_path)
-    assert [c[-len(run.WHEELS):] for c in commands[:1]] == [run.WHEELS]
-    assert commands[1][-1] == run.BITSANDBYTES and all("==" in w for w in run.WHEELS + [run.BITSANDBYTES])
+    commands = carry.prepare_commands(tmp_path)
+    assert [c[-len(carry.WHEELS):] for c in commands[:1]] == [carry.WHEELS]
+    assert commands[1][-1] == carry.BITSANDBYTES and all("==" in w for w in carry.WHEELS + [carry.BITSANDBYTES])
     assert all(c[c.index("--python-version") + 1] == "3.12" and "--no-deps" in c for c in commands)
     wheel = tmp_path / "bitsandbytes-0.50.2-py3-none-manylinux_2_24_x86_64.whl"
     with zipfile.ZipFile(wheel, "w") as z:
@@ -178,14 +178,14 @@ def test_prepare_pins_every_wheel_and_trims_bitsandbytes_to_the_images_cuda(tmp_
                      "bitsandbytes/libbitsandbytes_cuda130.so", "bitsandbytes/libbitsandbytes_cpu.so",
                      "bitsandbytes/libbitsandbytes_rocm64.so", "bitsandbytes-0.50.2.dist-info/METADATA"):
             z.writestr(name, "x" * 10)
-    assert run.trim_bitsandbytes(wheel, tmp_path / "bnb") == 40
+    assert carry.trim_bitsandbytes(wheel, tmp_path / "bnb") == 40
     assert sorted(str(p.relative_to(tmp_path / "bnb")) for p in (tmp_path / "bnb").rglob("*") if p.is_file()) == [
         "bitsandbytes-0.50.2.dist-info/METADATA", "bitsandbytes/__init__.py", "bitsandbytes/libbitsandbytes_cpu.so",
         "bitsandbytes/libbitsandbytes_cuda130.so"]
     pkg = tmp_path / "site" / "carried_pkg_xyz"
     pkg.mkdir(parents=True)
     (pkg / "__init__.py").write_text("")
-    assert run.findable("carried_pkg_xyz", [str(tmp_path / "site")]) and not run.findable("carried_pkg_xyz", [])
+    assert carry.findable("carried_pkg_xyz", [str(tmp_path / "site")]) and not carry.findable("carried_pkg_xyz", [])
 
 
 def test_a_carried_wheel_that_does_not_install_is_a_results_file_with_the_reason(tmp_path):
