@@ -88,8 +88,8 @@ SETTINGS = {
 # (name, tool, method, liger): in the order they run, the most telling first, so a short budget keeps the core
 CONTENDERS = [("shipsft-lora", "shipsft", "lora", True), ("trl-lora", "trl", "lora", False),
               ("trl-lora-liger", "trl", "lora", True), ("shipsft-full", "shipsft", "full", True),
-              ("trl-full", "trl", "full", False), ("trl-full-liger", "trl", "full", True),
-              ("shipsft-qlora", "shipsft", "qlora", True), ("shipsft-lora-chunked-ce", "shipsft", "lora", False)]
+              ("trl-full", "trl", "full", False), ("shipsft-qlora", "shipsft", "qlora", True),
+              ("trl-full-liger", "trl", "full", True), ("shipsft-lora-chunked-ce", "shipsft", "lora", False)]
 LR = {"lora": 2e-4, "qlora": 2e-4, "full": 2e-5}
 CONTENDER_CAP_S = 150  # no contender may take more than this (loading included)
 MIN_START_S = 20  # a contender or section is not started with less budget left
