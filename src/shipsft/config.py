@@ -21,6 +21,7 @@ import difflib
 import hashlib
 import json
 import os
+import re
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -442,14 +443,31 @@ class EarlyStoppingConfig(Section):
     min_delta: float = Field(0.0, ge=0, description="Smallest change that counts as an improvement.")
 
 
+# The metrics that ask eval.judge_url (eval/metrics.py: judge scores one answer, eval/judge.py: win_rate compares
+# the tuned and the base answer in both orders)
+JUDGED_METRICS = ("judge", "win_rate")
+WIN_RATE_FIELDS = ("question", "reference", "answer_a", "answer_b")
+# Pairwise judging as in MT-Bench (Zheng et al. 2023, "Judging LLM-as-a-Judge", arXiv 2306.05685, section 3.1 and
+# Figure 5): two answers side by side, a verdict A / B / tie, asked in both orders because judges favour a position
+# (ibid. section 3.3: GPT-4 was consistent under a swap in 65% of cases). The reference is left out by default: a
+# suite mined from production holds the logged answer there, which is no gold standard.
+WIN_RATE_PROMPT = (
+    "You compare two assistant answers to the same request. Decide which answer serves the user better: correct, "
+    "complete, and following the request's instructions and format. Do not let the length of the answers or their "
+    "order sway you.\n\n[Request]\n{question}\n\n[Answer A]\n{answer_a}\n\n[Answer B]\n{answer_b}\n\n"
+    'Reply with JSON only: {"verdict": "A"} if answer A is better, {"verdict": "B"} if answer B is better, '
+    '{"verdict": "tie"} if neither is.')
+
+
 class SuiteConfig(Section):
     name: str = Field(description="Suite name; metrics are reported as <name>/<metric>.")
     data: str = Field(description="Eval conversations (JSONL ...); the last assistant turn is the reference.")
     format: Literal["auto", "messages", "sharegpt", "alpaca", "prompt_completion"] = Field(
         "auto", description="Record format of the suite file.")
     metrics: list[str] = Field(default_factory=lambda: ["exact_match"], description=(
-        "exact_match, exact_match_raw, contains, regex:<pattern>, json_valid, json_field_match, token_f1, rouge_l, "
-        "judge, or module:function."))
+        "exact_match, exact_match_raw, contains, regex:<pattern>, json_valid, json_field_match, tool_call_match, "
+        "token_f1, rouge_l, judge, win_rate (the tuned vs the base answer, judged in both orders), or "
+        "module:function."))
     max_new_tokens: int | None = Field(None, ge=1, description=(
         "Generation budget per example; null = the suite's longest reference in tokens plus a quarter of it (at "
         "least 16 more tokens)."))
@@ -473,8 +491,17 @@ class EvalConfig(Section):
     batch_size: int | Literal["auto"] = Field("auto", description=(
         "Rows per generation / teacher-forced batch; auto = as many rows as keep one batch's KV cache and activations "
         "under 2 GiB, at most 64 (eval/generate.py says why)."))
-    judge_url: str | None = Field(None, description="OpenAI-compatible endpoint (.../v1) for the judge metric.")
+    judge_url: str | None = Field(None, description=(
+        "OpenAI-compatible endpoint (.../v1) for the judge and win_rate metrics."))
     judge_model: str = Field("judge", description="The `model` field sent to the judge endpoint.")
+    judge_max_tokens: int = Field(64, ge=1, description=(
+        "Reply budget of one judge request (a score, or win_rate's JSON verdict: about 10-20 tokens)."))
+    judge_concurrency: int = Field(4, ge=1, description=(
+        "Judge requests in flight at once (win_rate asks two per example: both answer orders)."))
+    win_rate_prompt: str = Field(WIN_RATE_PROMPT, description=(
+        "The win_rate judge's prompt: {question} (the conversation before the answer), {answer_a}, {answer_b}, "
+        "and optionally {reference}; the reply is a JSON verdict {\"verdict\": \"A\" | \"B\" | \"tie\"} "
+        "(docs/suites.md)."))
     kl_max_examples: int = Field(64, ge=1, description="Per suite: KL to base on the first N examples (+ the probe).")
     samples: int = Field(4, ge=0, description="Sample generations per eval kept for the report.")
 
@@ -503,10 +530,21 @@ class EvalConfig(Section):
         if self.smoke_size is not None and self.smoke_every is None:
             problems.append("eval.smoke_size is set but eval.smoke_every is not. Fix: set eval.smoke_every, or "
                             "remove eval.smoke_size")
-        uses_judge = any(m == "judge" for s in self.suites for m in s.metrics)
-        if self.judge_url is not None and not uses_judge:
-            problems.append("eval.judge_url is set but no suite uses the judge metric. Fix: add judge to a suite's "
-                            "metrics, or remove eval.judge_url")
+        uses_judge = any(m in JUDGED_METRICS for s in self.suites for m in s.metrics)
+        for key in ("judge_url", "judge_max_tokens", "judge_concurrency", "win_rate_prompt"):
+            # compared with the default, not model_fields_set: a run's saved config.yaml writes every key out
+            if getattr(self, key) != type(self).model_fields[key].default and not uses_judge:
+                problems.append(f"eval.{key} is set but no suite uses the judge metric (judge or win_rate). Fix: "
+                                f"add one to a suite's metrics, or remove eval.{key}")
+        if any(m == "win_rate" for s in self.suites for m in s.metrics):
+            missing = [p for p in ("{answer_a}", "{answer_b}") if p not in self.win_rate_prompt]
+            unknown = sorted(set(re.findall(r"\{(\w+)\}", self.win_rate_prompt)) - set(WIN_RATE_FIELDS))
+            if missing or unknown:
+                problems.append("eval.win_rate_prompt: " + "; ".join(
+                    ([f"misses {', '.join(missing)}"] if missing else [])
+                    + ([f"names unknown fields {', '.join('{' + u + '}' for u in unknown)}"] if unknown else []))
+                    + f". Fix: use {', '.join('{' + f + '}' for f in WIN_RATE_FIELDS)} (answer_a and answer_b "
+                    "are required)")
         names = [s.name for s in self.suites]
         dup = sorted({n for n in names if names.count(n) > 1})
         if dup:

@@ -4,7 +4,8 @@
     shipsft preview CONFIG [--index N] [--set key=value ...]
     shipsft audit CONFIG [--out DIR]
     shipsft train CONFIG [--skip-audit]
-    shipsft eval MODEL_OR_RUN [--suite FILE] [--baseline MODEL] [--failures N]
+    shipsft eval MODEL_OR_RUN [--suite FILE] [--baseline MODEL] [--failures N] [--judge-url URL]
+    shipsft suite build TRACES [--out DIR] [--config RUN.yaml | --train FILE] [--size N]
     shipsft reproduce RUN_DIR [--check-steps N]
     shipsft export RUN [--to hf|gguf] [--dtype f32|f16|bf16] [--quant q8_0] [--check] [--serve-check]
     shipsft chat RUN_OR_MODEL [--prompt TEXT]
@@ -175,6 +176,9 @@ def eval_cmd(
     limit: Optional[int] = typer.Option(None, "--limit", help="Only the first N examples of each suite"),
     out: Optional[Path] = typer.Option(None, "--out", help="Write eval.json here (predictions.jsonl beside it)"),
     failures: int = typer.Option(0, "--failures", min=0, help="Print the N worst predictions side by side"),
+    judge_url: Optional[str] = typer.Option(None, "--judge-url", help="OpenAI-compatible endpoint (.../v1) for the "
+                                            "judge and win_rate metrics (default: the run's eval.judge_url)"),
+    judge_model: Optional[str] = typer.Option(None, "--judge-model", help="The model name sent to the judge"),
 ) -> None:
     """Evaluate a model (or a run's promoted model) on task suites; --baseline adds deltas with 95% CIs. Every
     prediction goes to predictions.jsonl."""
@@ -182,7 +186,7 @@ def eval_cmd(
 
     try:
         code = run_eval(model, suites=suite, baseline=baseline, metrics=metrics, limit=limit, out=out,
-                        console=console, failures=failures)
+                        console=console, failures=failures, judge_url=judge_url, judge_model=judge_model)
     except ShipError as e:
         fail(e)
     raise typer.Exit(code or 0)
@@ -244,6 +248,8 @@ app.command(name="init")(init_cmd.init)
 from shipsft.cli import plan_cmd, sweep_cmd  # noqa: E402
 app.command(name="sweep")(sweep_cmd.sweep)
 app.command(name="plan")(plan_cmd.plan)
+from shipsft.cli.suite_cmd import suite_app  # noqa: E402
+app.add_typer(suite_app, name="suite")
 
 
 def main() -> None:
