@@ -9,7 +9,8 @@
 //     node server.mjs --model SmolLM2.gguf [--port 0] [--log requests.jsonl]
 //
 // Prints `listening <port>` on stdout once the model is loaded; with --log, every request and its reply are
-// appended as one JSON line (the tests read which prompts the judge was asked). Requests are served one at a time.
+// appended as one JSON line (the tests read which prompts the judge was asked). Up to 4 requests are evaluated at
+// once, batched by llama.cpp; more wait for a free sequence.
 import fs from "node:fs";
 import http from "node:http";
 import {getLlama, LlamaChat, LlamaLogLevel} from "node-llama-cpp";
@@ -23,7 +24,8 @@ if (!args.model) {
 const llama = await getLlama({gpu: false, build: "never", usePrebuiltBinaries: true, skipDownload: true,
     logLevel: LlamaLogLevel.error, progressLogs: false});
 const model = await llama.loadModel({modelPath: args.model});
-const context = await model.createContext({contextSize: 2048, sequences: 1, threads: 2});
+const SLOTS = 4;  // requests evaluated together, batched by llama.cpp (as llama-server's --parallel does)
+const context = await model.createContext({contextSize: 2048, sequences: SLOTS, threads: 2});
 const name = args.model.split("/").pop();
 
 const ROLES = {system: "system", user: "user", assistant: "model"};
@@ -76,7 +78,20 @@ function send(res, status, obj) {
     res.end(text);
 }
 
-let queue = Promise.resolve();  // one sequence: requests wait their turn
+let active = 0;
+const waiting = [];  // requests beyond SLOTS wait for a free sequence
+
+async function inSlot(fn) {
+    if (active >= SLOTS) await new Promise(resolve => waiting.push(resolve));
+    active++;
+    try {
+        return await fn();
+    } finally {
+        active--;
+        waiting.shift()?.();
+    }
+}
+
 const server = http.createServer((req, res) => {
     if (req.method === "GET" && (req.url === "/health" || req.url === "/v1/models")) {
         return send(res, 200, req.url === "/health" ? {status: "ok"} :
@@ -88,7 +103,7 @@ const server = http.createServer((req, res) => {
     let raw = "";
     req.on("data", chunk => { raw += chunk; });
     req.on("end", () => {
-        queue = queue.then(async () => {
+        inSlot(async () => {
             let body;
             try {
                 body = JSON.parse(raw);

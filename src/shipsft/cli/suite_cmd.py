@@ -114,7 +114,7 @@ def run_build(traces: list[Path], out: Path, config: Path | None, train: list[Pa
     (out / "suites.yaml").write_text(suites_yaml(out, built, chosen), encoding="utf-8")
     written.append(out / "suites.yaml")
     write_json(out / "manifest.json", {
-        "traces": [{"path": f.path, "sha256": f.sha256, "records": f.n_records} for f in files], "format": used,
+        "inputs": [{"path": f.path, "sha256": f.sha256, "records": f.n_records} for f in files], "format": used,
         "training": str(config) if config else [str(p) for p in train or []] or None,
         "size": size, "seed": seed, "metrics": chosen, **built.stats})
     written.append(out / "manifest.json")

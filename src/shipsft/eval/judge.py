@@ -34,7 +34,7 @@ VERDICTS = ("A", "B", "tie")
 VERDICT_FORMAT = {"type": "json_schema", "json_schema": {"name": "verdict", "strict": True, "schema": {
     "type": "object", "properties": {"verdict": {"type": "string", "enum": list(VERDICTS)}},
     "required": ["verdict"], "additionalProperties": False}}}
-TIMEOUT_S = 120.0  # one request; a 7B judge on a CPU server takes tens of seconds for a long prompt
+TIMEOUT_S = 300.0  # one request, queueing on the server included: a 7B judge on a busy CPU server takes minutes
 
 
 @dataclass(frozen=True)
