@@ -2,9 +2,8 @@
 (tests/eval/test_win_rate_server.py asks a real llama.cpp judge)."""
 from __future__ import annotations
 
-import socket
-
 import pytest
+from helpers import dead_url
 
 from shipsft.config import WIN_RATE_PROMPT, EvalConfig, SuiteConfig
 from shipsft.data.types import Example
@@ -77,16 +76,8 @@ def _item(k: int, question: str, reference: str) -> EvalItem:
     return EvalItem(ex.source, [], [], [], reference, question, ex)
 
 
-def _dead_url() -> str:
-    """A local port nothing listens on: any request to it fails at once."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    return f"http://127.0.0.1:{port}/v1"
-
-
 def test_identical_answers_tie_without_a_request_and_the_baseline_ties_itself():
-    metrics = resolve_metrics(["exact_match", "win_rate"], Judge.of(win_rate_config(_dead_url())))
+    metrics = resolve_metrics(["exact_match", "win_rate"], Judge.of(win_rate_config(dead_url())))
     items = [_item(1, "Capital of France?", "Paris"), _item(2, "2+2?", "4")]
     base = SuiteRun(["Paris", "5"], [{"exact_match": 1.0}, {"exact_match": 0.0}], {"exact_match": 0.5})
     own = with_pairwise(metrics, items, base, base.outputs)  # the baseline against itself: no request is made
