@@ -86,6 +86,23 @@ def test_a_bad_feedback_value_is_one_line_with_the_fix(tmp_path):
     assert not (tmp_path / "suites").exists()  # nothing half-written
 
 
+def test_win_rate_mistakes_fail_before_any_model_loads(tmp_path):
+    suite = tmp_path / "s.jsonl"
+    suite.write_text(json.dumps({"messages": [{"role": "user", "content": "hi"},
+                                              {"role": "assistant", "content": "hello"}]}) + "\n")
+    no_model = tmp_path / "no-such-model"  # never loaded: each mistake is caught first
+    cases = [
+        (["--metric", "win_rate", "--judge-url", "http://127.0.0.1:9/v1"], "win_rate compares the model's answers "
+         "with a baseline's, and none is given. Fix: --baseline MODEL"),
+        (["--metric", "win_rate", "--baseline", no_model], "metric 'win_rate' needs eval.judge_url"),
+        (["--metric", "exact_match", "--judge-url", "http://127.0.0.1:9/v1"],
+         "--judge-url / --judge-model are given but no suite is scored by judge or win_rate"),
+    ]
+    for extra, says in cases:
+        code, text = run("eval", no_model, "--suite", suite, *extra)
+        assert code == 2 and says in text and "Traceback" not in text, text
+
+
 @pytest.mark.slow
 def test_win_rate_on_the_failure_suite_with_a_real_judge(tmp_path):
     """Two random tiny models answer the failure suite; SmolLM2-135M served by llama.cpp judges each pair in both

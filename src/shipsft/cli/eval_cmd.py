@@ -90,6 +90,9 @@ def eval_settings(target: Target, suites: list[Path] | None, metrics: list[str] 
         raise ConfigError([f"{target.label}: no eval suites to score. Fix: give --suite FILE (conversations whose "
                            "last assistant turn is the reference)."])
     if not any(m in JUDGED_METRICS for s in specs for m in s.metrics):
+        if judge_url or judge_model:
+            raise ConfigError(["--judge-url / --judge-model are given but no suite is scored by judge or win_rate. "
+                               "Fix: add --metric win_rate (or judge), or drop them"])
         return EvalConfig(suites=specs, batch_size=run_eval.batch_size)
     judge = {k: getattr(run_eval, k) for k in ("judge_max_tokens", "judge_concurrency", "win_rate_prompt")}
     return EvalConfig(suites=specs, batch_size=run_eval.batch_size, judge_url=judge_url or run_eval.judge_url,

@@ -31,9 +31,9 @@ SUITE_NAMES = {"suite": "traces", "failures": "failures", "uncorrected": "failur
 suite_app = typer.Typer(add_completion=False, no_args_is_help=True, help="Eval suites from production traces.")
 
 
-def training_examples(config: Path | None, train: list[Path] | None, fmt: str):
+def training_examples(config: Path | None, train: list[Path] | None):
     """(examples the suites must not leak into, their data.mask): a run config's training data (data.train or its
-    mixture's sources), or --train files; (None, mask) when neither is given."""
+    mixture's sources), or --train files (format auto); (None, mask) when neither is given."""
     from shipsft.config import check_paths, load_config
     from shipsft.data.formats import load_examples
     from shipsft.data.mixture import is_mixture
@@ -48,7 +48,7 @@ def training_examples(config: Path | None, train: list[Path] | None, fmt: str):
             load_split(cfg.data, "train", None)
         return loaded.examples, cfg.data.mask
     if train:
-        return load_examples([str(p) for p in train], fmt, "error", None, False).examples, "all_assistant"
+        return load_examples([str(p) for p in train], "auto", "error", None, False).examples, "all_assistant"
     return None, "all_assistant"
 
 
@@ -105,7 +105,7 @@ def run_build(traces: list[Path], out: Path, config: Path | None, train: list[Pa
     if metrics:
         resolve_metrics([m for m in metrics if m not in ("judge", "win_rate")])  # a typo fails before any work
     found, files, used = read_traces(traces, fmt)
-    examples, mask = training_examples(config, train, fmt)
+    examples, mask = training_examples(config, train)
     built = build_suites(found, examples, size, seed, mask)
     chosen = list(metrics) if metrics else METRICS[built.stats["answer_shape"]]
     out.mkdir(parents=True, exist_ok=True)

@@ -193,7 +193,7 @@ def with_pairwise(metrics: list, items: list, run, base_outputs: list[str]):
     pairwise = [m for m in metrics if m.pairwise]
     if not pairwise:
         return run
-    from shipsft.eval.metrics import aggregate
+    from shipsft.eval.metrics import aggregate  # here, not at the top: metrics.py imports Judge and ask from here
 
     if len(base_outputs) != len(run.outputs):
         raise ValueError(f"win_rate: {len(run.outputs)} tuned answers but {len(base_outputs)} base answers")
