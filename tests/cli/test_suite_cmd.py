@@ -73,6 +73,10 @@ def test_suite_build_writes_suites_eval_reads(tmp_path):
     assert len(suite) + 1 + len(uncorrected) + len(dropped) == 37  # nothing lost
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["inputs"][0]["records"] == manifest["traces"] == 37 and manifest["leak_check"] and manifest["seed"] == 0
+    # the training data named by a run config (data.train, relative to the config) is checked the same way
+    (tmp_path / "run.yaml").write_text(yaml.safe_dump({"model": {"path": "smollm2"}, "data": {"train": "train.jsonl"}}))
+    code, text = run("suite", "build", traces, "--config", tmp_path / "run.yaml", "--out", tmp_path / "again")
+    assert code == 0 and "dropped 1: leaks into training" in text, text
 
 
 def test_a_bad_feedback_value_is_one_line_with_the_fix(tmp_path):
