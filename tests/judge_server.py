@@ -1,12 +1,7 @@
 """A real OpenAI-compatible judge for the tests: llama.cpp serving a GGUF on 127.0.0.1 (tests/judge_server/server.mjs).
 
-node-llama-cpp 3.21.1 ships llama.cpp's CPU build as an npm package (@node-llama-cpp/linux-x64), so nothing is
-compiled or downloaded beyond the npm registry. Installed by the README's test command:
-
-    npm ci --omit=optional --ignore-scripts --prefix tests/judge_server
-
-(--omit=optional leaves out the CUDA and Vulkan builds, 620 MB; --ignore-scripts skips node-llama-cpp's postinstall,
-which would try to download or build llama.cpp.)
+The llama.cpp it runs is the one the GGUF export pins (node-llama-cpp 3.21.1's prebuilt CPU build), installed into
+shipsft's cache by `shipsft setup gguf`, which the README's test command runs before the suite (export/llamacpp.py).
 
     from judge_server import judge_server, judge_server_skip_reason   # tests/ is on sys.path under pytest
     with judge_server(gguf, log=tmp_path / "requests.jsonl") as url:   # url = "http://127.0.0.1:PORT/v1"
@@ -23,7 +18,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 SERVER_DIR = Path(__file__).resolve().parent / "judge_server"
-INSTALL = "npm ci --omit=optional --ignore-scripts --prefix tests/judge_server"
+INSTALL = "shipsft setup gguf"
 START_S = 300  # loading the model on a busy 2-core machine; the server prints its port once loaded
 
 
@@ -31,15 +26,22 @@ def judge_server_skip_reason() -> str | None:
     """Why the server cannot start here (None when it can)."""
     if shutil.which("node") is None:
         return "node is missing: apt-get install -y nodejs npm"
-    if not (SERVER_DIR / "node_modules" / "node-llama-cpp").is_dir():
-        return f"node-llama-cpp is not installed: {INSTALL}"
+    if not (node_modules() / "node-llama-cpp").is_dir():
+        return f"llama.cpp is not installed: {INSTALL}"
     return None
+
+
+def node_modules() -> Path:
+    from shipsft.export.llamacpp import default_root
+
+    return default_root() / "node_modules"
 
 
 @contextmanager
 def judge_server(gguf: Path, log: Path) -> Iterator[str]:
     """Serve `gguf` until the block ends; every request and reply is appended to `log` (JSONL)."""
-    proc = subprocess.Popen(["node", str(SERVER_DIR / "server.mjs"), "--model", str(gguf), "--port", "0",
+    proc = subprocess.Popen(["node", str(SERVER_DIR / "server.mjs"), "--node-modules", str(node_modules()),
+                             "--model", str(gguf), "--port", "0",
                              "--log", str(log)], cwd=SERVER_DIR, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                             text=True)
     first: list[str] = []

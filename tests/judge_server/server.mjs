@@ -6,21 +6,27 @@
 // node-llama-cpp's resolveChatWrapper) renders the messages; temperature 0 is greedy; a `response_format` of type
 // json_schema is enforced with a llama.cpp grammar, as llama.cpp's own llama-server and vLLM do.
 //
-//     node server.mjs --model SmolLM2.gguf [--port 0] [--log requests.jsonl]
+//     node server.mjs --node-modules DIR --model SmolLM2.gguf [--port 0] [--log requests.jsonl]
+//
+// DIR is the node_modules folder of the llama.cpp that `shipsft setup gguf` installs (the GGUF export's engine), so
+// the tests use the one pinned llama.cpp the product uses.
 //
 // Prints `listening <port>` on stdout once the model is loaded; with --log, every request and its reply are
 // appended as one JSON line (the tests read which prompts the judge was asked). Up to 4 requests are evaluated at
 // once, batched by llama.cpp; more wait for a free sequence.
 import fs from "node:fs";
 import http from "node:http";
-import {getLlama, LlamaChat, LlamaLogLevel} from "node-llama-cpp";
+import {join} from "node:path";
+import {pathToFileURL} from "node:url";
 
 const args = Object.fromEntries(process.argv.slice(2).reduce((pairs, a, i, all) =>
     a.startsWith("--") ? [...pairs, [a.slice(2), all[i + 1]]] : pairs, []));
-if (!args.model) {
-    console.error("usage: node server.mjs --model FILE.gguf [--port 0] [--log requests.jsonl]");
+if (!args.model || !args["node-modules"]) {
+    console.error("usage: node server.mjs --node-modules DIR --model FILE.gguf [--port 0] [--log requests.jsonl]");
     process.exit(2);
 }
+const entry = pathToFileURL(join(args["node-modules"], "node-llama-cpp", "dist", "index.js")).href;
+const {getLlama, LlamaChat, LlamaLogLevel} = await import(entry);
 const llama = await getLlama({gpu: false, build: "never", usePrebuiltBinaries: true, skipDownload: true,
     logLevel: LlamaLogLevel.error, progressLogs: false});
 const model = await llama.loadModel({modelPath: args.model});
