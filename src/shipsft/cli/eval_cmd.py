@@ -38,6 +38,7 @@ from shipsft.model.precision import autocast_dtype, pick_device
 from shipsft.runs.jsonio import write_json
 from shipsft.runs.layout import PREDICTIONS, RunFolder, is_run_folder
 from shipsft.runs.predictions import worst, write_predictions
+from shipsft.runs.verify import verified, verified_weights
 from shipsft.cli.views import show_eval, show_failures
 
 
@@ -57,12 +58,13 @@ def resolve_target(spec: str) -> Target:
     if p.is_dir() and is_run_folder(p):
         folder = RunFolder(p)
         cfg = load_config(folder.config)
-        found = folder.shipped_weights()
+        found = verified_weights(folder)  # a damaged file is named here, before anything is loaded
         if found is None:
             raise ConfigError([f"{p}: a run folder without final/, adapter/ or model/ (did training finish?)"])
         weights, note = found
         return Target(cfg, weights, f"{p.name}/{weights.name}", True, note)
     if p.is_dir() and (p / "adapter_config.json").exists():
+        verified(p)  # a sealed adapter folder (a run's adapter/ or final/) is checked before loading
         base = json.loads((p / "adapter_config.json").read_text()).get("base_model_name_or_path")
         if not base:
             raise ConfigError([f"{p}/adapter_config.json names no base model. Fix: evaluate the run folder."])

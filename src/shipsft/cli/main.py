@@ -9,6 +9,7 @@
     shipsft reproduce RUN_DIR [--check-steps N]
     shipsft export RUN [--to hf|gguf] [--dtype f32|f16|bf16] [--quant q8_0] [--check] [--serve-check]
     shipsft chat RUN_OR_MODEL [--prompt TEXT]
+    shipsft verify RUN
     shipsft config explain [KEY]
     shipsft --version
 
@@ -221,6 +222,26 @@ def reproduce(
     console.print("[bold green]reproducible as recorded[/]" if report.ok else
                   "[bold red]differs from the record[/] (see the rows marked differs)")
     raise typer.Exit(0 if report.ok else 1)
+
+
+@app.command()
+def verify(run: Path = typer.Argument(..., help="A run folder (shipsft train output)")) -> None:
+    """Check every saved folder of a run (checkpoints, adapter/ or model/, final/, exports) against the sizes and
+    sha256 its save recorded. Exit 1 when a file is missing, truncated or changed."""
+    from shipsft.cli.console import say
+    from shipsft.errors import ConfigError
+    from shipsft.runs.layout import is_run_folder
+    from shipsft.runs.verify import DAMAGED, OK, verify_run
+
+    if not is_run_folder(run):
+        fail(ConfigError([f"{run}: not a run folder (no config.yaml + manifest.json)"]))
+    findings = verify_run(run)
+    for f in findings:
+        what = f"{f.size / 2**20:.1f} MB intact" if f.status == OK else "; ".join(f.lines)
+        say(f"{f.status:8} {f.path}: {what}")
+    damaged = sum(f.status == DAMAGED for f in findings)
+    say(f"verify {run}: {len(findings)} saved folders, {damaged} damaged")
+    raise typer.Exit(1 if damaged else 0)
 
 
 @config_app.command("explain")

@@ -13,6 +13,7 @@ export.json and the cards are written, so what differs can be inspected. `progre
 """
 from __future__ import annotations
 
+import errno
 import shutil
 import time
 from dataclasses import dataclass, field
@@ -21,7 +22,7 @@ from pathlib import Path
 from shipsft.config import ExportConfig, ModelConfig
 from shipsft.data.render import end_of_turn_marker
 from shipsft.data.template import ChatTemplate
-from shipsft.errors import ConfigError
+from shipsft.errors import ConfigError, ShipError
 from shipsft.eval.items import stop_ids
 from shipsft.export.card import CardFacts, model_card
 from shipsft.export.folder import ExportFolder
@@ -35,8 +36,10 @@ from shipsft.export.source import RunSource, open_run, shipped_tokenizer, traini
 from shipsft.model.locate import gguf_path, resolve_model_dir
 from shipsft.model.precision import pick_device
 from shipsft.runs.checkpoint import save_atomic
-from shipsft.runs.jsonio import read_json, write_json, write_text_atomic
+from shipsft.runs.integrity import replace_file
+from shipsft.runs.jsonio import read_json, write_json
 from shipsft.runs.manifest import read_manifest
+from shipsft.runs.verify import verified
 
 
 @dataclass
@@ -96,9 +99,17 @@ def data_files(src: RunSource) -> list[dict]:
 
 
 def export_run(run: Path, export: ExportConfig, progress) -> ExportResult:
-    """Write the export of a run folder's shipped weights; raises ParityFailed when the check finds a mismatch."""
+    """Write the export of a run folder's shipped weights; raises ParityFailed when the check finds a mismatch, and
+    ExportWriteError (one line) when a folder cannot be written: a full disk leaves the previous export in place."""
     t0 = time.perf_counter()
-    src = open_run(run)
+    src = open_run(run)  # the shipped weights checked against their save's record before anything is loaded
+    try:
+        return write_export(src, run, export, progress, t0)
+    except OSError as e:
+        raise ExportWriteError(write_failed(export_folder(src, export), e)) from None
+
+
+def write_export(src: RunSource, run: Path, export: ExportConfig, progress, t0: float) -> ExportResult:
     folder = export_folder(src, export)
     if src.note:
         progress.note(f"note: {run}: {src.note}")
@@ -184,13 +195,25 @@ def export_run(run: Path, export: ExportConfig, progress) -> ExportResult:
     card = model_card(facts)
     for d in (folder.hf, folder.gguf_dir):
         if d.is_dir():
-            write_text_atomic(d / "README.md", card)
+            replace_file(d, "README.md", card)  # and its entry in the folder's COMPLETE record
     result.seconds["total"] = round(time.perf_counter() - t0, 1)
     write_record(folder, src, export, result)
     progress.note(f"export: wrote {folder.root} in {result.seconds['total']:.0f} s")
     if result.report is not None and not result.report.ok:
         raise ParityFailed(result.report.failures())
     return result
+
+
+class ExportWriteError(ShipError):
+    """An export folder could not be written (a full disk); the previous one is still in place."""
+
+
+def write_failed(folder: ExportFolder, e: OSError) -> list[str]:
+    free = shutil.disk_usage(folder.root).free if folder.root.exists() else 0
+    why = "no space left on the device" if e.errno == errno.ENOSPC else (e.strerror or str(e))
+    return [f"export: could not write {e.filename or folder.root}: {why} ({free / 2**20:.0f} MB free); every folder "
+            f"of {folder.root} is either the previous one or complete (each is replaced only once written). Fix: "
+            "free space, or write the export to a disk with room (--out DIR), then export again"]
 
 
 def write_record(folder: ExportFolder, src: RunSource, export: ExportConfig, result: ExportResult) -> None:
@@ -210,6 +233,8 @@ def check_run(run: Path, export: ExportConfig, progress) -> ParityReport:
     parity entry). Raises ParityFailed on a mismatch."""
     src = open_run(run)
     folder = export_folder(src, export)
+    for d in (folder.hf, folder.gguf_dir):
+        verified(d)  # the export's own files, as its save recorded them
     renderer = training_renderer(src)
     template = baked_template(renderer.template.source, src.cfg.data.template_kwargs)
     record = read_json(folder.record) if folder.record.exists() else {}

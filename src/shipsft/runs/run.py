@@ -178,9 +178,12 @@ class Run:
 
     def promote(self, promotion: dict, checkpoint: Path | None) -> None:
         """promotion.json, and the chosen checkpoint's weights copied to final/ when it passed the gates."""
-        if checkpoint is not None:
-            copy_weights(checkpoint, self.folder.final)
-        write_json(self.folder.promotion, promotion)
+        try:
+            if checkpoint is not None:
+                copy_weights(checkpoint, self.folder.final)  # checked against the checkpoint's record as it copies
+            write_json(self.folder.promotion, promotion)
+        except OSError as e:
+            raise CheckpointWriteError(write_failure(self.folder, self.folder.final, e), self.folder.root) from None
 
     def finished(self, **fields: Any) -> None:
         """The run's totals into the manifest, then the run's files to the trackers (after the manifest's last
