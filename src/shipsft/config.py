@@ -644,6 +644,8 @@ TRACKER_SETTINGS = {"mlflow": {"mlflow_uri": None, "mlflow_experiment": "shipsft
                     "wandb": {"wandb_project": "shipsft", "wandb_mode": "offline"},
                     "trackio": {"trackio_project": "shipsft"}}
 
+RETRY_SETTINGS = {"retry_max_s": 60.0, "flush_timeout_s": 60.0}  # a tracker server that stops answering (runs/trackers)
+
 
 class TrackConfig(Section):
     sinks: list[Literal["tensorboard", "mlflow", "wandb", "trackio"]] = Field(default_factory=list, description=(
@@ -661,6 +663,13 @@ class TrackConfig(Section):
         "offline: W&B writes the run under <run>/wandb/ with no network (upload later with `wandb sync`); online: "
         "streams it (needs `wandb login`). null = offline when wandb is on."))
     trackio_project: str | None = Field(None, description="trackio project; null = shipsft when trackio is on.")
+    retry_max_s: float | None = Field(None, gt=0, description=(
+        "A tracker that stops answering (a tracking server gone) is retried in the background, 1 s after the "
+        "failure, then twice as long each time up to this many seconds; training never waits for it and what it "
+        "missed is sent, in order, once it answers. null = 60 when a tracker is on."))
+    flush_timeout_s: float | None = Field(None, ge=0, description=(
+        "How long the end of a run waits for a tracker that is still not answering; then what it did not receive "
+        "stays recorded in trackers.json and `shipsft sync RUN` sends it later. null = 60 when a tracker is on."))
 
     @model_validator(mode="before")
     @classmethod
@@ -682,6 +691,12 @@ class TrackConfig(Section):
                 elif data.get(key) is not None:
                     problems.append(f"track.{key} is set but {tracker} is not in track.sinks, so it would be ignored. "
                                     f"Fix: add {tracker} to track.sinks, or remove track.{key}")
+        for key, default in RETRY_SETTINGS.items():
+            if sinks and data.get(key) is None:
+                data[key] = default
+            elif not sinks and data.get(key) is not None:
+                problems.append(f"track.{key} is set but track.sinks is empty, so it would be ignored. Fix: add a "
+                                f"tracker to track.sinks, or remove track.{key}")
         if isinstance(sinks, list) and len(set(map(str, sinks))) != len(sinks):
             problems.append(f"track.sinks repeats a tracker: {sinks}")
         if problems:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -26,10 +27,10 @@ LORA = {"method": {"name": "lora", "lora": {"r": 4, "alpha": 8, "dropout": 0.1}}
 BIG = {"hidden_size": 256, "intermediate_size": 1024, "num_hidden_layers": 4}
 
 
-def lora_run(tmp_path: Path, **train) -> Path:
+def lora_run(tmp_path: Path, track: dict | None = None, **train) -> Path:
     return write_tiny_run(tmp_path, **LORA, train={"max_steps": 12, "batch_size": 8, "precision": "fp32",
                                                    "neftune_alpha": 5.0, "save_every": 1, "keep_checkpoints": 3,
-                                                   "eval_every": 4, **train})
+                                                   "eval_every": 4, **train}, **({"track": track} if track else {}))
 
 
 def cli(*args) -> tuple[int, str]:
@@ -64,6 +65,24 @@ def wait_for_steps(run: Path, proc: subprocess.Popen, n: int, timeout: float = 3
             pytest.fail(f"training exited early: {proc.communicate()}")
         time.sleep(0.02)
     pytest.fail("training did not reach the step in time")
+
+
+def size_of(path: Path) -> int:
+    return sum(p.stat().st_size for p in Path(path).rglob("*") if p.is_file())
+
+
+def kill_when(proc, seen, timeout: float = 300):
+    """SIGKILL `proc` as soon as `seen()` returns a path (polled every 0.5 ms); that path, or None if the process
+    ended first."""
+    caught = None
+    end = time.time() + timeout
+    while caught is None and proc.poll() is None and time.time() < end:
+        caught = seen()
+        if caught is None:
+            time.sleep(0.0005)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    return caught
 
 
 def weights(path: Path) -> dict[str, torch.Tensor]:

@@ -10,13 +10,12 @@ import json
 import os
 import random
 import signal
-import time
 from pathlib import Path
 
 import pytest
 
-from faultkit import (BIG, LORA, assert_same_weights, finish, losses, lora_run, resize, shipsft, small_disk,
-                      wait_for_steps)
+from faultkit import (BIG, LORA, assert_same_weights, finish, kill_when, losses, lora_run, resize, shipsft, size_of,
+                      small_disk, wait_for_steps)
 from helpers import write_tiny_run
 from shipsft.config import load_config
 from shipsft.runs.checkpoint import complete_checkpoints
@@ -52,24 +51,6 @@ def full_uninterrupted(tmp_path_factory) -> RunFolder:
     path = full_run(tmp, save_every=3)
     assert run_train(load_config(path), config_path=path) == 0
     return RunFolder(tmp / "runs" / "t")
-
-
-def size_of(path: Path) -> int:
-    return sum(p.stat().st_size for p in Path(path).rglob("*") if p.is_file())
-
-
-def kill_when(proc, seen, timeout: float = 300):
-    """SIGKILL `proc` as soon as `seen()` returns a path (polled every 0.5 ms); that path, or None if the process
-    ended first."""
-    caught = None
-    end = time.time() + timeout
-    while caught is None and proc.poll() is None and time.time() < end:
-        caught = seen()
-        if caught is None:
-            time.sleep(0.0005)
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
-    return caught
 
 
 def test_kill_9_at_a_random_step_then_resume_equals_the_uninterrupted_run(tmp_path, uninterrupted):

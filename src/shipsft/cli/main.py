@@ -10,6 +10,7 @@
     shipsft export RUN [--to hf|gguf] [--dtype f32|f16|bf16] [--quant q8_0] [--check] [--serve-check]
     shipsft chat RUN_OR_MODEL [--prompt TEXT]
     shipsft verify RUN
+    shipsft sync RUN
     shipsft config explain [KEY]
     shipsft --version
 
@@ -242,6 +243,28 @@ def verify(run: Path = typer.Argument(..., help="A run folder (shipsft train out
     damaged = sum(f.status == DAMAGED for f in findings)
     say(f"verify {run}: {len(findings)} saved folders, {damaged} damaged")
     raise typer.Exit(1 if damaged else 0)
+
+
+@app.command()
+def sync(run: Path = typer.Argument(..., help="A run folder (shipsft train output)")) -> None:
+    """Send a run's trackers what they did not receive (a tracking server that was down when the run ended), into
+    the same tracker runs. Exit 1 when one still does not answer."""
+    from shipsft.cli.console import say
+    from shipsft.config import load_config
+    from shipsft.errors import ConfigError
+    from shipsft.runs.layout import RunFolder, is_run_folder
+    from shipsft.runs.trackers.sync import sync as send
+
+    try:
+        if not is_run_folder(run):
+            raise ConfigError([f"{run}: not a run folder (no config.yaml + manifest.json)"])
+        folder = RunFolder(run)
+        lines, ok = send(folder, load_config(folder.config).track)
+    except ShipError as e:
+        fail(e)
+    for line in lines:
+        say(line)
+    raise typer.Exit(0 if ok else 1)
 
 
 @config_app.command("explain")

@@ -194,9 +194,9 @@ class Run:
 
     def close(self, status: str = "FINISHED") -> list[str]:
         """Close the sink and its trackers (status: FINISHED, FAILED, or KILLED: resumable); returns the lines about
-        trackers dropped mid-run."""
+        trackers not yet shown (one answering again) and what a tracker did not receive."""
         self.sink.close(status)
-        return list(self.sink.problems)
+        return self.sink.news() + list(self.sink.problems)
 
     def records(self) -> dict:
         """What the run's report is drawn from: metrics, evals, the promotion decision, the manifest and the promoted
