@@ -4,10 +4,9 @@ against it.
 
 Why every byte and not the safetensors header: a truncated copy changes the size, but a bit flipped inside a tensor
 (a disk or memory error, a bad copy between machines) leaves header and size as they were; only a hash of the data
-finds it. Hashing costs one read of the folder: sha256 runs at ~600 MB/s per core on the 2-core AMD EPYC this was
-built on (`bench/hashing.py`, bench/results/hashing.json), and the files of a folder are hashed on several threads
-(hashlib releases the GIL), so a LoRA checkpoint takes milliseconds and a 16 GB one tens of seconds: less than
-writing it did.
+finds it. Hashing costs one read of the folder, several files at a time (hashlib releases the GIL); what that costs
+per GB is measured by `bench/hashing.py` (bench/results/hashing.json, docs/faults.md): a LoRA checkpoint is hashed in
+milliseconds, a full fine-tune's in about the time it took to write.
 
     seal(tmp)                  # the last write of a save: COMPLETE = {"files": {"adapter_model.safetensors": ...}}
     check(folder)              # [] when every recorded file is there, same size, same sha256; else one line each

@@ -210,10 +210,14 @@ packages still match):
     shipsft reproduce {folder.root}
     shipsft train {folder.config} --set output.name={folder.root.name}-rerun
 
-Resume it after a crash or a preemption (from its latest complete checkpoint; a checkpoint without its COMPLETE
-marker is skipped):
+Resume it after a crash or a preemption (from its latest intact checkpoint; one without its COMPLETE marker, or whose
+files differ from the sizes and sha256 the marker records, is skipped and named):
 
     shipsft train {folder.config} --resume {folder.root}
+
+Check every saved folder (checkpoints, adapter/ or model/, final/, exports) against what its save recorded:
+
+    shipsft verify {folder.root}
 
 Evaluate what it ships (`final/` when a checkpoint passed the gates, else its last weights) against its base model:
 
