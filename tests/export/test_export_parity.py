@@ -59,7 +59,7 @@ def test_training_with_output_export_writes_a_checked_export(trained):
     assert {"template", "rendering", "stop ids", "generation", "gguf"} <= checks
     assert any(n.startswith("parity ok   rendering: 64/64 training sequences render byte-identically") for n in notes)
     assert sorted(p.name for p in export.iterdir()) == ["export.json", "gguf", "hf"]  # no staging folder left
-    assert sorted(p.name for p in (export / "gguf").iterdir()) == ["Modelfile", "README.md", "t-f32.gguf"]
+    assert sorted(p.name for p in (export / "gguf").iterdir()) == ["COMPLETE", "Modelfile", "README.md", "t-f32.gguf"]
     gen = json.loads((export / "hf" / "generation_config.json").read_text())
     assert 2 in gen["eos_token_id"]  # <|im_end|>, the trained end-of-turn token of the ChatML template
     engine = record["parity"]["engine"]

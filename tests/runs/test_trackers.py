@@ -131,9 +131,11 @@ def steps_in(client, run_id: str, key: str = "loss") -> list[int]:
 
 
 @pytest.fixture
-def store(tmp_path, mlflow_db) -> Path:
+def store(tmp_path, mlflow_db, monkeypatch) -> Path:
     """An MLflow SQLite store in a folder of its own, so the test can take the folder away (writes then fail: SQLite
-    cannot create its journal) and put it back, as a tracking store that stops answering and comes back."""
+    cannot create its journal) and put it back, as a tracking store that stops answering and comes back. (MLflow
+    puts a named store's artifacts in ./mlruns: the test runs in tmp_path.)"""
+    monkeypatch.chdir(tmp_path)
     folder = tmp_path / "store"
     folder.mkdir()
     shutil.copy(mlflow_db, folder / "mlflow.db")

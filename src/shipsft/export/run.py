@@ -39,7 +39,6 @@ from shipsft.runs.checkpoint import save_atomic
 from shipsft.runs.integrity import replace_file
 from shipsft.runs.jsonio import read_json, write_json
 from shipsft.runs.manifest import read_manifest
-from shipsft.runs.verify import verified
 
 
 @dataclass
@@ -233,8 +232,6 @@ def check_run(run: Path, export: ExportConfig, progress) -> ParityReport:
     parity entry). Raises ParityFailed on a mismatch."""
     src = open_run(run)
     folder = export_folder(src, export)
-    for d in (folder.hf, folder.gguf_dir):
-        verified(d)  # the export's own files, as its save recorded them
     renderer = training_renderer(src)
     template = baked_template(renderer.template.source, src.cfg.data.template_kwargs)
     record = read_json(folder.record) if folder.record.exists() else {}

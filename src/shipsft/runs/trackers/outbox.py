@@ -93,6 +93,8 @@ class Outbox:
                     return
                 delay = min(delay * 2, self.retry_max_s)
                 continue
+            if self.abandoned.is_set():  # the run stopped waiting: what it recorded as missed stays recorded
+                return
             if self.outage is not None:
                 self.events.up(self.name, self.outage, call, tries)
                 self.outage = None
