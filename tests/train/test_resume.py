@@ -1,10 +1,12 @@
-"""Resume and reproduce: a second Ctrl-C stops at once, an incomplete checkpoint is skipped and named, and
-`shipsft reproduce` says what still matches and retrains the first steps. Tiny random Llamas, fp32, CPU. The faults
+"""Resume and reproduce: a second Ctrl-C stops at once, an incomplete checkpoint is skipped and named, a resumed run
+keeps the checkpoint it resumed from for promotion, and `shipsft reproduce` says what still matches and retrains the
+first steps. Tiny random Llamas, fp32, CPU. The faults
 a run survives (kill -9 mid-step or mid-save, SIGTERM, a full disk, damaged checkpoints, a tracker server gone) are
 injected in tests/faults/."""
 from __future__ import annotations
 
 import signal
+from pathlib import Path
 
 import pytest
 
