@@ -424,11 +424,23 @@ def item_key(item) -> str:
     return item.key or "/".join(item.nested_key)
 
 
+def finished_records(path: Path) -> list:
+    """The records of a W&B run file once its writer is done: W&B's service writes the file after `run.finish()`
+    returns (seen on the 2-core machine under load, with and without shipsft's tracker threads: read at once, the file
+    held no record in 3 of 5 tries), and the run's `exit` record is the last it writes."""
+    for _ in range(1200):
+        records = list(wandb_records(path)) if path.stat().st_size else []
+        if any(r.WhichOneof("record_type") == "exit" for r in records):
+            return records
+        time.sleep(0.1)
+    pytest.fail(f"{path}: W&B never wrote the run's exit record")
+
+
 def wandb_history(run_dir: Path) -> tuple[list[dict], dict, list[str]]:
     """(history rows, config, artifact names) of every offline run folder under <run>/wandb."""
     rows, config, artifacts = [], {}, []
     for file in sorted(run_dir.glob("wandb/offline-run-*/run-*.wandb")):
-        for r in wandb_records(file):
+        for r in finished_records(file):
             kind = r.WhichOneof("record_type")
             if kind == "history":
                 rows.append({item_key(i): json.loads(i.value_json) for i in r.history.item})
