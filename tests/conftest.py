@@ -34,3 +34,14 @@ def two_runs(tmp_path_factory):
                                    env=env, timeout=900)
         assert out[name].returncode == 0, out[name].stdout + out[name].stderr
     return root / "runs", out
+
+
+@pytest.fixture(scope="session")
+def mlflow_db(tmp_path_factory):
+    """An empty MLflow SQLite store with its tables created (MLflow's schema migrations take ~16 s on a 2-core
+    CPU): each test copies it to where the tracker (or tests/servers.py's server) expects its store."""
+    from mlflow.tracking import MlflowClient
+
+    db = tmp_path_factory.mktemp("mlflow") / "mlflow.db"
+    MlflowClient(tracking_uri=f"sqlite:///{db}").search_experiments()
+    return db

@@ -240,3 +240,14 @@ def make_run(run: Path, promoted: bool = True, lr: float = 2e-4, started: str = 
     if finished:
         (run / "promotion.json").write_text(json.dumps(promo))
     return run
+
+
+def dead_url() -> str:
+    """An OpenAI-style base URL on a local port nothing listens on: any request to it fails at once (proves that a
+    code path made no request)."""
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    return f"http://127.0.0.1:{port}/v1"
