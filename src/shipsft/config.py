@@ -476,6 +476,11 @@ class EvalConfig(Section):
     judge_url: str | None = Field(None, description="OpenAI-compatible endpoint (.../v1) for the judge metric.")
     judge_model: str = Field("judge", description="The `model` field sent to the judge endpoint.")
     kl_max_examples: int = Field(64, ge=1, description="Per suite: KL to base on the first N examples (+ the probe).")
+    pattern_slice: Literal["unseen", "all"] = Field("unseen", description=(
+        "Which examples gates, select_metric and early stopping read when a suite holds both examples whose sentence "
+        "pattern is in the training data and examples whose pattern is not (data/skeleton.py): unseen = the "
+        "unseen-pattern slice (<suite>.unseen/<metric>: what users phrasing requests their own way will see); all = "
+        "the whole suite. A metric named with its slice (heldout.seen/exact_match) is read as named."))
     samples: int = Field(4, ge=0, description="Sample generations per eval kept for the report.")
 
     @model_validator(mode="before")
@@ -496,6 +501,7 @@ class EvalConfig(Section):
         if not self.suites:
             for key, used in (("gates", bool(self.gates)), ("early_stopping", self.early_stopping is not None),
                               ("select_metric", self.select_metric is not None),
+                              ("pattern_slice", self.pattern_slice != "unseen"),
                               ("smoke_every", self.smoke_every is not None)):
                 if used:
                     problems.append(f"eval.{key} is set but eval.suites is empty, so it would be ignored. Fix: add "

@@ -1,0 +1,124 @@
+"""data/skeleton.py: the values a prompt's skeleton takes out (copied answer values, numbers, quotes, names), the
+clusters of templated prompts (one per sentence pattern, whatever greeting or sign-off surrounds it), natural data
+left unclustered, and seen / unseen flags of eval examples against training."""
+from __future__ import annotations
+
+import json
+import random
+from importlib import resources
+
+from shipsft.data.skeleton import (find_patterns, name_words, prompt_and_answers, seen_patterns, skeleton,
+                                   trigrams)
+from shipsft.data.types import Example
+
+# 12 request patterns of 3 labels; every prompt gets one of 4 urgency remarks about as long as a request, and may get
+# one of 4 greetings and one of 3 sign-offs, all shared by every pattern
+PATTERNS = {
+    "billing": ["I was charged twice for my {p} subscription this month.",
+                "Why does the invoice for the {p} show the wrong amount again?",
+                "Please refund the {p} payment that went through after I cancelled.",
+                "The discount on the {p} was not applied when I paid at checkout."],
+    "shipping": ["My {p} order has not arrived yet and it has been two weeks.",
+                 "The tracking page for the {p} says delivered but nothing came.",
+                 "Could you send the {p} to my new address instead of the old one?",
+                 "The box with the {p} arrived crushed and a part is missing."],
+    "technical": ["The {p} keeps crashing whenever I open the settings menu.",
+                  "After the latest update the {p} will not turn on at all.",
+                  "The screen of the {p} flickers and then goes completely black.",
+                  "The {p} loses its wifi connection every few minutes since yesterday."],
+}
+GREETINGS = ["Hi,", "Hello team,", "Good morning,", "Hey there,"]
+SIGNOFFS = ["Thanks.", "Cheers.", "Kind regards."]
+REMARKS = ["This is blocking our whole team right now so please hurry.",
+           "No rush at all, whenever you have a spare moment is fine.",
+           "I would appreciate an answer within the next couple of days.",
+           "It is getting quite annoying but it is not an emergency yet."]
+PRODUCTS = ["Nimbus Router", "Aero Pad Pro", "Lumen Watch", "Orbit Cam Mini", "Zephyr Buds", "Helix Hub X2",
+            "Quartzy Lamp", "Sable Desk", "Polaris Drive", "Umbra Speaker", "Willow Kettle", "Tundra Scale"]
+
+
+def templated(n: int, seed: int = 0, patterns: dict = PATTERNS) -> tuple[list[tuple[str, list[str]]], list[str]]:
+    """(prompt, answers) pairs and the pattern id behind each."""
+    rng = random.Random(seed)
+    ids = [(label, k) for label in patterns for k in range(len(patterns[label]))]
+    texts, which = [], []
+    for i in range(n):
+        label, k = ids[i % len(ids)]
+        product = f"{rng.choice(PRODUCTS)} {i}"  # model numbers: no two answers alike (data/split.py: leak groups)
+        prompt = patterns[label][k].format(p=product) + " " + rng.choice(REMARKS)
+        if rng.random() < 0.6:
+            prompt = rng.choice(GREETINGS) + rng.choice([" ", "\n"]) + prompt
+        if rng.random() < 0.5:
+            prompt += " " + rng.choice(SIGNOFFS)
+        texts.append((prompt, [json.dumps({"category": label, "product": product})]))
+        which.append(f"{label}-{k}")
+    return texts, which
+
+
+def natural() -> list[tuple[str, list[str]]]:
+    """The 110 hand-written conversations shipsft ships (forgetting probe, replay set): no two written from one
+    sentence pattern."""
+    out = []
+    for name in ("forgetting_probe.jsonl", "replay_general.jsonl"):
+        text = resources.files("shipsft").joinpath(f"assets/{name}").read_text(encoding="utf-8")
+        out += [prompt_and_answers(Example(source=name, messages=json.loads(line)["messages"]))
+                for line in text.splitlines() if line.strip()]
+    return out
+
+
+def test_skeleton_takes_out_copied_values_numbers_quotes_and_names():
+    answer = json.dumps({"name": "Ravi Costa", "city": "Dublin", "item": "orange candles", "qty": 8})
+    assert skeleton("Ship 8 orange candles to Dublin; the buyer is Ravi Costa.", [answer]) == \
+        "ship {} to {} ; the buyer is {} ."  # "8" and the copied "orange candles": one slot
+    # a quoted string, a number with separators, a spelled-out number, an ID; "I'm" is not a name
+    assert skeleton('I\'m sending "the blue one" to ticket A-1042: 4,165 units, six boxes.') == \
+        "i'm sending {} to ticket {} : {} units , {} boxes ."
+    # a capitalised word past a sentence's start is a name, one that starts a sentence is not
+    assert skeleton("Please call Maria about it. Tomorrow works.") == "please call {} about it . tomorrow works ."
+    # a text answer gives away only its capitalised or numeric runs ("table for" stays: the reply repeats it)
+    reply = "Your table for 2 at Trattoria Roma is booked for 20:00."
+    assert skeleton("I'd like a table for 2 at Trattoria Roma, 8 pm please.", [reply]) == \
+        "i'd like a table for {} at {} , {} pm please ."
+    # a line break is a sentence's end
+    assert skeleton("Hi,\nNimbus Router broke", []) == "hi , | nimbus {} broke"  # "Router": a name
+
+
+def test_names_are_the_words_the_set_capitalises_mid_sentence():
+    prompts = ["Please call Maria today", "we met Maria at noon", "Thanks, Please hurry", "you can please me"]
+    names = name_words(prompts)
+    assert names == {"maria"}  # "Please" is capitalised once past a start but written "please" there too
+    assert skeleton("Thanks, Please hurry", [], names) == "thanks , please hurry"
+    assert skeleton("Thanks, Please hurry", [], None) == "thanks , {} hurry"
+
+
+def test_trigrams_count_slots_not_punctuation():
+    assert trigrams("ship {} to {} .") == ["ship {} to", "{} to {}"]
+    assert trigrams("play {}") == ["play {}"]  # shorter than a trigram: one of all its words
+    assert trigrams(", .") == []
+
+
+def test_templated_prompts_cluster_by_pattern_whatever_wraps_them():
+    texts, which = templated(240)
+    found = find_patterns(texts)
+    # one cluster per pattern: 12 patterns, each cluster holds one pattern, each pattern one cluster
+    by_cluster = {}
+    for c, w in zip(found.cluster, which):
+        by_cluster.setdefault(c, set()).add(w)
+    assert found.n_clusters == 12 and all(len(ws) == 1 for ws in by_cluster.values())
+    assert found.templated and found.repeated_share == 1.0 and found.largest_share == 20 / 240
+
+
+def test_natural_data_keeps_one_cluster_per_example_nearly():
+    found = find_patterns(natural())
+    assert not found.templated
+    assert found.repeated_share < 0.3 and found.n_clusters >= 95  # 110 conversations
+
+
+def test_seen_patterns_flags_eval_examples_whose_pattern_was_trained():
+    train_patterns = {k: v[:3] for k, v in PATTERNS.items()}  # the fourth pattern of each label is never trained
+    held = {k: v[3:] for k, v in PATTERNS.items()}
+    train, _ = templated(180, seed=1, patterns=train_patterns)
+    seen_eval, _ = templated(30, seed=2, patterns=train_patterns)
+    new_eval, _ = templated(30, seed=3, patterns=held)
+    flags = seen_patterns(train, seen_eval + new_eval)
+    assert flags == [True] * 30 + [False] * 30

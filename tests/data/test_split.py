@@ -1,0 +1,63 @@
+"""data/split.py: templated data gets whole sentence patterns held out (no eval pattern in training, every label kept
+in eval), natural data a plain random split that says so, one-pattern data a random split with the reason, and the
+same split for the same seed."""
+from __future__ import annotations
+
+import json
+
+from test_skeleton import PATTERNS, natural, templated
+
+from shipsft.data.inspect import answer_shape, reference_answer, split_indices
+from shipsft.data.split import plan_split
+from shipsft.data.types import Example
+
+
+def examples_of(texts: list[tuple[str, list[str]]]) -> list[Example]:
+    return [Example(source=f"train.jsonl:{i + 1}", messages=[{"role": "user", "content": p},
+                                                             {"role": "assistant", "content": a[-1]}])
+            for i, (p, a) in enumerate(texts)]
+
+
+def plan(examples: list[Example], seed: int = 0, **kw):
+    shape = answer_shape([reference_answer(ex) for ex in examples])
+    return plan_split(examples, shape, seed, **kw)
+
+
+def test_templated_data_holds_out_whole_patterns_with_every_label():
+    texts, which = templated(480)
+    exs = examples_of(texts)
+    p = plan(exs)
+    assert p.by == "patterns" and p.n_clusters == 12 and "whole clusters go to eval" in p.why
+    train_patterns = {which[i] for i in p.train_idx}
+    eval_patterns = {which[i] for i in p.eval_idx}
+    assert not train_patterns & eval_patterns  # no eval example's pattern was trained on
+    assert {json.loads(reference_answer(exs[i]))["category"] for i in p.eval_idx} == set(PATTERNS)
+    assert sorted(p.train_idx + p.eval_idx) == list(range(480))
+    # 10% of 480 is 48; a pattern holds 40 examples, so eval takes whole ones: one per label, three in all
+    assert len(p.eval_idx) == 120 and p.eval_clusters == 3
+    again = plan(exs)
+    assert (again.train_idx, again.eval_idx) == (p.train_idx, p.eval_idx)
+    assert plan(exs, seed=1).eval_idx != p.eval_idx
+
+
+def test_natural_data_keeps_a_random_split_and_says_so():
+    p = plan(examples_of(natural()))
+    assert p.by == "random" and "not written from sentence patterns), so a plain random split" in p.why
+    assert len(p.eval_idx) == 22  # a fifth of 110 (data/inspect.py: eval_size)
+
+
+def test_one_pattern_falls_back_to_random_with_the_reason():
+    texts = [(f"Where is my order number {i}?", [json.dumps({"order": i})]) for i in range(100)]
+    p = plan(examples_of(texts))
+    assert p.by == "random" and p.n_clusters == 1
+    assert "from 0 cluster(s) (a pattern split needs 3+ clusters and half the examples), so a plain random" in p.why
+
+
+def test_every_label_keeps_a_group_in_eval_when_no_group_fits_its_share():
+    # label b: two groups of 5 in 100 examples; a 10-example eval gives b one slot, which no group fits
+    labels = ["a"] * 90 + ["b"] * 10
+    groups = list(range(90)) + [90] * 5 + [91] * 5
+    _, held = split_indices(labels, 10, seed=0, groups=groups)
+    assert not any(labels[i] == "b" for i in held)  # the plain rule leaves b out of eval ...
+    _, held = split_indices(labels, 10, seed=0, groups=groups, every_label=True)
+    assert sum(labels[i] == "b" for i in held) == 5  # ... every_label keeps its smallest group in
