@@ -5,27 +5,20 @@ from __future__ import annotations
 
 import json
 
-from test_skeleton import PATTERNS, natural, templated
+from patterns_data import PATTERNS, examples, natural, templated
 
 from shipsft.data.inspect import answer_shape, reference_answer, split_indices
 from shipsft.data.split import plan_split
-from shipsft.data.types import Example
 
 
-def examples_of(texts: list[tuple[str, list[str]]]) -> list[Example]:
-    return [Example(source=f"train.jsonl:{i + 1}", messages=[{"role": "user", "content": p},
-                                                             {"role": "assistant", "content": a[-1]}])
-            for i, (p, a) in enumerate(texts)]
-
-
-def plan(examples: list[Example], seed: int = 0, **kw):
-    shape = answer_shape([reference_answer(ex) for ex in examples])
-    return plan_split(examples, shape, seed, **kw)
+def plan(exs: list, seed: int = 0, **kw):
+    shape = answer_shape([reference_answer(ex) for ex in exs])
+    return plan_split(exs, shape, seed, **kw)
 
 
 def test_templated_data_holds_out_whole_patterns_with_every_label():
     texts, which = templated(480)
-    exs = examples_of(texts)
+    exs = examples(texts)
     p = plan(exs)
     assert p.by == "patterns" and p.n_clusters == 12 and "whole clusters go to eval" in p.why
     train_patterns = {which[i] for i in p.train_idx}
@@ -41,14 +34,14 @@ def test_templated_data_holds_out_whole_patterns_with_every_label():
 
 
 def test_natural_data_keeps_a_random_split_and_says_so():
-    p = plan(examples_of(natural()))
+    p = plan(examples(natural()))
     assert p.by == "random" and "not written from sentence patterns), so a plain random split" in p.why
     assert len(p.eval_idx) == 22  # a fifth of 110 (data/inspect.py: eval_size)
 
 
 def test_one_pattern_falls_back_to_random_with_the_reason():
     texts = [(f"Where is my order number {i}?", [json.dumps({"order": i})]) for i in range(100)]
-    p = plan(examples_of(texts))
+    p = plan(examples(texts))
     assert p.by == "random" and p.n_clusters == 1
     assert "from 0 cluster(s) (a pattern split needs 3+ clusters and half the examples), so a plain random" in p.why
 
