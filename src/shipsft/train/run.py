@@ -45,6 +45,7 @@ from shipsft.steps.schedule import replan_from
 from shipsft.train import dist, parallel
 from shipsft.train.loop import FitResult, LoopState, Progress, Setup, Silent, fit, measure_baselines
 from shipsft.train.preempt import Preempted, StopRequest
+from shipsft.train.split import hold_out
 from shipsft.train.kl import reference_for
 from shipsft.train.loss import decoder_and_head
 from shipsft.train.optim import build_optimizers
@@ -92,6 +93,9 @@ def setup(cfg: RunConfig, config_path: str | Path | None, skip_audit: bool, argv
     tokenizer = load_tokenizer(cfg.model)
     run, state = Run.open(cfg.output, config_path, resume, cfg.track, ranks=dist)
     folder = run.folder
+    if cfg.data.eval_split is not None:  # held out now, written into the run folder (train/split.py)
+        cfg, note = hold_out(cfg, folder)
+        progress.note(note)
     train_prep = prepare(cfg.data, tokenizer, "train", strict=False,
                          rejects_path=folder.rejects("train") if main else None)
     resolved = resolve(cfg, train_prep)
