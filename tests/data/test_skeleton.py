@@ -34,9 +34,10 @@ def test_names_are_the_words_the_set_capitalises_mid_sentence():
     assert skeleton("Thanks, Please hurry", [], None) == "thanks , {} hurry"
 
 
-def test_trigrams_count_slots_not_punctuation():
-    assert trigrams("ship {} to {} .") == ["ship {} to", "{} to {}"]
-    assert trigrams("play {}") == ["play {}"]  # shorter than a trigram: one of all its words
+def test_trigrams_count_slots_not_punctuation_and_need_two_words():
+    assert trigrams("ship the {} to {} .") == ["ship the {}", "the {} to"]  # "{} to {}": one word, no pattern
+    assert trigrams("{} at {} .") == ["{} at {}"]  # none with two words: one of all its words
+    assert trigrams("play {}") == ["play {}"]
     assert trigrams(", .") == []
 
 
@@ -65,3 +66,9 @@ def test_seen_patterns_flags_eval_examples_whose_pattern_was_trained():
     new_eval, _ = templated(30, seed=3, patterns=held)
     flags = seen_patterns(train, seen_eval + new_eval)
     assert flags == [True] * 30 + [False] * 30
+
+
+def test_text_answers_give_away_the_lower_case_runs_the_set_repeats():
+    topics = ["design sync"] * 3 + ["pottery class"]  # three confirmations repeat "design sync", one "pottery class"
+    texts = [(f"Set up a {t} with Maria Lopez.", [f"Booked the {t} with Maria Lopez on Monday."]) for t in topics]
+    assert find_patterns(texts).skeletons == ["set up a {} with {} ."] * 3 + ["set up a pottery class with {} ."]

@@ -16,7 +16,10 @@ unseen-pattern slices apart (eval/suites.py).
 A value becomes `{}` (runs of values collapse into one, so "Oslo" and "Quebec City" fill the same slot):
   copied    a run of prompt words that the answer repeats: from a JSON or tool-call value, any run that holds a
             word other than a function word ("the", "to" alone are not values); from a text answer, a run of
-            capitalised or numeric words ("Trattoria Roma", not the "table for" its reply repeats)
+            capitalised or numeric words ("Trattoria Roma", not the "table for" its reply repeats), or a lower-case
+            run of two content words that the answers of three or more examples repeat ("code review": a value the
+            set fills in; "capital of france", which one answer repeats, stays: natural questions would collapse
+            into "what is the {} ?")
   number    a number with its separators and unit letters (4,165  2:30pm  2024-03-01), a number word (six)
   digits    any other word with a digit (IDs: A-1042, m-25570)
   quoted    text in double or curly quotes, or in single quotes that do not sit inside a word (don't)
@@ -150,8 +153,18 @@ def name_words(prompts: Sequence[str]) -> frozenset[str]:
     return frozenset(w for w, n in caps.items() if n > NAME_SHARE * seen[w])
 
 
-def _copied(tokens: list[tuple[str, str, bool]], answers: Sequence[str]) -> list[bool]:
-    """Which prompt words lie in a run that an answer repeats (module docstring: copied)."""
+def _lower_run(tokens: list[tuple[str, str, bool]], i: int, n: int) -> tuple[str, ...]:
+    """The words of tokens[i:i+n] up to the first capitalised or numeric one, trailing function words dropped, when
+    two or more of them are content words (a text answer's repeated "code review"); else ()."""
+    j = next((j for j in range(n) if _value_word(tokens[i + j][1])), n)
+    run = [t.lower() for _, t, _ in tokens[i:i + j]]
+    while run and run[-1] in FUNCTION_WORDS:
+        run.pop()
+    return tuple(run) if sum(w not in FUNCTION_WORDS for w in run) >= 2 else ()
+
+
+def _matches(tokens: list[tuple[str, str, bool]], answers: Sequence[str]):
+    """Per prompt position i: (i, run length, structured) for every run of prompt words an answer value repeats."""
     runs: list[tuple[list[str], bool]] = []
     for a in answers:
         values, structured = answer_values(a)
@@ -162,29 +175,49 @@ def _copied(tokens: list[tuple[str, str, bool]], answers: Sequence[str]) -> list
     for k, (vw, _) in enumerate(runs):
         for p, w in enumerate(vw):
             where.setdefault(w, []).append((k, p))
-    slot, i = [False] * len(words), 0
-    while i < len(words):
-        best = 0
-        for k, p in where.get(words[i], ()) if words[i] is not None else ():
+    for i, w in enumerate(words):
+        for k, p in where.get(w, ()) if w is not None else ():
             vw, structured = runs[k]
             n = 0
             while n < MAX_RUN and i + n < len(words) and p + n < len(vw) and words[i + n] == vw[p + n]:
                 n += 1
-            if not structured:  # a text answer: only the run's leading capitalised or numeric words
-                n = next((j for j in range(n) if not _value_word(tokens[i + j][1])), n)
-            if n > best and any(t.lower() not in FUNCTION_WORDS for _, t, _ in tokens[i:i + n]):
-                best = n
-        for j in range(i, i + best):
+            yield i, n, structured
+
+
+def text_values(prompt: str, answers: Sequence[str]) -> set[tuple[str, ...]]:
+    """The lower-case runs of two or more content words that a text answer repeats from the prompt (`_lower_run`):
+    values when several examples of a set repeat the same one (`find_patterns`)."""
+    tokens = _tokens(prompt)
+    return {run for i, n, structured in _matches(tokens, answers) if not structured
+            for run in [_lower_run(tokens, i, n)] if run}
+
+
+def _copied(tokens: list[tuple[str, str, bool]], answers: Sequence[str],
+            values: frozenset[tuple[str, ...]]) -> list[bool]:
+    """Which prompt words lie in a run that an answer repeats (module docstring: copied)."""
+    best = [0] * len(tokens)
+    for i, n, structured in _matches(tokens, answers):
+        if not structured:  # a text answer: its leading names or numbers, or a lower-case run the set repeats
+            lead = next((j for j in range(n) if not _value_word(tokens[i + j][1])), n)
+            run = _lower_run(tokens, i, n)
+            n = lead if lead or run not in values else len(run)
+        if any(t.lower() not in FUNCTION_WORDS for _, t, _ in tokens[i:i + n]):
+            best[i] = max(best[i], n)
+    slot, i = [False] * len(tokens), 0
+    while i < len(tokens):
+        for j in range(i, i + best[i]):
             slot[j] = True
-        i += max(best, 1)
+        i += max(best[i], 1)
     return slot
 
 
-def skeleton(prompt: str, answers: Sequence[str] = (), names: frozenset[str] | None = None) -> str:
+def skeleton(prompt: str, answers: Sequence[str] = (), names: frozenset[str] | None = None,
+             values: frozenset[tuple[str, ...]] = frozenset()) -> str:
     """The prompt with its values as `{}` (module docstring), lower-cased, tokens joined by single spaces.
-    `names`: the words that count as names when capitalised (name_words over the whole set); None = any."""
+    `names`: the words that count as names when capitalised (name_words over the whole set); None = any. `values`:
+    the lower-case runs a text answer may give away (repeated_values over the whole set)."""
     tokens = _tokens(prompt)
-    slot = _copied(tokens, answers)
+    slot = _copied(tokens, answers, values)
     out: list[str] = []
     for (kind, text, start), copied in zip(tokens, slot):
         name = kind == "word" and not start and _capitalised(text) and (names is None or text.lower() in names)
@@ -202,12 +235,13 @@ def skeleton(prompt: str, answers: Sequence[str] = (), names: frozenset[str] | N
 
 
 def trigrams(sk: str) -> list[str]:
-    """The skeleton's word trigrams (a slot counts as a word, punctuation does not), each once; a skeleton of fewer
-    than three words is one 'trigram' of all its words."""
+    """The skeleton's word trigrams that hold two or more words besides slots (a slot counts as a word, punctuation
+    does not; "{} at {}" says nothing of a pattern), each once; a skeleton with none is one 'trigram' of all its
+    words."""
     w = [t for t in sk.split(" ") if t == SLOT or t[:1].isalnum() or t[:1] == "_"]
-    if len(w) < SHINGLE:
-        return [" ".join(w)] if w else []
-    return list(dict.fromkeys(" ".join(w[i:i + SHINGLE]) for i in range(len(w) - SHINGLE + 1)))
+    grams = [w[i:i + SHINGLE] for i in range(len(w) - SHINGLE + 1)]
+    kept = list(dict.fromkeys(" ".join(g) for g in grams if sum(t != SLOT for t in g) >= 2))
+    return kept or ([" ".join(w)] if w else [])
 
 
 def cores(skeletons: Sequence[str]) -> list[tuple[str, ...]]:
@@ -290,10 +324,17 @@ class Patterns:
         return self.skeletons[self.cluster.index(top)]
 
 
+def repeated_values(texts: Sequence[tuple[str, Sequence[str]]]) -> frozenset[tuple[str, ...]]:
+    """The lower-case runs that text answers repeat from their prompts (`text_values`) in MIN_REPEAT or more
+    examples: a topic a booking confirmation repeats; not "capital of france", which one answer repeats once."""
+    counts = Counter(run for p, a in texts for run in text_values(p, a))
+    return frozenset(run for run, n in counts.items() if n >= MIN_REPEAT)
+
+
 def find_patterns(texts: Sequence[tuple[str, Sequence[str]]], threshold: float = THRESHOLD) -> Patterns:
     """Skeletons and clusters of (prompt, answers) pairs (`prompt_and_answers`)."""
-    names = name_words([p for p, _ in texts])
-    skeletons = [skeleton(p, a, names) for p, a in texts]
+    names, values = name_words([p for p, _ in texts]), repeated_values(texts)
+    skeletons = [skeleton(p, a, names, values) for p, a in texts]
     return Patterns(skeletons, cluster_skeletons(skeletons, threshold))
 
 
