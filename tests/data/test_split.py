@@ -8,7 +8,7 @@ import json
 from patterns_data import PATTERNS, examples, natural, templated
 
 from shipsft.data.inspect import answer_shape, reference_answer, split_indices
-from shipsft.data.split import plan_split
+from shipsft.data.split import cluster_split, plan_split
 
 
 def plan(exs: list, seed: int = 0, **kw):
@@ -46,11 +46,19 @@ def test_one_pattern_falls_back_to_random_with_the_reason():
     assert "from 0 cluster(s) (a pattern split needs 3+ clusters and half the examples), so a plain random" in p.why
 
 
-def test_every_label_keeps_a_group_in_eval_when_no_group_fits_its_share():
-    # label b: two groups of 5 in 100 examples; a 10-example eval gives b one slot, which no group fits
+def test_cluster_split_holds_whole_patterns_and_keeps_every_label():
+    # label b: patterns of 5 and 5 in 100 examples; its share of a 10-example eval is 1, which no pattern fits
     labels = ["a"] * 90 + ["b"] * 10
-    groups = list(range(90)) + [90] * 5 + [91] * 5
-    _, held = split_indices(labels, 10, seed=0, groups=groups)
-    assert not any(labels[i] == "b" for i in held)  # the plain rule leaves b out of eval ...
-    _, held = split_indices(labels, 10, seed=0, groups=groups, every_label=True)
-    assert sum(labels[i] == "b" for i in held) == 5  # ... every_label keeps its smallest group in
+    units = [i // 10 for i in range(90)] + [9] * 5 + [10] * 5  # label a: nine patterns of 10
+    train, held = cluster_split(labels, 10, seed=0, units=units)
+    assert sum(labels[i] == "b" for i in held) == 5  # every label measurable: b's smallest pattern
+    assert {units[i] for i in held if labels[i] == "a"} and all(  # a's share (9) taken as one whole pattern of 10
+        sum(units[j] == units[i] for j in held) == 10 for i in held if labels[i] == "a")
+    assert sorted(train + held) == list(range(100))
+    # a pattern of fewer than 3 examples (a variant of a bigger one) goes to eval only when nothing bigger is left
+    units2 = [i // 10 for i in range(90)] + [9, 9] + [10] * 8
+    _, held2 = cluster_split(labels, 10, seed=0, units=units2)
+    assert [i for i in held2 if labels[i] == "b"] == list(range(92, 100))
+    # the plain stratified split takes no group of b: none fits its share of 1
+    _, plain = split_indices(labels, 10, seed=0, groups=units)
+    assert not any(labels[i] == "b" for i in plain)

@@ -200,14 +200,13 @@ def leak_groups(keys: list[list[str]]) -> list[int]:
     return [root(i) for i in range(len(keys))]
 
 
-def split_indices(labels: list[str | None], n_eval: int, seed: int, groups: list[int] | None = None,
-                  every_label: bool = False) -> tuple[list[int], list[int]]:
+def split_indices(labels: list[str | None], n_eval: int, seed: int, groups: list[int] | None = None
+                  ) -> tuple[list[int], list[int]]:
     """(train, eval) indices, each in file order. Stratified: each label gets its share of the eval set (largest
-    remainder), and a label seen only once stays in training. `groups` (leak_groups, or sentence-pattern clusters)
-    keeps examples on one side: a group goes to eval only whole, when it fits its label's share. `every_label`: a
-    label of two or more groups whose share no group fits still gets its smallest group in eval (whole groups can be
-    larger than a label's share; every label must stay measurable). Deterministic for a seed (a string-seeded
-    `random.Random`, independent of PYTHONHASHSEED)."""
+    remainder), and a label seen only once stays in training. `groups` (leak_groups) keeps examples that share a
+    prompt or an answer on one side: a group goes to eval only whole, when it fits its label's share. Deterministic
+    for a seed (a string-seeded `random.Random`, independent of PYTHONHASHSEED). Whole sentence patterns:
+    data/split.py's cluster_split."""
     rng = random.Random(f"shipsft-split:{seed}")
     groups = groups if groups is not None else list(range(len(labels)))
     units: dict[int, list[int]] = {}
@@ -231,14 +230,10 @@ def split_indices(labels: list[str | None], n_eval: int, seed: int, groups: list
         pool = list(by_label[k])
         rng.shuffle(pool)
         room = max(0, quota[k])
-        took = False
         for u in pool:
             if len(u) <= room:
                 held += u
                 room -= len(u)
-                took = True
-        if every_label and n_eval > 0 and not took and len(pool) > 1 and k is not None:
-            held += min(pool, key=len)
     held_set = set(held)
     return [i for i in range(n) if i not in held_set], sorted(held)
 

@@ -79,9 +79,10 @@ _FIRST_PERSON = re.compile(r"I(?:['’](?:m|d|ll|ve))?$")  # "I", "I'm", "I'd", 
 
 
 def prompt_and_answers(ex: Example) -> tuple[str, list[str]]:
-    """(the user's words, the answers): every user turn of a conversation (system prompts are shared instructions,
-    tool results are data), or the prompt of a completion; every assistant turn (its structured tool calls
-    written as JSON), or the completion."""
+    """(the user's words, the answers): the first user turn of a conversation, the request that opens it (system
+    prompts are shared instructions, tool results are data, and later user turns answer the assistant's questions:
+    with them, every pairing of a request with a reply phrasing would be a pattern of its own), or the prompt of a
+    completion; every assistant turn (its structured tool calls written as JSON), or the completion."""
     if ex.kind == "completion_text":
         return ex.prompt or "", [ex.completion or ""]
     if ex.kind != "chat":
@@ -91,7 +92,7 @@ def prompt_and_answers(ex: Example) -> tuple[str, list[str]]:
         content = m.get("content")
         text = content if isinstance(content, str) else "\n".join(
             p.get("text", "") for p in content if isinstance(p, dict)) if isinstance(content, list) else ""
-        if m.get("role") == "user":
+        if m.get("role") == "user" and not users:
             users.append(text)
         elif m.get("role") == "assistant":
             calls = message_tool_calls(m)

@@ -15,6 +15,8 @@ Used by `shipsft init` (recipe/starter.py) and by `data.eval_split` at the start
 """
 from __future__ import annotations
 
+import random
+from collections import Counter
 from dataclasses import dataclass, field
 
 from shipsft.data.inspect import (AnswerShape, eval_size, leak_groups, leak_keys, reference_answer, split_indices,
@@ -24,6 +26,7 @@ from shipsft.data.skeleton import TEMPLATED_SHARE, Patterns, find_patterns, prom
 from shipsft.data.types import Example
 
 MIN_EVAL_CLUSTERS = 3  # a pattern split whose eval would hold fewer clusters measures one or two phrasings
+MIN_PATTERN = 3  # a cluster of fewer examples goes to eval only when its label has no bigger one
 
 
 @dataclass
@@ -51,6 +54,57 @@ def pattern_groups(patterns: Patterns, groups: list[int]) -> list[int]:
     return [uf.find(i) for i in range(len(groups))]
 
 
+def cluster_split(labels: list[str | None], n_eval: int, seed: int, units: list[int]) -> tuple[list[int], list[int]]:
+    """(train, eval) indices, each in file order, holding out whole units (pattern clusters joined with leak groups).
+
+    Stratified: a unit counts for its most common label, and each label's units go to eval in a seeded random order
+    until the label has its share of `n_eval` (the last unit may pass it: a pattern is held out whole or not at all).
+    A unit of fewer than MIN_PATTERN examples is taken only when the label has no bigger one (a pair or a singleton is
+    often a variant of a bigger pattern left in training: a lower-cased copy, a dropped full stop), one of more than
+    twice the label's share only when nothing else fits, and every label keeps one unit (its smallest) in training. A label without
+    any unit that fits still gets its smallest in eval: every label stays measurable. An eval of fewer than
+    MIN_EVAL_CLUSTERS units gets more, up to twice `n_eval` examples."""
+    rng = random.Random(f"shipsft-split:{seed}")
+    members: dict[int, list[int]] = {}
+    for i, u in enumerate(units):
+        members.setdefault(u, []).append(i)
+    by_label: dict[str | None, list[list[int]]] = {}
+    for m in members.values():  # insertion order: no set iteration
+        label = Counter(labels[i] for i in m).most_common(1)[0][0]
+        by_label.setdefault(label, []).append(m)
+    n = len(labels)
+    held: list[int] = []
+    spare: list[list[int]] = []  # units that may still go to eval (every label keeps one in training)
+    for label, pool in by_label.items():
+        if len(pool) < 2 or n_eval <= 0:
+            continue
+        share = n_eval * sum(len(m) for m in pool) / n
+        pool = list(pool)
+        rng.shuffle(pool)
+        stays = min(pool, key=len)  # the smallest stays in training (a variant more often than a pattern)
+        pool = [m for m in pool if m is not stays]
+        real = [m for m in pool if len(m) >= MIN_PATTERN] or pool
+        took = []
+        for m in real:
+            if sum(map(len, took)) >= share:
+                break
+            if len(m) <= 2 * share:
+                took.append(m)
+        if not took and label is not None:
+            took.append(min(real, key=len))
+        held += [i for m in took for i in m]
+        spare += [m for m in real if m not in took and len(m) >= MIN_PATTERN]
+    # fewer than MIN_EVAL_CLUSTERS patterns measure one or two phrasings: add more, up to twice the eval's size
+    rng.shuffle(spare)
+    for m in spare:
+        if len({units[i] for i in held}) >= MIN_EVAL_CLUSTERS:
+            break
+        if len(held) + len(m) <= 2 * n_eval:
+            held += m
+    held_set = set(held)
+    return [i for i in range(n) if i not in held_set], sorted(held)
+
+
 def plan_split(examples: list[Example], shape: AnswerShape, seed: int, by: str = "auto",
                n_eval: int | None = None) -> SplitPlan:
     """The split of `examples` (module docstring). `by`: auto | patterns | random; `n_eval`: examples to hold out
@@ -64,7 +118,7 @@ def plan_split(examples: list[Example], shape: AnswerShape, seed: int, by: str =
                f"{found.repeated_share:.0%} of the examples share theirs, the largest holds {found.largest_share:.1%}")
     if by == "patterns" or (by == "auto" and found.templated):
         units = pattern_groups(found, groups)
-        train_idx, eval_idx = split_indices(labels, n_eval, seed, units, every_label=True)
+        train_idx, eval_idx = cluster_split(labels, n_eval, seed, units)
         held = {found.cluster[i] for i in eval_idx}
         if by == "patterns" or (len(held) >= MIN_EVAL_CLUSTERS and len(eval_idx) >= n_eval / 2):
             why = (f"{numbers}: whole clusters go to eval ({len(held):,} clusters, {len(eval_idx):,} examples), so "
