@@ -102,7 +102,8 @@ def main(argv: list[str] | None = None) -> int:
     print("|" + "---|" * 13)
     for r in rows:
         print(f"| {r['task']} | {r['seed']} | {r['n']} | {r['templates']} | {r['clusters']} | {r['largest']:.1%} | "
-              f"{r['split']} | {r['eval']} | {r['leak_pattern']:.0%} ({r['leak_pattern_3']:.0%}) | {r['leak_random']:.0%} | {r['flag_seen']:.0%} "
+              f"{r['split']} | {r['eval']} | {r['leak_pattern']:.0%} ({r['leak_pattern_3']:.0%}) | "
+              f"{r['leak_random']:.0%} | {r['flag_seen']:.0%} "
               f"| {r['flag_unseen']:.0%} | {r['seconds']:.1f} |")
     print(f"\nnatural: {natural['n']} conversations, {natural['clusters']} clusters (largest {natural['largest']:.1%}, "
           f"{natural['repeated']:.0%} share theirs): init's split {natural['split']}")

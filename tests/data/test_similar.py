@@ -1,5 +1,5 @@
-"""data/similar.py: the word n-gram hashes equal the plain rolling hash, MinHash estimates Jaccard, and LSH + verification
-finds the planted near-duplicate and only it (moved here from tests/audit with the machinery)."""
+"""data/similar.py: the word n-gram hashes equal the plain rolling hash, MinHash estimates Jaccard, and LSH +
+verification finds the planted near-duplicate and only it (moved here from tests/audit with the machinery)."""
 from __future__ import annotations
 
 import random

@@ -3,9 +3,10 @@
 `run_audit` takes the training split exactly as the data pipeline prepared it (`data.pipeline.prepare` with
 strict=False, so blocking problems are recorded instead of raised) and runs every check: template (parity, prefix
 stability, end-of-turn trained, role markers, double BOS, pad == eos, saved template), masks, lengths,
-duplicates, contamination against the eval data (copies, and shared sentence patterns), content quality, data size vs recipe (the run resolved by
-`steps/resolve.py`, as training resolves it), provenance. It returns findings and writes nothing: `shipsft audit` prints and saves them,
-`shipsft train` saves them into the run folder and refuses to start on errors unless `--skip-audit`.
+duplicates, contamination against the eval data (copies, and shared sentence patterns: audit/patterns.py),
+content quality, data size vs recipe (the run resolved by `steps/resolve.py`, as training resolves it), provenance.
+It returns findings and writes nothing: `shipsft audit` prints and saves them, `shipsft train` saves them into the
+run folder and refuses to start on errors unless `--skip-audit`.
 
     result = run_audit(cfg, tokenizer, prepare(cfg.data, tokenizer, "train", strict=False, rejects_path=None),
                        joined=rows_join(cfg.model, cfg.train, hf_config(cfg.model)))

@@ -7,8 +7,8 @@ When MODEL is a run, each suite's examples are compared with the run's training 
 of sentence patterns seen in training and of unseen ones (data/skeleton.py) is also scored on each slice, printed
 with bootstrap 95% CIs (the unseen slice is what users phrasing requests their own way will see).
 Every prediction is kept in predictions.jsonl (source file:line, prompt, reference, output, each metric's score,
-its pattern slice, and the base model's output and scores when a baseline ran): next to --out, else in the run folder when MODEL is a
-run, else in the current folder. `--failures N` prints the N worst side by side with their reference.
+its pattern slice, and the base model's output and scores when a baseline ran): next to --out, else in the run
+folder when MODEL is a run, else in the current folder. `--failures N` prints the N worst side by side with their reference.
 
 MODEL_OR_RUN is a model folder, a .gguf, `smollm2`, a peft adapter folder, or a run folder (`shipsft train`
 output). A run folder means its promoted `final/` (or, for a run that was not promoted, its last saved `adapter/`

@@ -61,8 +61,8 @@ def cluster_split(labels: list[str | None], n_eval: int, seed: int, units: list[
     until the label has its share of `n_eval` (the last unit may pass it: a pattern is held out whole or not at all).
     A unit of fewer than MIN_PATTERN examples is taken only when the label has no bigger one (a pair or a singleton is
     often a variant of a bigger pattern left in training: a lower-cased copy, a dropped full stop), one of more than
-    twice the label's share only when nothing else fits, and every label keeps one unit (its smallest) in training. A label without
-    any unit that fits still gets its smallest in eval: every label stays measurable. An eval of fewer than
+    twice the label's share only when nothing else fits, and every label keeps one unit (its smallest) in training.
+    A label without any unit that fits still gets its smallest in eval: every label stays measurable. An eval of fewer than
     MIN_EVAL_CLUSTERS units gets more, up to twice `n_eval` examples."""
     rng = random.Random(f"shipsft-split:{seed}")
     members: dict[int, list[int]] = {}

@@ -152,8 +152,8 @@ def make_starter(data: Path, config_path: Path, model: str, eval_data: Path | No
     text = render_yaml(choices, data, eval_data)
     warnings = [line for p in prep.problems for line in p.lines]
     return Starter(data, fmt, list(loaded.notes), len(answers), shape, train_path, eval_path, n_train, n_eval or 0,
-                   split_by, split, prep.full_lengths, trained, prep.rendered[0] if prep.rendered else None, tok, choices,
-                   text, warnings)
+                   split_by, split, prep.full_lengths, trained, prep.rendered[0] if prep.rendered else None, tok,
+                   choices, text, warnings)
 
 
 def model_width(tokenizer) -> int | None:
