@@ -4,6 +4,7 @@ left unclustered, and seen / unseen flags of eval examples against training."""
 from __future__ import annotations
 
 import json
+import random
 
 from patterns_data import PATTERNS, natural, templated
 
@@ -72,3 +73,13 @@ def test_text_answers_give_away_the_lower_case_runs_the_set_repeats():
     topics = ["design sync"] * 3 + ["pottery class"]  # three confirmations repeat "design sync", one "pottery class"
     texts = [(f"Set up a {t} with Maria Lopez.", [f"Booked the {t} with Maria Lopez on Monday."]) for t in topics]
     assert find_patterns(texts).skeletons == ["set up a {} with {} ."] * 3 + ["set up a pottery class with {} ."]
+
+
+def test_clusters_do_not_depend_on_the_order_of_the_examples():
+    texts, _ = templated(240)
+    order = list(range(240))
+    random.Random(7).shuffle(order)
+    a = find_patterns(texts).cluster
+    b = find_patterns([texts[i] for i in order]).cluster
+    partition = lambda cl, idx: sorted(sorted(idx[i] for i in range(len(cl)) if cl[i] == c) for c in set(cl))  # noqa
+    assert partition(a, list(range(240))) == partition(b, order)

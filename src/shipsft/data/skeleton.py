@@ -39,6 +39,7 @@ Imports only data/ (data/similar.py, data/toolcalls.py, data/types.py).
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import re
 import statistics
@@ -46,7 +47,9 @@ from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from shipsft.data.similar import UnionFind, WordIndex, clusters_from_signatures, signatures
+import numpy as np
+
+from shipsft.data.similar import UnionFind, clusters_from_signatures, lsh_candidate_groups, signatures
 from shipsft.data.toolcalls import message_tool_calls, next_json
 from shipsft.data.types import Example
 
@@ -56,7 +59,9 @@ THRESHOLD = 0.3  # Jaccard of two cores at or above which they are one pattern (
 WHOLE_THRESHOLD = 0.5  # ... and of two whole skeletons' trigram sets
 NUM_PERM = 64  # MinHash permutations: the estimate's standard error at J = 0.3 is sqrt(0.21 / 64) = 0.06 ...
 BANDS = 32  # ... in 32 bands of 2 rows: a pair at J = 0.3 shares a band with probability 1 - (1 - 0.3^2)^32 = 0.95
-ROUNDS = 8  # star-wise verification rounds per LSH bucket (data/similar.py: clusters_from_signatures)
+PAIRWISE = 512  # an LSH bucket up to this size is verified pair by pair (a 512 x 512 x 64 comparison: 16 MB) ...
+SHORTLIST = 0.12  # ... its pairs within two MinHash standard errors (0.06 at J = 0.3) of the threshold, exactly
+ROUNDS = 8  # ... a bigger one star-wise, this many rounds (data/similar.py: clusters_from_signatures)
 TEMPLATED_SHARE = 0.3  # a set is written from patterns when this share of its examples shares its cluster ...
 MIN_REPEAT = 3  # ... and at least this many do (a pair of near-duplicates is not a pattern)
 NAME_SHARE = 0.5  # a word is a name when more than half of its occurrences past a sentence's start are capitalised
@@ -260,20 +265,43 @@ def cores(skeletons: Sequence[str]) -> list[tuple[str, ...]]:
     return out
 
 
+def _trigram_hash(gram: str) -> int:
+    """A trigram's 64-bit hash from its text alone: the same in any order, process or run (WordIndex numbers words
+    in the order it meets them, which would make the clusters depend on the order of the examples)."""
+    return int.from_bytes(hashlib.blake2b(gram.encode("utf-8"), digest_size=8).digest(), "little")
+
+
 def _minhash_links(sets: Sequence[tuple[str, ...]], threshold: float, uf: UnionFind, of: list[int]) -> None:
-    """Union (in `uf`, over the ids `of[k]`) every two trigram sets whose MinHash Jaccard is >= `threshold`."""
-    distinct = list(dict.fromkeys(sets))
+    """Union (in `uf`, over the ids `of[k]`) every two trigram sets whose MinHash Jaccard is >= `threshold`:
+    identical sets, and every pair in a shared LSH bucket (data/similar.py) whose exact Jaccard is (a bucket of up to
+    PAIRWISE sets, pair by pair: the signatures shortlist, the sets decide), or whose signatures agree that far (a
+    bigger bucket, star-wise: similar.py). Up to that size the clusters do not depend on the order of the examples,
+    nor on MinHash's estimation error."""
+    distinct = sorted(set(sets))
     index = {c: k for k, c in enumerate(distinct)}
-    # each trigram is one 'word' of its document: MinHash over shingles of one word is MinHash over the trigram set
-    docs = [" ".join(g.replace(" ", "\u00b7").replace(SLOT, "slot") for g in c) for c in distinct]
-    sig, has = signatures(*WordIndex().encode(docs), num_perm=NUM_PERM, shingle=1)
-    first = {}
+    first: dict[int, int] = {}
     for k, c in enumerate(sets):
-        first.setdefault(index[c], of[k])
-        uf.union(first[index[c]], of[k])  # identical sets: one cluster
-    for members, _ in clusters_from_signatures(sig, has, threshold, bands=BANDS, rounds=ROUNDS):
-        for m in members[1:]:
-            uf.union(first[members[0]], first[m])
+        uf.union(first.setdefault(index[c], of[k]), of[k])  # identical sets: one cluster
+    hashes = [[_trigram_hash(g) for g in c] for c in distinct]
+    words = np.array([h for hs in hashes for h in hs], dtype=np.uint64)
+    offsets = np.cumsum([0] + [len(hs) for hs in hashes]).astype(np.int64)
+    sig, has = signatures(words, offsets, num_perm=NUM_PERM, shingle=1)
+    for members in lsh_candidate_groups(sig, has, BANDS):
+        if len(members) > PAIRWISE:
+            pairs = [(ms[0], m) for ms, _ in clusters_from_signatures(sig[members], has[members], threshold,
+                                                                      bands=BANDS, rounds=ROUNDS) for m in ms[1:]]
+            pairs = [(members[a], members[b]) for a, b in pairs]
+        else:  # the signatures shortlist (two standard errors under the threshold), the sets decide exactly
+            close = (sig[members][:, None, :] == sig[members][None, :, :]).mean(axis=2) >= threshold - SHORTLIST
+            pairs = [(members[a], members[b]) for a, b in zip(*np.nonzero(np.triu(close, 1)))
+                     if _jaccard(distinct[members[a]], distinct[members[b]]) >= threshold]
+        for a, b in pairs:
+            uf.union(first[int(a)], first[int(b)])
+
+
+def _jaccard(a: tuple[str, ...], b: tuple[str, ...]) -> float:
+    sa, sb = set(a), set(b)
+    return len(sa & sb) / len(sa | sb) if sa or sb else 1.0
 
 
 def cluster_skeletons(skeletons: Sequence[str], threshold: float = THRESHOLD) -> list[int]:
