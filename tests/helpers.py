@@ -183,3 +183,14 @@ def write_tiny_run(tmp_path: Path, n_train: int = 64, model_kw: dict | None = No
            "name": "t"}, **overrides}
     (tmp_path / "config.yaml").write_text(yaml.safe_dump(cfg))
     return tmp_path / "config.yaml"
+
+
+def dead_url() -> str:
+    """An OpenAI-style base URL on a local port nothing listens on: any request to it fails at once (proves that a
+    code path made no request)."""
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    return f"http://127.0.0.1:{port}/v1"

@@ -7,6 +7,7 @@ Allowed graph (a part may import the parts listed after it; everything may impor
     sweep    -> train, steps, runs, model, eval, data, report   sweeps (run configs through train/), memory planner
     export   -> data, model, eval, runs   merge, GGUF, parity check, model card, chat; never train/ or cli/
     recipe   -> data, steps, model     `shipsft init`: measures data, resolves autos with steps/resolve.py
+    traces   -> data, audit            `shipsft suite build`: suites from production traces; writes no files
     audit    -> data, steps            pure checks; the run resolved as training resolves it
     eval     -> data, model            never train/, runs/, cli/: returns numbers, writes no files
     data     -> (config, errors)       never train/, eval/, audit/, runs/, model/, cli/
@@ -45,8 +46,9 @@ ALLOWED: dict[str, set[str]] = {
     # it at the end of training, so it never imports train
     "export": BASE | {"data", "model", "eval", "runs"},
     "recipe": BASE | {"data", "steps", "model"},  # shipsft init: data facts + steps/resolve.py
+    "traces": BASE | {"data", "audit"},  # shipsft suite build: formats + the audit's MinHash and leak tests
     "cli": BASE | {"data", "steps", "audit", "model", "train", "eval", "runs", "report", "export", "recipe", "sweep",
-                  "cli", "__init__"},
+                  "traces", "cli", "__init__"},
     # sweep builds configs, runs them through train/, reads run folders through runs/, plans memory with model/
     "sweep": BASE | {"train", "steps", "runs", "model", "eval", "data", "report"},
     "__main__": {"cli"},

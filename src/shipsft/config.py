@@ -21,6 +21,7 @@ import difflib
 import hashlib
 import json
 import os
+import re
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -475,14 +476,31 @@ class EarlyStoppingConfig(Section):
     min_delta: float = Field(0.0, ge=0, description="Smallest change that counts as an improvement.")
 
 
+# The metrics that ask eval.judge_url (eval/metrics.py: judge scores one answer, eval/judge.py: win_rate compares
+# the tuned and the base answer in both orders)
+JUDGED_METRICS = ("judge", "win_rate")
+WIN_RATE_FIELDS = ("question", "reference", "answer_a", "answer_b")
+# Pairwise judging as in MT-Bench (Zheng et al. 2023, "Judging LLM-as-a-Judge", arXiv 2306.05685, section 3.1 and
+# Figure 5): two answers side by side, a verdict A / B / tie, asked in both orders because judges favour a position
+# (ibid. section 3.3: GPT-4 was consistent under a swap in 65% of cases). The reference is left out by default: a
+# suite mined from production holds the logged answer there, which is no gold standard.
+WIN_RATE_PROMPT = (
+    "You compare two assistant answers to the same request. Decide which answer serves the user better: correct, "
+    "complete, and following the request's instructions and format. Do not let the length of the answers or their "
+    "order sway you.\n\n[Request]\n{question}\n\n[Answer A]\n{answer_a}\n\n[Answer B]\n{answer_b}\n\n"
+    'Reply with JSON only: {"verdict": "A"} if answer A is better, {"verdict": "B"} if answer B is better, '
+    '{"verdict": "tie"} if neither is.')
+
+
 class SuiteConfig(Section):
     name: str = Field(description="Suite name; metrics are reported as <name>/<metric>.")
     data: str = Field(description="Eval conversations (JSONL ...); the last assistant turn is the reference.")
     format: Literal["auto", "messages", "sharegpt", "alpaca", "prompt_completion"] = Field(
         "auto", description="Record format of the suite file.")
     metrics: list[str] = Field(default_factory=lambda: ["exact_match"], description=(
-        "exact_match, exact_match_raw, contains, regex:<pattern>, json_valid, json_field_match, token_f1, rouge_l, "
-        "judge, or module:function."))
+        "exact_match, exact_match_raw, contains, regex:<pattern>, json_valid, json_field_match, tool_call_match, "
+        "token_f1, rouge_l, judge, win_rate (the tuned vs the base answer, judged in both orders), or "
+        "module:function."))
     max_new_tokens: int | None = Field(None, ge=1, description=(
         "Generation budget per example; null = the suite's longest reference in tokens plus a quarter of it (at "
         "least 16 more tokens)."))
@@ -506,8 +524,17 @@ class EvalConfig(Section):
     batch_size: int | Literal["auto"] = Field("auto", description=(
         "Rows per generation / teacher-forced batch; auto = as many rows as keep one batch's KV cache and activations "
         "under 2 GiB, at most 64 (eval/generate.py says why)."))
-    judge_url: str | None = Field(None, description="OpenAI-compatible endpoint (.../v1) for the judge metric.")
+    judge_url: str | None = Field(None, description=(
+        "OpenAI-compatible endpoint (.../v1) for the judge and win_rate metrics."))
     judge_model: str = Field("judge", description="The `model` field sent to the judge endpoint.")
+    judge_max_tokens: int = Field(64, ge=1, description=(
+        "Reply budget of one judge request (a score, or win_rate's JSON verdict: about 10-20 tokens)."))
+    judge_concurrency: int = Field(4, ge=1, description=(
+        "Judge requests in flight at once (win_rate asks two per example: both answer orders)."))
+    win_rate_prompt: str = Field(WIN_RATE_PROMPT, description=(
+        "The win_rate judge's prompt: {question} (the conversation before the answer), {answer_a}, {answer_b}, "
+        "and optionally {reference}; the reply is a JSON verdict {\"verdict\": \"A\" | \"B\" | \"tie\"} "
+        "(docs/suites.md)."))
     kl_max_examples: int = Field(64, ge=1, description="Per suite: KL to base on the first N examples (+ the probe).")
     pattern_slice: Literal["unseen", "all"] = Field("unseen", description=(
         "Which examples gates, select_metric and early stopping read when a suite holds both examples whose sentence "
@@ -534,10 +561,21 @@ class EvalConfig(Section):
         if self.smoke_size is not None and self.smoke_every is None:
             problems.append("eval.smoke_size is set but eval.smoke_every is not. Fix: set eval.smoke_every, or "
                             "remove eval.smoke_size")
-        uses_judge = any(m == "judge" for s in self.suites for m in s.metrics)
-        if self.judge_url is not None and not uses_judge:
-            problems.append("eval.judge_url is set but no suite uses the judge metric. Fix: add judge to a suite's "
-                            "metrics, or remove eval.judge_url")
+        uses_judge = any(m in JUDGED_METRICS for s in self.suites for m in s.metrics)
+        for key in ("judge_url", "judge_max_tokens", "judge_concurrency", "win_rate_prompt"):
+            # compared with the default, not model_fields_set: a run's saved config.yaml writes every key out
+            if getattr(self, key) != type(self).model_fields[key].default and not uses_judge:
+                problems.append(f"eval.{key} is set but no suite uses the judge metric (judge or win_rate). Fix: "
+                                f"add one to a suite's metrics, or remove eval.{key}")
+        if any(m == "win_rate" for s in self.suites for m in s.metrics):
+            missing = [p for p in ("{answer_a}", "{answer_b}") if p not in self.win_rate_prompt]
+            unknown = sorted(set(re.findall(r"\{(\w+)\}", self.win_rate_prompt)) - set(WIN_RATE_FIELDS))
+            if missing or unknown:
+                problems.append("eval.win_rate_prompt: " + "; ".join(
+                    ([f"misses {', '.join(missing)}"] if missing else [])
+                    + ([f"names unknown fields {', '.join('{' + u + '}' for u in unknown)}"] if unknown else []))
+                    + f". Fix: use {', '.join('{' + f + '}' for f in WIN_RATE_FIELDS)} (answer_a and answer_b "
+                    "are required)")
         names = [s.name for s in self.suites]
         dup = sorted({n for n in names if names.count(n) > 1})
         if dup:
@@ -548,11 +586,13 @@ class EvalConfig(Section):
 
 
 EXPORT_DTYPES = ("f32", "f16", "bf16")
-# GGUF types gguf-py quantizes in pure Python (gguf.quants); K-quants and i-quants need llama.cpp's C++ quantizer
-GGUF_QUANTS = ("q8_0", "q5_1", "q5_0", "q4_1", "q4_0")
-LLAMA_CPP_QUANTS = ("q2_k", "q3_k_s", "q3_k_m", "q3_k_l", "q4_k_s", "q4_k_m", "q5_k_s", "q5_k_m", "q6_k", "iq1_s",
-                    "iq1_m", "iq2_xxs", "iq2_xs", "iq2_s", "iq2_m", "iq3_xxs", "iq3_xs", "iq3_s", "iq3_m", "iq4_nl",
-                    "iq4_xs", "tq1_0", "tq2_0")
+# GGUF types export/ writes with llama.cpp: q8_0 by convert_hf_to_gguf.py, the others by llama.cpp's quantizer
+# (llama_model_quantize) from the F32 file, none of them needing an importance matrix
+GGUF_QUANTS = ("q8_0", "q6_k", "q5_k_m", "q5_k_s", "q5_1", "q5_0", "q4_k_m", "q4_k_s", "q4_1", "q4_0", "q3_k_l",
+               "q3_k_m", "q3_k_s", "q2_k")
+# i-quants are chosen with an importance matrix (llama-imatrix over calibration text); tq* are for ternary models
+IMATRIX_QUANTS = ("iq1_s", "iq1_m", "iq2_xxs", "iq2_xs", "iq2_s", "iq2_m", "iq3_xxs", "iq3_xs", "iq3_s", "iq3_m",
+                  "iq4_nl", "iq4_xs", "tq1_0", "tq2_0")
 
 
 class ExportConfig(Section):
@@ -562,8 +602,8 @@ class ExportConfig(Section):
         "Weight dtype of the HF folder (and of the GGUF unless quant is set). The merge itself is always fp32; f32 "
         "serves exactly as trained (the parity check then demands identical greedy output)."))
     quant: str | None = Field(None, description=(
-        "GGUF tensor type instead of dtype: q8_0, q5_1, q5_0, q4_1 or q4_0 (written by gguf-py). K-quants (q4_k_m, "
-        "...) need llama.cpp's llama-quantize on an f16 GGUF."))
+        "GGUF type instead of dtype, written by llama.cpp: q8_0, the K-quants q6_k, q5_k_m, q5_k_s, q4_k_m, q4_k_s, "
+        "q3_k_l, q3_k_m, q3_k_s, q2_k, or q5_1, q5_0, q4_1, q4_0."))
     check: bool = Field(True, description=(
         "Run the train/serve parity check after writing (template bytes, stop ids, greedy generation vs the "
         "run's adapter); a mismatch fails the export."))
@@ -595,10 +635,10 @@ class ExportConfig(Section):
             if "gguf" not in self.to:
                 problems.append("output.export.quant applies to the GGUF file only, and output.export.to has no gguf. "
                                 "Fix: add gguf to output.export.to, or remove output.export.quant")
-            elif q in LLAMA_CPP_QUANTS:
-                problems.append(f"output.export.quant={self.quant} needs llama.cpp's quantizer (gguf-py writes only "
-                                f"{', '.join(GGUF_QUANTS)}). Fix: export an f16 GGUF, then `llama-quantize "
-                                f"model-f16.gguf model-{q}.gguf {q.upper()}`")
+            elif q in IMATRIX_QUANTS:
+                problems.append(f"output.export.quant={self.quant} needs an importance matrix, which shipsft does not "
+                                f"compute. Fix: one of {', '.join(GGUF_QUANTS)}, or export an f16 GGUF and run "
+                                f"`llama-imatrix` and `llama-quantize --imatrix` on it")
             elif q not in GGUF_QUANTS:
                 problems.append(f"output.export.quant={self.quant!r} is not a GGUF type shipsft writes. Fix: one of "
                                 f"{', '.join(GGUF_QUANTS)} (or none: the GGUF then uses output.export.dtype)")
@@ -635,6 +675,8 @@ TRACKER_SETTINGS = {"mlflow": {"mlflow_uri": None, "mlflow_experiment": "shipsft
                     "wandb": {"wandb_project": "shipsft", "wandb_mode": "offline"},
                     "trackio": {"trackio_project": "shipsft"}}
 
+RETRY_SETTINGS = {"retry_max_s": 60.0, "flush_timeout_s": 60.0}  # a tracker server that stops answering (runs/trackers)
+
 
 class TrackConfig(Section):
     sinks: list[Literal["tensorboard", "mlflow", "wandb", "trackio"]] = Field(default_factory=list, description=(
@@ -652,6 +694,13 @@ class TrackConfig(Section):
         "offline: W&B writes the run under <run>/wandb/ with no network (upload later with `wandb sync`); online: "
         "streams it (needs `wandb login`). null = offline when wandb is on."))
     trackio_project: str | None = Field(None, description="trackio project; null = shipsft when trackio is on.")
+    retry_max_s: float | None = Field(None, gt=0, description=(
+        "A tracker that stops answering (a tracking server gone) is retried in the background, 1 s after the "
+        "failure, then twice as long each time up to this many seconds; training never waits for it and what it "
+        "missed is sent, in order, once it answers. null = 60 when a tracker is on."))
+    flush_timeout_s: float | None = Field(None, ge=0, description=(
+        "How long the end of a run waits for a tracker that is still not answering; then what it did not receive "
+        "stays recorded in trackers.json and `shipsft sync RUN` sends it later. null = 60 when a tracker is on."))
 
     @model_validator(mode="before")
     @classmethod
@@ -673,6 +722,12 @@ class TrackConfig(Section):
                 elif data.get(key) is not None:
                     problems.append(f"track.{key} is set but {tracker} is not in track.sinks, so it would be ignored. "
                                     f"Fix: add {tracker} to track.sinks, or remove track.{key}")
+        for key, default in RETRY_SETTINGS.items():
+            if sinks and data.get(key) is None:
+                data[key] = default
+            elif not sinks and data.get(key) is not None:
+                problems.append(f"track.{key} is set but track.sinks is empty, so it would be ignored. Fix: add a "
+                                f"tracker to track.sinks, or remove track.{key}")
         if isinstance(sinks, list) and len(set(map(str, sinks))) != len(sinks):
             problems.append(f"track.sinks repeats a tracker: {sinks}")
         if problems:

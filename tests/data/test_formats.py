@@ -407,8 +407,8 @@ def test_file_level_problems(tmp_path):
         f"{bad_json}:2: invalid JSON at column 1: Extra data (one JSON object per line? name the file .jsonl)",
         f"{top}: the top level is an object with keys 'train'; expected a list of records or {{\"data\": [...]}}",
         f"{latin}:2: not valid UTF-8 (byte 0xe9); save the file as UTF-8",
-        f"{other}: unsupported file type '.txt' (use .jsonl, .json, .parquet, .csv or a folder written by "
-        "datasets' save_to_disk)",
+        f"{other}: unsupported file type '.txt' (use .jsonl, .json or .csv, each also compressed as .gz, .zst, .bz2, "
+        ".xz (t.jsonl.gz), .parquet (any codec inside), or a folder written by datasets' save_to_disk)",
         f"{folder}: is a folder but not one written by datasets' save_to_disk (no state.json); give the data files "
         "inside: x.jsonl",
         f"{missing}: file not found",

@@ -8,8 +8,10 @@ from http.server import BaseHTTPRequestHandler, HTTPServer
 
 import pytest
 
+from shipsft.config import EvalConfig, SuiteConfig
 from shipsft.data.types import Example
 from shipsft.errors import ConfigError
+from shipsft.eval.judge import Judge
 from shipsft.eval.metrics import (
     aggregate,
     lcs_length,
@@ -155,13 +157,19 @@ class _Judge(BaseHTTPRequestHandler):
         pass
 
 
+def judge_at(url: str, model: str = "judge") -> Judge:
+    """The judge settings a config with this endpoint resolves to (every other judge setting at its default)."""
+    return Judge.of(EvalConfig(suites=[SuiteConfig(name="s", data="s.jsonl", metrics=["judge"])], judge_url=url,
+                               judge_model=model))
+
+
 def test_judge_against_local_server():
     server = HTTPServer(("127.0.0.1", 0), _Judge)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     try:
         url = f"http://127.0.0.1:{server.server_port}/v1"
-        judge = resolve_metric("judge", judge_url=url, judge_model="grader")
+        judge = resolve_metric("judge", judge_at(url, "grader"))
         ex = Example(source="s.jsonl:1", messages=[{"role": "user", "content": "Capital of France?"},
                                                    {"role": "assistant", "content": "Paris"}])
         assert score_all([judge], "It is Paris.", "Paris", ex) == {"judge": 1.0}
@@ -173,7 +181,7 @@ def test_judge_against_local_server():
         server.shutdown()
     with pytest.raises(ConfigError, match="needs eval.judge_url"):
         resolve_metric("judge")
-    dead = resolve_metric("judge", judge_url=f"http://127.0.0.1:{server.server_port}")
+    dead = resolve_metric("judge", judge_at(f"http://127.0.0.1:{server.server_port}"))
     server.server_close()
     with pytest.raises(ConfigError, match="judge at .* failed"):
         dead.fn("a", "b", None)

@@ -463,3 +463,23 @@ def test_structured_tool_call_reference_is_the_rendered_call():
     assert score_all(metrics, item.reference, item.reference) == {"tool_call_match": 1.0, "exact_match": 1.0}
     assert score_all(metrics, '<tool_call>\n{"name": "get_weather", "arguments": {"city": "Bergen"}}\n</tool_call>',
                      item.reference)["tool_call_match"] == 0.5
+
+
+def test_win_rate_in_training_evals_asks_the_judge_only_when_answers_differ(tok, tmp_path, memorised):
+    from helpers import dead_url
+    from shipsft.errors import ConfigError
+
+    suite = write_suite(tmp_path / "suite.jsonl")
+    cfg = RunConfig.model_validate({"eval": {
+        "suites": [{"name": "qa", "data": str(suite), "metrics": ["exact_match", "win_rate"], "max_new_tokens": 8}],
+        "judge_url": dead_url(), "forgetting_probe": False, "kl_to_base": False, "batch_size": 4,
+        "gates": [{"metric": "win_rate", "op": ">", "value": 0.5}]}})
+    model = tiny_model(tok)
+    sess = build(cfg, tok, model)  # qa/win_rate is a name gates may use
+    base = session.baseline(sess)  # the base against itself: every example a tie, no request
+    assert base.metrics["qa/win_rate"] == 0.5 and [s["win_rate"] for s in base.scores["qa"]] == [0.5] * len(QA)
+    assert all(p["judge"]["win_rate"]["same_answer"] for p in base.predictions)
+    assert session.full(sess, 1).metrics["qa/win_rate"] == 0.5  # unchanged weights, same answers: no request
+    model.load_state_dict(memorised[80])  # the answers change: now the judge is asked (and is not there)
+    with pytest.raises(ConfigError, match="judge at .* failed"):
+        session.full(sess, 80)

@@ -1,132 +1,166 @@
-"""GGUF: written with gguf-py, read back by transformers (`gguf_file=`): the logits match the model within the
-quantisation's tolerance (F32 exactly), the tokenizer tokenises alike, the template and end-of-turn id are embedded;
-and shipsft's own tensor check (parity.check_gguf) catches a wrong tensor."""
+"""GGUF: written by llama.cpp's own convert_hf_to_gguf.py and quantizer, checked in llama.cpp itself.
+
+Every architecture people fine-tune (tiny random models, tokenizers of their families) is trained one LoRA step,
+merged, converted and run through node-llama-cpp's prebuilt engine by `shipsft export`'s parity check: the prompts
+must tokenise to the training ids and llama.cpp's greedy answers must be the run's own, token for token (F32)."""
 from __future__ import annotations
 
-import numpy as np
+import json
+
+import gguf
 import pytest
-import torch
-from helpers import CHATML, tiny_llama, tiny_tokenizer
+from helpers import Notes, fixture_tokenizer
 from pydantic import ValidationError
-from transformers import AutoModelForCausalLM, AutoTokenizer
+from tiny_archs import ARCHS, FIXTURE_MISTRAL, arch_run, save_chatml_llama, smollm2_run
 
 from shipsft.config import ExportConfig
-from shipsft.errors import ConfigError
-from shipsft.export.gguf_writer import read_metadata, write_gguf
-from shipsft.export.hf import write_hf
-from shipsft.export.parity import ParityReport, check_gguf
-
-TEXT = "<|im_start|>user\nreverse: red cat dog<|im_end|>\n<|im_start|>assistant\ndog cat red<|im_end|>\n"
-# max |logit diff| allowed against the fp32 model, per written type: F32 holds the same numbers (measured 0.0); the
-# others measured on this model (logit std 0.17): f16 0.0002, bf16 0.0020, q8_0 0.0058, q5_1 0.029, q4_0 0.069;
-# the bounds leave ~4x headroom
-TOL = {"f32": 1e-5, "f16": 1e-3, "bf16": 1e-2, "q8_0": 2.5e-2, "q5_1": 0.12, "q4_0": 0.3}
+from shipsft.export.convert import convert
+from shipsft.export.hf import record_added_tokens
+from shipsft.export.llamacpp import toolchain
+from shipsft.export.parity import ParityFailed
+from shipsft.export.quantize import quantize
+from shipsft.export.run import export_run
 
 
 @pytest.fixture(scope="module")
-def model():
-    # tied like SmolLM2; 2 kv heads of 4, so the k permutation differs from q's
-    return tiny_llama(vocab_size=len(tiny_tokenizer()), seed=3, tie_word_embeddings=True, num_attention_heads=4,
-                      num_key_value_heads=2)
+def tc():
+    return toolchain(Notes())
 
 
-def logits(m, tok):
-    ids = tok(TEXT, add_special_tokens=False, return_tensors="pt").input_ids
-    with torch.no_grad():
-        return m(input_ids=ids).logits
-
-
-@pytest.mark.parametrize("qtype", list(TOL))
-def test_transformers_reads_the_gguf_back_with_the_same_logits(tmp_path, model, qtype):
-    tok = tiny_tokenizer()
-    info = write_gguf(model, tok, CHATML, tok.eos_token_id, tmp_path / f"t-{qtype}.gguf", qtype, "tiny")
-    back = AutoModelForCausalLM.from_pretrained(tmp_path, gguf_file=info.path.name, dtype=torch.float32).eval()
-    diff = (logits(back, tok) - logits(model, tok)).abs().max().item()
-    assert diff <= TOL[qtype], diff
-    assert back.config.tie_word_embeddings  # no output.weight written for a tied head
-    assert info.pre == "gpt2" and sum(info.tensor_types.values()) == info.n_tensors
-
-
-def test_the_gguf_tokenizer_template_and_stop_ids_round_trip(tmp_path, model):
-    tok = tiny_tokenizer()
-    info = write_gguf(model, tok, CHATML, tok.eos_token_id, tmp_path / "t.gguf", "q8_0", "tiny")
-    back = AutoTokenizer.from_pretrained(tmp_path, gguf_file=info.path.name)
-    for text in (TEXT, "reverse: north south  é中 42", "<|im_start|>system\n<|im_end|>"):
-        assert back(text, add_special_tokens=False)["input_ids"] == tok(text, add_special_tokens=False)["input_ids"]
-    assert back.chat_template == CHATML and back.eos_token == "<|im_end|>"
-    meta = read_metadata(info.path, ("tokenizer.ggml.eot_token_id", "tokenizer.ggml.add_bos_token",
-                                     "general.architecture", "general.file_type"))
-    assert meta == {"tokenizer.ggml.eot_token_id": tok.eos_token_id, "tokenizer.ggml.add_bos_token": False,
-                    "general.architecture": "llama", "general.file_type": 7}
-
-
-def test_low_bit_types_keep_the_embedding_at_q8_0(tmp_path, model):
-    tok = tiny_tokenizer()
-    info = write_gguf(model, tok, CHATML, None, tmp_path / "t.gguf", "q4_0", "tiny")
-    assert info.tensor_types == {"Q8_0": 1, "Q4_0": 14, "F32": 5}  # tied: token_embd is also the output head
-
-
-def test_the_tensor_check_passes_the_right_gguf_and_names_a_wrong_tensor(tmp_path, model):
-    tok = tiny_tokenizer()
-    hf = write_hf(model, tok, CHATML, [tok.eos_token_id], tmp_path / "hf", "f32", "# card\n")
-    good = write_gguf(model, tok, CHATML, tok.eos_token_id, tmp_path / "g" / "good.gguf", "q8_0", "tiny").path
-    report = ParityReport()
-    check_gguf(report, good, hf, CHATML, tok.eos_token_id)
-    assert report.ok, report.lines()
-    other = tiny_llama(vocab_size=len(tok), seed=3, tie_word_embeddings=True)
-    with torch.no_grad():
-        other.model.layers[1].self_attn.k_proj.weight[3, 5] += 0.5  # one weight moved
-    bad = write_gguf(other, tok, CHATML + " ", tok.eos_token_id, tmp_path / "b" / "bad.gguf", "q8_0", "tiny").path
-    report = ParityReport()
-    check_gguf(report, bad, hf, CHATML, tok.eos_token_id)
-    failed = [f.detail for f in report.findings if not f.ok]
-    assert any("chat template differs" in d for d in failed)
-    assert any("1 tensor problem(s); first: blk.1.attn_k.weight" in d for d in failed), failed
-
-
-def test_what_the_writer_cannot_do_is_refused_with_the_fix(tmp_path):
-    from transformers import Qwen2Config, Qwen2ForCausalLM
-
-    tok = tiny_tokenizer()
-    qwen = Qwen2ForCausalLM(Qwen2Config(vocab_size=len(tok), hidden_size=64, intermediate_size=128,
-                                        num_hidden_layers=1, num_attention_heads=4, num_key_value_heads=2))
-    with pytest.raises(ConfigError, match="llama architecture.*'qwen2'.*convert_hf_to_gguf.py"):
-        write_gguf(qwen, tok, CHATML, None, tmp_path / "q.gguf", "f16", "q")
-    with pytest.raises(ValidationError, match="llama-quantize model-f16.gguf model-q4_k_m.gguf Q4_K_M"):
-        ExportConfig(quant="q4_k_m")
+def test_gguf_types_are_llama_cpps_and_imatrix_types_are_refused_with_the_fix():
+    assert ExportConfig(quant="Q4_K_M").quant == "q4_k_m"
+    with pytest.raises(ValidationError, match="iq2_xs needs an importance matrix.*llama-quantize --imatrix"):
+        ExportConfig(quant="iq2_xs")
     with pytest.raises(ValidationError, match="not a GGUF type shipsft writes"):
         ExportConfig(quant="q3_0")
 
 
+def test_the_converters_input_gets_llama_cpps_space_rule_without_touching_the_hf_folder(tmp_path):
+    """A SentencePiece tokenizer that prepends its space only at the start (Mistral v0.3) gets add_prefix_space
+    false in the converter's linked copy of the folder; hf/ keeps its own file; other tokenizers are left alone."""
+    from shipsft.export.convert import link_folder, match_space_prefix
+
+    hf = tmp_path / "hf"
+    hf.mkdir()
+    for scheme, changed in (("first", True), ("always", False)):
+        pre = {"type": "Metaspace", "replacement": "▁", "prepend_scheme": scheme, "split": False}
+        (hf / "tokenizer.json").write_text(json.dumps({"pre_tokenizer": pre}))
+        (hf / "tokenizer_config.json").write_text(json.dumps({"add_prefix_space": True, "legacy": False}))
+        staging = tmp_path / f"staging-{scheme}"
+        link_folder(hf, staging)
+        assert match_space_prefix(staging) is changed
+        config = json.loads((staging / "tokenizer_config.json").read_text())
+        assert config["add_prefix_space"] is (not changed) and config["legacy"] is False
+        assert json.loads((hf / "tokenizer_config.json").read_text())["add_prefix_space"] is True
+
+
+def test_the_hf_folder_keeps_what_llama_cpps_converter_reads(tmp_path):
+    """tokenizer_config.json lists the added tokens (transformers 5 leaves them to tokenizer.json), and a base
+    tokenizer.model is copied only when its pieces are the tokenizer's."""
+    from tiny_archs import sp_gemma
+
+    from shipsft.export.hf import sentencepiece_model
+
+    base = tmp_path / "base"
+    tok = sp_gemma(base, "{{ messages[0]['content'] }}")
+    tok.save_pretrained(tmp_path / "saved")
+    assert "added_tokens_decoder" not in json.loads((tmp_path / "saved" / "tokenizer_config.json").read_text())
+    record_added_tokens(tmp_path / "saved", tok)
+    added = json.loads((tmp_path / "saved" / "tokenizer_config.json").read_text())["added_tokens_decoder"]
+    assert added["4"] == {"content": "<start_of_turn>", "lstrip": False, "normalized": False, "rstrip": False,
+                          "single_word": False, "special": True}
+    assert sentencepiece_model(tok, [tmp_path / "saved", base]) == base / "tokenizer.model"
+    assert sentencepiece_model(fixture_tokenizer("qwen2.5-instruct"), [base]) is None  # not its vocabulary
+
+
+def tensor_types(path) -> dict[str, str]:
+    return {t.name: t.tensor_type.name for t in gguf.GGUFReader(path).tensors}
+
+
 @pytest.mark.slow
-def test_smollm2_round_trips_exactly_through_shipsfts_gguf(tmp_path):
-    """The embedded SmolLM2 came out of a GGUF (Q4_1, converted once to fp32 by model/locate.py); written back as an
-    F32 GGUF by shipsft and read by transformers, it gives the same logits bit for bit and tokenises alike."""
-    from shipsft.config import MethodConfig, ModelConfig
-    from shipsft.export.run import source_gguf_fields
-    from shipsft.model.load import load_base
-    from shipsft.model.locate import load_tokenizer
+def test_k_quants_are_llama_cpps_own_mix(tmp_path, tc):
+    """llama_model_quantize picks each tensor's type (src/llama-quant.cpp): Q4_K_M keeps attn_v / ffn_down of the
+    layers `use_more_bits` names (i >= 7 * n / 8 in integer arithmetic: layer 1 of 2) and the output head at Q6_K.
+    Rows of 256 values, the K-quant block, so no tensor falls back to another type."""
+    from helpers import tiny_llama
+    from transformers import AutoTokenizer
 
-    cfg = ModelConfig(path="smollm2")
-    model, _ = load_base(cfg, MethodConfig(), torch.device("cpu"))
-    model.eval()
-    tok = load_tokenizer(cfg)
-    pre = source_gguf_fields(cfg).get("tokenizer.ggml.pre")
-    info = write_gguf(model, tok, tok.chat_template, tok.eos_token_id, tmp_path / "s.gguf", "f32", "smollm2", pre=pre)
-    assert info.pre == "smollm" and info.tensor_types == {"F32": 272}
-    back = AutoModelForCausalLM.from_pretrained(tmp_path, gguf_file="s.gguf", dtype=torch.float32).eval()
-    assert torch.equal(logits(back, tok), logits(model, tok))
-    back_tok = AutoTokenizer.from_pretrained(tmp_path, gguf_file="s.gguf")
-    text = "New order from Osaka: Lea Moreau, 77, bought 3 red mugs. {\"qty\": 3} é 中文"
-    assert back_tok(text, add_special_tokens=False)["input_ids"] == tok(text, add_special_tokens=False)["input_ids"]
-    assert back_tok.chat_template == tok.chat_template
+    folder = save_chatml_llama(tmp_path / "m")
+    tok = AutoTokenizer.from_pretrained(folder)
+    tiny_llama(vocab_size=len(tok), hidden_size=256, intermediate_size=512, tie_word_embeddings=False).save_pretrained(
+        folder, safe_serialization=True)
+    record_added_tokens(folder, tok)
+    info = convert(folder, tmp_path / "m-q4_k_m.gguf", "q4_k_m", tc, "m")  # converter to F32, then the quantizer
+    assert info.seconds.keys() == {"convert", "quantize"} and "llama_model_quantize" in info.tool
+    f32 = convert(folder, tmp_path / "m-f32.gguf", "f32", tc, "m").path
+    for q in ("q5_k_m", "q6_k"):
+        quantize(f32, tmp_path / f"m-{q}.gguf", q, tc)
+    types = {}
+    for q in ("q4_k_m", "q5_k_m", "q6_k"):
+        path = tmp_path / f"m-{q}.gguf"
+        assert gguf.LlamaFileType(gguf.GGUFReader(path).fields["general.file_type"].contents()).name == \
+            f"MOSTLY_{q.upper()}"
+        types[q] = tensor_types(path)
+    t = types["q4_k_m"]
+    assert (t["blk.1.attn_v.weight"], t["blk.1.ffn_down.weight"], t["output.weight"]) == ("Q6_K", "Q6_K", "Q6_K")
+    assert (t["blk.0.attn_v.weight"], t["blk.0.ffn_down.weight"], t["blk.1.attn_q.weight"]) == ("Q4_K", "Q4_K", "Q4_K")
+    assert t["blk.0.attn_norm.weight"] == "F32"
+    assert types["q5_k_m"]["blk.1.attn_q.weight"] == "Q5_K" and types["q5_k_m"]["output.weight"] == "Q6_K"
+    assert {v for k, v in types["q6_k"].items() if not k.endswith("norm.weight")} == {"Q6_K"}
 
 
-def test_unpermute_inverts_permute():
-    from shipsft.export.gguf_writer import permute, unpermute
+def engine_summary(run) -> dict:
+    record = json.loads((run / "export" / "export.json").read_text())
+    assert record["parity"]["ok"], [f for f in record["parity"]["findings"] if not f["ok"]]
+    return record
 
-    w = np.arange(8 * 16 * 3, dtype=np.float32).reshape(8 * 16, 3)
-    for heads, kv in ((8, 8), (8, 2)):
-        rows = (kv if kv != heads else heads) * 16
-        assert np.array_equal(unpermute(permute(w[:rows], heads, kv), heads, kv), w[:rows])
-        assert not np.array_equal(permute(w[:rows], heads, kv), w[:rows])
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", list(ARCHS))
+def test_each_architecture_serves_in_llama_cpp_as_trained(tmp_path, name):
+    """One LoRA step, merged, converted by llama.cpp, loaded by llama.cpp: its tokenisation of the rendered eval
+    prompts is training's and its greedy answers are the run's own, token for token (F32)."""
+    run = arch_run(tmp_path, name)
+    notes = Notes()
+    export_run(run, ExportConfig(to=["hf", "gguf"], check_prompts=2), notes)
+    record = engine_summary(run)
+    engine = record["parity"]["engine"]
+    assert record["gguf"]["architecture"] == ARCHS[name].gguf_arch and engine["file_type"] == "ALL_F32"
+    assert engine["prompts"] == engine["prompt_ids_equal"] == engine["answers_equal"] == 2
+    assert engine["positions_agree"] == engine["positions"] > 0
+    gen = record["parity"]["generations"]
+    assert [a["stopped"] for a in engine["answers"]] == [g["stopped"] for g in gen]
+    tensors = tensor_types(record["gguf"]["path"])
+    if name == "llama3":  # llama3 rope scaling: llama.cpp's per-dimension frequency factors
+        assert "rope_freqs.weight" in tensors
+    if name.startswith("gemma"):  # tied as released: llama.cpp's Gemma graph reads the embedding as the head
+        assert "output.weight" not in tensors
+    assert (run / "export" / "gguf" / "Modelfile").exists()
+
+
+@pytest.mark.slow
+def test_a_tokenizer_llama_cpp_reads_differently_fails_the_check(tmp_path):
+    """Mistral v0.3 with its tokenizer.json alone (no tokenizer.model): llama.cpp's converter types [INST] as plain
+    text, so llama.cpp tokenises the chat differently from training, and the export says so instead of shipping."""
+    run = arch_run(tmp_path, FIXTURE_MISTRAL)
+    with pytest.raises(ParityFailed) as e:
+        export_run(run, ExportConfig(to=["hf", "gguf"], check_prompts=2), Notes())
+    text = str(e.value)
+    assert "0/2 rendered eval prompts tokenise to the training ids" in text
+    assert "llama.cpp ['[', 'INST', ']'] vs training ['[INST]'" in text
+
+
+@pytest.mark.slow
+def test_smollm2_end_to_end(tmp_path):
+    """The embedded SmolLM2-135M-Instruct, one LoRA step on the quickstart task, exported: llama.cpp recognises its
+    tokenizer ('smollm'), tokenises the eval prompts as training did and answers as the run does."""
+    run = smollm2_run(tmp_path, steps=1)
+    notes = Notes()
+    export_run(run, ExportConfig(to=["hf", "gguf"], check_prompts=2), notes)
+    record = engine_summary(run)
+    engine = record["parity"]["engine"]
+    # the F32 rule: every teacher-forced choice is the run's (a free-running answer may part at a near-tie)
+    assert engine["prompts"] == engine["prompt_ids_equal"] == 2
+    assert engine["positions_agree"] == engine["positions"] > 0
+    meta = gguf.GGUFReader(record["gguf"]["path"]).fields
+    assert meta["tokenizer.ggml.pre"].contents() == "smollm" and meta["general.architecture"].contents() == "llama"

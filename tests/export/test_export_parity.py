@@ -8,8 +8,9 @@ import shutil
 
 import pytest
 import torch
-from helpers import Notes, fixture_tokenizer, tiny_tokenizer, write_tiny_run
+from helpers import Notes, fixture_tokenizer, write_tiny_run
 from safetensors.torch import load_file, save_file
+from tiny_archs import save_chatml_llama
 from typer.testing import CliRunner
 
 from shipsft.cli.main import app
@@ -29,12 +30,14 @@ def run(*args):
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
-    """A tiny run trained with output.export set: the export is written at the end of training."""
+    """A tiny run trained with output.export set: the export is written at the end of training. Its model has
+    SmolLM2's tokenizer (one llama.cpp's converter knows) and the toy ChatML template."""
     from shipsft.train.run import run_train
 
     root = tmp_path_factory.mktemp("run")
+    save_chatml_llama(root / "tiny-model")
     path = write_tiny_run(root, eval=toy_eval(root), output={"dir": str(root / "runs"), "name": "t",
-                                                             "export": {"to": ["hf", "gguf"], "quant": "q8_0"}})
+                                                             "export": {"to": ["hf", "gguf"]}})
     notes = Notes()
     assert run_train(load_config(path), config_path=path, progress=notes) == 0, notes.lines
     return root / "runs" / "t", notes.lines
@@ -51,13 +54,19 @@ def test_training_with_output_export_writes_a_checked_export(trained):
     run_dir, notes = trained
     export = run_dir / "export"
     record = json.loads((export / "export.json").read_text())
-    assert record["parity"]["ok"] is True and record["gguf"]["type"] == "q8_0"
+    assert record["parity"]["ok"] is True and record["gguf"]["type"] == "f32"
     checks = {f["check"] for f in record["parity"]["findings"] if f["ok"]}
     assert {"template", "rendering", "stop ids", "generation", "gguf"} <= checks
     assert any(n.startswith("parity ok   rendering: 64/64 training sequences render byte-identically") for n in notes)
-    assert sorted(p.name for p in (export / "gguf").iterdir()) == ["Modelfile", "README.md", "t-q8_0.gguf"]
+    assert sorted(p.name for p in export.iterdir()) == ["export.json", "gguf", "hf"]  # no staging folder left
+    assert sorted(p.name for p in (export / "gguf").iterdir()) == ["COMPLETE", "Modelfile", "README.md", "t-f32.gguf"]
     gen = json.loads((export / "hf" / "generation_config.json").read_text())
-    assert 1 in gen["eos_token_id"]  # <|im_end|>, the trained end-of-turn token of the tiny ChatML template
+    assert 2 in gen["eos_token_id"]  # <|im_end|>, the trained end-of-turn token of the ChatML template
+    engine = record["parity"]["engine"]
+    assert engine["prompts"] == engine["prompt_ids_equal"] == engine["answers_equal"] == 8
+    assert engine["positions_agree"] == engine["positions"] and engine["file_type"] == "ALL_F32"
+    assert any(n.startswith("parity ok   gguf: t-f32.gguf in llama.cpp v0.4.0 (node-llama-cpp 3.21.1") and
+               "8/8 greedy answers equal the run's own greedy answers" in n for n in notes)
 
 
 def test_the_hf_export_gives_base_plus_adapter_logits(trained):
@@ -69,7 +78,7 @@ def test_the_hf_export_gives_base_plus_adapter_logits(trained):
     base = AutoModelForCausalLM.from_pretrained(cfg.model.path, dtype=torch.float32)
     adapter = PeftModel.from_pretrained(base, run_dir / "final").eval()
     exported = AutoModelForCausalLM.from_pretrained(run_dir / "export" / "hf", dtype=torch.float32).eval()
-    x = torch.tensor([[0, 5, 17, 42, 99, 3, 250, 7, 64, 12, 300, 1]])
+    x = torch.tensor([[1, 5, 17, 42, 99, 3, 250, 7, 64, 12, 300, 2]])
     with torch.no_grad():
         assert (exported(input_ids=x).logits - adapter(input_ids=x).logits).abs().max().item() < 1e-4
 
@@ -89,15 +98,17 @@ def test_a_template_edited_after_training_is_caught(run_copy):
 def test_an_eos_list_without_the_end_of_turn_token_is_caught(run_copy):
     path = run_copy / "export" / "hf" / "generation_config.json"
     gen = json.loads(path.read_text())
-    gen["eos_token_id"] = [2]
+    gen["eos_token_id"] = [0]
     path.write_text(json.dumps(gen))
     code, out = run("export", run_copy, "--check", "--prompts", "2")
     assert code == 1
-    assert "error: parity stop ids: generation_config.json: eos ids [2] lack the trained end-of-turn '<|im_end|>' " \
-           "(id 1)" in out
+    assert "error: parity stop ids: generation_config.json: eos ids [0] lack the trained end-of-turn '<|im_end|>' " \
+           "(id 2)" in out
 
 
 def test_weights_that_differ_from_the_adapter_are_caught(run_copy):
+    """Changed HF weights fail the generation check; llama.cpp, running the (right) GGUF, then answers unlike the
+    export's generations, and for an F32 file that fails too."""
     path = run_copy / "export" / "hf" / "model.safetensors"
     sd = load_file(path)
     sd["model.layers.1.self_attn.o_proj.weight"] *= -3  # what a merge into the wrong base would look like
@@ -105,7 +116,20 @@ def test_weights_that_differ_from_the_adapter_are_caught(run_copy):
     code, out = run("export", run_copy, "--check")
     assert code == 1
     assert "error: parity generation: " in out and "first difference" in out
-    assert "error: parity gguf: t-q8_0.gguf: 1 tensor problem(s); first: blk.1.attn_output.weight" in out
+    assert "greedy answers equal the run's own greedy answers" in out.split("error: parity gguf: t-f32.gguf in "
+                                                                            "llama.cpp")[1]
+
+
+def test_a_k_quant_export_reports_its_agreement_in_llama_cpp(run_copy, tmp_path):
+    code, out = run("export", run_copy, "--to", "gguf", "--quant", "q4_k_m", "--prompts", "2", "--out", tmp_path / "q")
+    assert code == 0, out
+    record = json.loads((tmp_path / "q" / "export.json").read_text())
+    assert record["gguf"]["type"] == "q4_k_m" and "llama_model_quantize" in record["gguf"]["tool"]
+    engine = record["parity"]["engine"]
+    assert engine["file_type"] == "MOSTLY_Q4_K_M" and engine["prompts"] == engine["prompt_ids_equal"] == 2
+    assert "(MOSTLY_Q4_K_M: reported, not required)" in out
+    # no HF folder: the reference answers are the run's adapter's own greedy generations
+    assert all(g["agrees"] for g in record["parity"]["generations"]) and not (tmp_path / "q" / "hf").exists()
 
 
 def test_export_flags_override_and_mistakes_exit_2(run_copy, tmp_path):
@@ -127,10 +151,10 @@ def test_the_model_card_says_what_it_is_and_how_to_serve_it(trained):
                  f"Config hash `{manifest['config_hash']}`", f"train `{manifest['data_fingerprint']['train']}`",
                  "| train | `", "| suite | metric | n | base | tuned | delta | 95% CI |", "Gate decision: **promoted**",
                  "## Train/serve parity check", "- ok   rendering:", "vllm serve ./hf --generation-config ./hf",
-                 "llama-server -m gguf/t-q8_0.gguf --jinja", "ollama create t -f Modelfile", "```jinja"):
+                 "llama-server -m gguf/t-f32.gguf --jinja", "ollama create t -f Modelfile", "```jinja"):
         assert part in card, part
     modelfile = (trained[0] / "export" / "gguf" / "Modelfile").read_text()
-    assert "FROM ./t-q8_0.gguf" in modelfile and 'PARAMETER stop "<|im_end|>"' in modelfile
+    assert "FROM ./t-f32.gguf" in modelfile and 'PARAMETER stop "<|im_end|>"' in modelfile
     assert 'TEMPLATE """{{ if .System }}<|im_start|>system\n{{ .System }}<|im_end|>\n{{ else }}{{ end }}' in modelfile
 
 
@@ -163,20 +187,15 @@ def test_old_run_configs_load_and_save_merged_true_says_what_replaced_it():
 
 
 def test_a_failed_export_at_the_end_of_training_leaves_the_run_complete(tmp_path):
-    """A GGUF of an architecture the writer refuses: training still finishes its run folder, the exit code says."""
-    from transformers import Qwen2Config, Qwen2ForCausalLM
-
+    """A GGUF llama.cpp cannot write (the toy task's own BPE, a tokenizer its converter does not know): training
+    still finishes its run folder, the exit code says."""
     from shipsft.train.run import run_train
 
-    tok = tiny_tokenizer()
-    Qwen2ForCausalLM(Qwen2Config(vocab_size=len(tok), hidden_size=64, intermediate_size=128, num_hidden_layers=2,
-                                 num_attention_heads=4, num_key_value_heads=2)).save_pretrained(tmp_path / "tiny-model")
-    tok.save_pretrained(tmp_path / "tiny-model")
     path = write_tiny_run(tmp_path, eval=toy_eval(tmp_path), output={"dir": str(tmp_path / "runs"), "name": "t",
                                                                      "export": {"to": ["gguf"]}})
     notes = Notes()
     assert run_train(load_config(path), config_path=path, progress=notes) == 2
-    assert any(n.startswith("export failed: GGUF export: shipsft writes the llama architecture") for n in notes.lines)
+    assert any(n.startswith("export failed: GGUF export: llama.cpp does not know this tokenizer") for n in notes.lines)
     run_dir = tmp_path / "runs" / "t"
     assert json.loads((run_dir / "manifest.json").read_text())["steps"] == 4 and (run_dir / "final").is_dir()
 

@@ -161,6 +161,7 @@ def test_cuda_varlen_kernel_is_optional():
         assert callable(fn)
 
 
+@pytest.mark.cuda
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU (flash-attn varlen path)")
 def test_cuda_packed_logits_equal_sdpa():
     sdpa, docs = (m.to("cuda", torch.bfloat16) for m in _pair())

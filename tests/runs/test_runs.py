@@ -9,6 +9,7 @@ import pytest
 
 from shipsft.runs.checkpoint import (complete_checkpoints, copy_weights, incomplete_checkpoints, prune_checkpoints,
                                      save_atomic, save_checkpoint)
+from shipsft.runs.integrity import recorded
 from shipsft.runs.jsonio import JsonlWriter, dumps, read_jsonl, write_json
 from shipsft.runs.layout import COMPLETE, STATE_DIR, RunFolder
 
@@ -72,4 +73,6 @@ def test_copy_weights_leaves_the_training_state_and_marker_behind(tmp_path):
 
     src = save_checkpoint(folder.checkpoint(3), write)
     copy_weights(src, folder.final)
-    assert sorted(p.name for p in folder.final.iterdir()) == ["adapter_model.safetensors"]
+    # final/ carries its own marker, recording the weights only
+    assert sorted(p.name for p in folder.final.iterdir()) == ["COMPLETE", "adapter_model.safetensors"]
+    assert list(recorded(folder.final)) == ["adapter_model.safetensors"]

@@ -99,6 +99,28 @@ def test_frozen_head_gets_no_grad_and_no_grad_mode_computes_only_the_value():
     assert head.weight.grad is None and h.grad is not None
 
 
+@pytest.mark.cuda
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU (liger-kernel's fused linear CE)")
+def test_cuda_liger_fused_ce_equals_the_chunked_ce_value_and_grads():
+    """On CUDA with liger-kernel installed, linear_ce_sum takes liger's fused kernel instead of the chunked CE (the
+    chunked path still runs when per-token values are asked for): both give the same sum and gradients."""
+    pytest.importorskip("liger_kernel", reason="liger-kernel is not installed")
+    torch.manual_seed(0)
+    h = torch.randn(300, 64, device="cuda", requires_grad=True)
+    head = torch.nn.Linear(64, 1000, bias=False, device="cuda")
+    y = torch.randint(0, 1000, (300,), device="cuda")
+    got = []
+    for per_token in (None, torch.empty(300, device="cuda")):  # None: liger's kernel; a buffer: the chunked CE
+        h.grad, head.weight.grad = None, None
+        loss = linear_ce_sum(h, head, y, chunk_rows=128, per_token=per_token)
+        loss.backward()
+        got.append((loss.detach(), h.grad.clone(), head.weight.grad.clone()))
+    (fused, *fused_grads), (chunked, *chunked_grads) = got
+    torch.testing.assert_close(fused, chunked, rtol=1e-5, atol=1e-3)
+    for a, b in zip(fused_grads, chunked_grads):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-6)
+
+
 def _batch_from(rendered, max_length, packing=True, pad_id=0):
     return collate(pack_examples(rendered, max_length, packing).rows, pad_id)
 

@@ -189,6 +189,49 @@ def check_duplicates(texts: list[ExampleText], threshold: float = 0.8, num_perm:
 # Contamination: eval examples whose prompt or answer appears in training
 
 
+def contamination_hits(train: list[ExampleText], evals: dict[str, list[ExampleText]], ngram: int = 13,
+                       min_exact_words: int = 4, corpus: Corpus | None = None, boilerplate_docs: int = 10,
+                       min_shared: int = 3) -> tuple[dict[str, list[tuple[int, str, str]]], int]:
+    """Per eval set, its leaked examples as (index, "exact" | "overlap", "prompt" | "answer"), and the number of
+    boilerplate n-grams ignored. The rules are `check_contamination`'s (its docstring)."""
+
+    def long_enough(s: str) -> bool:
+        return len(s.split()) >= min_exact_words
+
+    train_prompts = {normalise(t.user) for t in train if long_enough(t.user)}
+    train_answers = {normalise(a) for t in train for a in t.answers if long_enough(a)}
+    corpus = corpus or Corpus.of(train)
+    train_h, train_d = ngram_hashes(corpus.words, corpus.offsets, ngram)
+    # Sort the small side (eval n-grams) and binary-search the large one (~18M training n-grams for 100k
+    # conversations): sorting the training side would cost ~1 s more.
+    encoded = {name: ngram_hashes(*corpus.index.encode([d for t in items for d in (t.user, t.answer)]), ngram)
+               for name, items in evals.items()}
+    eval_u = sorted_unique(np.concatenate([h for h, _ in encoded.values()] + [np.zeros(0, dtype=np.uint64)]))
+    hit = sorted_member(eval_u, train_h)
+    # Boilerplate is not a leak: an n-gram found in >= `boilerplate_docs` training examples (a shared system prompt
+    # or instruction header) is ignored. A leaked eval example appears in training once or a few times.
+    pairs = np.unique(np.stack([train_h[hit], train_d[hit] // 2]), axis=1)  # (hash, training example), distinct
+    shared, n_docs = np.unique(pairs[0], return_counts=True) if pairs.size else (pairs[0], np.zeros(0, dtype=int))
+    shared = shared[n_docs < boilerplate_docs]
+    hits: dict[str, list[tuple[int, str, str]]] = {}
+    for name, items in evals.items():
+        h, d = encoded[name]
+        # doc 2k: prompt of eval example k, 2k+1: its answer. A doc counts as overlapping when it shares at least
+        # `min_shared` n-grams, i.e. a run of >= ngram + min_shared - 1 words: a lone shared 13-gram is usually a
+        # boilerplate header plus one common word after it.
+        per_doc = np.bincount(d[sorted_member(shared, h)], minlength=2 * len(items))
+        hit_docs = set(np.flatnonzero(per_doc >= min_shared).tolist())
+        found = hits[name] = []
+        for k, t in enumerate(items):
+            p_hit = long_enough(t.user) and normalise(t.user) in train_prompts
+            a_hit = long_enough(t.answer) and normalise(t.answer) in train_answers
+            if p_hit or a_hit:
+                found.append((k, "exact", "prompt" if p_hit else "answer"))
+            elif 2 * k in hit_docs or 2 * k + 1 in hit_docs:
+                found.append((k, "overlap", "prompt" if 2 * k in hit_docs else "answer"))
+    return hits, int((n_docs >= boilerplate_docs).sum())
+
+
 def check_contamination(train: list[ExampleText], evals: dict[str, list[ExampleText]], ngram: int = 13,
                         min_exact_words: int = 4, corpus: Corpus | None = None, boilerplate_docs: int = 10,
                         min_shared: int = 3) -> tuple[list[Finding], dict]:
@@ -209,41 +252,11 @@ def check_contamination(train: list[ExampleText], evals: dict[str, list[ExampleT
             "will have no held-out signal for early stopping or promotion.",
             fix="hold out a few hundred examples as data.eval or an eval suite (eval-gated, not "
                 "loss-gated)")], stats
-
-    def long_enough(s: str) -> bool:
-        return len(s.split()) >= min_exact_words
-
-    train_prompts = {normalise(t.user) for t in train if long_enough(t.user)}
-    train_answers = {normalise(a) for t in train for a in t.answers if long_enough(a)}
-    corpus = corpus or Corpus.of(train)
-    train_h, train_d = ngram_hashes(corpus.words, corpus.offsets, ngram)
-    # Sort the small side (eval n-grams) and binary-search the large one (~18M training n-grams for 100k
-    # conversations): sorting the training side would cost ~1 s more.
-    encoded = {name: ngram_hashes(*corpus.index.encode([d for t in items for d in (t.user, t.answer)]), ngram)
-               for name, items in evals.items()}
-    eval_u = sorted_unique(np.concatenate([h for h, _ in encoded.values()] + [np.zeros(0, dtype=np.uint64)]))
-    hit = sorted_member(eval_u, train_h)
-    # Boilerplate is not a leak: an n-gram found in >= `boilerplate_docs` training examples (a shared system prompt
-    # or instruction header) is ignored. A leaked eval example appears in training once or a few times.
-    pairs = np.unique(np.stack([train_h[hit], train_d[hit] // 2]), axis=1)  # (hash, training example), distinct
-    shared, n_docs = np.unique(pairs[0], return_counts=True) if pairs.size else (pairs[0], np.zeros(0, dtype=int))
-    stats["boilerplate_ngrams"] = int((n_docs >= boilerplate_docs).sum())
-    shared = shared[n_docs < boilerplate_docs]
+    hits, stats["boilerplate_ngrams"] = contamination_hits(train, evals, ngram, min_exact_words, corpus,
+                                                           boilerplate_docs, min_shared)
     for name, items in evals.items():
-        exact, overlap = [], []
-        h, d = encoded[name]
-        # doc 2k: prompt of eval example k, 2k+1: its answer. A doc counts as overlapping when it shares at least
-        # `min_shared` n-grams, i.e. a run of >= ngram + min_shared - 1 words: a lone shared 13-gram is usually a
-        # boilerplate header plus one common word after it.
-        per_doc = np.bincount(d[sorted_member(shared, h)], minlength=2 * len(items))
-        hit_docs = set(np.flatnonzero(per_doc >= min_shared).tolist())
-        for k, t in enumerate(items):
-            p_hit = long_enough(t.user) and normalise(t.user) in train_prompts
-            a_hit = long_enough(t.answer) and normalise(t.answer) in train_answers
-            if p_hit or a_hit:
-                exact.append((t.source, "prompt" if p_hit else "answer"))
-            elif 2 * k in hit_docs or 2 * k + 1 in hit_docs:
-                overlap.append((t.source, "prompt" if 2 * k in hit_docs else "answer"))
+        exact = [(items[k].source, what) for k, kind, what in hits[name] if kind == "exact"]
+        overlap = [(items[k].source, what) for k, kind, what in hits[name] if kind == "overlap"]
         stats["sets"][name] = {"n": len(items), "exact": len(exact), "overlap": len(overlap),
                                "exact_ids": [s for s, _ in exact[:50]], "overlap_ids": [s for s, _ in overlap[:50]]}
         if exact:

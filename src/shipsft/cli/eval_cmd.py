@@ -1,5 +1,5 @@
 """`shipsft eval MODEL_OR_RUN [--suite FILE ...] [--baseline MODEL] [--metric ...] [--limit N] [--out eval.json]
-[--failures N]`
+[--failures N] [--judge-url URL] [--judge-model NAME]`
 
 Scores a model on task suites (conversations whose last assistant turn is the reference) and, with a baseline,
 prints a before/after table: metric per suite for base and tuned, the delta and its paired-bootstrap 95% CI.
@@ -8,7 +8,9 @@ of sentence patterns seen in training and of unseen ones (data/skeleton.py) is a
 with bootstrap 95% CIs (the unseen slice is what users phrasing requests their own way will see).
 Every prediction is kept in predictions.jsonl (source file:line, prompt, reference, output, each metric's score,
 its pattern slice, and the base model's output and scores when a baseline ran): next to --out, else in the run
-folder when MODEL is a run, else in the current folder. `--failures N` prints the N worst side by side with their reference.
+folder when MODEL is a run, else in the current folder. `--failures N` prints the N worst side by side with their
+reference. A suite scored by win_rate needs the baseline and a judge (eval/judge.py): each prediction then carries the
+judge's verdicts.
 
 MODEL_OR_RUN is a model folder, a .gguf, `smollm2`, a peft adapter folder, or a run folder (`shipsft train`
 output). A run folder means its promoted `final/` (or, for a run that was not promoted, its last saved `adapter/`
@@ -29,8 +31,9 @@ import torch
 from rich.console import Console
 from rich.text import Text
 
-from shipsft.config import EvalConfig, ModelConfig, RunConfig, SuiteConfig, load_config
+from shipsft.config import JUDGED_METRICS, EvalConfig, ModelConfig, RunConfig, SuiteConfig, load_config
 from shipsft.errors import ConfigError
+from shipsft.eval.judge import Judge, with_pairwise
 from shipsft.eval.metrics import resolve_metrics
 from shipsft.eval.suites import before_after, pattern_rows, predictions, samples, score_suites
 from shipsft.model.load import load_base, load_trained
@@ -39,6 +42,7 @@ from shipsft.model.precision import autocast_dtype, pick_device
 from shipsft.runs.jsonio import write_json
 from shipsft.runs.layout import PREDICTIONS, RunFolder, is_run_folder
 from shipsft.runs.predictions import worst, write_predictions
+from shipsft.runs.verify import verified, verified_weights
 from shipsft.cli.views import show_eval, show_failures, show_patterns
 
 
@@ -58,12 +62,13 @@ def resolve_target(spec: str) -> Target:
     if p.is_dir() and is_run_folder(p):
         folder = RunFolder(p)
         cfg = load_config(folder.config)
-        found = folder.shipped_weights()
+        found = verified_weights(folder)  # a damaged file is named here, before anything is loaded
         if found is None:
             raise ConfigError([f"{p}: a run folder without final/, adapter/ or model/ (did training finish?)"])
         weights, note = found
         return Target(cfg, weights, f"{p.name}/{weights.name}", True, note)
     if p.is_dir() and (p / "adapter_config.json").exists():
+        verified(p)  # a sealed adapter folder (a run's adapter/ or final/) is checked before loading
         base = json.loads((p / "adapter_config.json").read_text()).get("base_model_name_or_path")
         if not base:
             raise ConfigError([f"{p}/adapter_config.json names no base model. Fix: evaluate the run folder."])
@@ -72,8 +77,9 @@ def resolve_target(spec: str) -> Target:
 
 
 def eval_settings(target: Target, suites: list[Path] | None, metrics: list[str] | None,
-                  limit: int | None) -> EvalConfig:
-    """The suites to score: the run's own (with --metric / --limit applied), or the --suite files."""
+                  limit: int | None, judge_url: str | None = None, judge_model: str | None = None) -> EvalConfig:
+    """The suites to score: the run's own (with --metric / --limit applied), or the --suite files; the judge: the
+    run's eval.judge_* settings, --judge-url / --judge-model over them."""
     run_eval = target.cfg.eval
     if suites:
         template = run_eval.suites[0] if run_eval.suites else None
@@ -89,9 +95,14 @@ def eval_settings(target: Target, suites: list[Path] | None, metrics: list[str] 
     else:
         raise ConfigError([f"{target.label}: no eval suites to score. Fix: give --suite FILE (conversations whose "
                            "last assistant turn is the reference)."])
-    uses_judge = any("judge" in s.metrics for s in specs)
-    return EvalConfig(suites=specs, batch_size=run_eval.batch_size, judge_model=run_eval.judge_model,
-                      judge_url=run_eval.judge_url if uses_judge else None)
+    if not any(m in JUDGED_METRICS for s in specs for m in s.metrics):
+        if judge_url or judge_model:
+            raise ConfigError(["--judge-url / --judge-model are given but no suite is scored by judge or win_rate. "
+                               "Fix: add --metric win_rate (or judge), or drop them"])
+        return EvalConfig(suites=specs, batch_size=run_eval.batch_size)
+    judge = {k: getattr(run_eval, k) for k in ("judge_max_tokens", "judge_concurrency", "win_rate_prompt")}
+    return EvalConfig(suites=specs, batch_size=run_eval.batch_size, judge_url=judge_url or run_eval.judge_url,
+                      judge_model=judge_model or run_eval.judge_model, **judge)
 
 
 def load_target(target: Target, device: torch.device):
@@ -143,18 +154,22 @@ def predictions_path(spec: str, target: Target, out: Path | None) -> Path:
 
 def run_eval(model: str, suites: list[Path] | None, baseline: str | None = None, metrics: list[str] | None = None,
              limit: int | None = None, out: Path | None = None, console: Console | None = None,
-             failures: int = 0) -> int:
+             failures: int = 0, judge_url: str | None = None, judge_model: str | None = None) -> int:
     console = console or Console()
-    if metrics:
-        resolve_metrics(list(metrics))  # fail on a bad metric name before loading anything
     missing = [str(s) for s in suites or [] if not Path(s).exists()]
     if missing:
         raise ConfigError([f"--suite {m}: file not found" for m in missing])
     target = resolve_target(model)
-    ecfg = eval_settings(target, suites, metrics, limit)
+    ecfg = eval_settings(target, suites, metrics, limit, judge_url, judge_model)
+    judge = Judge.of(ecfg)
+    for sc in ecfg.suites:  # a bad metric name, or a judged metric with no endpoint, fails before loading anything
+        resolve_metrics(sc.metrics, judge)
     if target.note:
         console.print(f"[yellow]note:[/] {model}: {target.note}")
     base_spec = baseline or (target.cfg.model.path if target.is_run else None)
+    if base_spec is None and any("win_rate" in sc.metrics for sc in ecfg.suites):
+        raise ConfigError([f"{model}: win_rate compares the model's answers with a baseline's, and none is given. "
+                           "Fix: --baseline MODEL (a run folder's baseline is its base model)"])
     device = pick_device()
     amp = autocast_dtype(target.cfg.train.precision, device)
     tuned_model, tok = load_target(target, device)
@@ -175,6 +190,11 @@ def run_eval(model: str, suites: list[Path] | None, baseline: str | None = None,
             bcfg = target.cfg if same else RunConfig(model=ModelConfig(path=base_spec))
             base_model, base_tok = load_target(Target(bcfg, None, base_spec), device)
             base = _scores(base_model, base_tok, bcfg, ecfg, amp, train_examples)
+    if base is not None:  # win_rate: the tuned answers judged against the baseline's; the baseline ties itself
+        for name, (suite, run) in tuned.items():
+            b = base[name][1]
+            tuned[name] = (suite, with_pairwise(suite.metrics, suite.items, run, b.outputs))
+            base[name] = (base[name][0], with_pairwise(suite.metrics, suite.items, b, b.outputs))
     result = _summarise(tuned, base)
     show_eval(console, result, base_spec)
     patterns = [row for name, (suite, run) in tuned.items()

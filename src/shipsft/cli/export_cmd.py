@@ -2,11 +2,12 @@
 [--skip-check] [--prompts N] [--serve-check]`
 
 Merges the run's promoted adapter into its base and writes <run>/export: hf/ (safetensors + tokenizer with the
-training template + generation_config whose eos ids hold the end-of-turn token), gguf/<run>-<type>.gguf (+ Modelfile),
-a model card in each, export.json; then runs the train/serve parity check (exit 1 on a mismatch, naming it).
+training template + generation_config whose eos ids hold the end-of-turn token), gguf/<run>-<type>.gguf (+ Modelfile;
+written by llama.cpp's own converter and quantizer), a model card in each, export.json; then runs the train/serve
+parity check, in llama.cpp itself for the GGUF (exit 1 on a mismatch, naming it).
 Settings default to the run's own `output.export` (or ExportConfig's defaults); flags override them.
 
-    shipsft export runs/quickstart --to hf --to gguf --quant q8_0
+    shipsft export runs/quickstart --to hf --to gguf --quant q4_k_m
     shipsft export runs/quickstart --check            # check an existing export again, write nothing else
     shipsft export runs/quickstart --serve-check      # + serve it through vLLM and compare replies (slow)
 """
@@ -85,7 +86,8 @@ def export(
     to: Optional[list[str]] = typer.Option(None, "--to", help="hf and/or gguf (repeatable; default: the run's "
                                                                "output.export, else both)"),
     dtype: Optional[str] = typer.Option(None, "--dtype", help="f32 | f16 | bf16 (HF weights; GGUF unless --quant)"),
-    quant: Optional[str] = typer.Option(None, "--quant", help="GGUF type: q8_0, q5_1, q5_0, q4_1, q4_0"),
+    quant: Optional[str] = typer.Option(None, "--quant", help="GGUF type, written by llama.cpp: q8_0, q6_k, "
+                                                               "q5_k_m, q4_k_m, ... (config: output.export.quant)"),
     out: Optional[Path] = typer.Option(None, "--out", help="Export folder (default: RUN/export)"),
     check: bool = typer.Option(False, "--check", help="Only run the parity check on an existing export"),
     skip_check: bool = typer.Option(False, "--skip-check", help="Write the export without the parity check"),
@@ -102,3 +104,18 @@ def export(
     except ShipError as e:
         fail(e)
     raise typer.Exit(code or 0)
+
+
+def setup(tool: str = typer.Argument(..., help="gguf: llama.cpp's converter, quantizer and engine (node-llama-cpp "
+                                               "from npm, pinned), into shipsft's cache")) -> None:
+    """Install a pinned tool shipsft runs, now rather than on first use (an offline machine, CI, a container)."""
+    from shipsft.cli.console import console, fail
+    from shipsft.export.llamacpp import toolchain
+
+    try:
+        if tool != "gguf":
+            raise ConfigError([f"shipsft setup {tool}: unknown tool. Fix: shipsft setup gguf"])
+        tc = toolchain(Notes(console))
+        console.print(f"ready: {tc.describe()} in {tc.root}")
+    except ShipError as e:
+        fail(e)

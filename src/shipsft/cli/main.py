@@ -4,10 +4,13 @@
     shipsft preview CONFIG [--index N] [--set key=value ...]
     shipsft audit CONFIG [--out DIR]
     shipsft train CONFIG [--skip-audit]
-    shipsft eval MODEL_OR_RUN [--suite FILE] [--baseline MODEL] [--failures N]
+    shipsft eval MODEL_OR_RUN [--suite FILE] [--baseline MODEL] [--failures N] [--judge-url URL]
+    shipsft suite build TRACES [--out DIR] [--config RUN.yaml | --train FILE] [--size N]
     shipsft reproduce RUN_DIR [--check-steps N]
     shipsft export RUN [--to hf|gguf] [--dtype f32|f16|bf16] [--quant q8_0] [--check] [--serve-check]
     shipsft chat RUN_OR_MODEL [--prompt TEXT]
+    shipsft verify RUN
+    shipsft sync RUN
     shipsft config explain [KEY]
     shipsft --version
 
@@ -175,6 +178,9 @@ def eval_cmd(
     limit: Optional[int] = typer.Option(None, "--limit", help="Only the first N examples of each suite"),
     out: Optional[Path] = typer.Option(None, "--out", help="Write eval.json here (predictions.jsonl beside it)"),
     failures: int = typer.Option(0, "--failures", min=0, help="Print the N worst predictions side by side"),
+    judge_url: Optional[str] = typer.Option(None, "--judge-url", help="OpenAI-compatible endpoint (.../v1) for the "
+                                            "judge and win_rate metrics (default: the run's eval.judge_url)"),
+    judge_model: Optional[str] = typer.Option(None, "--judge-model", help="The model name sent to the judge"),
 ) -> None:
     """Evaluate a model (or a run's promoted model) on task suites; --baseline adds deltas with 95% CIs. Every
     prediction goes to predictions.jsonl."""
@@ -182,7 +188,7 @@ def eval_cmd(
 
     try:
         code = run_eval(model, suites=suite, baseline=baseline, metrics=metrics, limit=limit, out=out,
-                        console=console, failures=failures)
+                        console=console, failures=failures, judge_url=judge_url, judge_model=judge_model)
     except ShipError as e:
         fail(e)
     raise typer.Exit(code or 0)
@@ -219,6 +225,48 @@ def reproduce(
     raise typer.Exit(0 if report.ok else 1)
 
 
+@app.command()
+def verify(run: Path = typer.Argument(..., help="A run folder (shipsft train output)")) -> None:
+    """Check every saved folder of a run (checkpoints, adapter/ or model/, final/, exports) against the sizes and
+    sha256 its save recorded. Exit 1 when a file is missing, truncated or changed."""
+    from shipsft.cli.console import say
+    from shipsft.errors import ConfigError
+    from shipsft.runs.layout import is_run_folder
+    from shipsft.runs.verify import DAMAGED, OK, verify_run
+
+    if not is_run_folder(run):
+        fail(ConfigError([f"{run}: not a run folder (no config.yaml + manifest.json)"]))
+    findings = verify_run(run)
+    for f in findings:
+        what = f"{f.size / 2**20:.1f} MB intact" if f.status == OK else "; ".join(f.lines)
+        say(f"{f.status:8} {f.path}: {what}")
+    damaged = sum(f.status == DAMAGED for f in findings)
+    say(f"verify {run}: {len(findings)} saved folders, {damaged} damaged")
+    raise typer.Exit(1 if damaged else 0)
+
+
+@app.command()
+def sync(run: Path = typer.Argument(..., help="A run folder (shipsft train output)")) -> None:
+    """Send a run's trackers what they did not receive (a tracking server that was down when the run ended), into
+    the same tracker runs. Exit 1 when one still does not answer."""
+    from shipsft.cli.console import say
+    from shipsft.config import load_config
+    from shipsft.errors import ConfigError
+    from shipsft.runs.layout import RunFolder, is_run_folder
+    from shipsft.runs.trackers.sync import sync as send
+
+    try:
+        if not is_run_folder(run):
+            raise ConfigError([f"{run}: not a run folder (no config.yaml + manifest.json)"])
+        folder = RunFolder(run)
+        lines, ok = send(folder, load_config(folder.config).track)
+    except ShipError as e:
+        fail(e)
+    for line in lines:
+        say(line)
+    raise typer.Exit(0 if ok else 1)
+
+
 @config_app.command("explain")
 def config_explain(key: Optional[str] = typer.Argument(None, help="A dotted key (optim.lr) or a section (optim); "
                                                                   "none = every key")) -> None:
@@ -237,12 +285,15 @@ def config_explain(key: Optional[str] = typer.Argument(None, help="A dotted key 
 from shipsft.cli import chat_cmd, export_cmd  # noqa: E402 - each module holds its command's options
 
 app.command(name="export")(export_cmd.export)
+app.command(name="setup")(export_cmd.setup)
 app.command(name="chat")(chat_cmd.chat)
 from shipsft.cli import init_cmd  # noqa: E402
 app.command(name="init")(init_cmd.init)
 from shipsft.cli import plan_cmd, sweep_cmd  # noqa: E402
 app.command(name="sweep")(sweep_cmd.sweep)
 app.command(name="plan")(plan_cmd.plan)
+from shipsft.cli.suite_cmd import suite_app  # noqa: E402
+app.add_typer(suite_app, name="suite")
 
 
 def main() -> None:

@@ -1,8 +1,10 @@
 """Data files -> `Example`s: readers, format adapters and validation, with every problem named at file:line.
 
-Readers: JSONL (`.jsonl`, `.ndjson`), JSON (a list of records, or `{"data": [...]}`), Parquet, CSV, `datasets.Dataset`
-objects and folders written by `Dataset.save_to_disk`. Every record keeps a `source`: "path:LINE" (1-based line) for
-JSONL and CSV, "path:#INDEX" (0-based row, as in `ds[INDEX]`) for JSON, Parquet and `datasets` rows.
+Readers: JSONL (`.jsonl`, `.ndjson`), JSON (a list of records, or `{"data": [...]}`), Parquet (any codec inside), CSV,
+the first three also compressed (`t.jsonl.gz`, `.zst`, `.bz2`, `.xz`: read as a stream, line numbers those of the
+decompressed file), `datasets.Dataset` objects and folders written by `Dataset.save_to_disk`. Every record keeps a
+`source`: "path:LINE" (1-based line) for JSONL and CSV, "path:#INDEX" (0-based row, as in `ds[INDEX]`) for JSON,
+Parquet and `datasets` rows.
 
 Formats (an explicit setting; `auto` picks one from the columns and says which and why in `LoadResult.notes`):
 
@@ -86,7 +88,6 @@ _CONSUMED = {
 MAX_SHOWN = 20  # problems printed in one DataError; more are counted ("... and N more")
 _META_MAX_CHARS = 256  # longer string columns stay out of meta: 100k examples x a long text column would double RAM
 _DETECT_SCAN = 100  # records looked at per file by format auto before giving up
-_JSONL_SUFFIXES = (".jsonl", ".ndjson")
 
 
 @dataclass(slots=True)
@@ -132,38 +133,102 @@ def read_records(path: str | Path) -> tuple[list[Record], FileInfo]:
         raise DataError(f"{name}: file not found")
     if p.is_dir():
         return _read_dataset_dir(p, name)
-    suffix = p.suffix.lower()
-    if suffix in _JSONL_SUFFIXES:
-        reader = _read_jsonl
-    elif suffix == ".json":
-        reader = _read_json
-    elif suffix == ".parquet":
-        reader = _read_parquet
-    elif suffix == ".csv":
-        reader = _read_csv
-    else:
-        raise DataError(f"{name}: unsupported file type '{p.suffix}' (use .jsonl, .json, .parquet, .csv "
-                        "or a folder written by datasets' save_to_disk)")
-    blob = p.read_bytes()
-    records = reader(blob, name)
+    kind, codec = _file_type(p)
+    reader = _READERS.get(kind)
+    if reader is None or (codec and kind == ".parquet"):
+        raise DataError(f"{name}: unsupported file type '{kind}{codec or ''}' (use .jsonl, .json or .csv, each also "
+                        f"compressed as {', '.join(_CODECS)} (t.jsonl.gz), .parquet (any codec inside), or a folder "
+                        "written by datasets' save_to_disk)")
+    records = reader(p, codec, name)
     if not records:
         raise DataError(f"{name}: the file is empty (no records)")
-    return records, FileInfo(path=name, sha256=hashlib.sha256(blob).hexdigest(), n_records=len(records))
+    with open(p, "rb") as f:  # the file as stored (compressed or not): what the manifest records
+        sha256 = hashlib.file_digest(f, "sha256").hexdigest()
+    return records, FileInfo(path=name, sha256=sha256, n_records=len(records))
 
 
-def _decode(blob: bytes, name: str) -> str:
+# Compressed files are read as a stream of decompressed chunks cut into lines as they come, so line numbers are the
+# lines `zcat FILE | sed -n Np` shows and a large .jsonl.zst never sits in memory decompressed whole (a .json
+# document is parsed whole, as it must be). A truncated stream is an error naming the line it stopped at, never a
+# silently shorter data set: zstandard's stream reader returns EOF at the cut, so its frames are checked for their end.
+_CODECS = (".gz", ".zst", ".bz2", ".xz")
+_CHUNK = 1 << 20
+
+
+def _file_type(p: Path) -> tuple[str, str | None]:
+    """('.jsonl', '.gz') for t.jsonl.gz, ('.csv', None) for t.csv."""
+    suffixes = [x.lower() for x in p.suffixes]
+    if len(suffixes) >= 2 and suffixes[-1] in _CODECS:
+        return suffixes[-2], suffixes[-1]
+    return p.suffix.lower(), None
+
+
+def _chunks(p: Path, codec: str | None, name: str) -> Iterable[bytes]:
+    if codec == ".zst":
+        yield from _zstd_chunks(p, name)
+        return
+    import bz2
+    import gzip
+    import lzma
+
+    opener = {None: open, ".gz": gzip.open, ".bz2": bz2.open, ".xz": lzma.open}[codec]
+    with opener(p, "rb") as f:
+        while chunk := f.read(_CHUNK):
+            yield chunk
+
+
+def _zstd_chunks(p: Path, name: str) -> Iterable[bytes]:
     try:
-        return blob.decode("utf-8-sig")  # -sig: tolerate the BOM that Windows editors write
+        import zstandard
+    except ImportError:
+        raise DataError(f"{name}: reading .zst files needs the zstandard package. Fix: pip install zstandard "
+                        "(a dependency of shipsft: reinstall it)") from None
+    dctx = zstandard.ZstdDecompressor()
+    frame = None
+    with open(p, "rb") as f:
+        while raw := f.read(_CHUNK):
+            while raw:  # a file may hold several frames one after another (zstd -c a b > ab.zst)
+                if frame is None or frame.eof:
+                    frame = dctx.decompressobj()
+                if out := frame.decompress(raw):
+                    yield out
+                raw = frame.unused_data if frame.eof else b""
+    if frame is not None and not frame.eof:
+        raise EOFError("the zstd stream ends inside a frame")
+
+
+def _lines(p: Path, codec: str | None, name: str) -> Iterable[tuple[int, bytes]]:
+    """(1-based line number, the line without its newline) of the decompressed file; a decompression error is one
+    DataError naming the line it stopped at."""
+    n, tail = 0, b""
+    try:
+        for chunk in _chunks(p, codec, name):
+            *whole, tail = (tail + chunk).split(b"\n")
+            for line in whole:
+                n += 1
+                yield n, line
+    except DataError:
+        raise
+    except Exception as e:  # gzip: EOFError / BadGzipFile, lzma: LZMAError, bz2: OSError, zstandard: ZstdError
+        raise DataError(f"{name}:{n + 1}: cannot decompress {codec or 'the file'} ({type(e).__name__}: {e}); the file "
+                        f"is truncated or not {codec or 'readable'}: {n} complete lines were read. Fix: copy the file "
+                        "again") from None
+    if tail:
+        yield n + 1, tail
+
+
+def _text(line: bytes, n: int, name: str) -> str:
+    try:
+        return line.decode("utf-8-sig" if n == 1 else "utf-8")  # -sig: tolerate the BOM that Windows editors write
     except UnicodeDecodeError as e:
-        line = blob.count(b"\n", 0, e.start) + 1
-        raise DataError(f"{name}:{line}: not valid UTF-8 (byte 0x{blob[e.start]:02x}); save the file as UTF-8") from None
+        raise DataError(f"{name}:{n}: not valid UTF-8 (byte 0x{line[e.start]:02x}); save the file as UTF-8") from None
 
 
-def _read_jsonl(blob: bytes, name: str) -> list[Record]:
-    text = _decode(blob, name)
+def _read_jsonl(p: Path, codec: str | None, name: str) -> list[Record]:
     records = []
-    # split("\n"), not splitlines(): splitlines also breaks on U+2028/U+0085, which JSON strings may hold raw.
-    for i, line in enumerate(text.split("\n"), 1):
+    # lines split at b"\n" only: splitlines() would also break on U+2028/U+0085, which JSON strings may hold raw
+    for i, raw in _lines(p, codec, name):
+        line = _text(raw, i, name)
         if not line.strip():
             continue  # blank lines (incl. the trailing newline) are not records
         try:
@@ -173,9 +238,10 @@ def _read_jsonl(blob: bytes, name: str) -> list[Record]:
     return records
 
 
-def _read_json(blob: bytes, name: str) -> list[Record]:
+def _read_json(p: Path, codec: str | None, name: str) -> list[Record]:
+    text = "\n".join(_text(line, i, name) for i, line in _lines(p, codec, name))
     try:
-        obj = json.loads(_decode(blob, name))
+        obj = json.loads(text)
     except json.JSONDecodeError as e:
         hint = " (one JSON object per line? name the file .jsonl)" if e.msg == "Extra data" else ""
         raise DataError(f"{name}:{e.lineno}: invalid JSON at column {e.colno}: {e.msg}{hint}") from None
@@ -187,23 +253,25 @@ def _read_json(blob: bytes, name: str) -> list[Record]:
     return [Record(f"{name}:#{i}", r) for i, r in enumerate(obj)]
 
 
-def _read_parquet(blob: bytes, name: str) -> list[Record]:
+def _read_parquet(p: Path, codec: str | None, name: str) -> list[Record]:
+    """Any codec Parquet itself compresses with (snappy, gzip, zstd, brotli, lz4): pyarrow decodes each."""
     import pyarrow as pa
     import pyarrow.parquet as pq
 
     try:
-        rows = pq.read_table(pa.BufferReader(blob)).to_pylist()
+        rows = pq.read_table(p).to_pylist()
     except (pa.ArrowException, OSError) as e:
         raise DataError(f"{name}: cannot read Parquet: {e}") from None
     return [Record(f"{name}:#{i}", _drop_nulls(r)) for i, r in enumerate(rows)]
 
 
-def _read_csv(blob: bytes, name: str) -> list[Record]:
-    text = _decode(blob, name)
+def _read_csv(p: Path, codec: str | None, name: str) -> list[Record]:
+    # decoded line by line (with its newline back) so a bad byte is named at its line; a quoted field may span lines
+    text_lines = (_text(line, i, name) + "\n" for i, line in _lines(p, codec, name))
     old_limit = csv.field_size_limit()
     csv.field_size_limit(2**31 - 1)  # the default 128 KiB per field is too small for long documents
     try:
-        reader = csv.reader(io.StringIO(text, newline=""))
+        reader = csv.reader(text_lines)
         header = next(reader, None)
         if header is None:
             return []
@@ -226,13 +294,17 @@ def _read_csv(blob: bytes, name: str) -> list[Record]:
         csv.field_size_limit(old_limit)
 
 
+_READERS = {".jsonl": _read_jsonl, ".ndjson": _read_jsonl, ".json": _read_json, ".parquet": _read_parquet,
+            ".csv": _read_csv}
+
+
 def _read_dataset_dir(p: Path, name: str) -> tuple[list[Record], FileInfo]:
     if (p / "dataset_dict.json").exists():
         splits = sorted(q.name for q in p.iterdir() if (q / "state.json").exists())
         raise DataError(f"{name}: is a saved DatasetDict with splits {', '.join(splits)}; "
                         f"give one split's folder, e.g. {p / (splits[0] if splits else 'train')}")
     if not (p / "state.json").exists():
-        files = sorted(q.name for q in p.iterdir() if q.suffix.lower() in _JSONL_SUFFIXES + (".json", ".parquet", ".csv"))
+        files = sorted(q.name for q in p.iterdir() if _file_type(q)[0] in _READERS)
         hint = f"; give the data files inside: {', '.join(files[:5])}" if files else ""
         raise DataError(f"{name}: is a folder but not one written by datasets' save_to_disk (no state.json){hint}")
     import datasets

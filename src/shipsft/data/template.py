@@ -43,23 +43,32 @@ class ChatTemplate:
         """The conversation exactly as `render_jinja_template` hands it to the template: None-valued keys dropped
         (apply_chat_template does that first), plain JSON types, reasoning fields aliased. Done once per
         conversation; its prefixes are then rendered from slices (the sandbox cannot mutate them)."""
-        from transformers.utils.chat_template_utils import _alias_reasoning_fields, _plain_template_data
-
+        plain, alias = _prepare_steps()
         chat = [{k: v for k, v in m.items() if v is not None} for m in messages]
-        return _alias_reasoning_fields(_plain_template_data(chat)), _plain_template_data(tools)
+        return alias(plain(chat)), plain(tools)
 
     def render_prepared(self, chat: list[dict], add_generation_prompt: bool = False, tools: list | None = None) -> str:
         # the same call render_jinja_template makes (its compile cache included), minus the per-call deep copies:
         # about 2x faster, and byte-identical (tests/test_render.py checks parity for every fixture family)
-        from transformers.utils.chat_template_utils import _compile_jinja_template, _plain_template_data
+        from transformers.utils.chat_template_utils import _compile_jinja_template
 
         if self._compiled is None:
             self._compiled = _compile_jinja_template(self.source)
-            self._plain_kwargs = _plain_template_data({**self.special, **self.kwargs})
+            self._plain_kwargs = _prepare_steps()[0]({**self.special, **self.kwargs})
         variables = {"documents": None, "tools": None, **self._plain_kwargs}  # template_kwargs may give `tools`
         if tools is not None:  # an example's own tools win over a default given in data.template_kwargs
             variables["tools"] = tools
         return self._compiled.render(messages=chat, add_generation_prompt=add_generation_prompt, **variables)
+
+
+def _prepare_steps():
+    """The two steps the installed transformers' render_jinja_template applies to a conversation before rendering:
+    plain JSON types, then reasoning fields aliased. transformers 5.17 (the GPU image's, docs/gpu.md) has neither and
+    hands the messages over as they are, so a step it lacks is skipped: parity is with the version installed."""
+    from transformers.utils import chat_template_utils as ctu
+
+    same = lambda value: value  # noqa: E731
+    return getattr(ctu, "_plain_template_data", same), getattr(ctu, "_alias_reasoning_fields", same)
 
 
 def template_from_tokenizer_config(path: str | Path, kwargs: dict | None = None) -> ChatTemplate:

@@ -17,6 +17,8 @@ Metric names as they appear in `eval.suites[].metrics` / `shipsft eval --metric`
     token_f1             SQuAD-style token F1 (lowercase, no punctuation, no articles)
     rouge_l              LCS-based F1 over lowercase alphanumeric tokens
     judge                an OpenAI-compatible chat endpoint (`eval.judge_url`) scores the answer in [0, 1]
+    win_rate             the judge compares the tuned and the base answer, in both orders (eval/judge.py): 1 tuned
+                         better, 0.5 tie, 0 base better; scored once both models answered, not by score_all
     pkg.module:function  your own `function(prediction, reference, example) -> float`
 
     from shipsft.eval.metrics import resolve_metrics, score_all
@@ -31,8 +33,6 @@ import math
 import re
 import string
 import unicodedata
-import urllib.error
-import urllib.request
 from collections import Counter
 from dataclasses import dataclass
 from typing import Any, Callable
@@ -41,6 +41,7 @@ import numpy as np
 
 from shipsft.data.toolcalls import ToolCall, parse_tool_calls
 from shipsft.errors import ConfigError
+from shipsft.eval.judge import Judge, ask
 
 # ------------------------------------------------------------------------------------------------------------------
 # Normalisation
@@ -198,7 +199,7 @@ def rouge_l(prediction: str, reference: str, example: Any = None) -> float:
 
 
 # ------------------------------------------------------------------------------------------------------------------
-# The judge: one call per example to an OpenAI-compatible /v1/chat/completions endpoint (urllib, no extra dep)
+# The judge: one request per example to an OpenAI-compatible endpoint (eval/judge.py: ask)
 
 JUDGE_PROMPT = (
     "You grade answers. Compare the candidate answer with the reference answer for the question below and reply "
@@ -208,47 +209,21 @@ JUDGE_PROMPT = (
 _NUMBER = re.compile(r"-?\d+(?:\.\d+)?")
 
 
-def judge_endpoint(url: str) -> str:
-    url = url.rstrip("/")
-    if url.endswith("/chat/completions"):
-        return url
-    return url + ("/chat/completions" if url.endswith("/v1") else "/v1/chat/completions")
-
-
-def make_judge(url: str, model: str = "judge", timeout_s: float = 60.0, api_key: str | None = None) -> Callable:
+def make_judge(judge: Judge) -> Callable:
     """A metric function that asks the endpoint for a score. The reply's first number, clamped to [0, 1]."""
-    endpoint = judge_endpoint(url)
 
-    def judge(prediction: str, reference: str, example: Any = None) -> float:
+    def score(prediction: str, reference: str, example: Any = None) -> float:
         question = ""
         if example is not None and getattr(example, "messages", None):
             users = [m.get("content", "") for m in example.messages if m.get("role") == "user"]
             question = users[-1] if users else ""
-        body = {"model": model, "temperature": 0, "max_tokens": 16,
-                "messages": [{"role": "user", "content": JUDGE_PROMPT.format(
-                    question=question, reference=reference, prediction=prediction)}]}
-        headers = {"Content-Type": "application/json"}
-        if api_key:
-            headers["Authorization"] = f"Bearer {api_key}"
-        req = urllib.request.Request(endpoint, data=json.dumps(body).encode(), headers=headers, method="POST")
-        try:
-            with urllib.request.urlopen(req, timeout=timeout_s) as resp:
-                reply = json.loads(resp.read().decode())
-        except (urllib.error.URLError, OSError, json.JSONDecodeError) as e:
-            raise ConfigError([f"eval.judge_url: the judge at {endpoint} failed: {e}. Fix: check the server is "
-                               "up and speaks the OpenAI chat-completions API, or remove `judge` from the metrics."]
-                              ) from None
-        try:
-            content = reply["choices"][0]["message"]["content"]
-        except (KeyError, IndexError, TypeError):
-            raise ConfigError([f"eval.judge_url: {endpoint} replied without choices[0].message.content: "
-                               f"{json.dumps(reply)[:200]}"]) from None
-        m = _NUMBER.search(content or "")
+        content = ask(judge, JUDGE_PROMPT.format(question=question, reference=reference, prediction=prediction))
+        m = _NUMBER.search(content)
         if m is None:
             raise ConfigError([f"eval.judge_url: the judge's reply has no score: {content[:200]!r}"])
         return min(1.0, max(0.0, float(m.group())))
 
-    return judge
+    return score
 
 
 # ------------------------------------------------------------------------------------------------------------------
@@ -263,7 +238,7 @@ BUILTIN: dict[str, Callable[[str, str, Any], float]] = {
     "token_f1": token_f1,
     "rouge_l": rouge_l,
 }
-KNOWN = [*BUILTIN, "json_field_match", "regex:<pattern>", "judge", "module:function"]
+KNOWN = [*BUILTIN, "json_field_match", "regex:<pattern>", "judge", "win_rate", "module:function"]
 
 
 @dataclass(frozen=True)
@@ -271,6 +246,7 @@ class Metric:
     name: str  # as written by the user; the key in every result dict
     fn: Callable[..., Any]
     per_field: bool = False  # json_field_match: fn returns {field: score}
+    pairwise: bool = False  # win_rate: fn is the Judge; scored on the tuned and base answers (eval/judge.py)
 
 
 def _custom(spec: str) -> Callable:
@@ -287,7 +263,7 @@ def _custom(spec: str) -> Callable:
     return fn
 
 
-def resolve_metric(spec: str, judge_url: str | None = None, judge_model: str = "judge") -> Metric:
+def resolve_metric(spec: str, judge: Judge | None = None) -> Metric:
     if spec in BUILTIN:
         return Metric(spec, BUILTIN[spec])
     if spec == "json_field_match":
@@ -298,11 +274,12 @@ def resolve_metric(spec: str, judge_url: str | None = None, judge_model: str = "
         except re.error as e:
             raise ConfigError([f"metric {spec!r}: invalid regular expression: {e}"]) from None
         return Metric(spec, lambda prediction, reference, example=None: float(pattern.search(prediction) is not None))
-    if spec == "judge":
-        if not judge_url:
-            raise ConfigError(["metric 'judge' needs eval.judge_url (an OpenAI-compatible endpoint, e.g. "
-                               "http://127.0.0.1:8000/v1). Fix: set eval.judge_url or drop the metric."])
-        return Metric(spec, make_judge(judge_url, judge_model))
+    if spec in ("judge", "win_rate"):
+        if judge is None:
+            raise ConfigError([f"metric {spec!r} needs eval.judge_url (an OpenAI-compatible endpoint, e.g. "
+                               "http://127.0.0.1:8000/v1). Fix: set eval.judge_url (shipsft eval: --judge-url) or "
+                               "drop the metric."])
+        return Metric(spec, judge, pairwise=True) if spec == "win_rate" else Metric(spec, make_judge(judge))
     if ":" in spec and re.fullmatch(r"[A-Za-z_][\w.]*:[A-Za-z_]\w*", spec):
         return Metric(spec, _custom(spec))
     import difflib
@@ -312,12 +289,12 @@ def resolve_metric(spec: str, judge_url: str | None = None, judge_model: str = "
                        + f" (known: {', '.join(KNOWN)})"])
 
 
-def resolve_metrics(specs: list[str], judge_url: str | None = None, judge_model: str = "judge") -> list[Metric]:
+def resolve_metrics(specs: list[str], judge: Judge | None = None) -> list[Metric]:
     """Every metric resolved at once; all problems raised together."""
     out, problems = [], []
     for spec in specs:
         try:
-            out.append(resolve_metric(spec, judge_url, judge_model))
+            out.append(resolve_metric(spec, judge))
         except ConfigError as e:
             problems.extend(e.lines)
     if problems:
@@ -329,6 +306,8 @@ def score_all(metrics: list[Metric], prediction: str, reference: str, example: A
     """Scores of one example: {metric name: score}, plus `json_field_match/<field>` entries."""
     out: dict[str, float] = {}
     for m in metrics:
+        if m.pairwise:  # needs the base model's answer too: eval/judge.py with_pairwise
+            continue
         if m.per_field:
             fields = m.fn(prediction, reference, example)
             out[m.name] = sum(fields.values()) / len(fields)

@@ -25,6 +25,7 @@ from shipsft.errors import ConfigError
 from shipsft.eval.drift import TOPK, SeqStats, TopK, mean_kl, mean_loss, teacher_forced
 from shipsft.eval.gates import check_names, for_slices
 from shipsft.eval.items import PROBE_SLICES, EvalItem, build_items, eval_renderer, load_probe, stop_ids
+from shipsft.eval.judge import with_pairwise
 from shipsft.eval.suites import (Suite, SuiteRun, build_suite, mark_patterns, metric_names, predictions, run_suite,
                                  samples, suite_metrics)
 
@@ -141,12 +142,14 @@ def _generate_all(sess: EvalSession, with_base: bool = False):
     preds: list[dict] = []
     for s in sess.suites:
         run = run_suite(sess.model, sess.tokenizer, s, s.items, sess.stop, sess.cfg.batch_size, sess.amp)
-        metrics.update(suite_metrics(s, run))
-        scores[s.name] = run.scores
-        kept += [{"suite": s.name, **x} for x in samples(s.items, run.outputs, sess.cfg.samples)]
         base = None
         if with_base and s.name in sess.base_outputs and s.name in sess.base_scores:
             base = SuiteRun(sess.base_outputs[s.name], sess.base_scores[s.name], {})
+        if base is not None or not with_base:  # win_rate: against the baseline's answers; the baseline itself ties
+            run = with_pairwise(s.metrics, s.items, run, base.outputs if base is not None else run.outputs)
+        metrics.update(suite_metrics(s, run))
+        scores[s.name] = run.scores
+        kept += [{"suite": s.name, **x} for x in samples(s.items, run.outputs, sess.cfg.samples)]
         preds += predictions(s.name, s.items, run, base, s.patterns)
     return metrics, kept, scores, preds
 

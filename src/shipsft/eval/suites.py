@@ -14,13 +14,14 @@ paired delta's). Gates, early stopping and checkpoint selection read the unseen 
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from shipsft.config import DataConfig, EvalConfig, SuiteConfig
 from shipsft.data.skeleton import prompt_and_answers, seen_patterns
 from shipsft.errors import ConfigError
 from shipsft.eval.generate import generate
 from shipsft.eval.items import EvalItem, build_items, eval_renderer, load_suite_examples, stop_ids
+from shipsft.eval.judge import Judge
 from shipsft.eval.metrics import Metric, aggregate, bootstrap_mean, paired_bootstrap, resolve_metrics, score_all
 
 SLICES = ("seen", "unseen")  # sentence pattern in the training data, or not
@@ -89,7 +90,7 @@ def generation_budget(items: list[EvalItem], configured: int | None) -> int:
 
 
 def build_suite(sc: SuiteConfig, renderer, ecfg: EvalConfig, allow_any_role_order: bool) -> Suite:
-    metrics = resolve_metrics(sc.metrics, ecfg.judge_url, ecfg.judge_model)
+    metrics = resolve_metrics(sc.metrics, Judge.of(ecfg))
     items = build_items(renderer, load_suite_examples(sc, allow_any_role_order))
     if not items:
         raise ConfigError([f"eval suite {sc.name!r}: {sc.data} has no examples"])
@@ -101,6 +102,7 @@ class SuiteRun:
     outputs: list[str]
     scores: list[dict[str, float]]  # per example
     metrics: dict[str, float]  # aggregated
+    details: list[dict] = field(default_factory=list)  # per example: a pairwise metric's verdicts (eval/judge.py)
 
 
 def run_suite(model, tokenizer, suite: Suite, items: list[EvalItem], stop_ids: list[int], batch_size: int,
@@ -137,6 +139,8 @@ def predictions(suite: str, items: list[EvalItem], run: SuiteRun, base: SuiteRun
             rec["pattern"] = patterns[i]
         if base is not None:
             rec["base_output"], rec["base_scores"] = base.outputs[i], base.scores[i]
+        if run.details:
+            rec["judge"] = run.details[i]
         out.append(rec)
     return out
 

@@ -5,10 +5,14 @@
                      untied when training changed one of them
     hf.py            the standard Hugging Face folder: sharded safetensors, config, tokenizer with the training
                      template, generation_config.json whose eos ids include the end-of-turn token
-    gguf_writer.py   one GGUF file (gguf-py's writer): llama tensors and metadata, tokenizer, template, eot ids
+    llamacpp.py      llama.cpp itself, pinned (node-llama-cpp from npm: its source bundle and prebuilt binaries),
+                     installed once into the cache
+    convert.py       one GGUF file from an fp32 HF folder: llama.cpp's convert_hf_to_gguf.py (+ quantize.py)
+    quantize.py      llama.cpp's quantizer (llama_model_quantize from the prebuilt libllama): K-quants and others
+    engine.py        llama.cpp running a GGUF (engine.mjs in node): tokenisation, greedy answers, teacher forcing
     modelfile.py     an Ollama Modelfile whose TEMPLATE is derived from the trained template (and checked)
     card.py          the model card README.md written into every export
-    parity.py        the train/serve parity check (template bytes, stop ids, greedy generation, GGUF round trip)
+    parity.py        the train/serve parity check (template bytes, stop ids, greedy generation, the GGUF in llama.cpp)
     run.py           `export_run`: merge -> write -> card -> check, into <run>/export (atomic folder writes)
     serve.py         the vLLM serve check: requests from the run's eval prompts, bench/serve_check.py as a subprocess
     chat.py          a chat session on a run or a model: the trained template, streaming greedy tokens, stop ids

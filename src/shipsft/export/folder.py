@@ -3,7 +3,8 @@
     <run>/export/                  (output.export.dir / --out)
       export.json                  what was written, the settings, sizes, timings and the parity check's findings
       hf/                          the Hugging Face folder (hf.py), with README.md (the model card)
-      gguf/<run>-<type>.gguf       the GGUF file (gguf_writer.py), with Modelfile (Ollama) and README.md
+      gguf/<run>-<type>.gguf       the GGUF file (convert.py: llama.cpp's converter), with Modelfile (Ollama) and
+                                   README.md
       serve_requests.jsonl         the vLLM serve check's requests (serve.py), serve_check.json its result
 """
 from __future__ import annotations

@@ -4,7 +4,9 @@
       config.json                     tie_word_embeddings as the merge left it, dtype, use_cache on
       model(-0000N-of-0000M).safetensors  sharded at 5 GB (the Hub's usual size), with model.safetensors.index.json
       generation_config.json          eos_token_id: a LIST holding the trained end-of-turn id and the tokenizer's eos
-      tokenizer.json, tokenizer_config.json, chat_template.jinja   the training template (template_kwargs baked in)
+      tokenizer.json, tokenizer_config.json, chat_template.jinja   the training template (template_kwargs baked in);
+                                      tokenizer_config.json lists the added tokens (added_tokens_decoder)
+      tokenizer.model                 the base's SentencePiece model, where it has one that matches the tokenizer
       README.md                       the model card (card.py)
 
 Why each part is there: serving engines stop at generation_config's eos ids, so a fine-tune whose end-of-turn token is
@@ -16,6 +18,7 @@ statements, because a server passes no kwargs: the served prompt then renders by
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import torch
@@ -65,8 +68,51 @@ def generation_config(lm, tokenizer, stop: list[int]):
     return gen
 
 
-def write_hf(lm, tokenizer, template: str, stop: list[int], out_dir: Path, dtype: str, card: str) -> Path:
-    """Write the folder atomically. Casts `lm` to `dtype` in place (write the GGUF from fp32 first)."""
+def same_pieces(sp_file: Path, tokenizer) -> bool:
+    """Whether a SentencePiece model's pieces are the tokenizer's tokens, id for id (added tokens may follow)."""
+    from sentencepiece import SentencePieceProcessor
+
+    sp = SentencePieceProcessor(model_file=str(sp_file))
+    n = sp.get_piece_size()
+    return n <= len(tokenizer) and tokenizer.convert_ids_to_tokens(list(range(n))) == \
+        [sp.id_to_piece(i) for i in range(n)]
+
+
+def sentencepiece_model(tokenizer, folders: list[Path]) -> Path | None:
+    """The tokenizer.model (SentencePiece) of the first of `folders` that has one matching the tokenizer.
+    transformers 5 saves a tokenizer as tokenizer.json alone, but llama.cpp's converter reads Gemma 2, Phi-3 and
+    Llama-2-style vocabularies (scores, byte fallback) from tokenizer.model and refuses those folders without it."""
+    import importlib.util
+
+    if importlib.util.find_spec("sentencepiece") is None:  # the gguf extra; an HF-only export does without
+        return None
+    for d in folders:
+        f = Path(d) / "tokenizer.model"
+        if f.is_file() and same_pieces(f, tokenizer):
+            return f
+    return None
+
+
+def record_added_tokens(folder: Path, tokenizer) -> None:
+    """Write `added_tokens_decoder` into the folder's tokenizer_config.json, as transformers 4 did. transformers 5
+    keeps added tokens in tokenizer.json only, but llama.cpp's converter reads SentencePiece vocabularies' special
+    tokens from tokenizer_config.json (conversion/base.py `_create_vocab_sentencepiece`): without the entry,
+    Gemma's <start_of_turn> becomes plain text in the GGUF and a llama.cpp prompt tokenises differently."""
+    path = Path(folder) / "tokenizer_config.json"
+    config = json.loads(path.read_text(encoding="utf-8"))
+    if config.get("added_tokens_decoder"):
+        return
+    config["added_tokens_decoder"] = {
+        str(i): {"content": t.content, "lstrip": t.lstrip, "normalized": t.normalized, "rstrip": t.rstrip,
+                 "single_word": t.single_word, "special": t.special}
+        for i, t in sorted(tokenizer.added_tokens_decoder.items())}
+    path.write_text(json.dumps(config, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+
+
+def write_hf(lm, tokenizer, template: str, stop: list[int], out_dir: Path, dtype: str, card: str,
+             sp_model: Path | None = None) -> Path:
+    """Write the folder atomically. Casts `lm` to `dtype` in place (write the GGUF from fp32 first). `sp_model`:
+    a tokenizer.model to copy beside tokenizer.json (`sentencepiece_model`)."""
     lm.to(DTYPES[dtype])
     lm.config.use_cache = True
     lm.generation_config = generation_config(lm, tokenizer, stop)
@@ -79,6 +125,9 @@ def write_hf(lm, tokenizer, template: str, stop: list[int], out_dir: Path, dtype
             tokenizer.save_pretrained(tmp)
         finally:
             tokenizer.chat_template = before
+        record_added_tokens(tmp, tokenizer)
+        if sp_model is not None and not (tmp / "tokenizer.model").exists():
+            shutil.copyfile(sp_model, tmp / "tokenizer.model")
         (tmp / "README.md").write_text(card, encoding="utf-8")
 
     return save_atomic(Path(out_dir), write)

@@ -11,7 +11,7 @@ What it checks, in the order a served request meets it:
               re-renders the run's data as training did). A template edited after training fails here, naming the
               first example and the first differing characters.
 3. stop ids   generation_config.json's eos_token_id holds the trained end-of-turn id (what the masks trained the
-              model to emit), so a server stops where training taught the model to stop; the GGUF's eos/eot likewise.
+              model to emit), so a server stops where training taught the model to stop.
 4. generation greedy generation from the export (its own template, its own generation_config eos ids) on N eval
               prompts equals greedy generation from the run's adapter on the base (training's prompt rendering and
               stop rule): the prompt ids are the same, and the adapter, teacher-forced on the export's output, picks
@@ -19,16 +19,20 @@ What it checks, in the order a served request meets it:
               decoding of the adapter gives the same output", at the cost of one forward pass instead of one per
               token (~2x faster on the 2-core CPU than generating twice). Exact for an f32 export; f16/bf16 exports
               round the weights, so differences there are reported, not failed.
-5. gguf       the GGUF's template and eot id, its token list (= the tokenizer's, in id order), and every tensor against
-              the HF export's weights within the quantisation step of its type (F32: exact; F16/BF16: the dtype's
-              rounding; Q8_0: amax/127 per 32-value block; Q4_0: amax/8; ...), q/k permutation included.
+5. gguf       the GGUF's embedded template, then llama.cpp itself (engine.py: node-llama-cpp's prebuilt binaries)
+              on the file: the trained end-of-turn id ends generation; the eval prompts, rendered with the template,
+              tokenise to the training ids; its greedy answers equal the run's own greedy answers (the HF export's,
+              checked in 4, else the adapter's), token for token, stop included; and, teacher-forced on those
+              answers, how often its greedy choice is theirs. For an F32 GGUF that choice must be theirs at every
+              position (a free-running answer can still part at a near-tie that llama.cpp's one-token decode rounds
+              differently from its own batched pass: reported); any other type is reported (a LoRA update smaller
+              than the quantisation step is rounded away).
 """
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-import numpy as np
 import torch
 
 from shipsft.data.pack import padding_id
@@ -74,12 +78,14 @@ class Generation:
     trained_prompt_ids: list[int] = field(default_factory=list)  # as training's eval renders the prompt
     agrees: bool = False  # the run's adapter picks the same token at every step and stops there too
     first_disagreement: str = ""
+    prompt_text: str = ""  # the prompt as the exported template renders it (what llama.cpp is given)
 
 
 @dataclass
 class ParityReport:
     findings: list[Finding] = field(default_factory=list)
     generations: list[Generation] = field(default_factory=list)
+    engine: dict | None = None  # check_gguf's EngineSummary: llama.cpp's answers against the run's
 
     @property
     def ok(self) -> bool:
@@ -96,7 +102,7 @@ class ParityReport:
 
     def to_json(self) -> dict:
         return {"ok": self.ok, "findings": [asdict(f) for f in self.findings],
-                "generations": [asdict(g) for g in self.generations]}
+                "generations": [asdict(g) for g in self.generations], "engine": self.engine}
 
 
 def first_difference(a: str, b: str) -> str:
@@ -236,25 +242,34 @@ def eval_items(src: RunSource, renderer: Renderer, n: int) -> tuple[list, int]:
     return items, generation_budget(items, None)
 
 
+def chat_items(src: RunSource, renderer: Renderer, n: int) -> tuple[list, int]:
+    """The first N eval items that are chats (what a server gets) and their generation budget."""
+    items, max_new = eval_items(src, renderer, n)
+    return [it for it in items if it.example is not None and it.example.kind == "chat"], max_new
+
+
+def prompt_messages(ex, renderer: Renderer) -> list[dict]:
+    """An eval example's prompt as a chat request sends it (the system policy applied)."""
+    prompt, _ = split_reference(ex)
+    return apply_system_policy(prompt, renderer.system_message) if isinstance(prompt, list) else \
+        [{"role": "user", "content": prompt}]
+
+
 def export_generations(src: RunSource, renderer: Renderer, hf_dir: Path, n: int,
                        device: torch.device) -> tuple[list[Generation], list[int]]:
     """Greedy generations from the export on N eval prompts, as a server runs it: the prompt rendered by the
     export's tokenizer (no kwargs), generation stopped at its generation_config eos ids (returned too)."""
     from transformers import AutoModelForCausalLM, AutoTokenizer, GenerationConfig
 
-    items, max_new = eval_items(src, renderer, n)
-    items = [it for it in items if it.example is not None and it.example.kind == "chat"]  # a server gets chats
+    items, max_new = chat_items(src, renderer, n)
     tok = AutoTokenizer.from_pretrained(hf_dir)
     stop = as_list(GenerationConfig.from_pretrained(hf_dir).eos_token_id)
     gens = []
     for it in items:
-        ex = it.example
-        prompt, _ = split_reference(ex)
-        msgs = apply_system_policy(prompt, renderer.system_message) if isinstance(prompt, list) else \
-            [{"role": "user", "content": prompt}]
-        text = tok.apply_chat_template(msgs, add_generation_prompt=True, tools=ex.tools, tokenize=False)
+        msgs = prompt_messages(it.example, renderer)
+        text = tok.apply_chat_template(msgs, add_generation_prompt=True, tools=it.example.tools, tokenize=False)
         gens.append(Generation(it.source, msgs, tok(text, add_special_tokens=False)["input_ids"], max_new,
-                               trained_prompt_ids=it.prompt_ids))
+                               trained_prompt_ids=it.prompt_ids, prompt_text=text))
     if not gens or not stop:
         return gens, stop
     model = AutoModelForCausalLM.from_pretrained(hf_dir, dtype=torch.float32).to(device)
@@ -315,144 +330,134 @@ def check_generation(report: ParityReport, gens: list[Generation], strict: bool,
                + ("" if strict else f" ({why_not_strict})"), note=not strict)
 
 
-# --------------------------------------------------------------------------------------------------------- 5 gguf
-def quant_bound(ref: np.ndarray, qtype: str) -> np.ndarray:
-    """Per-element bound on |dequantised - reference| for one GGUF type: one quantisation step of its block."""
-    a = np.abs(ref)
-    if qtype == "F32":
-        return np.zeros_like(ref)
-    if qtype == "F16":
-        return a * 2.0 ** -10 + 2.0 ** -24
-    if qtype == "BF16":
-        return a * 2.0 ** -7 + 1e-38
-    blocks = ref.reshape(-1, 32)
-    amax = np.abs(blocks).max(axis=1, keepdims=True)
-    spread = blocks.max(axis=1, keepdims=True) - blocks.min(axis=1, keepdims=True)
-    step = {"Q8_0": amax / 127, "Q4_0": amax / 8, "Q5_0": amax / 16, "Q4_1": spread / 15, "Q5_1": spread / 31}[qtype]
-    # + the fp16 rounding of the stored scale (and min), felt by up to 127 / 15 / 31 steps
-    return np.broadcast_to(step * 1.01 + amax * 2.0 ** -10, blocks.shape).reshape(ref.shape)
+# ------------------------------------------------------------------------------------------- 5 gguf, in llama.cpp
+@dataclass
+class EngineSummary:
+    """What llama.cpp did on the eval prompts, against the run's own greedy answers."""
+    gguf: str
+    file_type: str  # the GGUF's general.file_type, e.g. MOSTLY_Q4_K_M
+    engine: str  # llama.cpp release and build
+    prompts: int = 0
+    prompt_ids_equal: int = 0  # llama.cpp tokenised the rendered prompt to the training ids
+    answers_equal: int = 0  # its greedy answer is the reference answer, token for token, stop included
+    positions: int = 0  # reference tokens + one stop position per reference that stopped
+    positions_agree: int = 0  # teacher-forced: llama.cpp's greedy choice at each of those is the reference's
+    answers: list[dict] = field(default_factory=list)
+
+    @property
+    def token_agreement(self) -> float:
+        return self.positions_agree / self.positions if self.positions else 1.0
 
 
-HF_ROUNDING = {"float32": 0.0, "float16": 2.0 ** -11, "bfloat16": 2.0 ** -8}
+def adapter_generations(src: RunSource, renderer: Renderer, template: str, n: int,
+                        device: torch.device) -> list[Generation]:
+    """The run's own greedy answers on N eval prompts (its adapter on the base, eval's rendering and stop rule): the
+    reference for a GGUF exported without an HF folder. The prompt text is rendered with the exported template."""
+    items, max_new = chat_items(src, renderer, n)
+    tok = renderer.tokenizer
+    gens = []
+    for it in items:
+        msgs = prompt_messages(it.example, renderer)
+        text = tok.apply_chat_template(msgs, chat_template=template, add_generation_prompt=True,
+                                       tools=it.example.tools, tokenize=False)
+        gens.append(Generation(it.source, msgs, list(it.prompt_ids), max_new, trained_prompt_ids=list(it.prompt_ids),
+                               agrees=True, prompt_text=text))
+    if not gens:
+        return gens
+    model = load_trained(src.cfg.model, src.cfg.method, src.weights, device)
+    stop = stop_ids(tok, model, renderer)
+    pad = padding_id(tok, stop)
+    for g, ids in zip(gens, greedy(model, [g.prompt_ids for g in gens], stop, max_new, src.cfg.eval.batch_size, pad)):
+        g.exported, g.exported_ids, g.stopped = tok.decode(ids, skip_special_tokens=True), ids, len(ids) < max_new
+    del model
+    return gens
 
 
-def check_gguf(report: ParityReport, gguf_file: Path, hf_dir: Path, template: str, eot_id: int | None,
-               gens: list[Generation] | None = None, stop: list[int] | None = None,
-               batch_size: int | str = "auto") -> None:
-    """The GGUF's metadata and every tensor against the HF export (read with gguf-py's reader, safetensors); with
-    the export's generations, how often the GGUF's weights pick the same greedy token (`gguf_agreement`)."""
+def engine_summary(run, gens: list[Generation], name: str, file_type: str, engine: str, tok) -> EngineSummary:
+    """Compare llama.cpp's `EngineRun` with the reference generations `gens`."""
+    s = EngineSummary(name, file_type, engine, prompts=len(gens))
+    for g, r in zip(gens, run.results):
+        ref = g.exported_ids
+        same_prompt = r.ids == g.trained_prompt_ids
+        same_answer = r.generated == ref and r.stopped == g.stopped
+        agree = sum(a == b for a, b in zip(r.forced, ref)) + bool(g.stopped and r.forced_eog[len(ref)])
+        s.prompt_ids_equal += same_prompt
+        s.answers_equal += same_answer
+        s.positions += len(ref) + g.stopped
+        s.positions_agree += agree
+        k = next((i for i, (a, b) in enumerate(zip(r.generated, ref)) if a != b), min(len(r.generated), len(ref)))
+        j = next((i for i, (a, b) in enumerate(zip(r.ids, g.trained_prompt_ids)) if a != b),
+                 min(len(r.ids), len(g.trained_prompt_ids)))
+        prompt_diff = None if same_prompt else (f"token {j}: llama.cpp {tok.convert_ids_to_tokens(r.ids[j:j + 3])} vs "
+                                                f"training {tok.convert_ids_to_tokens(g.trained_prompt_ids[j:j + 3])}")
+        s.answers.append({"source": g.source, "prompt_ids_equal": same_prompt, "prompt_difference": prompt_diff,
+                          "answer_equal": same_answer,
+                          "answer": tok.decode(r.generated, skip_special_tokens=True), "stopped": r.stopped,
+                          "first_difference": None if same_answer else k, "positions": len(ref) + g.stopped,
+                          "positions_agree": agree})
+    return s
+
+
+def check_gguf(report: ParityReport, gguf_file: Path, template: str, eot_id: int | None, marker: str | None,
+               gens: list[Generation], tok, tc) -> EngineSummary | None:
+    """The GGUF's embedded template, then llama.cpp itself on it: the trained end-of-turn ends generation, the
+    rendered prompts tokenise to the training ids, and its greedy answers are the reference answers (`gens`, the
+    run's own greedy answers). Exact for an F32 file; a 16-bit or quantised file reports how much agrees."""
     import gguf
-    from safetensors import safe_open
-    from transformers import AutoConfig, AutoTokenizer
 
-    from shipsft.export.gguf_writer import permute, unpermute, vocabulary
+    from shipsft.export.convert import read_metadata
+    from shipsft.export.engine import EnginePrompt, run_engine
 
-    reader = gguf.GGUFReader(gguf_file)
-    meta = {k: f.contents() for k, f in reader.fields.items()
-            if k in ("tokenizer.chat_template", "tokenizer.ggml.eos_token_id", "tokenizer.ggml.eot_token_id",
-                     "tokenizer.ggml.tokens")}
     name = gguf_file.name
-    if meta.get("tokenizer.chat_template") != template:
-        got = meta.get("tokenizer.chat_template") or ""
+    meta = read_metadata(gguf_file, ("tokenizer.chat_template", "general.file_type", "general.architecture"))
+    got = meta.get("tokenizer.chat_template")
+    if got != template:
         report.add("gguf", False, f"{name}: the embedded chat template differs from the training template "
-                                  f"({first_difference(got, template)})")
+                                  f"({first_difference(got or '', template)})")
     else:
         report.add("gguf", True, f"{name}: the embedded chat template is the training template")
+    ftype = gguf.LlamaFileType(int(meta.get("general.file_type", 0))).name
+    exact = ftype == "ALL_F32"
+    prompts = [EnginePrompt(g.prompt_text, g.trained_prompt_ids, g.exported_ids, g.max_new_tokens) for g in gens]
+    run = run_engine(tc, gguf_file, prompts, [eot_id] if eot_id is not None else [])
+    where = f"{name} in {tc.describe()}"
     if eot_id is not None:
-        stops = [meta.get("tokenizer.ggml.eos_token_id"), meta.get("tokenizer.ggml.eot_token_id")]
-        report.add("gguf", eot_id in stops, f"{name}: eos/eot ids {stops} "
-                   + ("include" if eot_id in stops else "lack") + f" the trained end-of-turn id {eot_id}")
-    cfg = AutoConfig.from_pretrained(hf_dir)
-    tok = AutoTokenizer.from_pretrained(hf_dir)
-    tokens, _ = vocabulary(tok, cfg.vocab_size)
-    same_tokens = list(meta.get("tokenizer.ggml.tokens") or []) == tokens
-    report.add("gguf", same_tokens, f"{name}: {'the same' if same_tokens else 'a DIFFERENT'} token list as the "
-                                    f"exported tokenizer ({len(tokens)} tokens)")
-
-    names = gguf.get_tensor_name_map(gguf.MODEL_ARCH.LLAMA, cfg.num_hidden_layers)
-    n_head, n_kv = cfg.num_attention_heads, cfg.num_key_value_heads
-    in_file = {t.name: t for t in reader.tensors}
-    worst, bad, seen, weights, qtypes = {}, [], set(), {}, set()
-    shards = sorted(Path(hf_dir).glob("*.safetensors"))
-    for shard in shards:
-        with safe_open(shard, framework="pt") as f:
-            for key in f.keys():
-                new = names.get_name(key, try_suffixes=(".weight", ".bias"))
-                if new is None:
-                    bad.append(f"{key}: no GGUF name")
-                    continue
-                t = in_file.get(new)
-                if t is None:
-                    bad.append(f"{new} ({key}) missing from the GGUF")
-                    continue
-                seen.add(new)
-                w = f.get_tensor(key)
-                dtype = str(w.dtype).removeprefix("torch.")
-                ref = w.float().numpy()
-                if key.endswith(("q_proj.weight", "q_proj.bias")):
-                    ref = permute(ref, n_head, n_head)
-                elif key.endswith(("k_proj.weight", "k_proj.bias")):
-                    ref = permute(ref, n_head, n_kv)
-                got = gguf.quants.dequantize(t.data, t.tensor_type).reshape(ref.shape).astype(np.float32)
-                qtype = t.tensor_type.name
-                bound = quant_bound(ref, qtype) + np.abs(ref) * HF_ROUNDING.get(dtype, 2.0 ** -8)
-                diff = np.abs(got - ref)
-                worst[qtype] = max(worst.get(qtype, 0.0), float(diff.max()))
-                if (diff > bound + 1e-12).any():
-                    bad.append(f"{new}: max |diff| {diff.max():.3g} beyond the {qtype} step")
-                if key.endswith(("q_proj.weight", "q_proj.bias")):
-                    got = unpermute(got, n_head, n_head)
-                elif key.endswith(("k_proj.weight", "k_proj.bias")):
-                    got = unpermute(got, n_head, n_kv)
-                weights[key] = torch.from_numpy(np.ascontiguousarray(got))
-                if w.dim() > 1:
-                    qtypes.add(qtype)
-    extra = sorted(set(in_file) - seen)
-    tied = bool(getattr(cfg, "tie_word_embeddings", False))
-    if "output.weight" in extra and tied:
-        bad.append("output.weight is in the GGUF but the HF export ties lm_head to the embeddings")
-        extra.remove("output.weight")
-    if extra:
-        bad.append(f"tensors only in the GGUF: {extra[:5]}")
-    diffs = ", ".join(f"{k} {v:.2g}" for k, v in sorted(worst.items()))
-    if bad:
-        report.add("gguf", False, f"{name}: {len(bad)} tensor problem(s); first: {bad[0]}")
-    else:
-        report.add("gguf", True, f"{name}: {len(seen)} tensors equal the HF export within their type's quantisation "
-                                 f"step (max |diff| by type: {diffs})")
-    if gens and not bad:
-        gguf_agreement(report, name, hf_dir, weights, gens, stop or [], batch_size, exact=qtypes == {"F32"})
-
-
-def gguf_agreement(report: ParityReport, name: str, hf_dir: Path, weights: dict, gens: list[Generation],
-                   stop: list[int], batch_size: int | str, exact: bool) -> None:
-    """The HF export's architecture with the GGUF's de-quantised weights, teacher-forced on the export's greedy
-    output: the share of generated tokens (stop token included) it picks too. An F32 GGUF must pick all of them;
-    a quantised one is reported: a LoRA update smaller than the quantisation step is rounded away (measured on the
-    quickstart run: Q8_0 kept 97% of the tuned model's top-1 tokens on one prompt, Q4_1 52%)."""
-    from transformers import AutoModelForCausalLM
-
-    model = AutoModelForCausalLM.from_pretrained(hf_dir, dtype=torch.float32)
-    model.load_state_dict(weights, strict=False)  # a tied lm_head follows embed_tokens
-    choices = greedy_choices(model, [g.prompt_ids for g in gens], [g.exported_ids for g in gens], batch_size,
-                             0)  # pad: masked, and only after a row's tokens
-    stops = set(stop)
-    n = sum(len(g.exported_ids) + g.stopped for g in gens)
-    same = sum(sum(a == b for a, b in zip(g.exported_ids, got)) + (g.stopped and got[len(g.exported_ids)] in stops)
-               for g, got in zip(gens, choices))
-    text = (f"{name}: its de-quantised weights pick the export's greedy token at {same}/{n} generated positions "
-            f"({same / max(n, 1):.1%})")
+        ok = run.eog.get(eot_id, False)
+        report.add("gguf", ok, f"{where}: the trained end-of-turn {marker!r} (id {eot_id}) "
+                   + ("ends generation" if ok else "does NOT end generation: a llama.cpp server would run past the "
+                      "end of the answer"))
+    if not gens:
+        return None
+    s = engine_summary(run, gens, name, ftype, tc.describe(), tok)
+    n = s.prompts
+    first = next((a for a in s.answers if not a["prompt_ids_equal"]), None)
+    report.add("gguf", first is None, f"{where}: {s.prompt_ids_equal}/{n} rendered eval prompts tokenise to the "
+               "training ids" + (f" (first that does not: {first['source']}, {first['prompt_difference']}: the "
+                                 "GGUF's vocabulary does not treat a token as training did)" if first else ""))
+    text = (f"{where}: {s.answers_equal}/{n} greedy answers equal the run's own greedy answers; its greedy choice "
+            f"agrees at {s.positions_agree}/{s.positions} answer positions ({s.token_agreement:.1%}, teacher-forced)")
+    bad = next((a for a in s.answers if not a["answer_equal"]), None)
+    if bad is not None:
+        text += f"; first different answer {bad['source']} at token {bad['first_difference']}: {bad['answer'][:60]!r}"
     if exact:
-        report.add("gguf", same == n, text)
+        # exact = llama.cpp, fed the run's tokens, picks the run's token at every position. A free-running answer may
+        # still part where llama.cpp's one-token decode rounds differently from its own batched pass over the same
+        # prefix (its teacher-forced choice there is the run's): a near-tie in its kernels, not in the export.
+        # Measured once on SmolLM2-135M F32: 9/10 answers equal, 510/510 positions (docs/gguf.md).
+        if bad is not None and s.positions_agree == s.positions:
+            text += (" (where answers part, llama.cpp's batched pass over the same tokens picks the run's token: its "
+                     "one-token decode rounds a near-tie the other way)")
+        report.add("gguf", s.positions_agree == s.positions, text)
     else:
-        report.add("gguf", True, text + (" (quantised: the rest is the price of the quantisation)" if same < n
-                                         else ""), note=True)
+        report.add("gguf", True, text + f" ({ftype}: reported, not required)", note=True)
+    report.engine = asdict(s)
+    return s
 
 
 # --------------------------------------------------------------------------------------------------------- entry
 def check_export(src: RunSource, folder: ExportFolder, renderer: Renderer, template: str, prompts: int,
-                 strict: bool, why_not_strict: str = "") -> ParityReport:
-    """Run every check on an export folder (the HF folder, and the GGUF when there is one)."""
+                 strict: bool, why_not_strict: str = "", progress=None) -> ParityReport:
+    """Run every check on an export folder (the HF folder, and the GGUF in llama.cpp when there is one)."""
     report = ParityReport()
     marker = end_of_turn_marker(renderer) if renderer.template is not None else None
     eot_id = renderer.tokenizer.convert_tokens_to_ids(marker) if marker is not None else None
@@ -467,26 +472,20 @@ def check_export(src: RunSource, folder: ExportFolder, renderer: Renderer, templ
             check_rendering(report, src, renderer, export_tok)
         check_stop_ids(report, GenerationConfig.from_pretrained(folder.hf).eos_token_id, eot_id, marker,
                        "generation_config.json")
-        stop: list[int] = []
         if prompts:
             gens, stop = export_generations(src, renderer, folder.hf, prompts, device)
             adapter_agreement(src, renderer, gens, stop, device)
             check_generation(report, gens, strict, why_not_strict)
             report.generations = gens
-        if gguf_file is not None:
-            check_gguf(report, gguf_file, folder.hf, template, eot_id, report.generations, stop,
-                       src.cfg.eval.batch_size)
-    elif gguf_file is not None:
-        report.add("gguf", True, f"{gguf_file.name}: no HF folder to compare the GGUF's tensors and generations "
-                                 "with (export with --to hf too for the full check)", note=True)
-        from shipsft.export.gguf_writer import read_metadata
-
-        meta = read_metadata(gguf_file, ("tokenizer.chat_template", "tokenizer.ggml.eos_token_id",
-                                         "tokenizer.ggml.eot_token_id"))
-        check_template(report, meta.get("tokenizer.chat_template"), template)
-        check_stop_ids(report, [meta.get("tokenizer.ggml.eos_token_id"), meta.get("tokenizer.ggml.eot_token_id")],
-                       eot_id, marker, gguf_file.name)
-    else:
+    elif gguf_file is None:
         report.add("export", False, f"{folder.root}: no export found (no hf/config.json, no gguf/*.gguf). Fix: "
                                     "`shipsft export RUN` first")
+    if gguf_file is not None:
+        from shipsft.export.llamacpp import toolchain
+
+        gens = report.generations
+        if prompts and not gens:  # no HF folder: the reference is the run's adapter itself
+            gens = adapter_generations(src, renderer, template, prompts, device)
+            report.generations = gens
+        check_gguf(report, gguf_file, template, eot_id, marker, gens, renderer.tokenizer, toolchain(progress))
     return report

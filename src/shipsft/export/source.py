@@ -17,6 +17,7 @@ from shipsft.data.render import Renderer, load_renderer
 from shipsft.errors import ConfigError
 from shipsft.model.locate import load_tokenizer, tokenizer_from
 from shipsft.runs.layout import RunFolder, is_run_folder
+from shipsft.runs.verify import verified_weights
 
 
 @dataclass
@@ -41,7 +42,7 @@ def open_run(path: str | Path) -> RunSource:
         raise ConfigError([f"{path}: not a run folder (no config.yaml + manifest.json). Fix: give the folder "
                            "`shipsft train` wrote, e.g. runs/quickstart"])
     folder = RunFolder(p)
-    found = folder.shipped_weights()
+    found = verified_weights(folder)  # a damaged file is named here, before anything is loaded
     if found is None:
         raise ConfigError([f"{path}: a run folder without final/, adapter/ or model/ (did training finish?)"])
     return RunSource(folder, load_config(folder.config), found[0], found[1])

@@ -1,6 +1,7 @@
-"""Crash-safe saves: a folder is written under a temporary name, every file and the folder are fsynced, it is
-renamed into place, and for checkpoints a `COMPLETE` marker is written last. A folder without the marker is never
-taken for a checkpoint; an older checkpoint is removed only after a newer one is complete.
+"""Crash-safe saves: a folder is written under a temporary name, sealed (its `COMPLETE` marker, the last file
+written, records every file's size and sha256: runs/integrity.py), every file and the folder are fsynced, and it is
+renamed into place. A folder without the marker is never taken for a checkpoint, one whose files differ from the
+marker is never loaded, and an older checkpoint is removed only after a newer one is complete.
 
 Why all of it: a rename without fsync can reach the disk before the file contents do (a power cut leaves a
 complete-looking folder of empty files), and deleting the old folder before the new one is in place leaves no
@@ -12,12 +13,14 @@ huggingface/transformers#36112).
 """
 from __future__ import annotations
 
+import errno
 import os
 import shutil
 from collections.abc import Callable
 from pathlib import Path
 
 from shipsft.errors import ShipError
+from shipsft.runs.integrity import mismatches, recorded, seal
 from shipsft.runs.layout import COMPLETE, STATE_DIR, RunFolder
 
 
@@ -52,22 +55,39 @@ def fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
+class DamagedFolder(ShipError):
+    """A saved folder whose files differ from what its marker records (truncated, bit-flipped, missing)."""
+
+
 def _tmp_name(target: Path) -> Path:
     return target.with_name(f".{target.name}.tmp{os.getpid()}")
 
 
-def save_atomic(target: Path, write: Callable[[Path], None]) -> Path:
-    """`write(tmp_dir)`, fsync, then put tmp_dir in place of `target` (an existing `target` is replaced only once
-    the new folder is complete on disk)."""
+def save_atomic(target: Path, write: Callable[[Path], None], copied_from: dict[str, dict] | None = None) -> Path:
+    """`write(tmp_dir)`, seal, fsync, then put tmp_dir in place of `target` (an existing `target` is replaced only
+    once the new folder is complete on disk). `copied_from`: the record of the folder `write` copies, which the new
+    files must match. What a killed earlier save of `target` left is put right first (`recover`)."""
     target = Path(target)
     target.parent.mkdir(parents=True, exist_ok=True)
+    recover(target)
     tmp = _tmp_name(target)
-    shutil.rmtree(tmp, ignore_errors=True)
     try:
         write(tmp)
+        files = seal(tmp)
+        if copied_from is not None and (bad := mismatches(files, copied_from, target)):
+            raise DamagedFolder(bad)
         fsync_tree(tmp)
-    except BaseException:
+    except OSError as e:  # named by the folder being saved, not the temporary file that failed
         shutil.rmtree(tmp, ignore_errors=True)
+        raise OSError(e.errno, e.strerror or str(e), str(target)) from e
+    except (ShipError, KeyboardInterrupt, SystemExit):
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    except Exception as e:
+        full = disk_full(e, tmp.parent)  # before the half-written folder is removed and frees its space
+        shutil.rmtree(tmp, ignore_errors=True)
+        if full:
+            raise OSError(errno.ENOSPC, f"{type(e).__name__}: {e}", str(target)) from e
         raise
     old = None
     if target.exists():
@@ -81,16 +101,27 @@ def save_atomic(target: Path, write: Callable[[Path], None]) -> Path:
     return target
 
 
+def disk_full(e: Exception, where: Path) -> bool:
+    """Whether a writer's own error means a full disk: safetensors reports it as a SafetensorError ('I/O error: No
+    space left on device (os error 28)'), torch.save as a RuntimeError from its zip writer ('unexpected pos ...')."""
+    return "os error 28" in str(e) or "No space left" in str(e) or shutil.disk_usage(where).free < 2**20
+
+
+def recover(target: Path) -> None:
+    """Undo what a save of `target` killed midway left: its temporary folder is removed, and a previous `target`
+    moved aside (`.NAME.oldPID`) for a replacement that never arrived is put back."""
+    for stale in target.parent.glob(f".{target.name}.tmp*"):
+        shutil.rmtree(stale, ignore_errors=True)
+    for old in sorted(target.parent.glob(f".{target.name}.old*")):
+        if target.exists():
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.replace(old, target)
+
+
 def save_checkpoint(target: Path, write: Callable[[Path], None]) -> Path:
-    """A checkpoint folder: saved atomically, then marked COMPLETE (the marker is the last thing written)."""
-    save_atomic(target, write)
-    marker = target / COMPLETE
-    with open(marker, "w") as f:
-        f.write("ok\n")
-        f.flush()
-        os.fsync(f.fileno())
-    fsync_dir(target)
-    return target
+    """A checkpoint folder: saved atomically, sealed with its COMPLETE marker (the last file written)."""
+    return save_atomic(target, write)
 
 
 def is_complete(path: Path) -> bool:
@@ -137,6 +168,8 @@ def prune_checkpoints(folder: RunFolder, keep_last: int, keep: set[int] = frozen
 
 
 def copy_weights(src: Path, dst: Path) -> Path:
-    """Copy a checkpoint's loadable weights (not its training state or marker) to `dst`, atomically."""
+    """Copy a checkpoint's loadable weights (not its training state or marker) to `dst`, atomically; the copy's
+    files must match what the checkpoint's marker records (a damaged checkpoint is never promoted)."""
     ignore = shutil.ignore_patterns(STATE_DIR, COMPLETE)
-    return save_atomic(dst, lambda tmp: shutil.copytree(src, tmp, ignore=ignore))
+    source = recorded(src) if is_complete(src) else None
+    return save_atomic(dst, lambda tmp: shutil.copytree(src, tmp, ignore=ignore), copied_from=source)

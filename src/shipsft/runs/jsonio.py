@@ -67,6 +67,27 @@ def read_jsonl(path: Path) -> list[dict]:
     return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
 
 
+def jsonl_records(path: Path, start: int, end: int | None = None) -> list[tuple[int, dict]]:
+    """(byte offset, record) of every complete line of a JSONL file between `start` and `end` bytes; a line a kill
+    cut in half, or one that is not a JSON object, is not a record."""
+    path = Path(path)
+    if not path.exists():
+        return []
+    with open(path, "rb") as f:
+        f.seek(start)
+        blob = f.read() if end is None else f.read(max(0, end - start))
+    out, pos = [], start
+    for line in blob.split(b"\n")[:-1]:  # the part after the last newline is not a complete line
+        try:
+            record = json.loads(line)
+        except ValueError:
+            record = None
+        if isinstance(record, dict):
+            out.append((pos, record))
+        pos += len(line) + 1
+    return out
+
+
 class JsonlWriter:
     """Append one JSON object per line, flushed per line, so a killed run keeps every line it wrote."""
 

@@ -178,9 +178,12 @@ class Run:
 
     def promote(self, promotion: dict, checkpoint: Path | None) -> None:
         """promotion.json, and the chosen checkpoint's weights copied to final/ when it passed the gates."""
-        if checkpoint is not None:
-            copy_weights(checkpoint, self.folder.final)
-        write_json(self.folder.promotion, promotion)
+        try:
+            if checkpoint is not None:
+                copy_weights(checkpoint, self.folder.final)  # checked against the checkpoint's record as it copies
+            write_json(self.folder.promotion, promotion)
+        except OSError as e:
+            raise CheckpointWriteError(write_failure(self.folder, self.folder.final, e), self.folder.root) from None
 
     def finished(self, **fields: Any) -> None:
         """The run's totals into the manifest, then the run's files to the trackers (after the manifest's last
@@ -191,9 +194,9 @@ class Run:
 
     def close(self, status: str = "FINISHED") -> list[str]:
         """Close the sink and its trackers (status: FINISHED, FAILED, or KILLED: resumable); returns the lines about
-        trackers dropped mid-run."""
+        trackers not yet shown (one answering again) and what a tracker did not receive."""
         self.sink.close(status)
-        return list(self.sink.problems)
+        return self.sink.news() + list(self.sink.problems)
 
     def records(self) -> dict:
         """What the run's report is drawn from: metrics, evals, the promotion decision, the manifest and the promoted

@@ -8,10 +8,9 @@ Every record also reaches the run's trackers (`runs/trackers/`: TensorBoard, MLf
 """
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
-from shipsft.runs.jsonio import JsonlWriter, read_jsonl
+from shipsft.runs.jsonio import JsonlWriter, jsonl_records, read_jsonl
 from shipsft.runs.layout import RunFolder
 from shipsft.runs.trackers import Resume, Trackers, run_files
 
@@ -22,7 +21,8 @@ class MetricsSink:
         """`resume_offsets`: the bytes of metrics.jsonl / eval.jsonl a checkpoint accounts for; lines a killed run
         wrote after that checkpoint are cut, so a resumed run's curves have no duplicated steps. `trackers`: started
         here, told which steps the cut lines held (the killed run sent those to them already)."""
-        resume = Resume(*cut_steps(folder.metrics, resume_offsets[0])) if resume_offsets is not None else None
+        resume = Resume(*cut_steps(folder.metrics, resume_offsets[0]), offset=resume_offsets[0]) \
+            if resume_offsets is not None else None
         if resume_offsets is not None:
             for path, size in zip((folder.metrics, folder.evals), resume_offsets):
                 if path.exists():
@@ -32,6 +32,7 @@ class MetricsSink:
         self._evals = JsonlWriter(folder.evals)
         self.folder = folder
         self.trackers = trackers
+        self.trackers_closed = False
         self.problems: list[str] = trackers.problems if trackers is not None else []  # trackers dropped mid-run
         if trackers is not None:
             trackers.start(resume)
@@ -42,9 +43,10 @@ class MetricsSink:
 
     def write(self, record: dict) -> None:
         """A training record: {"step", "loss", "lr", ...} or {"step", "eval_loss"}."""
+        offset = self._metrics.tell()
         self._metrics.write(record)
         if self.trackers is not None:
-            self.trackers.log(record)
+            self.trackers.log(record, offset)
 
     def write_eval(self, record: dict) -> None:
         """A task eval: {"kind": baseline|smoke|full, "step", "metrics", "samples", ...}."""
@@ -59,13 +61,17 @@ class MetricsSink:
         """One line per tracker: where it logs and the command to view it."""
         return self.trackers.notes() if self.trackers is not None else []
 
+    def news(self) -> list[str]:
+        """Lines about trackers since the last call (one stopped answering, one is back), for the progress display."""
+        return self.trackers.news() if self.trackers is not None else []
+
     def close(self, status: str = "FINISHED") -> None:
         """status (for the trackers): FINISHED, FAILED, or KILLED (stopped by a signal, resumable)."""
         self._metrics.close()
         self._evals.close()
-        if self.trackers is not None:
+        if self.trackers is not None and not self.trackers_closed:
             self.trackers.close(status)
-            self.trackers = None
+            self.trackers_closed = True  # kept: what they reported at the end is read through news()
 
     def __enter__(self) -> "MetricsSink":
         return self
@@ -95,6 +101,9 @@ class SilentSink:
     def tracker_notes(self) -> list[str]:
         return []
 
+    def news(self) -> list[str]:
+        return []
+
     def close(self, status: str = "FINISHED") -> None:
         pass
 
@@ -110,17 +119,5 @@ def read_evals(folder: RunFolder) -> list[dict]:
 def cut_steps(path: Path, offset: int) -> tuple[int | None, int | None]:
     """(first, last) step of the complete lines of metrics.jsonl after `offset` bytes (what a resume cuts), or
     (None, None). A line a kill cut in half is not a record."""
-    if not path.exists() or path.stat().st_size <= offset:
-        return None, None
-    with open(path, "rb") as f:
-        f.seek(offset)
-        tail = f.read()
-    steps = []
-    for line in tail.split(b"\n"):
-        try:
-            step = json.loads(line).get("step")
-        except (ValueError, AttributeError):
-            continue
-        if isinstance(step, int):
-            steps.append(step)
+    steps = [r["step"] for _, r in jsonl_records(path, offset) if isinstance(r.get("step"), int)]
     return (min(steps), max(steps)) if steps else (None, None)

@@ -15,6 +15,7 @@ prompt with a 10-token answer costs a forward/backward of 910 tokens). Ties go b
 """
 from __future__ import annotations
 
+import gc
 import os
 from datetime import timedelta
 
@@ -59,7 +60,13 @@ def start(timeout_minutes: int) -> None:
 
 
 def stop() -> None:
+    """Leave the process group. Drop every DDP wrapper first: a DistributedDataParallel's reducer holds the group,
+    and when the reducer is freed last (Python's exit, or the run's objects going out of scope) the gloo group's
+    destructor joins its worker threads while holding the GIL, and a worker that is freeing a finished broadcast's
+    tensor waits for the GIL: a deadlock (rank 1 of tests/train/test_parallel.py's DDP runs hung after the run was
+    complete: both DDP tests in the CI run of 2026-12-06 on 2 cores, and here; pytorch/pytorch#56297). destroy_process_group releases the GIL."""
     if initialized():
+        gc.collect()  # a wrapper in a reference cycle is freed now, while the group is still registered
         torch.distributed.destroy_process_group()
 
 

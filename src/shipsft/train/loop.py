@@ -316,6 +316,8 @@ def fit(s: Setup, progress: Progress | None = None, stop: StopRequest | None = N
         if st.step % t.log_every == 0 or last:
             s.run.sink.write(record)
         progress.step(record)
+        for line in s.run.sink.news():  # a tracker that stopped answering, or answers again
+            progress.note(line)
 
         # -- cadence: eval loss, smoke eval, full eval + early stopping, checkpoint, stop request ---------------
         evaluate_now = s.session is not None and (epoch_end or last)

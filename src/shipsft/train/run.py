@@ -214,10 +214,14 @@ packages still match):
     shipsft reproduce {folder.root}
     shipsft train {folder.config} --set output.name={folder.root.name}-rerun
 
-Resume it after a crash or a preemption (from its latest complete checkpoint; a checkpoint without its COMPLETE
-marker is skipped):
+Resume it after a crash or a preemption (from its latest intact checkpoint; one without its COMPLETE marker, or whose
+files differ from the sizes and sha256 the marker records, is skipped and named):
 
     shipsft train {folder.config} --resume {folder.root}
+
+Check every saved folder (checkpoints, adapter/ or model/, final/, exports) against what its save recorded:
+
+    shipsft verify {folder.root}
 
 Evaluate what it ships (`final/` when a checkpoint passed the gates, else its last weights) against its base model:
 
@@ -345,9 +349,11 @@ def run_train(cfg: RunConfig, config_path: str | Path | None = None, skip_audit:
     finally:
         for line in s.run.close(status):
             progress.note(line)
+    saved = s.run.folder.trained(s.method)
+    s.train_model = None  # DDP's reducer goes first, while the process group lives on: see dist.stop
     dist.stop()
     if result.eval_loss_before is not None:
         progress.note(f"eval loss: base {result.eval_loss_before:.4f} -> tuned {result.eval_loss_after:.4f}")
-    progress.note(f"saved {s.run.folder.trained(s.method)} ({result.steps} steps, {result.trained_tok_s:.0f} trained "
+    progress.note(f"saved {saved} ({result.steps} steps, {result.trained_tok_s:.0f} trained "
                   f"tok/s, {result.n_skipped} skipped, {time.perf_counter() - started:.0f} s total)")
     return code

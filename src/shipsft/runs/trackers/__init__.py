@@ -15,8 +15,11 @@ logged after its last checkpoint are cut from metrics.jsonl and logged again; Te
 twice (an exact resume recomputes the same numbers). The sink is built once, in `train/run.py: setup`, so only one
 process writes when training runs on several.
 
-A tracker that fails in the middle of a run (a tracking server gone) is dropped with a note: metrics.jsonl keeps
-every step and training goes on.
+A tracker that fails in the middle of a run (a tracking server gone) costs a line and never the run: each backend is
+called from its own background thread (`outbox.py`), a failed call is retried with backoff, and what the tracker
+missed is sent in order once it answers. One still not answering at the end (after `track.flush_timeout_s`) has the
+offset in metrics.jsonl of the first record it missed kept in trackers.json (`pending`): a resume sends it first, and
+`shipsft sync RUN` sends it to a finished run (`sync`).
 
 May import: `shipsft.config`, `shipsft.errors`, `shipsft.runs` (part of runs/). Packages are imported lazily.
 """
@@ -24,6 +27,8 @@ from __future__ import annotations
 
 import importlib
 import math
+import threading
+import time
 from dataclasses import dataclass, field
 from importlib import metadata
 from pathlib import Path
@@ -31,8 +36,9 @@ from typing import Protocol
 
 from shipsft.config import TrackConfig
 from shipsft.errors import ConfigError
-from shipsft.runs.jsonio import clean, read_json, write_json
+from shipsft.runs.jsonio import clean, jsonl_records, read_json, write_json
 from shipsft.runs.layout import RunFolder
+from shipsft.runs.trackers.outbox import Call, Outbox
 
 # tracker -> (the modules it imports, the pip extra that installs them)
 PACKAGES = {"tensorboard": (("tensorboard", "torch.utils.tensorboard"), "tensorboard"),
@@ -46,6 +52,7 @@ class Resume:
 
     first: int | None = None
     last: int | None = None
+    offset: int | None = None  # the bytes of metrics.jsonl the checkpoint accounts for (the rest is cut)
 
 
 class Tracker(Protocol):
@@ -107,21 +114,30 @@ def build_trackers(cfg: TrackConfig, folder: RunFolder, resumed: bool) -> Tracke
             from shipsft.runs.trackers.trackio import TrackioTracker
 
             backends.append(TrackioTracker(cfg.trackio_project, folder))
-    return Trackers(backends, folder, resumed)
+    return Trackers(backends, folder, resumed, cfg.retry_max_s, cfg.flush_timeout_s)
 
 
 @dataclass
 class Trackers:
-    """Every tracker of a run behind one call each: start, log(record), artifacts, close."""
+    """Every tracker of a run behind one call each: start, log(record, offset), artifacts, close. After start, each
+    backend is called from its own Outbox thread (outbox.py): a server that stops answering is retried with backoff
+    and never stops training."""
 
     backends: list
     folder: RunFolder
     resumed: bool
-    problems: list[str] = field(default_factory=list)  # trackers dropped after a failure, one line each
-    skip_through: int | None = None  # steps <= this are already held by the non-rewinding backends
+    retry_max_s: float  # track.retry_max_s
+    flush_timeout_s: float  # track.flush_timeout_s
+    problems: list[str] = field(default_factory=list)  # what trackers did not receive by the end, one line each
+    skip_through: dict[str, int | None] = field(default_factory=dict)  # steps <= this a backend already holds
+    boxes: list[Outbox] = field(default_factory=list)
+    states: dict = field(default_factory=dict)  # trackers.json: each backend's ids, and what it has not received
+    lines: list[str] = field(default_factory=list)  # news for the progress display (written from outbox threads)
+    lock: threading.Lock = field(default_factory=threading.Lock)
 
     def start(self, resume: Resume | None) -> None:
-        """Open every tracker with the run's params and tags (read from config.yaml and manifest.json)."""
+        """Open every tracker with the run's params and tags (read from config.yaml and manifest.json). A resumed
+        run first sends each tracker what it had not received when the run stopped (trackers.json `pending`)."""
         import yaml
 
         params = config_params(yaml.safe_load(self.folder.config.read_text(encoding="utf-8")))
@@ -129,50 +145,123 @@ class Trackers:
         tags = run_tags(manifest, self.folder)
         recorded = read_json(self.folder.trackers) if self.resumed and self.folder.trackers.exists() else {}
         resume = resume if self.resumed else None
-        self.skip_through = resume.last if resume is not None else None
-        states = dict(recorded)
+        self.states = dict(recorded)
+        replays = {}
         for b in self.backends:
             try:
-                states[b.name] = b.start(params, tags, recorded.get(b.name), resume)
+                state = b.start(params, tags, recorded.get(b.name), resume)
             except ConfigError:
                 raise
             except Exception as e:  # a tracker that cannot start is a start-up error: nothing was trained yet
                 raise ConfigError([f"track: {b.name} could not start: {type(e).__name__}: {first_line(e)}. Fix: "
                                    f"check the track.{b.name}_* settings (a server reachable, a login done), or "
                                    f"remove {b.name} from track.sinks"]) from None
-        write_json(self.folder.trackers, states)
+            pending = (recorded.get(b.name) or {}).get("pending")
+            self.states[b.name] = {**state, **({"pending": pending} if pending else {})}
+            replays[b.name], self.skip_through[b.name] = catch_up(self.folder, resume, pending)
+        write_json(self.folder.trackers, self.states)
+        self.boxes = [Outbox(b, self.retry_max_s, self) for b in self.backends]
+        for box in self.boxes:
+            for offset, record in replays[box.name]:
+                box.put("log", record["step"], numbers(record), step=record["step"], offset=offset)
+            if (self.states[box.name].get("pending") or {}).get("from") is not None:
+                box.put_mark(lambda name=box.name: self.delivered(name))
 
     def notes(self) -> list[str]:
         return [f"tracking: {b.where()}" for b in self.backends]
 
-    def log(self, record: dict) -> None:
+    def news(self) -> list[str]:
+        with self.lock:
+            out, self.lines[:] = list(self.lines), []
+        return out
+
+    def log(self, record: dict, offset: int | None = None) -> None:
+        """`offset`: where the record starts in metrics.jsonl (what is replayed when a tracker missed it)."""
         step = record.get("step")
         if not isinstance(step, int) or isinstance(step, bool):
             return
         metrics = numbers(record)
         if not metrics:
             return
-        for b in list(self.backends):
-            if not b.rewinds and self.skip_through is not None and step <= self.skip_through:
+        for box in self.boxes:
+            skip = self.skip_through.get(box.name)
+            if not box.backend.rewinds and skip is not None and step <= skip:
                 continue
-            self._guard(b, f"step {step}", b.log, step, metrics)
+            box.put("log", step, metrics, step=step, offset=offset)
 
     def artifacts(self, paths: list[Path]) -> None:
         paths = [Path(p) for p in paths if Path(p).exists()]
-        for b in list(self.backends):
-            self._guard(b, "the artifacts", b.artifacts, paths)
+        for box in self.boxes:
+            box.put("artifacts", paths)
 
     def close(self, status: str) -> None:
-        for b in list(self.backends):
-            self._guard(b, "close", b.close, status)
+        """Close every tracker, waiting up to flush_timeout_s in all for what is still queued; a tracker still not
+        answering then has what it missed recorded in trackers.json and a line in `problems`."""
+        for box in self.boxes:
+            box.finish(status)
+        deadline = time.monotonic() + self.flush_timeout_s
+        for box in self.boxes:
+            if box.wait(deadline):
+                self.delivered(box.name)
+                continue
+            call = box.current
+            with self.lock:
+                state = self.states[box.name]
+                pending = dict(state.get("pending") or {})
+                if call is not None and call.kind == "log" and pending.get("from") is None:
+                    pending["from"] = call.offset
+                pending["artifacts"] = not (call is not None and call.kind == "close")  # queued before the close
+                pending["status"] = status
+                state["pending"] = pending
+                write_json(self.folder.trackers, self.states)
+            what = f"from step {call.step} on" if call is not None and call.step is not None else "its end of run"
+            err = box.last_error
+            self.problems.append(f"tracking: {box.name} did not receive {what} ({type(err).__name__}: "
+                                 f"{first_line(err)}); metrics.jsonl has every step. Fix: once it answers, send "
+                                 f"them with: shipsft sync {self.folder.root}")
 
-    def _guard(self, backend, what: str, fn, *args) -> None:
-        try:
-            fn(*args)
-        except Exception as e:  # one tracker down must not stop training: metrics.jsonl has every step
-            self.backends.remove(backend)
-            self.problems.append(f"tracking: {backend.name} failed at {what} ({type(e).__name__}: {first_line(e)}); "
-                                 f"it received nothing after that, metrics.jsonl has every step")
+    # -- Events (outbox.py), called from the outbox threads ---------------------------------------------------
+
+    def down(self, name: str, call: Call, error: BaseException) -> None:
+        with self.lock:
+            if call.kind == "log" and call.offset is not None:
+                pending = self.states[name].get("pending") or {}
+                if pending.get("from") is None:
+                    self.states[name]["pending"] = {**pending, "from": call.offset}
+                    write_json(self.folder.trackers, self.states)
+            what = f"step {call.step}" if call.step is not None else call.kind
+            self.lines.append(f"tracking: {name} failed at {what} ({type(error).__name__}: {first_line(error)}); "
+                              f"retrying in the background (at most every {self.retry_max_s:g} s), training goes "
+                              "on and metrics.jsonl has every step")
+
+    def up(self, name: str, first: Call, last: Call, tries: int) -> None:
+        box = next(b for b in self.boxes if b.name == name)
+        box.put_mark(lambda: self.delivered(name))  # once what queued up meanwhile went through too
+        with self.lock:
+            what = f"from step {first.step}" if first.step is not None else f"its {first.kind}"
+            self.lines.append(f"tracking: {name} answers again after {tries} failed tries; what it missed {what} "
+                              "is being sent")
+
+    def delivered(self, name: str) -> None:
+        """Everything queued for `name` so far went through: nothing is pending."""
+        with self.lock:
+            if self.states[name].pop("pending", None) is not None:
+                write_json(self.folder.trackers, self.states)
+
+
+def catch_up(folder: RunFolder, resume: Resume | None, pending: dict | None) -> tuple[list, int | None]:
+    """(the metrics.jsonl records to send a tracker before anything new, the last step it already holds of the ones
+    a resumed run logs again). `pending["from"]`: the offset of the first record it did not receive."""
+    start = (pending or {}).get("from")
+    if resume is None:
+        return ([] if start is None else jsonl_records(folder.metrics, start)), None
+    if start is None:  # it holds everything the killed run logged, the steps after the checkpoint included
+        return [], resume.last
+    cut = resume.offset if resume.offset is not None else start
+    if start <= cut:  # it missed records before the checkpoint: send them; it holds none of the later ones
+        return jsonl_records(folder.metrics, start, cut), None
+    held = [r["step"] for _, r in jsonl_records(folder.metrics, cut, start) if isinstance(r.get("step"), int)]
+    return [], max(held) if held else None
 
 
 def first_line(e: BaseException) -> str:
