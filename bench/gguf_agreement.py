@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
+import os
 import sys
 import tempfile
 import time
@@ -113,6 +113,7 @@ def main() -> None:
         print(table(args.out))
         return
 
+    from machine import stamp
     from tiny_archs import ARCHS, arch_run, smollm2_run
 
     from shipsft.export.llamacpp import toolchain
@@ -129,7 +130,7 @@ def main() -> None:
         rows = [r for r in rows if r["arch"] != label] + new
         args.out.parent.mkdir(parents=True, exist_ok=True)
         args.out.write_text(json.dumps({
-            "commands": commands, "machine": f"{platform.machine()}, 2 cores shared with other jobs",
+            "commands": commands, **stamp(), "load_average": os.getloadavg()[0],
             "engine": tc.describe(), "size": SIZE, "rows": rows}, indent=2) + "\n")
 
     with tempfile.TemporaryDirectory() as d:

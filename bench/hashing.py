@@ -13,22 +13,12 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import tempfile
 import time
 from pathlib import Path
 
+from machine import stamp  # bench/machine.py
 from shipsft.runs.integrity import digest, file_sha256
-
-
-def cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
 
 
 def main() -> None:
@@ -55,7 +45,7 @@ def main() -> None:
         t = time.perf_counter()
         file_sha256(root / "shipsft_state" / "optimizer.pt")
         one_s = time.perf_counter() - t
-    result = {"machine": f"{cpu_name()}, {os.cpu_count()} cores", "folder_mb": total,
+    result = {**stamp(), "folder_mb": total,
               "digest_s": round(folder_s, 2), "digest_mb_per_s": round(total / folder_s),
               "one_file_one_thread_mb_per_s": round(2 * args.mb / one_s),
               "load_average": os.getloadavg()[0]}

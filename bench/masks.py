@@ -16,7 +16,6 @@ Needs the bench extra (`pip install -e '.[bench]'`: TRL) for the TRL and transfo
 from __future__ import annotations
 
 import argparse
-import datetime as dt
 import json
 import os
 import platform
@@ -28,6 +27,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from machine import stamp  # noqa: E402
 from masks_corpus import (NPM_CACHE, NPM_VERSION, REPO, attach_tokenizer, conversation_kinds,  # noqa: E402
                           load_entries, npm_folder)
 from masks_oracle import CRASHED, EXACT, NA, PAST_STOP, REFUSED, WRONG, oracle, score, summarise  # noqa: E402
@@ -69,18 +69,6 @@ def versions() -> dict:
     except (OSError, subprocess.CalledProcessError):
         out["shipsft_commit"] = None
     return out
-
-
-def machine() -> str:
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return f"{cpu}, {os.cpu_count()} cores, {platform.system()} {platform.release()}"
 
 
 def run_template(entry, kinds: dict, contenders: dict) -> tuple[list[dict], dict[str, float]]:
@@ -182,7 +170,7 @@ def main(argv: list[str] | None = None) -> int:
         line = " ".join(f"{k}={''.join(SYMBOL[r['cells'][k]['verdict']] for r in got)}" for k in contenders)
         print(f"{entry.name:34s} {line}", flush=True)
         entry.tokenizer = None  # release the vocabulary (some are 250k tokens)
-    result = {"date": dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"), "machine": machine(),
+    result = {**stamp(),
               "versions": versions(), "wall_s": time.perf_counter() - t0,
               "contender_seconds": {k: round(v, 1) for k, v in seconds.items()}, "kinds": list(kinds),
               "contenders": list(contenders), "tokenizers": tokenizers, "n_templates": len(entries),

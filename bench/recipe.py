@@ -1,13 +1,19 @@
 """Does the recipe `shipsft init` chooses generalise? shipsft's defaults vs TRL SFTTrainer, at an equal CPU budget.
 
     python bench/recipe.py --task classify_json             # one task (about 45 min on a quiet 2-core CPU)
-    python bench/recipe.py --task all --budget-min 10       # the whole table: hours; run it on a quiet machine
+    python bench/recipe.py --task schedule_chat             # ... one task per call; each writes
+                                                            #     bench/results/recipe-<task>.json as it goes
+    python bench/recipe.py --table                          # the tables of every bench/results/recipe-*.json
     python bench/recipe.py --task classify_json --budget-min 3 --eval-limit 40    # a quick check of the harness
     python bench/recipe.py --task classify_json --contenders shipsft --levers all   # the levers against init's config
 
-Tasks (bench/recipe_tasks): classify_json, extract_entities, rewrite_format, tool_call; each has a training set and an
-eval set in two slices: "seen" (training phrasings and entity pools, new combinations) and "unseen" (phrasings,
-entities and templates that never occur in training). The gap between them is how much a recipe memorised.
+Tasks (bench/recipe_tasks): classify_json, extract_entities, rewrite_format, tool_call, schedule_chat (multi-turn, a
+free-text answer scored by ROUGE-L); each has a training set and an eval set in two slices: "seen" (training
+phrasings and entity pools, new combinations) and "unseen" (sentence patterns, entities and templates that never
+occur in training). The gap between them is how much a recipe memorised. For shipsft the table also gives init's
+estimate: what the run's own eval said about the checkpoint it shipped (`heldout/<metric>` on the split `shipsft
+init` held out of train.jsonl, "patterns" or "random": recipe/starter.py, data/split.py) and that estimate minus
+the unseen-slice score, the error a user would have shipped on (issue 27: +0.315 with a random split).
 
 Contenders, each trained in its own subprocess on the same model (SmolLM2-135M-Instruct unless --model):
   shipsft       `shipsft init train.jsonl` then `shipsft train` on the config it wrote, unedited: init holds out
@@ -206,20 +212,23 @@ def cell(stat: list | None) -> str:
 def table(results: list[dict]) -> str:
     """The markdown table: one row per task and contender (failures with their reason)."""
     head = ("| task | contender | primary metric | seen [95% CI] | unseen [95% CI] | all [95% CI] | gap seen-unseen "
-            "| train s | steps | precision |")
+            "| init's estimate (split) | estimate - unseen | train s | steps | precision |")
     lines = [head, "|" + "---|" * (head.count("|") - 1)]
     for r in results:
         s = r.get("scores")
         if r.get("status") != "ok" or not s:
             lines.append(f"| {r['task']} | {r['contender']} | {r.get('metric', '')} | failed: "
-                         f"{_one_line(r.get('error', r.get('status', '?')))} | | | | | | |")
+                         f"{_one_line(r.get('error', r.get('status', '?')))} | | | | | | | | |")
             continue
         gap = s["seen"][0] - s["unseen"][0] if s["seen"][3] and s["unseen"][3] else math.nan
         steps = f"{r.get('steps', '?')}" + (f" (capped from {r['planned_steps']})" if r.get("capped") else "")
         train_s = f"{r['train_s']:.0f}" if isinstance(r.get("train_s"), (int, float)) else "–"
+        estimate = (f"{r['estimate']:.1%} ({r.get('split', '?')})" if isinstance(r.get("estimate"), (int, float))
+                    else "–")
+        error = f"{r['estimate_error']:+.1%}" if isinstance(r.get("estimate_error"), (int, float)) else "–"
         lines.append(f"| {r['task']} | {r['contender']} | {r['metric']} | {cell(s['seen'])} | {cell(s['unseen'])} | "
-                     f"{cell(s['all'])} | {'–' if math.isnan(gap) else f'{gap:+.1%}'} | {train_s} | {steps} | "
-                     f"{r.get('precision', '?')} |")
+                     f"{cell(s['all'])} | {'–' if math.isnan(gap) else f'{gap:+.1%}'} | {estimate} | {error} | "
+                     f"{train_s} | {steps} | {r.get('precision', '?')} |")
     return "\n".join(lines)
 
 
@@ -281,7 +290,7 @@ def lever_sets(lever: str | None, cfg: dict) -> list[str]:
     return [x for k, v in LEVERS[lever](cfg).items() for x in ("--set", f"{k}={v}")]
 
 
-def run_shipsft(a, data: Path, work: Path, budget_s: float, lever: str | None = None) -> dict:
+def run_shipsft(a, data: Path, work: Path, budget_s: float, metric: str, lever: str | None = None) -> dict:
     import yaml
 
     log = work / "log.txt"
@@ -307,7 +316,24 @@ def run_shipsft(a, data: Path, work: Path, budget_s: float, lever: str | None = 
     return {"target": str(work / "runs" / "run"), "steps": done[-1]["step"] if done else 0, "planned_steps": planned,
             "capped": capped, "s_per_step": per_step, "train_s": train_seconds(done),
             "precision": _precision(work / "runs" / "run"), "exit_code": code,
-            "promoted": json.loads(promo.read_text()).get("promoted") if promo.exists() else None}
+            "promoted": json.loads(promo.read_text()).get("promoted") if promo.exists() else None,
+            "split": init_split(work / "config.yaml"), **init_estimate(work / "runs" / "run", metric)}
+
+
+def init_split(config: Path) -> str:
+    """How `shipsft init` held its eval split out: "patterns" (whole sentence patterns) or "random" (its comment)."""
+    text = " ".join(line.strip().lstrip("#").strip() for line in config.read_text().splitlines())
+    return "patterns" if "held out whole sentence patterns" in text else "random"
+
+
+def init_estimate(run: Path, metric: str) -> dict:
+    """What the run's own eval said about the checkpoint it chose: `heldout/<metric>` (init's held-out split) at
+    promotion.json's step, the number a new user reads and ships on; the bench compares it with the unseen slice."""
+    promo = run / "promotion.json"
+    step = json.loads(promo.read_text()).get("step") if promo.exists() else None
+    full = [e for e in read_jsonl(run / "eval.jsonl") if e.get("kind") == "full" and e.get("step") == step]
+    value = full[-1]["metrics"].get(f"heldout/{metric}") if full else None
+    return {"estimate": value, "estimate_step": step}
 
 
 def step_seconds(records: list[dict]) -> float:
@@ -465,11 +491,13 @@ def run_task(a, name: str) -> list[dict]:
         r = {"task": name, "contender": contender, "metric": metric}
         t0 = time.perf_counter()
         try:
-            trained = (run_shipsft(a, data, work, a.budget_min * 60, contender.partition("+")[2] or None)
+            trained = (run_shipsft(a, data, work, a.budget_min * 60, metric, contender.partition("+")[2] or None)
                        if contender.startswith("shipsft") else run_trl(a, contender, data, work, a.budget_min * 60))
             r.update(trained)
             preds = evaluate(a, trained["target"], data, work, task.metrics)
             r["scores"] = summarise(preds, metric)
+            if r.get("estimate") is not None and r["scores"]["unseen"][3]:
+                r["estimate_error"] = r["estimate"] - r["scores"]["unseen"][0]  # init's estimate minus the truth
             r["example_scores"] = example_scores(preds, metric)
             if base is None and any("base_scores" in p for p in preds):
                 base = {"task": name, "contender": "base model (no training)", "metric": metric, "status": "ok",
@@ -482,11 +510,36 @@ def run_task(a, name: str) -> list[dict]:
             r.update(status="failed", error=f"{type(e).__name__}: {e}")
         r["wall_s"] = round(time.perf_counter() - t0, 1)
         (work / "result.json").write_text(json.dumps(r, indent=2))
+        save_results(a.results, name, ([base] if base else []) + results + [r])  # as it goes: a crash keeps these
         print(f"  {contender}: {r['status']}" + (f" {cell(r['scores']['all'])} all" if r.get("scores") else
                                                   f" ({r.get('error', '')})") + f", {r['wall_s']:.0f} s wall",
               flush=True)
         results.append(r)
     return ([base] if base else []) + results
+
+
+def save_results(folder: str | None, task: str, rows: list[dict]) -> None:
+    """<folder>/recipe-<task>.json: the task's rows so far (scores, per-example scores for the paired tables), with
+    the machine; `--table` prints the tables of every such file."""
+    if not folder:
+        return
+    Path(folder).mkdir(parents=True, exist_ok=True)
+    blob = {"task": task, "machine": f"{cpu_name()}, {os.cpu_count()} threads", "rows": rows}
+    (Path(folder) / f"recipe-{task}.json").write_text(json.dumps(blob, indent=1) + "\n")
+
+
+def saved_results(folder: str) -> list[dict]:
+    """Every row of every <folder>/recipe-<task>.json, in task order."""
+    return [r for f in sorted(Path(folder).glob("recipe-*.json")) for r in json.loads(f.read_text())["rows"]]
+
+
+def print_tables(results: list[dict]) -> None:
+    print(table(results))
+    print("\nshipsft minus the best TRL contender, paired by eval example:\n")
+    print(versus_table(results))
+    if any("+" in r["contender"] for r in results):
+        print("\nEach lever minus shipsft's init config, paired by eval example:\n")
+        print(levers_table(results))
 
 
 def cpu_name() -> str:
@@ -510,8 +563,14 @@ def main(argv: list[str] | None = None) -> int:
         "also run shipsft's config with one change each (shipsft+<lever>) and print each minus shipsft"))
     ap.add_argument("--train-limit", type=int, help="only the first N training examples (harness checks)")
     ap.add_argument("--eval-limit", type=int, help="only the first N examples of each eval slice")
+    ap.add_argument("--results", default="bench/results", help=(
+        "where each task's rows go as they finish (recipe-<task>.json); '' = nowhere"))
+    ap.add_argument("--table", action="store_true", help="print the tables of every --results file and exit")
     ap.add_argument("--trl-worker", help=argparse.SUPPRESS)
     a = ap.parse_args(argv)
+    if a.table:
+        print_tables(saved_results(a.results))
+        return 0
     a.contenders = [*a.contenders, *(f"shipsft+{x}" for x in (list(LEVERS) if "all" in a.levers else a.levers))]
     if a.trl_worker:
         trl_worker(json.loads(a.trl_worker))
@@ -528,12 +587,7 @@ def main(argv: list[str] | None = None) -> int:
         Path(a.out).mkdir(parents=True, exist_ok=True)
         (Path(a.out) / "results.json").write_text(json.dumps(results, indent=2))
     print(f"\nload average at the end {os.getloadavg()[0]:.2f}; {time.perf_counter() - started:.0f} s in all\n")
-    print(table(results))
-    print("\nshipsft minus the best TRL contender, paired by eval example:\n")
-    print(versus_table(results))
-    if any("+" in r["contender"] for r in results):
-        print("\nEach lever minus shipsft's init config, paired by eval example:\n")
-        print(levers_table(results))
+    print_tables(results)
     return 0 if all(r.get("status") == "ok" for r in results) else 1
 
 

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from . import classify_json, extract_entities, rewrite_format, tool_call
+from . import classify_json, extract_entities, rewrite_format, schedule_chat, tool_call
 from ._common import TaskData, answer, write_task
 
 TASKS: dict[str, Callable[[int], TaskData]] = {
@@ -24,6 +24,7 @@ TASKS: dict[str, Callable[[int], TaskData]] = {
     "extract_entities": extract_entities.generate,
     "rewrite_format": rewrite_format.generate,
     "tool_call": tool_call.generate,
+    "schedule_chat": schedule_chat.generate,  # multi-turn, a free-text answer scored by ROUGE-L
 }
 
 __all__ = ["TASKS", "TaskData", "answer", "write_task"]

@@ -110,6 +110,26 @@ class ReplayConfig(Section):
         "assistant turn (mask all_assistant) with the run's template."))
 
 
+class EvalSplitConfig(Section):
+    by: Literal["auto", "patterns", "random"] = Field("auto", description=(
+        "How the held-out examples are chosen: patterns = whole clusters of prompt skeletons (data/skeleton.py: the "
+        "eval scores phrasings training never saw), random = a plain random split, auto = patterns when the data was "
+        "written from sentence patterns (30%+ of the examples share theirs), else random. Stratified by the answers' "
+        "label either way."))
+    size: int | Literal["auto"] = Field("auto", description=(
+        "Examples held out; auto = 10% of data.train, at least 50 (a fifth of a small set), at most 200."))
+    seed: int = Field(0, description="Seed of the split: the same data and seed give the same split.")
+    suite: str = Field("heldout", description="The eval suite the held-out examples become (its metrics: <suite>/...).")
+    metrics: list[str] | None = Field(None, description=(
+        "Metrics of that suite; null = chosen from the answers as `shipsft init` chooses them (JSON -> json_valid, "
+        "json_field_match, exact_match; labels -> exact_match; tool calls -> tool_call_match ...)."))
+
+    @field_validator("size")
+    @classmethod
+    def _size(cls, v: Any) -> Any:
+        return _at_least_or_auto(v, 1)
+
+
 class DataConfig(Section):
     train: list[str] = Field(default_factory=list, description=(
         "Training data: JSONL / JSON / Parquet / CSV files or saved `datasets` folders (one path or a list)."))
@@ -159,6 +179,11 @@ class DataConfig(Section):
         "null = off."))
     mix_seed: int | None = Field(None, description=(
         "Seed of the mixture's sampling; null = train.seed when data.sources or data.replay is set."))
+    eval_split: EvalSplitConfig | None = Field(None, description=(
+        "Hold out an eval split of data.train when training starts (for a config that does not come from `shipsft "
+        "init`, which splits once and writes the files): the two parts are written into the run folder (split/), "
+        "data.train becomes the training part and the held-out part an eval suite (eval_split.suite), both in the "
+        "run's config.yaml. null = no split."))
 
     @field_validator("train", "eval", mode="before")
     @classmethod
@@ -208,6 +233,14 @@ class DataConfig(Section):
         if self.rejects_file is not None and self.on_invalid == "error":
             problems.append("data.rejects_file is only used with data.on_invalid: skip. Fix: set data.on_invalid: "
                             "skip, or remove data.rejects_file")
+        if self.eval_split is not None and (self.sources or not self.train):
+            problems.append("data.eval_split splits data.train, and there is " + (
+                "a mixture (data.sources) instead. Fix: split a source's file with `shipsft init FILE` and use its "
+                "parts, or remove data.eval_split" if self.sources else "none. Fix: set data.train, or remove "
+                "data.eval_split"))
+        if self.eval_split is not None and self.format == "text":
+            problems.append("data.eval_split needs answers to score, and data.format: text has none. Fix: remove "
+                            "data.eval_split")
         problems += self._mixture_problems()
         if problems:
             raise ValueError("\n".join(problems))
@@ -503,6 +536,11 @@ class EvalConfig(Section):
         "and optionally {reference}; the reply is a JSON verdict {\"verdict\": \"A\" | \"B\" | \"tie\"} "
         "(docs/suites.md)."))
     kl_max_examples: int = Field(64, ge=1, description="Per suite: KL to base on the first N examples (+ the probe).")
+    pattern_slice: Literal["unseen", "all"] = Field("unseen", description=(
+        "Which examples gates, select_metric and early stopping read when a suite holds both examples whose sentence "
+        "pattern is in the training data and examples whose pattern is not (data/skeleton.py): unseen = the "
+        "unseen-pattern slice (<suite>.unseen/<metric>: what users phrasing requests their own way will see); all = "
+        "the whole suite. A metric named with its slice (heldout.seen/exact_match) is read as named."))
     samples: int = Field(4, ge=0, description="Sample generations per eval kept for the report.")
 
     @model_validator(mode="before")
@@ -520,13 +558,6 @@ class EvalConfig(Section):
     @model_validator(mode="after")
     def _combinations(self) -> "EvalConfig":
         problems = []
-        if not self.suites:
-            for key, used in (("gates", bool(self.gates)), ("early_stopping", self.early_stopping is not None),
-                              ("select_metric", self.select_metric is not None),
-                              ("smoke_every", self.smoke_every is not None)):
-                if used:
-                    problems.append(f"eval.{key} is set but eval.suites is empty, so it would be ignored. Fix: add "
-                                    "an eval suite ({name, data, metrics}), or remove eval." + key)
         if self.smoke_size is not None and self.smoke_every is None:
             problems.append("eval.smoke_size is set but eval.smoke_every is not. Fix: set eval.smoke_every, or "
                             "remove eval.smoke_size")
@@ -740,6 +771,7 @@ class RunConfig(Section):
         problems = []
         if self.data.mask == "completion" and self.data.format not in ("auto", "prompt_completion"):
             problems.append("data.mask=completion needs prompt/completion data (data.format: prompt_completion)")
+        problems += self._eval_problems()
         if self.train.eval_every is not None and not self.data.eval:
             problems.append("train.eval_every is set but data.eval is empty, so no eval loss would be measured. "
                             "Fix: set data.eval, or remove train.eval_every")
@@ -752,6 +784,24 @@ class RunConfig(Section):
         if problems:
             raise ValueError("\n".join(problems))
         return self
+
+    def _eval_problems(self) -> list[str]:
+        """Eval settings that need a suite when there is none (data.eval_split adds one when training starts)."""
+        e, problems = self.eval, []
+        split = self.data.eval_split
+        if split is not None and split.suite in [s.name for s in e.suites]:
+            problems.append(f"data.eval_split.suite: eval.suites already has a suite named {split.suite!r}. Fix: "
+                            "give the held-out split another name (data.eval_split.suite)")
+        if e.suites or split is not None:
+            return problems
+        for key, used in (("gates", bool(e.gates)), ("early_stopping", e.early_stopping is not None),
+                          ("select_metric", e.select_metric is not None),
+                          ("pattern_slice", e.pattern_slice != "unseen"),
+                          ("smoke_every", e.smoke_every is not None)):
+            if used:
+                problems.append(f"eval.{key} is set but eval.suites is empty, so it would be ignored. Fix: add an "
+                                "eval suite ({name, data, metrics}) or data.eval_split, or remove eval." + key)
+        return problems
 
     def to_yaml(self) -> str:
         return yaml.safe_dump(self.model_dump(mode="json"), sort_keys=False)

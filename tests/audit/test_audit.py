@@ -20,8 +20,7 @@ from shipsft.audit.run import model_max_positions, run_audit
 from shipsft.audit.template import (check_double_bos, check_eot, check_pad_eos, check_parity,
                                     check_prefix_stability, check_role_markers, check_saved_template,
                                     check_template)
-from shipsft.audit.text import (check_contamination, check_content, check_duplicates, minhash_signatures,
-                                near_duplicate_clusters, normalise)
+from shipsft.audit.text import check_contamination, check_content, check_duplicates, normalise
 from shipsft.audit.text import texts_of as _texts_of
 from shipsft.audit.tokens import (batch_figures, check_lengths, check_masks, check_provenance, check_recipe,
                                   recommend_max_length)
@@ -304,52 +303,6 @@ def test_lengths_over_max_length_and_padding_waste():
 
 # ------------------------------------------------------------------------------------------------------------
 # Duplicates
-
-
-def test_ngram_hashes_match_the_plain_rolling_hash():
-    from shipsft.audit.text import _MULT, WordIndex, ngram_hashes
-
-    docs = ["a b c d e f g", "x y", "", "a b c d e f g h i j", "p q r"]
-    words, offsets = WordIndex().encode(docs)
-    h, d = ngram_hashes(words, offsets, 3, short_docs=True)
-    want_h, want_d = [], []
-    for k in range(len(docs)):
-        w = [int(x) for x in words[offsets[k]:offsets[k + 1]]]
-        starts = range(len(w) - 2) if len(w) >= 3 else ([0] if w else [])
-        for i in starts:
-            v = 0
-            for x in w[i:i + 3]:
-                v = (v * int(_MULT) + x) % 2**64
-            want_h.append(v)
-            want_d.append(k)
-    assert d.tolist() == want_d and h.tolist() == want_h  # "x y" (2 words) gets one hash of both
-
-
-def test_minhash_estimates_jaccard():
-    rng = random.Random(3)
-    a = [f"w{rng.randrange(10**6)}" for _ in range(200)]
-    b = list(a)
-    for k in range(0, 200, 20):  # 10 substitutions spoil up to 50 of 196 shingles
-        b[k] = "changed"
-    sa = {tuple(a[i:i + 5]) for i in range(196)}
-    sb = {tuple(b[i:i + 5]) for i in range(196)}
-    true = len(sa & sb) / len(sa | sb)
-    sig, has = minhash_signatures([" ".join(a), " ".join(b)], num_perm=256)
-    assert has.all() and abs((sig[0] == sig[1]).mean() - true) < 0.08
-
-
-def test_near_duplicate_clusters():
-    rng = random.Random(4)
-    docs = [sentence(rng, 120) for _ in range(200)]
-    near = docs[10].split()
-    near[60] = "changed"
-    docs.append(" ".join(near))  # 5 of 116 shingles differ: J = 111/121 = 0.92 with docs[10]
-    far = docs[20].split()
-    for k in range(0, 120, 12):
-        far[k] = "changed"
-    docs.append(" ".join(far))  # ~50 of 116 shingles differ: J ~ 0.4 with docs[20]
-    clusters = near_duplicate_clusters(docs)
-    assert [c for c, _ in clusters] == [[10, 200]]
 
 
 def test_duplicates_exact_and_near():

@@ -45,16 +45,18 @@ def test_table_reports_failures_with_their_reason():
           "scores": {"seen": [0.8, 0.7, 0.9, 100], "unseen": [0.6, 0.5, 0.7, 100], "all": [0.7, 0.63, 0.77, 200]}}
     bad = {"task": "t", "contender": "trl-recipe", "metric": "exact_match", "status": "failed",
            "error": "exit 1: python worker: ValueError: boom | more"}
+    ok.update(estimate=0.95, split="patterns", estimate_error=0.35)
     lines = recipe.table([ok, bad]).splitlines()
-    assert len(lines) == 4 and lines[1].count("---") == 10
-    assert ("| 80.0% [70%, 90%] | 60.0% [50%, 70%] | 70.0% [63%, 77%] | +20.0% | 540 | 27 (capped from 135) |"
-            in lines[2])
+    assert len(lines) == 4 and lines[1].count("---") == 12
+    assert ("| 80.0% [70%, 90%] | 60.0% [50%, 70%] | 70.0% [63%, 77%] | +20.0% | 95.0% (patterns) | +35.0% | 540 | "
+            "27 (capped from 135) |" in lines[2])
     assert "failed: exit 1: python worker: ValueError: boom / more" in lines[3]
 
 
 def test_a_failing_contender_is_reported_and_the_others_run(tmp_path, capsys):
     code = recipe.main(["--task", "classify_json", "--out", str(tmp_path), "--model", str(tmp_path / "missing"),
-                        "--contenders", "shipsft", "trl-recipe", "--train-limit", "30", "--eval-limit", "2"])
+                        "--contenders", "shipsft", "trl-recipe", "--train-limit", "30", "--eval-limit", "2",
+                        "--results", str(tmp_path / "results")])
     out = capsys.readouterr().out
     results = json.loads((tmp_path / "results.json").read_text())
     assert code == 1 and [r["status"] for r in results] == ["failed", "failed"]
@@ -73,7 +75,8 @@ def test_one_task_end_to_end_on_a_tiny_model(tmp_path, capsys):
     model = save_tiny_model(tmp_path / "tiny-model")
     code = recipe.main(["--task", "classify_json", "--out", str(tmp_path / "out"), "--model", str(model),
                         "--train-limit", "48", "--eval-limit", "3", "--budget-min", "0.05",
-                        "--contenders", *contenders, "--levers", "full"])  # trl-defaults: the same worker, other args
+                        "--contenders", *contenders, "--levers", "full", "--results", str(tmp_path / "results")])
+    # trl-defaults: the same worker, other args
     out = capsys.readouterr().out
     results = json.loads((tmp_path / "out" / "results.json").read_text())
     assert code == 0, out
@@ -84,6 +87,12 @@ def test_one_task_end_to_end_on_a_tiny_model(tmp_path, capsys):
         preds = (tmp_path / "out" / "classify_json" / r["contender"] / "eval" / "predictions.jsonl")
         assert len(preds.read_text().splitlines()) == 6  # every eval example of both slices kept
     assert results[1]["precision"] in ("fp32", "bf16")  # shipsft: auto
+    # init's own estimate of the checkpoint it shipped, and its error against the unseen slice
+    shipsft = results[1]
+    assert shipsft["split"] in ("patterns", "random") and isinstance(shipsft["estimate"], float)
+    assert shipsft["estimate_error"] == pytest.approx(shipsft["estimate"] - shipsft["scores"]["unseen"][0])
+    saved = json.loads((tmp_path / "results" / "recipe-classify_json.json").read_text())
+    assert [r["contender"] for r in saved["rows"]] == [r["contender"] for r in results]
     if "trl-recipe" in contenders:
         assert results[2]["precision"] == "fp32"
     # a row per contender (base model and the lever included), the lever's paired row, and shipsft vs TRL's best
@@ -145,3 +154,27 @@ def test_levers_are_one_override_each_and_their_table_pairs_against_plain_shipsf
     assert len(rows) == 3  # a failed lever has no paired row (the main table reports its failure)
     assert rows[2].startswith("| t | neftune | +0.0% [+0.0%, +0.0%] | +50.0% [") and rows[2].endswith("| 7 |")
     assert "shipsft+neftune" not in recipe.versus_table(results)  # levers never stand in for shipsft vs TRL
+
+
+def test_init_estimate_is_the_shipped_steps_heldout_metric(tmp_path, capsys):
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "promotion.json").write_text(json.dumps({"step": 20, "promoted": True}))
+    (run / "eval.jsonl").write_text("".join(json.dumps(e) + "\n" for e in [
+        {"kind": "baseline", "step": 0, "metrics": {"heldout/m": 0.1}},
+        {"kind": "full", "step": 10, "metrics": {"heldout/m": 0.9}},
+        {"kind": "full", "step": 20, "metrics": {"heldout/m": 0.8, "heldout.unseen/m": 0.7}}]))
+    assert recipe.init_estimate(run, "m") == {"estimate": 0.8, "estimate_step": 20}
+    assert recipe.init_estimate(run, "other") == {"estimate": None, "estimate_step": 20}
+    config = tmp_path / "config.yaml"
+    config.write_text("data:\n  # 90 of the 100 examples; the other 10 are the eval split, held out whole\n"
+                      "  # sentence patterns (stratified)\n  train: t.jsonl\n")
+    assert recipe.init_split(config) == "patterns"
+    config.write_text("data:\n  # ... held out at random (stratified)\n  train: t.jsonl\n")
+    assert recipe.init_split(config) == "random"
+    # results saved per task as they finish; --table prints every file's rows
+    row = {"task": "t", "contender": "shipsft", "metric": "m", "status": "ok", "estimate": 0.8, "split": "patterns",
+           "estimate_error": 0.1, "steps": 3, "scores": {k: [0.7, 0.6, 0.8, 10] for k in ("seen", "unseen", "all")}}
+    recipe.save_results(str(tmp_path / "res"), "t", [row])
+    assert recipe.main(["--table", "--results", str(tmp_path / "res")]) == 0
+    assert "| t | shipsft | m | 70.0% [60%, 80%] |" in capsys.readouterr().out

@@ -24,7 +24,7 @@ from helpers import REPO
 
 sys.path.insert(0, str(REPO))
 from bench.recipe_tasks import (TASKS, answer, classify_json, extract_entities, rewrite_format,
-                                 tool_call, write_task)
+                                 schedule_chat, tool_call, write_task)
 from bench.recipe_tasks.__main__ import main as cli_main
 from bench.recipe_tasks._common import dumps, user_texts
 
@@ -32,7 +32,7 @@ NAMES = sorted(TASKS)
 JSON_TASKS = ["classify_json", "extract_entities"]
 KNOWN_METRICS = {"exact_match", "json_valid", "json_field_match", "rouge_l", "token_f1", "tool_call_match"}
 TRAIN_SIZES = {"classify_json": (1000, 1400), "extract_entities": (1200, 1700), "rewrite_format": (700, 900),
-               "tool_call": (500, 700)}
+               "tool_call": (500, 700), "schedule_chat": (800, 1000)}
 
 
 @cache
@@ -293,7 +293,7 @@ def test_tool_call_balance_and_two_turn_share():
 def test_template_variety(name):
     d = gen(name)
     main_prefix = {"classify_json": "body-", "extract_entities": "sent-", "rewrite_format": "addr-",
-                   "tool_call": "req-"}[name]
+                   "tool_call": "req-", "schedule_chat": ("full-", "notime-", "neither-")}[name]
 
     def mains(records):
         return {t for r in records for t in d.meta[r["id"]]["templates"] if t.startswith(main_prefix)}
@@ -359,3 +359,23 @@ def test_cli_prints_counts_and_samples(tmp_path):
     assert re.search(r"eval unseen\s+100 examples", out) and "answer chars mean" in out
     assert out.count("[extract_entities-train-") == 2 and out.count("[extract_entities-unseen-") == 2
     assert (tmp_path / "eval_unseen.jsonl").exists()
+
+
+def test_schedule_chat_asks_for_what_is_missing_and_confirms_normalised():
+    d = gen("schedule_chat")
+    missing = Counter()
+    for r in d.train + d.eval:
+        f, msgs = d.meta[r["id"]]["fields"], r["messages"]
+        missing[f["missing"]] += 1
+        h, m = map(int, f["time"].split(":"))
+        assert f["time_text"] in schedule_chat.time_forms(h, m) and f["day_text"] in schedule_chat.day_forms(f["day"])
+        assert answer(r) == f"Booked the {f['topic']} with {f['person']} on {f['day']} at {f['time']}."
+        said = " ".join(user_texts(r)).lower()
+        assert f["person"].lower() in said and f["topic"] in said
+        assert f["time_text"].lower() in said and f["day_text"].lower() in said
+        if f["missing"] == "none":
+            assert len(msgs) == 3
+        else:  # the question names what is missing, then the user's reply gives it
+            assert len(msgs) == 5 and msgs[2]["content"] == schedule_chat.ASK[f["missing"]].format(Day=f["day"])
+            assert f["time_text"].lower() in msgs[3]["content"].lower()
+    assert set(missing) == {"none", "time", "both"} and max(missing.values()) - min(missing.values()) <= 2

@@ -232,3 +232,36 @@ def test_small_sets_given_eval_and_user_mistakes(tmp_path, model_dir):
     assert code == 2 and "did you mean 'exact_match'" in out
     code, out = run("init", tmp_path / "missing.jsonl")
     assert code == 2 and "missing.jsonl: file not found" in out and "Traceback" not in out
+
+
+def test_init_holds_out_whole_sentence_patterns_and_says_why(tmp_path, model_dir):
+    from patterns_data import natural, records, templated
+
+    from shipsft.data.skeleton import prompt_and_answers, seen_patterns
+
+    texts, which = templated(480)
+    data = write(tmp_path / "tickets.jsonl", records(texts))
+    code, out = run("init", data, "--model", model_dir)
+    assert code == 0, out
+    flat = " ".join(out.split())
+    assert "patterns: 12 sentence-pattern clusters in 480 examples; 100% of the examples share theirs" in flat
+    assert "whole clusters go to eval (3 clusters, 120 examples)" in flat
+    assert "eval 120, held out whole sentence patterns, stratified by 'category'" in flat
+    config = unwrapped(tmp_path / "tickets.yaml")
+    assert "held out whole sentence patterns" in config and "Split: 12 sentence-pattern clusters" in config
+    train = load_examples([tmp_path / "tickets.train.jsonl"], "auto", "error", None, False).examples
+    held = load_examples([tmp_path / "tickets.eval.jsonl"], "auto", "error", None, False).examples
+    assert not any(seen_patterns([prompt_and_answers(e) for e in train], [prompt_and_answers(e) for e in held]))
+    # hand-written conversations: a random split, and init says so
+    nat = write(tmp_path / "chat.jsonl", [{"messages": [{"role": "user", "content": p},
+                                                        {"role": "assistant", "content": a[-1]}]}
+                                          for p, a in natural()])
+    code, out = run("init", nat, "--model", model_dir)
+    assert code == 0, out
+    assert "not written from sentence patterns), so a plain random split" in " ".join(out.split())
+    assert "held out at random" in unwrapped(tmp_path / "chat.yaml")
+
+
+def unwrapped(config: Path) -> str:
+    """The config's text with its wrapped comment lines joined."""
+    return " ".join(line.strip().lstrip("#").strip() for line in config.read_text().splitlines())

@@ -54,11 +54,12 @@ def test_suite_build_writes_suites_eval_reads(tmp_path):
     code, text = run("suite", "build", traces, "--train", tmp_path / "train.jsonl", "--out", out, "--size", "9")
     assert code == 0, text
     assert "37 traces: 3 marked bad, 1 good, 33 unrated; 3 prompt patterns" in text
-    assert "dropped 1: leaks into training" in text and "dropped 1: exact duplicate" in text
-    assert "dropped 23: not sampled" in text  # 37 - 3 failures - 2 dropped - 9 sampled
+    # train.jsonl holds one track request: every track trace has a sentence pattern training saw (t7, a failure, too)
+    assert "dropped 12: leaks into training" in text and "dropped 1: exact duplicate" in text
+    assert "dropped 13: not sampled" in text  # 37 - 2 failures - 13 dropped - 9 sampled
     suite = [json.loads(line) for line in (out / "suite.jsonl").read_text().splitlines()]
-    assert len(suite) == 9 and {r["label"] for r in suite} == {"refund", "track", "address"}
-    assert {r["cluster"] for r in suite} == {0, 1, 2}
+    assert len(suite) == 9 and {r["label"] for r in suite} == {"refund", "address"}
+    assert {r["cluster"] for r in suite} == {0, 2}
     assert all(re.fullmatch(rf"{traces}:\d+", r["trace_source"]) and r["trace_id"] for r in suite)
     config = yaml.safe_load((out / "suites.yaml").read_text())["suites"]
     assert [(s["name"], s["metrics"]) for s in config] == [
@@ -68,7 +69,7 @@ def test_suite_build_writes_suites_eval_reads(tmp_path):
         assert examples and all(ex.messages[-1]["role"] == "assistant" for ex in examples)
     uncorrected = [json.loads(line) for line in (out / "failures_uncorrected.jsonl").read_text().splitlines()]
     assert [(r["trace_id"], r["feedback"], r["rejected"]) for r in uncorrected] == [
-        ("t3", "thumbs_down", "refund"), ("t7", "bad", "track")]
+        ("t3", "thumbs_down", "refund")]
     dropped = [json.loads(line) for line in (out / "dropped.jsonl").read_text().splitlines()]
     assert len(suite) + 1 + len(uncorrected) + len(dropped) == 37  # nothing lost
     manifest = json.loads((out / "manifest.json").read_text())
@@ -76,7 +77,7 @@ def test_suite_build_writes_suites_eval_reads(tmp_path):
     # the training data named by a run config (data.train, relative to the config) is checked the same way
     (tmp_path / "run.yaml").write_text(yaml.safe_dump({"model": {"path": "smollm2"}, "data": {"train": "train.jsonl"}}))
     code, text = run("suite", "build", traces, "--config", tmp_path / "run.yaml", "--out", tmp_path / "again")
-    assert code == 0 and "dropped 1: leaks into training" in text, text
+    assert code == 0 and "dropped 12: leaks into training" in text, text
 
 
 def test_a_bad_feedback_value_is_one_line_with_the_fix(tmp_path):

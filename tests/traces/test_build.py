@@ -25,26 +25,29 @@ def trace(k: int, pattern: str, answer: str | None = None, feedback: str | None 
 
 def test_templated_requests_cluster_by_pattern():
     traces = [trace(k, p) for k, p in enumerate(["refund", "track", "address"] * 4)]
-    assert pattern_clusters([t.example.messages[0]["content"] for t in traces]) == [0, 1, 2] * 4
+    assert pattern_clusters([t.example for t in traces]) == [0, 1, 2] * 4
 
 
 def test_planted_duplicates_leaks_and_failures():
     traces = [trace(k, p) for k, p in enumerate(["refund", "track", "address"] * 10)]  # 10 per label: labels
     traces.append(trace(30, "refund", text=traces[0].example.messages[0]["content"].upper()))  # exact (case)
-    near = traces[1].example.messages[0]["content"].replace("right now?", "right now??") + " Thanks a lot"
-    traces.append(trace(31, "track", text=near))  # near: two words added to a 20-word prompt
+    near = traces[2].example.messages[0]["content"] + " Thanks!"
+    traces.append(trace(31, "address", text=near))  # near: a word added to a 16-word prompt
     traces.append(trace(32, "refund", "refund", "bad", correction="address"))
-    traces.append(trace(33, "track", "refund", "thumbs_down"))
-    leak = traces[4].example  # its prompt is in the training data
-    train = [Example(source="train.jsonl:1", messages=leak.messages),
-             Example(source="train.jsonl:2", messages=[{"role": "user", "content": "unrelated words here"},
+    traces.append(trace(33, "address", "refund", "thumbs_down"))
+    cancel = "Cancel my plan 4411 today, I no longer need the monthly box of tea."
+    traces.append(trace(34, "refund", "cancel", text=cancel))
+    train = [Example(source="train.jsonl:1", messages=traces[34].example.messages),  # an exact prompt: a leak
+             Example(source="train.jsonl:2", messages=trace(99, "track").example.messages),  # the track pattern
+             Example(source="train.jsonl:3", messages=[{"role": "user", "content": "unrelated words here"},
                                                         {"role": "assistant", "content": "refund"}])]
     built = build_suites(traces, train)
-    assert [r["trace_id"] for r in built.suite] == [f"id{k}" for k in range(30) if k != 4]
-    assert built.dropped == [
-        {"trace_source": "t.jsonl:5", "trace_id": "id4", "reason": "leaks into training (exact prompt)"},
-        {"trace_source": "t.jsonl:31", "trace_id": "id30", "reason": "exact duplicate", "kept": "t.jsonl:1"},
-        {"trace_source": "t.jsonl:32", "trace_id": "id31", "reason": "near duplicate", "kept": "t.jsonl:2"}]
+    track = [k for k in range(30) if k % 3 == 1]  # other values, but a sentence pattern training saw
+    assert [r["trace_id"] for r in built.suite] == [f"id{k}" for k in range(30) if k not in track]
+    reasons = {d["trace_id"]: (d["reason"], d.get("kept")) for d in built.dropped}
+    assert reasons == {"id30": ("exact duplicate", "t.jsonl:1"), "id31": ("near duplicate", "t.jsonl:3"),
+                       "id34": ("leaks into training (exact prompt)", None),
+                       **{f"id{k}": ("leaks into training (sentence pattern)", None) for k in track}}
     fixed, = built.failures  # a correction: the reference is the corrected answer, the logged one is kept
     assert fixed["messages"][-1] == {"role": "assistant", "content": "address"} and fixed["rejected"] == "refund"
     assert fixed["label"] == "address" and fixed["feedback"] == "bad" and fixed["trace_source"] == "t.jsonl:33"
@@ -56,10 +59,11 @@ def test_planted_duplicates_leaks_and_failures():
     assert (first["cluster"], first["cluster_size"], first["label"]) == (0, 12, "refund")  # 10 + the copy + a failure
     n = len(built.suite) + len(built.failures) + len(built.uncorrected) + len(built.dropped)
     assert n == len(traces)  # every trace is in exactly one file
-    assert built.stats["dropped"] == {"leaks into training": 1, "exact duplicate": 1, "near duplicate": 1}
-    assert built.stats["answer_shape"] == "label" and built.stats["clusters"] == 3
-    assert built.stats["labels"] == ["address", "refund", "track"]
-    assert build_suites(traces, None).stats["leak_check"] is False  # no training data: nothing checked, and said
+    assert built.stats["dropped"] == {"leaks into training": 11, "exact duplicate": 1, "near duplicate": 1}
+    assert built.stats["answer_shape"] == "label" and built.stats["clusters"] == 4
+    assert built.stats["labels"] == ["address", "refund"]
+    unchecked = build_suites(traces, None)
+    assert unchecked.stats["leak_check"] is False and len(unchecked.suite) == 31  # no training data: nothing checked
 
 
 def test_the_sample_covers_every_pattern_and_every_label():

@@ -3,9 +3,10 @@
 `run_audit` takes the training split exactly as the data pipeline prepared it (`data.pipeline.prepare` with
 strict=False, so blocking problems are recorded instead of raised) and runs every check: template (parity, prefix
 stability, end-of-turn trained, role markers, double BOS, pad == eos, saved template), masks, lengths,
-duplicates, contamination against the eval data, content quality, data size vs recipe (the run resolved by
-`steps/resolve.py`, as training resolves it), provenance. It returns findings and writes nothing: `shipsft audit` prints and saves them,
-`shipsft train` saves them into the run folder and refuses to start on errors unless `--skip-audit`.
+duplicates, contamination against the eval data (copies, and shared sentence patterns: audit/patterns.py),
+content quality, data size vs recipe (the run resolved by `steps/resolve.py`, as training resolves it), provenance.
+It returns findings and writes nothing: `shipsft audit` prints and saves them, `shipsft train` saves them into the
+run folder and refuses to start on errors unless `--skip-audit`.
 
     result = run_audit(cfg, tokenizer, prepare(cfg.data, tokenizer, "train", strict=False, rejects_path=None),
                        joined=rows_join(cfg.model, cfg.train, hf_config(cfg.model)))
@@ -19,6 +20,7 @@ from dataclasses import replace
 from typing import Any
 
 from shipsft.audit.findings import AuditResult, Finding
+from shipsft.audit.patterns import check_pattern_leakage
 from shipsft.audit.template import check_template
 from shipsft.audit.text import Corpus, check_contamination, check_content, check_duplicates, texts_of
 from shipsft.audit.tokens import batch_figures, check_lengths, check_masks, check_provenance, check_recipe
@@ -122,6 +124,8 @@ def run_audit(cfg: RunConfig, tokenizer, prepared, *, joined: bool = False, eval
     eval_texts = {name: texts_of(exs, "all_assistant") for name, exs in eval_sets.items()}
     f, stats["contamination"] = _timed(
         timings, "contamination", lambda: check_contamination(texts, eval_texts, corpus=corpus))
+    findings += f
+    f, stats["patterns"] = _timed(timings, "patterns", lambda: check_pattern_leakage(examples, eval_sets))
     findings += f
     f, stats["content"] = _timed(timings, "content", lambda: check_content(texts))
     findings += f

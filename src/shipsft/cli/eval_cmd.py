@@ -3,10 +3,14 @@
 
 Scores a model on task suites (conversations whose last assistant turn is the reference) and, with a baseline,
 prints a before/after table: metric per suite for base and tuned, the delta and its paired-bootstrap 95% CI.
+When MODEL is a run, each suite's examples are compared with the run's training data: a suite that holds examples
+of sentence patterns seen in training and of unseen ones (data/skeleton.py) is also scored on each slice, printed
+with bootstrap 95% CIs (the unseen slice is what users phrasing requests their own way will see).
 Every prediction is kept in predictions.jsonl (source file:line, prompt, reference, output, each metric's score,
-and the base model's output and scores when a baseline ran): next to --out, else in the run folder when MODEL is a
-run, else in the current folder. `--failures N` prints the N worst side by side with their reference. A suite
-scored by win_rate needs the baseline and a judge (eval/judge.py): each prediction then carries the judge's verdicts.
+its pattern slice, and the base model's output and scores when a baseline ran): next to --out, else in the run
+folder when MODEL is a run, else in the current folder. `--failures N` prints the N worst side by side with their
+reference. A suite scored by win_rate needs the baseline and a judge (eval/judge.py): each prediction then carries the
+judge's verdicts.
 
 MODEL_OR_RUN is a model folder, a .gguf, `smollm2`, a peft adapter folder, or a run folder (`shipsft train`
 output). A run folder means its promoted `final/` (or, for a run that was not promoted, its last saved `adapter/`
@@ -31,7 +35,7 @@ from shipsft.config import JUDGED_METRICS, EvalConfig, ModelConfig, RunConfig, S
 from shipsft.errors import ConfigError
 from shipsft.eval.judge import Judge, with_pairwise
 from shipsft.eval.metrics import resolve_metrics
-from shipsft.eval.suites import before_after, predictions, samples, score_suites
+from shipsft.eval.suites import before_after, pattern_rows, predictions, samples, score_suites
 from shipsft.model.load import load_base, load_trained
 from shipsft.model.locate import tokenizer_from
 from shipsft.model.precision import autocast_dtype, pick_device
@@ -39,7 +43,7 @@ from shipsft.runs.jsonio import write_json
 from shipsft.runs.layout import PREDICTIONS, RunFolder, is_run_folder
 from shipsft.runs.predictions import worst, write_predictions
 from shipsft.runs.verify import verified, verified_weights
-from shipsft.cli.views import show_eval, show_failures
+from shipsft.cli.views import show_eval, show_failures, show_patterns
 
 
 @dataclass
@@ -118,9 +122,27 @@ def load_target(target: Target, device: torch.device):
     return model, tokenizer_from(tok_dir, cfg.model.trust_remote_code)
 
 
-def _scores(model, tok, cfg: RunConfig, ecfg: EvalConfig, amp) -> dict:
-    """{suite name: (Suite, SuiteRun)}: outputs and per-example scores of every suite."""
-    return score_suites(model, tok, cfg.data, ecfg, amp)
+def _scores(model, tok, cfg: RunConfig, ecfg: EvalConfig, amp, train_examples: list | None = None) -> dict:
+    """{suite name: (Suite, SuiteRun)}: outputs and per-example scores of every suite (marked seen / unseen against
+    `train_examples`)."""
+    return score_suites(model, tok, cfg.data, ecfg, amp, train_examples)
+
+
+def training_examples(cfg: RunConfig) -> tuple[list, str]:
+    """(the examples a run trained on: data.train, or every data.sources file; a note when they cannot be read):
+    each suite's examples are compared with them for the seen / unseen pattern slices."""
+    from shipsft.data.formats import load_examples
+    from shipsft.errors import ShipError
+
+    parts = ([(list(cfg.data.train), cfg.data.format)] if cfg.data.train else
+             [(list(src.path), src.format or cfg.data.format) for src in cfg.data.sources])
+    examples: list = []
+    try:
+        for paths, fmt in parts:
+            examples += load_examples(paths, fmt, "error", None, cfg.data.allow_any_role_order).examples
+    except ShipError as e:
+        return [], f"the training data could not be read ({e.lines[0]}), so no seen / unseen pattern slices"
+    return examples, ""
 
 
 def predictions_path(spec: str, target: Target, out: Path | None) -> Path:
@@ -152,19 +174,22 @@ def run_eval(model: str, suites: list[Path] | None, baseline: str | None = None,
     amp = autocast_dtype(target.cfg.train.precision, device)
     tuned_model, tok = load_target(target, device)
     console.print(f"tuned: {target.label}" + (f"  baseline: {base_spec}" if base_spec else ""))
-    tuned = _scores(tuned_model, tok, target.cfg, ecfg, amp)
+    train_examples, why_not = training_examples(target.cfg) if target.is_run else ([], "")
+    if why_not:
+        console.print(Text(f"note: {why_not}", style="yellow"))
+    tuned = _scores(tuned_model, tok, target.cfg, ecfg, amp, train_examples)
     base = None
     if base_spec is not None:
         if target.weights is not None and hasattr(tuned_model, "disable_adapter") and \
                 base_spec == target.cfg.model.path:  # the adapter's own base: switch it off, no second model
             with tuned_model.disable_adapter():
-                base = _scores(tuned_model, tok, target.cfg, ecfg, amp)
+                base = _scores(tuned_model, tok, target.cfg, ecfg, amp, train_examples)
         else:
             del tuned_model  # one model in memory at a time
             same = base_spec == target.cfg.model.path
             bcfg = target.cfg if same else RunConfig(model=ModelConfig(path=base_spec))
             base_model, base_tok = load_target(Target(bcfg, None, base_spec), device)
-            base = _scores(base_model, base_tok, bcfg, ecfg, amp)
+            base = _scores(base_model, base_tok, bcfg, ecfg, amp, train_examples)
     if base is not None:  # win_rate: the tuned answers judged against the baseline's; the baseline ties itself
         for name, (suite, run) in tuned.items():
             b = base[name][1]
@@ -172,15 +197,19 @@ def run_eval(model: str, suites: list[Path] | None, baseline: str | None = None,
             base[name] = (base[name][0], with_pairwise(suite.metrics, suite.items, b, b.outputs))
     result = _summarise(tuned, base)
     show_eval(console, result, base_spec)
+    patterns = [row for name, (suite, run) in tuned.items()
+                for row in pattern_rows(suite, run.scores, base[name][1].scores if base is not None else None)]
+    show_patterns(console, patterns)
     rows = [p for name, (suite, run) in tuned.items()
-            for p in predictions(name, suite.items, run, base[name][1] if base is not None else None)]
+            for p in predictions(name, suite.items, run, base[name][1] if base is not None else None,
+                                 suite.patterns)]
     written = write_predictions(predictions_path(model, target, out), rows, kind="eval")
     console.print(Text(f"wrote {written} ({len(rows)} predictions)"))
     if failures:
         show_failures(console, worst(rows, failures), len(rows))
     if out is not None:
         write_json(Path(out), {"model": model, "baseline": base_spec, "suites_config": ecfg.model_dump(mode="json"),
-                               "suites": result})
+                               "suites": result, "patterns": patterns})
         console.print(f"wrote {out}")
     return 0
 

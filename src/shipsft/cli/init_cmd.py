@@ -83,10 +83,14 @@ def show_starter(console, st, out: Path) -> None:
                         f"max {s[-1]}), {t[len(t) // 2]} of them trained (the answer + end of turn); "
                         f"{sum(s):,} tokens in all")
     line("answers", st.shape.why)
+    if st.split is not None:
+        line("patterns", st.split.why + (f"; the largest: {st.split.largest!r}" if st.split.largest else ""))
     if st.eval_path is not None:
         field = repr(st.split_by) if st.shape.kind == "json" else st.split_by  # a JSON field, or "the answer" ...
         how = f", stratified by {field}" if st.split_by else ""
-        line("split", f"train {st.n_train:,} -> {st.train_path}; eval {st.n_eval:,}{how} -> {st.eval_path}")
+        kind = {"patterns": "whole sentence patterns", "random": "at random"}.get(getattr(st.split, "by", ""))
+        held = f", held out {kind}" if kind else ""
+        line("split", f"train {st.n_train:,} -> {st.train_path}; eval {st.n_eval:,}{held}{how} -> {st.eval_path}")
     else:
         line("split", f"no eval split ({st.n_train:,} examples are too few): no task metrics or gates")
     table = Table(box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False, title_justify="left",

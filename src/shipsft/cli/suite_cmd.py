@@ -97,7 +97,7 @@ def build(
 def run_build(traces: list[Path], out: Path, config: Path | None, train: list[Path] | None, size: int | None,
               seed: int, fmt: str, metrics: list[str] | None) -> int:
     from shipsft.eval.metrics import resolve_metrics
-    from shipsft.recipe.starter import METRICS
+    from shipsft.data.inspect import TASK_METRICS
     from shipsft.runs.jsonio import write_json
     from shipsft.traces.build import build_suites
     from shipsft.traces.read import read_traces
@@ -107,7 +107,7 @@ def run_build(traces: list[Path], out: Path, config: Path | None, train: list[Pa
     found, files, used = read_traces(traces, fmt)
     examples, mask = training_examples(config, train)
     built = build_suites(found, examples, size, seed, mask)
-    chosen = list(metrics) if metrics else METRICS[built.stats["answer_shape"]]
+    chosen = list(metrics) if metrics else TASK_METRICS[built.stats["answer_shape"]]
     out.mkdir(parents=True, exist_ok=True)
     written = [_jsonl(out / FILES[k], getattr(built, k)) for k in FILES if getattr(built, k)]
     written.append(_jsonl(out / "dropped.jsonl", built.dropped))

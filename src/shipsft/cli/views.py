@@ -106,6 +106,26 @@ def show_eval(console: Console, result: dict, base_spec: str | None) -> None:
         console.print(table)
 
 
+def show_patterns(console: Console, rows: list[dict]) -> None:
+    """The seen-pattern and unseen-pattern slices of each suite that holds both (eval/suites.py: pattern_rows):
+    score and bootstrap 95% CI, and the paired delta's when a baseline ran."""
+    if not rows:
+        return
+    with_base = all("delta" in r for r in rows)
+    table = Table(title="sentence patterns seen in training vs unseen", box=box.SIMPLE_HEAD, title_justify="left",
+                  pad_edge=False)
+    for name, justify in (("suite.slice/metric", "left"), ("n", "right"), ("score", "right"),
+                          ("95% CI", "right"), *((("delta", "right"), ("95% CI ", "right")) if with_base else ())):
+        table.add_column(name, justify=justify, overflow="fold")
+    for r in rows:
+        cells = [f"{r['suite']}.{r['slice']}/{r['metric']}", str(r["n"]), f"{r['tuned']:.3f}",
+                 f"[{r['tuned_lo']:.3f}, {r['tuned_hi']:.3f}]"]
+        if with_base:
+            cells += [f"{r['delta']:+.3f}", f"[{r['lo']:+.3f}, {r['hi']:+.3f}]"]
+        table.add_row(*(Text(c) for c in cells))
+    console.print(table)
+
+
 def show_failures(console: Console, rows: list[dict], n_total: int) -> None:
     """`shipsft eval --failures N`: each failure with its source and every score (wrapped, never cut), the prompt,
     then the prediction and the reference side by side (and the base model's output when a baseline ran)."""

@@ -39,6 +39,13 @@ LABEL_MAX_CHARS = 40  # a plain-text answer longer than this (median) is text, n
 SHORT_TEXT_WORDS = 30  # up to this many words (median): a formatted answer or a short fact, scored by exact match
 MIN_SPLIT = 20  # fewer examples than this: no eval split (a handful of examples measures nothing)
 LEAK_MIN_WORDS = 4  # answers this long that repeat are leaks; shorter ones ("positive") are labels (audit/text.py)
+# the eval metrics an answer shape is scored by, and the one that selects the checkpoint (recipe/starter.py gives the
+# reasons in the config it writes; data.eval_split's held-out suite uses the same)
+TASK_METRICS = {"tool_call": ["tool_call_match", "exact_match", "rouge_l"],
+                "json": ["json_valid", "json_field_match", "exact_match"], "label": ["exact_match"],
+                "short_text": ["exact_match", "rouge_l"], "text": ["rouge_l", "token_f1"]}
+SELECT_METRIC = {"tool_call": "tool_call_match", "json": "json_field_match", "label": "exact_match",
+                 "short_text": "exact_match", "text": "rouge_l"}
 
 
 @dataclass
@@ -198,7 +205,8 @@ def split_indices(labels: list[str | None], n_eval: int, seed: int, groups: list
     """(train, eval) indices, each in file order. Stratified: each label gets its share of the eval set (largest
     remainder), and a label seen only once stays in training. `groups` (leak_groups) keeps examples that share a
     prompt or an answer on one side: a group goes to eval only whole, when it fits its label's share. Deterministic
-    for a seed (a string-seeded `random.Random`, independent of PYTHONHASHSEED)."""
+    for a seed (a string-seeded `random.Random`, independent of PYTHONHASHSEED). Whole sentence patterns:
+    data/split.py's cluster_split."""
     rng = random.Random(f"shipsft-split:{seed}")
     groups = groups if groups is not None else list(range(len(labels)))
     units: dict[int, list[int]] = {}

@@ -47,20 +47,27 @@ def as_call(obj: Any) -> ToolCall | None:
     return ToolCall(name, args) if isinstance(args, dict) else None
 
 
-def parse_tool_calls(text: str) -> list[ToolCall]:
-    """Every tool call in `text`, in order (empty when the text holds none)."""
+def next_json(text: str, i: int = 0) -> tuple[Any, int, int] | None:
+    """(value, start, end) of the first JSON object or list that decodes at or after position `i`, or None."""
     decoder = json.JSONDecoder()
-    calls: list[ToolCall] = []
-    i = 0
-    while i < len(text):
+    while True:
         start = min((j for j in (text.find("{", i), text.find("[", i)) if j >= 0), default=-1)
         if start < 0:
-            break
+            return None
         try:
             value, end = decoder.raw_decode(text, start)
         except ValueError:
             i = start + 1
             continue
+        return value, start, end
+
+
+def parse_tool_calls(text: str) -> list[ToolCall]:
+    """Every tool call in `text`, in order (empty when the text holds none)."""
+    calls: list[ToolCall] = []
+    i = 0
+    while (hit := next_json(text, i)) is not None:
+        value, start, end = hit
         found = [as_call(v) for v in (value if isinstance(value, list) else [value])]
         if any(c is None for c in found) or not found:
             i = start + 1  # not a call (or a list that is not only calls): a call may still sit inside it

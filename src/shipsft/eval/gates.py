@@ -5,7 +5,9 @@ training gives a flat dict of metrics; this module decides from those dicts alon
 chosen checkpoint to `final/` through `shipsft.runs`):
 
 * **names**: `exact_match` means the first suite's metric (`<first suite>/exact_match`); `suite/metric` names any
-  suite; `eval_loss`, `kl_to_base`, `probe_loss`, `probe_kl`, `general_loss_increase` are run-wide.
+  suite; `eval_loss`, `kl_to_base`, `probe_loss`, `probe_kl`, `general_loss_increase` are run-wide. A suite that
+  holds examples of sentence patterns seen in training and of unseen ones is read on its unseen slice
+  (`suite.unseen/metric`, eval.pattern_slice: `for_slices`).
 * **early stopping**: stop after `patience` full evals without an improvement of more than `min_delta`.
 * **selection**: the best checkpoint by `eval.select_metric` (a task metric, higher is better; never a loss: a
   lower eval loss tracks quality within one recipe but need not across recipes or models), ties to the earlier step.
@@ -66,6 +68,27 @@ def check_names(ecfg: EvalConfig, suite_metrics: dict[str, list[str]]) -> list[s
         problems.append(f"eval.select_metric: {ecfg.select_metric!r} is a loss; the best checkpoint is chosen by a "
                         "task metric (e.g. exact_match). Gate losses with eval.gates instead.")
     return problems
+
+
+def for_slices(ecfg: EvalConfig, sliced: list[str]) -> EvalConfig:
+    """`ecfg` with select_metric, every gate and early stopping reading the unseen-pattern slice of each suite in
+    `sliced` (suites holding both seen-pattern and unseen-pattern examples: eval/suites.py) when
+    eval.pattern_slice is unseen: `heldout/exact_match` -> `heldout.unseen/exact_match`. A name that already names a
+    slice, a loss and a run-wide metric are read as they are."""
+    if ecfg.pattern_slice != "unseen" or not sliced or not ecfg.suites:
+        return ecfg
+    first = ecfg.suites[0].name
+
+    def unseen(name: str) -> str:
+        full = full_name(name, first)
+        suite, _, rest = full.partition("/")
+        return f"{suite}.unseen/{rest}" if suite in sliced and rest and rest != "eval_loss" else full
+
+    es = ecfg.early_stopping
+    return ecfg.model_copy(update={
+        "select_metric": unseen(select_name(ecfg)),
+        "gates": [g.model_copy(update={"metric": unseen(g.metric)}) for g in ecfg.gates],
+        "early_stopping": es.model_copy(update={"metric": unseen(es.metric)}) if es is not None else None})
 
 
 def select_name(ecfg: EvalConfig) -> str | None:
@@ -156,6 +179,8 @@ class Promotion:
     spearman_eval_loss: float | None = None  # over checkpoints: eval loss vs the select metric
     candidates: list[dict] = field(default_factory=list)  # per checkpoint: step, value, passed, failed gates
     before_after: list[dict] = field(default_factory=list)  # suite, metric, base, tuned, delta, lo, hi
+    # per slice of a suite holding seen-pattern and unseen-pattern examples (eval/suites.py: pattern_rows)
+    patterns: list[dict] = field(default_factory=list)
 
     def to_json(self) -> dict:
         return asdict(self)

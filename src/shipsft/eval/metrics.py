@@ -344,6 +344,16 @@ class Delta:
     hi: float
 
 
+def bootstrap_mean(values: list[float], n_resamples: int = 1000, seed: int = 0) -> tuple[float, float, float]:
+    """(mean, lo, hi): the mean and the 2.5th / 97.5th percentiles of the means of resampled examples."""
+    if not values:
+        raise ValueError("a bootstrap CI needs at least one score")
+    v = np.asarray(values, dtype=np.float64)
+    idx = np.random.default_rng(seed).integers(0, len(v), size=(n_resamples, len(v)))
+    lo, hi = np.percentile(v[idx].mean(axis=1), [2.5, 97.5])
+    return float(v.mean()), float(lo), float(hi)
+
+
 def paired_bootstrap(base: list[float], tuned: list[float], n_resamples: int = 1000, seed: int = 0) -> Delta:
     """Mean(tuned) - mean(base) with a 95% CI from resampling examples (the same indices for both: paired)."""
     if len(base) != len(tuned) or not base:

@@ -1,7 +1,7 @@
 """Evals during training: task metrics on generations, eval loss, drift from the base model. Returns numbers and
 writes no files; the training loop decides when to call each function and what to do with the result.
 
-    sess = build_session(cfg.eval, cfg.data, tokenizer, model, amp)  # loads suites + probe, checks metric names
+    sess = build_session(cfg.eval, cfg.data, tokenizer, model, amp, train_examples)  # suites + probe, names checked
     rec = baseline(sess)           # before step 1: base model on every suite + probe (full FT: caches base top-k)
     rec = smoke(sess, step)        # the first eval.smoke_size examples of the first suite
     rec = full(sess, step)         # every suite + eval loss + KL to base + forgetting probe
@@ -9,7 +9,9 @@ writes no files; the training loop decides when to call each function and what t
 Each returns an `EvalRecord` (kind, step, flat metrics, per-example scores, sample generations, and every
 prediction: source, prompt, reference, output, scores, plus the base model's output and scores in a full eval).
 Metric names:
-`<suite>/<metric>` per suite (plus `<suite>/eval_loss`), and run-wide `eval_loss`, `kl_to_base`, `probe_loss`,
+`<suite>/<metric>` per suite (plus `<suite>/eval_loss`; a suite holding both examples whose sentence pattern is in
+the training data and examples whose is not also gets `<suite>.seen/<metric>` and `<suite>.unseen/<metric>`, and
+`sess.gates` reads the unseen slice: eval/gates.py for_slices), and run-wide `eval_loss`, `kl_to_base`, `probe_loss`,
 `probe_kl`, `general_loss_increase` (see `eval/gates.py` for how gates and early stopping name them).
 """
 from __future__ import annotations
@@ -23,10 +25,11 @@ from shipsft.config import DataConfig, EvalConfig
 from shipsft.data.pack import padding_id
 from shipsft.errors import ConfigError
 from shipsft.eval.drift import TOPK, SeqStats, TopK, mean_kl, mean_loss, teacher_forced
-from shipsft.eval.gates import check_names
+from shipsft.eval.gates import check_names, for_slices
 from shipsft.eval.items import PROBE_SLICES, EvalItem, build_items, eval_renderer, load_probe, stop_ids
 from shipsft.eval.judge import with_pairwise
-from shipsft.eval.suites import Suite, SuiteRun, build_suite, predictions, run_suite, samples
+from shipsft.eval.suites import (Suite, SuiteRun, build_suite, mark_patterns, metric_names, predictions, run_suite,
+                                 samples, suite_metrics)
 
 
 @dataclass
@@ -67,13 +70,17 @@ class EvalSession:
     base_outputs: dict[str, list[str]] = field(default_factory=dict)  # suite -> the base model's generations
     base_slice_loss: dict[str, float] = field(default_factory=dict)  # probe slice -> the baseline's probe loss
     progress: Any = None  # told of each eval's generations: eval_start(label, total), eval_step(n), eval_stop()
+    gates: EvalConfig | None = None  # cfg with gates / select / early stopping on the unseen slices (for_slices)
 
 
-def build_session(ecfg: EvalConfig, data: DataConfig, tokenizer, model, amp) -> EvalSession:
-    """Load every suite and the probe, tokenised with the run's template; check metric names (start-up errors)."""
+def build_session(ecfg: EvalConfig, data: DataConfig, tokenizer, model, amp, train_examples: list | None = None
+                  ) -> EvalSession:
+    """Load every suite and the probe, tokenised with the run's template; mark each suite's items seen / unseen
+    against `train_examples` (the examples trained on); check metric names (start-up errors)."""
     renderer = eval_renderer(tokenizer, data)
     suites = [build_suite(sc, renderer, ecfg, data.allow_any_role_order) for sc in ecfg.suites]
-    problems = check_names(ecfg, {s.name: [m.name for m in s.metrics] for s in suites})
+    mark_patterns(suites, train_examples or [])
+    problems = check_names(ecfg, {k: v for s in suites for k, v in metric_names(s).items()})
     if problems:
         raise ConfigError(problems)
     probe = build_items(renderer, load_probe()) if ecfg.forgetting_probe else []
@@ -91,7 +98,8 @@ def build_session(ecfg: EvalConfig, data: DataConfig, tokenizer, model, amp) -> 
     kl_method = "exact (adapter disabled)" if lora else f"top-{TOPK} + rest (lower bound)"
     return EvalSession(ecfg, tokenizer, model, suites, probe, kl_items, rest_items, index, stop,
                        padding_id(tokenizer, stop), amp,
-                       "adapter" if lora else None, kl_method)
+                       "adapter" if lora else None, kl_method,
+                       gates=for_slices(ecfg, [s.name for s in suites if s.sliced]))
 
 
 def baseline(sess: EvalSession) -> EvalRecord:
@@ -115,8 +123,7 @@ def smoke(sess: EvalSession, step: int) -> EvalRecord:
     with _bar(sess, f"smoke, step {step}", len(s.items[: sess.cfg.smoke_size])) as advance:
         run = run_suite(sess.model, sess.tokenizer, s, s.items[: sess.cfg.smoke_size], sess.stop, sess.cfg.batch_size,
                         sess.amp, advance)
-    metrics = {f"{s.name}/{k}": v for k, v in run.metrics.items()}
-    return EvalRecord("smoke", step, metrics, time_s=round(time.perf_counter() - t0, 2))
+    return EvalRecord("smoke", step, suite_metrics(s, run), time_s=round(time.perf_counter() - t0, 2))
 
 
 def full(sess: EvalSession, step: int) -> EvalRecord:
@@ -162,10 +169,10 @@ def _generate_suites(sess: EvalSession, with_base: bool, advance):
             base = SuiteRun(sess.base_outputs[s.name], sess.base_scores[s.name], {})
         if base is not None or not with_base:  # win_rate: against the baseline's answers; the baseline itself ties
             run = with_pairwise(s.metrics, s.items, run, base.outputs if base is not None else run.outputs)
-        metrics.update({f"{s.name}/{k}": v for k, v in run.metrics.items()})
+        metrics.update(suite_metrics(s, run))
         scores[s.name] = run.scores
         kept += [{"suite": s.name, **x} for x in samples(s.items, run.outputs, sess.cfg.samples)]
-        preds += predictions(s.name, s.items, run, base)
+        preds += predictions(s.name, s.items, run, base, s.patterns)
     return metrics, kept, scores, preds
 
 

@@ -33,19 +33,15 @@ import yaml
 
 from shipsft.config import DataConfig, ModelConfig, RunConfig
 from shipsft.data.formats import load_examples, read_records
-from shipsft.data.inspect import (AnswerShape, answer_shape, eval_size, leak_groups, leak_keys, reference_answer,
-                                  split_indices, strata, write_records)
+from shipsft.data.inspect import (SELECT_METRIC, TASK_METRICS, AnswerShape, answer_shape, reference_answer, strata,
+                                  write_records)
+from shipsft.data.split import SplitPlan, plan_split
 from shipsft.data.pipeline import prepare
 from shipsft.data.types import Rendered
 from shipsft.errors import ConfigError, DataError
 
 SUITE = "heldout"  # the eval suite's name: metrics read heldout/json_field_match, ...
-METRICS = {"tool_call": ["tool_call_match", "exact_match", "rouge_l"],
-           "json": ["json_valid", "json_field_match", "exact_match"], "label": ["exact_match"],
-           "short_text": ["exact_match", "rouge_l"], "text": ["rouge_l", "token_f1"]}
 STRATUM = {"tool_call": "the function called"}  # what a split is stratified by, when not a JSON field or a label
-SELECT = {"tool_call": "tool_call_match", "json": "json_field_match", "label": "exact_match",
-          "short_text": "exact_match", "text": "rouge_l"}
 JSON_VALID_GATE = 0.9  # a JSON task that answers invalid JSON more than 1 time in 10 is not ready to ship
 # LoRA's learning rate by the model's width (alpha 32 as in LoraConfig: with alpha / r scaling the best LR hardly moves
 # with the rank, LoRA Without Regret, Thinking Machines 2025). Smaller models want a larger one: the best LoRA LR in
@@ -81,6 +77,7 @@ class Starter:
     n_train: int
     n_eval: int
     split_by: str | None  # the label the split was stratified on (None: a plain random split, or --eval given)
+    split: SplitPlan | None  # how the eval split was held out (None: --eval given)
     lengths: list[int]  # rendered token length of every training sequence
     trained: list[int]  # trained (answer) tokens of every training sequence
     sample: Rendered | None
@@ -104,18 +101,18 @@ def make_starter(data: Path, config_path: Path, model: str, eval_data: Path | No
     loaded = load_examples([data], "auto", "error", None, False)
     answers = [reference_answer(ex) for ex in loaded.examples]
     shape = answer_shape(answers)
-    split_by = None
+    split_by, split = None, None
     if eval_data is not None:
         train_path, eval_path, n_eval = data, Path(eval_data), None
     else:
-        n_eval = eval_size(len(answers))
         labels = strata(answers, shape)
         split_by = ((shape.label_field or STRATUM.get(shape.kind, "the answer"))
                     if any(x is not None for x in labels) else None)
-        # examples sharing a prompt or a 4+ word answer stay on one side: the audit refuses an eval that leaks
-        groups = leak_groups([leak_keys(ex, answers=shape.kind != "label") for ex in loaded.examples])
-        train_idx, eval_idx = split_indices(labels, n_eval, seed, groups)
-        train_path, eval_path = _write_split(data, config_path.parent, train_idx, eval_idx, force)
+        # whole sentence patterns when the data was written from them (data/split.py); examples sharing a prompt or
+        # a 4+ word answer stay on one side either way: the audit refuses an eval that leaks
+        split = plan_split(loaded.examples, shape, seed)
+        n_eval = len(split.eval_idx)
+        train_path, eval_path = _write_split(data, config_path.parent, split.train_idx, split.eval_idx, force)
     tok = load_tokenizer(ModelConfig(path=model))
     fmt = loaded.format
     prep = prepare(DataConfig(train=[str(train_path)], format=fmt, max_length="auto"), tok, "train", strict=False,
@@ -128,14 +125,14 @@ def make_starter(data: Path, config_path: Path, model: str, eval_data: Path | No
     resolved = resolve(defaults, prep)
     data_cfg, train_cfg, reasons = resolved.config.data, resolved.config.train, resolved.reasons
     why = {r.split(" ", 1)[0]: r for r in reasons}
-    metrics = list(task_metrics) if task_metrics else METRICS[shape.kind]
+    metrics = list(task_metrics) if task_metrics else TASK_METRICS[shape.kind]
     n_train = len(prep.examples)
     trained = [x.n_trained for x in prep.rendered]
     rel = _relative_to(config_path.parent)
     choices = [
         Choice("model", "path", model, "the model to fine-tune (--model; smollm2 = the embedded SmolLM2-135M-"
                "Instruct, nothing is downloaded)"),
-        Choice("data", "train", rel(train_path), _train_why(data, n_train, n_eval, split_by, eval_data, shape)),
+        Choice("data", "train", rel(train_path), _train_why(data, n_train, n_eval, split_by, eval_data, shape, split)),
         Choice("data", "format", fmt, f"{'; '.join(loaded.notes[:1])}: set explicitly so a new file in another "
                "format is an error, not a silent change"),
         Choice("data", "max_length", data_cfg.max_length, _length_why(prep.full_lengths, prep.notes)),
@@ -155,8 +152,8 @@ def make_starter(data: Path, config_path: Path, model: str, eval_data: Path | No
     text = render_yaml(choices, data, eval_data)
     warnings = [line for p in prep.problems for line in p.lines]
     return Starter(data, fmt, list(loaded.notes), len(answers), shape, train_path, eval_path, n_train, n_eval or 0,
-                   split_by, prep.full_lengths, trained, prep.rendered[0] if prep.rendered else None, tok, choices,
-                   text, warnings)
+                   split_by, split, prep.full_lengths, trained, prep.rendered[0] if prep.rendered else None, tok,
+                   choices, text, warnings)
 
 
 def model_width(tokenizer) -> int | None:
@@ -208,7 +205,7 @@ def _write_split(data: Path, folder: Path, train_idx: list[int], eval_idx: list[
 
 
 def _train_why(data: Path, n_train: int, n_eval: int | None, split_by: str | None, eval_data: Path | None,
-               shape: AnswerShape) -> str:
+               shape: AnswerShape, split: SplitPlan | None) -> str:
     if eval_data is not None:
         return f"{n_train:,} examples from {data}; the eval set is --eval {eval_data}"
     if not n_eval:
@@ -216,9 +213,11 @@ def _train_why(data: Path, n_train: int, n_eval: int | None, split_by: str | Non
                 "measures nothing); add an eval file with --eval to get task metrics and gates")
     how = (f"stratified by {split_by!r} so every label keeps its share" if split_by and shape.kind == "json" else
            f"stratified by {split_by} so every function keeps its share" if split_by and shape.kind == "tool_call" else
-           "stratified by the answer label" if split_by else "at random (the answers have no label to stratify by)")
+           "stratified by the answer label" if split_by else "the answers have no label to stratify by")
+    kind = "whole sentence patterns" if split is not None and split.by == "patterns" else "at random"
     return (f"{n_train:,} of the {n_train + n_eval:,} examples in {data}; the other {n_eval:,} are the eval split, "
-            f"{how}, written once to files so it never changes (same data + --seed = same split)")
+            f"held out {kind} ({how}), written once to files so it never changes (same data + --seed = same split). "
+            + (f"Split: {split.why}." if split is not None else ""))
 
 
 def _length_why(lengths: list[int], notes: list[str]) -> str:
@@ -244,7 +243,7 @@ def _eval_choices(shape: AnswerShape, metrics: list[str], eval_path: str, n_eval
                "text": "the answers are free text: ROUGE-L and token F1 for overlap (a judge model scores meaning "
                        "better: add `judge` and eval.judge_url when you have one)"}[shape.kind]
     suite = {"name": SUITE, "data": eval_path, "metrics": metrics}
-    select = SELECT[shape.kind] if SELECT[shape.kind] in metrics else metrics[0]
+    select = SELECT_METRIC[shape.kind] if SELECT_METRIC[shape.kind] in metrics else metrics[0]
     out = [Choice("eval", "suites", [suite], f"{n_eval:,} held-out examples scored by greedy generation before "
                   f"training, at each epoch end and at the last step; metrics: {why}"),
            Choice("eval", "select_metric", f"{SUITE}/{select}", "the checkpoint that ships is the best by this task "

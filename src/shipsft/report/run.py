@@ -106,6 +106,22 @@ def _before_after_section(promo: dict | None) -> str:
                   body, "before-after")
 
 
+def _patterns_section(promo: dict | None) -> str:
+    """Seen vs unseen sentence patterns (eval/suites.py: pattern_rows): empty when no suite holds both kinds."""
+    rows = (promo or {}).get("patterns") or []
+    if not rows:
+        return ""
+    body = [[esc(f"{r['suite']}.{r['slice']}"), esc(r["metric"]), esc(r["n"]), fmt(r.get("base")),
+             f"{fmt(r['tuned'])} [{fmt(r['tuned_lo'])}, {fmt(r['tuned_hi'])}]",
+             (f"{r['delta']:+.4f} [{r['lo']:+.4f}, {r['hi']:+.4f}]" if "delta" in r else "–")] for r in rows]
+    return ("<h2 id='patterns'>Seen vs unseen sentence patterns</h2><p>Eval examples whose prompt pattern (the prompt "
+            "with its names, numbers and values taken out) is also in the training data score recall of a phrasing; "
+            "the unseen slice is what users who phrase requests their own way will see, and gates, early stopping "
+            "and checkpoint selection read it (eval.pattern_slice).</p>"
+            + _table(["suite.slice", "metric", "n", "base", f"tuned (step {promo.get('step')}) [95% CI]",
+                      "delta [95% CI, paired]"], body, "patterns"))
+
+
 def _samples_section(evals: list[dict], promo: dict | None) -> str:
     base = next((e for e in evals if e.get("kind") == "baseline"), None)
     fulls = [e for e in evals if e.get("kind") == "full"]
@@ -177,7 +193,7 @@ def render_report(name: str, metrics: list[dict], evals: list[dict], promotion: 
         f"<title>shipsft report: {esc(name)}</title><style>{CSS}</style></head><body>"
         f"<h1>shipsft run report: {esc(name)}</h1><p class='muted'>{' · '.join(facts)}</p>"
         f"<h2 id='decision'>Gate decision</h2>{_decision_section(promotion)}"
-        f"<h2 id='before-after'>Before / after</h2>{_before_after_section(promotion)}"
+        f"<h2 id='before-after'>Before / after</h2>{_before_after_section(promotion)}{_patterns_section(promotion)}"
         f"<h2 id='training'>Training</h2>{_training_section(metrics)}"
         f"<h2 id='eval'>Eval and drift</h2>{_eval_section(evals)}"
         f"<h2 id='samples'>Sample generations</h2>{_samples_section(evals, promotion)}"

@@ -10,6 +10,7 @@
       promotion.json       the gate decision and the before/after table
       report.html          curves, before/after, samples, gate decision
       README.md            the runbook: what was trained, and the commands to re-run, resume and evaluate it
+      split/               train.jsonl + eval.jsonl: data.train's parts when data.eval_split held one out
       train.log            what the console showed, and the libraries' warnings and log lines it kept off the screen
       checkpoints/step-N/  loadable weights (adapter or model + tokenizer) and a COMPLETE marker written last
       adapter/ or model/   the weights at the end of training
@@ -113,6 +114,10 @@ class RunFolder:
 
     def rejects(self, tag: str) -> Path:
         return self.root / f"rejects-{tag}.jsonl"
+
+    def split(self, part: str) -> Path:
+        """split/train.jsonl, split/eval.jsonl: the parts of data.train that data.eval_split held out."""
+        return self.root / "split" / f"{part}.jsonl"
 
     def shipped_weights(self) -> tuple[Path, str] | None:
         """The weights this run hands off: final/ (promoted), else its last adapter/ or model/ with a note."""

@@ -10,9 +10,10 @@ Steps, in order (docs/suites.md):
 1. Near-duplicates: traces whose prompts (user turns, system prompt left out) are near-copies (the audit's MinHash,
    audit/text.py: Jaccard >= 0.8 over 5-word shingles, exact copies included) keep the first in file order, within
    the bad traces and within the others separately (a prompt can be a failure once and fine once).
-2. Leaks: a trace whose prompt or answer is in the training data is dropped (`leaked`).
-3. Patterns: prompts are clustered (`pattern_clusters`); each record carries its cluster and how many traces (before
-   steps 1-2) share it, so a score can be weighted back to traffic.
+2. Leaks: a trace whose prompt or answer is in the training data, or whose sentence pattern is, is dropped
+   (`leaked`).
+3. Patterns: prompts are clustered by sentence pattern (`pattern_clusters`, data/skeleton.py); each record carries
+   its cluster and how many traces (before steps 1-2) share it, so a score can be weighted back to traffic.
 4. Sampling (`size`): production traffic is skewed towards a few request patterns, so the suite takes examples
    round-robin over clusters (one from each before a second from any) within each label's share of the suite
    (labels: data/inspect.py's answer shape, as `shipsft init` stratifies). Failure suites are kept whole.
@@ -23,23 +24,17 @@ Every record keeps its provenance: `trace_source` (file:line), `trace_id`, `feed
 from __future__ import annotations
 
 import random
-import re
 from collections import defaultdict
 from dataclasses import dataclass, field
 
-from shipsft.audit.text import (ExampleText, contamination_hits, example_text, near_duplicate_clusters, normalise,
-                                texts_of)
+from shipsft.audit.text import ExampleText, contamination_hits, example_text, normalise, texts_of
 from shipsft.data.inspect import answer_shape, reference_answer, strata
+from shipsft.data.similar import near_duplicate_clusters
+from shipsft.data.skeleton import find_patterns, prompt_and_answers, seen_patterns
 from shipsft.data.types import Example
 from shipsft.traces.read import Trace
 
 NEAR_DUPLICATE = 0.8  # the audit's near-duplicate threshold (audit/text.py: check_duplicates)
-# Pattern clusters, until the prompt skeletons of issue 27 item 1 land in data/: numbers and quoted strings masked,
-# then prompts that share half of their word pairs are one pattern ("Refund order 1182 for Ann" and "Refund order
-# 7730 for Bo": 2-word shingles, MinHash estimate)
-PATTERN_SIMILARITY = 0.5
-PATTERN_SHINGLE = 2
-_VALUES = re.compile(r"\d[\d.,:/-]*|\"[^\"]*\"|'[^']*'")
 
 
 @dataclass
@@ -51,30 +46,26 @@ class Built:
     stats: dict = field(default_factory=dict)
 
 
-def leaked(train: list[ExampleText], texts: list[ExampleText]) -> list[str | None]:
-    """Per trace: None, or how it leaks into training ("exact prompt", "overlap answer", ...). Today the audit's
-    contamination test (audit/text.py: exact prompt/answer, or a 15-word run shared); the skeleton test of issue 27
-    item 1 replaces it here, in one place."""
+def leaked(train: list[Example], train_texts: list[ExampleText], traces: list[Example], texts: list[ExampleText]
+           ) -> list[str | None]:
+    """Per trace: None, or how it leaks into training: the audit's contamination test (audit/text.py: exact prompt or
+    answer, or a 15-word run shared), then the sentence-pattern test (data/skeleton.py: its prompt's skeleton
+    clusters with a training example's), the one `shipsft audit` applies to eval data (contamination.patterns): a
+    suite of phrasings training saw would score recall of phrasings, not the task (docs/eval.md)."""
     out: list[str | None] = [None] * len(texts)
     if not train or not texts:
         return out
-    hits, _ = contamination_hits(train, {"traces": texts})
+    hits, _ = contamination_hits(train_texts, {"traces": texts})
     for k, kind, what in hits["traces"]:
         out[k] = f"{kind} {what}"
-    return out
+    seen = seen_patterns([prompt_and_answers(e) for e in train], [prompt_and_answers(e) for e in traces])
+    return [how if how is not None or not s else "sentence pattern" for how, s in zip(out, seen)]
 
 
-def pattern_clusters(prompts: list[str]) -> list[int]:
-    """Cluster id per prompt (0, 1, ... in order of first appearance); a prompt like no other is its own cluster.
-    Today MinHash at PATTERN_SIMILARITY over PATTERN_SHINGLE-word shingles, values masked; the skeleton clusters of issue 27 item 1
-    replace it here."""
-    root = list(range(len(prompts)))
-    masked = [_VALUES.sub(" 0 ", p) for p in prompts]
-    for members, _ in near_duplicate_clusters(masked, PATTERN_SIMILARITY, shingle=PATTERN_SHINGLE):
-        for m in members:
-            root[m] = members[0]
-    ids: dict[int, int] = {}
-    return [ids.setdefault(r, len(ids)) for r in root]
+def pattern_clusters(traces: list[Example]) -> list[int]:
+    """Cluster id per trace (0, 1, ... in order of first appearance): the sentence patterns of their prompts
+    (data/skeleton.py: values out, near-duplicate skeletons joined), as `shipsft init` finds them."""
+    return find_patterns([prompt_and_answers(e) for e in traces]).cluster
 
 
 def duplicates(texts: list[ExampleText]) -> dict[int, tuple[int, str]]:
@@ -149,7 +140,7 @@ def build_suites(traces: list[Trace], train: list[Example] | None, size: int | N
     data's data.mask, so its answers are the ones it trains."""
     built = Built()
     texts = [example_text(t.example, "last_assistant") for t in traces]
-    clusters = pattern_clusters([t.user for t in texts])
+    clusters = pattern_clusters([t.example for t in traces])
     traffic = defaultdict(int)
     for c in clusters:
         traffic[c] += 1
@@ -159,7 +150,8 @@ def build_suites(traces: list[Trace], train: list[Example] | None, size: int | N
         for k, (keep, kind) in duplicates([texts[i] for i in group]).items():
             drop[group[k]] = {"reason": f"{kind} duplicate", "kept": traces[group[keep]].source}
     rest = [i for i in range(len(traces)) if i not in drop]
-    for i, how in zip(rest, leaked(texts_of(train, mask) if train else [], [texts[i] for i in rest])):
+    for i, how in zip(rest, leaked(train or [], texts_of(train, mask) if train else [],
+                                   [traces[i].example for i in rest], [texts[i] for i in rest])):
         if how is not None:
             drop[i] = {"reason": f"leaks into training ({how})"}
     kept = [i for i in range(len(traces)) if i not in drop]

@@ -28,7 +28,7 @@ from shipsft.data.pack import Batching, padding_id
 from shipsft.data.pipeline import Prepared, prepare, token_fingerprint
 from shipsft.errors import ConfigError, DataError, ShipError
 from shipsft.eval import gates, session
-from shipsft.eval.suites import before_after, before_after_text
+from shipsft.eval.suites import before_after, before_after_text, pattern_rows, pattern_text
 from shipsft.model.attention import rows_join
 from shipsft.model.load import hf_config, load_base, load_for_training, quantization_config
 from shipsft.model.save import load_checkpoint_weights
@@ -45,6 +45,7 @@ from shipsft.steps.schedule import replan_from
 from shipsft.train import dist, parallel
 from shipsft.train.loop import FitResult, LoopState, Progress, Setup, Silent, fit, measure_baselines
 from shipsft.train.preempt import Preempted, StopRequest
+from shipsft.train.split import hold_out
 from shipsft.train.kl import reference_for
 from shipsft.train.loss import decoder_and_head
 from shipsft.train.optim import build_optimizers
@@ -93,6 +94,9 @@ def setup(cfg: RunConfig, config_path: str | Path | None, skip_audit: bool, argv
     tokenizer = load_tokenizer(cfg.model)
     run, state = Run.open(cfg.output, config_path, resume, cfg.track, ranks=dist)
     folder = run.folder
+    if cfg.data.eval_split is not None:  # held out now, written into the run folder (train/split.py)
+        cfg, note = hold_out(cfg, folder)
+        progress.note(note)
     train_prep = prepare(cfg.data, tokenizer, "train", strict=False,
                          rejects_path=folder.rejects("train") if main else None)
     resolved = resolve(cfg, train_prep)
@@ -149,7 +153,7 @@ def setup(cfg: RunConfig, config_path: str | Path | None, skip_audit: bool, argv
         tokenizer.chat_template = template.source
     model = parallel.shard_model(model, strategy, amp)  # FSDP2: in place, before the optimizer sees the parameters
     s = assemble(cfg, model, tokenizer, train_prep.rendered, eval_prep.rows if eval_prep else None, run, batching,
-                 resolved)
+                 resolved, train_examples=train_prep.examples)
     s.strategy, s.train_model = strategy, parallel.wrap(model, strategy)
     if s.session is not None:
         s.session.progress = progress  # a bar for each eval's generations
@@ -258,20 +262,24 @@ NOT_RESULT_AFFECTING = {"log_every", "save_every", "keep_checkpoints", "eval_eve
 
 
 def assemble(cfg: RunConfig, model, tokenizer, examples: list, eval_rows: list | None, run: Run | RunFolder,
-             batching: Batching | None = None, resolved: Resolved | None = None) -> Setup:
+             batching: Batching | None = None, resolved: Resolved | None = None,
+             train_examples: list | None = None) -> Setup:
     """The loop's Setup for a loaded model and rendered training examples: the run resolved (steps/resolve.py;
-    `resolved` when the caller did it already, with data.max_length a number), optimizer, eval session, the run (a
-    bare RunFolder gets a one-process Run with a metrics sink)."""
+    `resolved` when the caller did it already, with data.max_length a number), optimizer, eval session (its suites
+    marked seen / unseen against `train_examples`, the examples trained on; gates, selection and early stopping
+    read through `session.gates`), the run (a bare RunFolder gets a one-process Run with a metrics sink)."""
     resolved = resolved or resolve(cfg, TokenLengths([len(x.ids) for x in examples], cfg.data.max_length))
     cfg = resolved.config
     device = next(model.parameters()).device
     amp = autocast_dtype(cfg.train.precision, device)
-    sess = session.build_session(cfg.eval, cfg.data, tokenizer, model, amp) if cfg.eval.suites else None
+    sess = (session.build_session(cfg.eval, cfg.data, tokenizer, model, amp, train_examples) if cfg.eval.suites
+            else None)
     if isinstance(run, RunFolder):
         run = Run(run)
         run.open_sink(None)
     params = [p for p in model.parameters() if p.requires_grad]  # before any forward pass (Setup.params)
-    return Setup(cfg.train, cfg.optim, cfg.eval, cfg.method.name, model, tokenizer, build_optimizers(cfg.optim, model),
+    return Setup(cfg.train, cfg.optim, sess.gates if sess is not None else cfg.eval, cfg.method.name, model,
+                 tokenizer, build_optimizers(cfg.optim, model),
                  params, examples, batching or batching_for(cfg, model.config), eval_rows, sess, run, resolved.plan,
                  amp, device, padding_id(tokenizer), cfg.to_yaml(),
                  kl_ref=reference_for(cfg.method.name, model, lambda: load_base(cfg.model, cfg.method, device)[0])
@@ -291,6 +299,11 @@ def finish(s: Setup, result: FitResult, progress: Progress) -> tuple[int, list[s
                                   for row in before_after(suite.name, result.baseline.scores[suite.name],
                                                           chosen.scores[suite.name])]
             promo.message += "\n" + before_after_text(promo.before_after, promo.step)
+            promo.patterns = [row for suite in s.session.suites
+                              for row in pattern_rows(suite, chosen.scores[suite.name],
+                                                      result.baseline.scores[suite.name])]
+            if promo.patterns:
+                promo.message += "\n" + pattern_text(promo.patterns)
         s.run.promote(promo.to_json(), result.checkpoints[promo.step] if promo.promoted else None)
         lines.append(promo.message)
         code = promo.exit_code
