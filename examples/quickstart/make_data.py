@@ -6,7 +6,9 @@ Deterministic (seeded), so the committed train.jsonl / eval.jsonl are reproducib
 
 Why this task: the base SmolLM2-135M-Instruct understands the request but answers in its own shape (pretty-printed,
 other key names, quoted numbers), so exact match starts near 0; a few minutes of LoRA teach the exact format and the
-field extraction, which exact match on held-out sentences (unseen name/city/item combinations) can verify.
+field extraction, which exact match on held-out sentences can verify. The eval sentences are written from phrasings
+training never uses (EVAL_TEMPLATES), so the eval scores the task, not recall of the training phrasings (docs/eval.md:
+on data written from a few patterns, a split that shares them with training overstated exact match by 0.3).
 """
 from __future__ import annotations
 
@@ -32,12 +34,18 @@ TEMPLATES = [
     "Please send {qty} {color} {item}s to {name} ({age}) in {city}.",
     "New order from {city}: {name}, {age}, bought {qty} {color} {item}s.",
 ]
+EVAL_TEMPLATES = [  # only in eval.jsonl
+    "Could you get {qty} {color} {item}s over to {name} in {city}? They are {age}.",
+    "{city} customer {name}, aged {age}, is asking for {qty} {color} {item}s.",
+    "I'm {name}, {age}, living in {city}, and I need {qty} {color} {item}s.",
+    "Deliver {qty} {color} {item}s for {name} ({age} years) at the {city} address.",
+]
 
 
-def example(rng: random.Random) -> dict:
+def example(rng: random.Random, templates: list[str]) -> dict:
     f = {"name": f"{rng.choice(FIRST)} {rng.choice(LAST)}", "age": rng.randint(18, 79), "city": rng.choice(CITIES),
          "item": rng.choice(ITEMS), "color": rng.choice(COLORS), "qty": rng.randint(2, 9)}
-    sentence = rng.choice(TEMPLATES).format(**f)
+    sentence = rng.choice(templates).format(**f)
     answer = json.dumps(f, separators=(",", ":"))  # fixed key order: name, age, city, item, color, qty
     return {"messages": [{"role": "system", "content": SYSTEM}, {"role": "user", "content": sentence},
                          {"role": "assistant", "content": answer}]}
@@ -45,18 +53,19 @@ def example(rng: random.Random) -> dict:
 
 def main(out_dir: Path | None = None, n_train: int = 300, n_eval: int = 60, seed: int = 0) -> None:
     rng = random.Random(seed)
-    seen, rows = set(), []
-    while len(rows) < n_train + n_eval:
-        ex = example(rng)
-        key = ex["messages"][1]["content"]
-        if key not in seen:  # no sentence appears twice, so eval sentences are never in train
-            seen.add(key)
-            rows.append(ex)
+    seen: set[str] = set()
+    parts: dict[str, list[dict]] = {"train.jsonl": [], "eval.jsonl": []}
+    for name, n, templates in (("train.jsonl", n_train, TEMPLATES), ("eval.jsonl", n_eval, EVAL_TEMPLATES)):
+        while len(parts[name]) < n:
+            ex = example(rng, templates)
+            key = ex["messages"][1]["content"]
+            if key not in seen:  # no sentence appears twice
+                seen.add(key)
+                parts[name].append(ex)
     out_dir = out_dir or Path(__file__).resolve().parent
-    for name, part in (("train.jsonl", rows[:n_train]), ("eval.jsonl", rows[n_train:])):
+    for name, part in parts.items():
         (out_dir / name).write_text("".join(json.dumps(r) + "\n" for r in part))
         print(f"wrote {out_dir / name}: {len(part)} examples")
-
 
 if __name__ == "__main__":
     import sys

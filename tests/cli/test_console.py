@@ -179,8 +179,10 @@ def test_default_train_prints_one_line_per_phase_and_closes_with_the_summary(two
     assert lines[1] == f"audit: {audit['warnings']} warning(s), {audit['info']} note(s); see {run / 'audit.html'}"
     assert re.fullmatch(r"step 4/4 ━+ loss \d\.\d{4}  lr \d\.\d\de-\d\d  [\d,]+ trained tok/s \d:\d\d:\d\d", lines[4])
     assert lines[5].startswith(f"{run} ───")
-    assert lines[6] == (f"PROMOTED step 4: toy/exact_match {promotion['value']:.3f} "
-                        f"(base {base['metrics']['toy/exact_match']:.3f})")
+    metric = promotion["select_metric"]  # toy.unseen/exact_match: the toy eval holds seen and unseen patterns
+    assert metric == "toy.unseen/exact_match"
+    assert lines[6] == (f"PROMOTED step 4: {metric} {promotion['value']:.3f} "
+                        f"(base {base['metrics'][metric]:.3f})")
     assert lines[-3:] == [f"next   shipsft eval {run} --failures 10", f"       shipsft export {run}",
                           f"       shipsft chat {run}"]
     assert lines[-4] == f"files  report.html, final/, adapter/, train.log, predictions.jsonl  (in {run})"

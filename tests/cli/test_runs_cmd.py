@@ -20,7 +20,7 @@ def test_runs_lists_every_run_with_its_numbers_and_writes_the_index(two_runs):
     assert code == 0, out
     lines = [line.strip() for line in out.splitlines() if line.strip()]
     assert lines[0] == f"2 run(s) in {runs}, oldest first"
-    assert lines[1].split() == ["run", "status", "steps", "promoted", "toy/exact_match", "KL", "time"]
+    assert lines[1].split() == ["run", "status", "steps", "promoted", "toy.unseen/exact_match", "KL", "time"]
     for line, name in zip(lines[3:5], ("quiet", "loud")):  # oldest first: quiet was trained first
         promo = json.loads((runs / name / "promotion.json").read_text())
         full = [json.loads(x) for x in (runs / name / "eval.jsonl").read_text().splitlines()]

@@ -137,13 +137,15 @@ def test_win_rate_on_the_failure_suite_with_a_real_judge(tmp_path):
         assert first["temperature"] == 0 and first["model"] == "smollm2"
         assert first["response_format"]["json_schema"]["schema"]["properties"]["verdict"]["enum"] == ["A", "B", "tie"]
         verdicts = [parse_verdict(x[0]["reply"]["choices"][0]["message"]["content"]) for x in pair]
-        # the grammar makes even a 135M judge answer with a verdict, and SmolLM2 picks answer A whichever it is:
-        # position bias, which the second order cancels (a tie)
-        assert verdicts == ["A", "A"]
-        assert p["judge"]["win_rate"] == {"tuned_as_a": "A", "tuned_as_b": "A", "score": 0.5}
-        assert p["scores"]["win_rate"] == (order_score(verdicts[0], "A") + order_score(verdicts[1], "B")) / 2
-        assert p["base_scores"] == {"win_rate": 0.5}
+        # the grammar makes even a 135M judge answer with a verdict (which one is the model's business: SmolLM2
+        # mostly picks answer A whichever it is, the position bias the second order cancels)
+        assert all(v in ("A", "B", "tie") for v in verdicts)
+        score = (order_score(verdicts[0], "A") + order_score(verdicts[1], "B")) / 2
+        assert p["judge"]["win_rate"] == {"tuned_as_a": verdicts[0], "tuned_as_b": verdicts[1], "score": score}
+        assert p["scores"]["win_rate"] == score
+        assert p["base_scores"] == {"win_rate": 0.5}  # the baseline against itself: a tie, no request
     result = json.loads((tmp_path / "eval" / "eval.json").read_text())
     row, = result["suites"]["failures_uncorrected"]["rows"]
-    assert (row["metric"], row["n"], row["base"], row["tuned"], row["delta"], row["lo"], row["hi"]) == (
-        "win_rate", 2, 0.5, 0.5, 0.0, 0.0, 0.0)
+    tuned = sum(p["scores"]["win_rate"] for p in preds) / 2
+    assert (row["metric"], row["n"], row["base"], row["tuned"]) == ("win_rate", 2, 0.5, tuned)
+    assert row["delta"] == pytest.approx(tuned - 0.5) and row["lo"] <= row["delta"] <= row["hi"]

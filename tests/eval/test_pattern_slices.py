@@ -131,8 +131,11 @@ def test_a_training_run_reports_the_slices_and_selects_on_the_unseen_one(trained
                for f in audit["findings"])
 
 
-def test_shipsft_eval_of_a_run_prints_the_slices_with_cis(trained):
+def test_shipsft_eval_of_a_run_prints_the_slices_with_cis(trained, monkeypatch):
+    from shipsft.cli.console import console
     from shipsft.cli.main import app
+
+    monkeypatch.setattr(console, "width", 160)  # the console is made once, at the width of whoever imported it first
 
     run = trained / "runs" / "t"
     res = CliRunner().invoke(app, ["eval", str(run), "--out", str(trained / "out" / "eval.json")],

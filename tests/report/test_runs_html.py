@@ -71,7 +71,7 @@ def test_runs_and_compare_pages_render_in_chromium(two_runs, tmp_path):
                 "els => els.map(e => e.getAttribute('data-series'))")
             assert series == ["quiet", "loud"], (i, series)
         assert [t.strip() for t in view.page.locator("svg.chart text.title").all_text_contents()] == [
-            "train loss", "eval loss (step 0 = base model)", "toy/exact_match (step 0 = base model)",
+            "train loss", "eval loss (step 0 = base model)", "toy.unseen/exact_match (step 0 = base model)",
             "KL to the base model (step 0 = base model)", "learning rate"]
         cells = view.page.locator("table.settings tbody tr").first.locator("td").all_inner_texts()
         assert cells == ["optim.lr", "0.0002", "0.001"]
