@@ -36,18 +36,19 @@ TEMPLATE_SAMPLE = 64  # examples re-rendered for parity: ~1 ms each; 64 finds an
 def load_eval_sets(cfg: RunConfig) -> tuple[dict[str, list], list, list[Finding]]:
     """Eval examples for the contamination check: the eval split and every eval suite (JSONL conversations)."""
     from shipsft.data.formats import load_examples
+    from shipsft.data.hub import DatasetRef, ref_for
 
     sets: dict[str, list] = {}
     files: list = []
     findings: list[Finding] = []
     wanted = []
     if cfg.data.eval:
-        wanted.append(("data.eval", list(cfg.data.eval), cfg.data.format))
+        wanted.append(("data.eval", list(cfg.data.eval), cfg.data.format, ref_for(cfg.data, "eval")))
     for suite in cfg.eval.suites:
-        wanted.append((f"suite {suite.name}", [suite.data], suite.format))
-    for name, paths, fmt in wanted:
+        wanted.append((f"suite {suite.name}", [suite.data], suite.format, DatasetRef()))
+    for name, paths, fmt, ref in wanted:
         try:
-            loaded = load_examples(paths, fmt, "error", None, cfg.data.allow_any_role_order)
+            loaded = load_examples(paths, fmt, "error", None, cfg.data.allow_any_role_order, ref)
         except ShipError as e:
             findings.append(Finding("contamination.load", "error", f"could not read {name}: {e.lines[0]}",
                                     fix="fix the eval data (every problem is listed by `shipsft audit`)",

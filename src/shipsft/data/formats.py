@@ -54,6 +54,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable
 
+from shipsft.config import is_hub_id
+from shipsft.data.hub import is_repo_folder
 from shipsft.data.types import Example
 from shipsft.errors import DataError
 
@@ -110,6 +112,7 @@ class FileInfo:
     n_rejected: int = 0
     format: str = ""
     licenses: list[str] = field(default_factory=list)
+    commit: str | None = None  # the Hugging Face Hub commit of a dataset read by hub id
 
 
 @dataclass
@@ -125,14 +128,17 @@ class LoadResult:
 # Readers: path -> (records, FileInfo). File-level problems raise DataError; record-level ones ride on the Record.
 
 
-def read_records(path: str | Path) -> tuple[list[Record], FileInfo]:
-    """Read one data file (or saved `datasets` folder) into raw records. Raises DataError for file-level problems."""
+def read_records(path: str | Path, repo: Any = None) -> tuple[list[Record], FileInfo]:
+    """Read one data file (or saved `datasets` folder, dataset repository folder or hub dataset id: `repo`, a
+    data.hub.DatasetRef, says which config and split) into raw records. Raises DataError for file-level problems."""
     name = str(path)
     p = Path(path)
-    if not p.exists():
+    if not p.exists() and not is_hub_id(name):
         raise DataError(f"{name}: file not found")
-    if p.is_dir():
+    if p.is_dir() and not is_repo_folder(p):
         return _read_dataset_dir(p, name)
+    if p.is_dir() or not p.exists():
+        return _read_repo(name, repo)
     kind, codec = _file_type(p)
     reader = _READERS.get(kind)
     if reader is None or (codec and kind == ".parquet"):
@@ -298,15 +304,21 @@ _READERS = {".jsonl": _read_jsonl, ".ndjson": _read_jsonl, ".json": _read_json, 
             ".csv": _read_csv}
 
 
+def _read_repo(name: str, repo: Any) -> tuple[list[Record], FileInfo]:
+    """A hub dataset id or a dataset repository folder, one config and split of it (data/hub.py)."""
+    from shipsft.data.hub import DatasetRef, load_repo
+
+    got = load_repo(name, repo or DatasetRef())
+    records, info = _dataset_records(got.dataset, got.name, got.sha256)
+    info.commit, info.licenses = got.commit, sorted(set(info.licenses) | set(got.licenses))
+    return records, info
+
+
 def _read_dataset_dir(p: Path, name: str) -> tuple[list[Record], FileInfo]:
     if (p / "dataset_dict.json").exists():
         splits = sorted(q.name for q in p.iterdir() if (q / "state.json").exists())
         raise DataError(f"{name}: is a saved DatasetDict with splits {', '.join(splits)}; "
                         f"give one split's folder, e.g. {p / (splits[0] if splits else 'train')}")
-    if not (p / "state.json").exists():
-        files = sorted(q.name for q in p.iterdir() if _file_type(q)[0] in _READERS)
-        hint = f"; give the data files inside: {', '.join(files[:5])}" if files else ""
-        raise DataError(f"{name}: is a folder but not one written by datasets' save_to_disk (no state.json){hint}")
     import datasets
 
     digest = hashlib.sha256()
@@ -739,8 +751,9 @@ def _columns_hint(row: dict, fmt: str) -> str:
 
 
 def load_examples(paths: str | Path | Iterable[str | Path], fmt: str, on_invalid: str,
-                  rejects_path: str | Path | None, allow_any_role_order: bool) -> LoadResult:
-    """Read data files into Examples. Raises DataError listing every problem (file:line and message index)."""
+                  rejects_path: str | Path | None, allow_any_role_order: bool, repo: Any = None) -> LoadResult:
+    """Read data files into Examples. Raises DataError listing every problem (file:line and message index). `repo`
+    (data.hub.DatasetRef): the config and split of the hub ids and dataset repository folders among them."""
     _check_settings(fmt, on_invalid)
     paths = [paths] if isinstance(paths, (str, Path)) else list(paths)
     if not paths:
@@ -749,7 +762,7 @@ def load_examples(paths: str | Path | Iterable[str | Path], fmt: str, on_invalid
         inputs, errors = [], []
         for p in paths:
             try:
-                inputs.append(read_records(p))
+                inputs.append(read_records(p, repo))
             except DataError as e:
                 errors.extend(e.lines)
         return _load(inputs, fmt, on_invalid, rejects_path, errors, allow_any_role_order)

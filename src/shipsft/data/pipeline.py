@@ -110,13 +110,15 @@ def load_split(data: DataConfig, split: str, rejects_path: Path | None):
     """Read and validate one split's files (formats.LoadResult). Skipped records (data.on_invalid: skip) go to
     data.rejects_file, else to `rejects_path`."""
     from shipsft.data.formats import load_examples
+    from shipsft.data.hub import ref_for
 
     paths = data.train if split == "train" else data.eval
     if not paths:
         raise DataError([f"data.{split}: no files configured. Fix: set data.{split} to one or more JSONL/JSON/"
-                         "Parquet/CSV files or saved datasets folders."])
+                         "Parquet/CSV files, saved datasets folders or hub dataset ids."])
     rejects = data.rejects_file or (str(rejects_path) if rejects_path is not None else None)
-    return load_examples(paths, data.format, data.on_invalid, rejects, data.allow_any_role_order)
+    return load_examples(paths, data.format, data.on_invalid, rejects, data.allow_any_role_order,
+                         ref_for(data, split))
 
 
 def renderer_for(data: DataConfig, tokenizer, examples: list[Example]):

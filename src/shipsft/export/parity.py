@@ -229,6 +229,7 @@ def eval_items(src: RunSource, renderer: Renderer, n: int) -> tuple[list, int]:
     """(the first N eval items, their generation budget): the run's first eval suite as eval builds it (else its
     data.eval, else its training data, with eval's budget rule)."""
     from shipsft.data.formats import load_examples
+    from shipsft.data.hub import ref_for
 
     cfg = src.cfg
     er = eval_renderer(renderer.tokenizer, cfg.data)
@@ -236,8 +237,9 @@ def eval_items(src: RunSource, renderer: Renderer, n: int) -> tuple[list, int]:
         suite = build_suite(cfg.eval.suites[0], er, cfg.eval, cfg.data.allow_any_role_order)
         return suite.items[:n], suite.max_new_tokens
     files = cfg.data.eval or cfg.data.train or [p for source in cfg.data.sources for p in source.path]  # a mixture
+    ref = ref_for(cfg.data, "eval" if cfg.data.eval else "train")
     examples = [ex for ex in load_examples(files, cfg.data.format, "error", None,
-                                           cfg.data.allow_any_role_order).examples if ex.kind == "chat"][:n]
+                                           cfg.data.allow_any_role_order, ref).examples if ex.kind == "chat"][:n]
     items = build_items(er, examples)
     return items, generation_budget(items, None)
 
