@@ -6,7 +6,7 @@ import torch
 
 from helpers import tiny_llama
 from shipsft.data.labels import IGNORE_INDEX, count_trained, labels_from_mask
-from shipsft.data.pack import best_fit_decreasing, collate, overlong_error, pack_examples, truncate_overlong
+from shipsft.data.pack import best_fit_decreasing, collate, overlong_error, pack_examples, truncated
 from shipsft.data.types import Rendered
 
 
@@ -62,8 +62,10 @@ def test_overlong_examples_are_left_out_of_rows_and_named_with_the_fix():
 def test_overlong_truncate_counts_cut_answers():
     rs = _rendered([5, 40], trained_from=30) + [Rendered("d.jsonl:3", list(range(3, 43)), [False] * 40)]
     rs[2].mask[5] = True  # trained token inside the kept part: truncation does not cut its answer
-    assert truncate_overlong(rs, 32) == (2, 1)
-    res = pack_examples(rs, 32, True)
+    cut = truncated(rs, 32)
+    assert [(len(x.ids), x.truncated) for x in cut] == [(5, False), (32, True), (32, True)]
+    assert [x.n_trained for x in cut] == [0, 2, 1] and [x.n_trained for x in rs] == [0, 10, 1]  # one answer cut
+    res = pack_examples(cut, 32, True)
     assert res.left_out == [] and max(len(r.ids) for r in res.rows) <= 32
 
 

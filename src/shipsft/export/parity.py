@@ -133,7 +133,7 @@ def check_rendering(report: ParityReport, src: RunSource, renderer: Renderer, ex
     examples = {ex.source: ex for ex in prep.examples}
     n = same = skipped = 0
     first_bad = None
-    for r in prep.rendered:
+    for r in prep.sample_rendered():  # the sequences of the examples in memory (a seeded sample of a large set)
         ex = examples.get(r.source)
         if ex is None or ex.kind != "chat":
             skipped += 1
@@ -154,7 +154,8 @@ def check_rendering(report: ParityReport, src: RunSource, renderer: Renderer, ex
         report.add("rendering", True, f"no chat sequences to compare ({skipped} non-chat)", note=True)
     elif same == n:
         report.add("rendering", True, f"{n}/{n} training sequences render byte-identically with the exported "
-                                      "tokenizer's apply_chat_template (same text, same token ids)")
+                                      "tokenizer's apply_chat_template (same text, same token ids)"
+                                      + (f"; a seeded sample of {prep.n_examples:,} examples" if prep.sampled else ""))
     else:
         report.add("rendering", False, f"{n - same}/{n} training sequences render differently with the exported "
                                        f"tokenizer; first: {first_bad}")

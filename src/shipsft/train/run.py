@@ -26,6 +26,7 @@ from shipsft.data.cache import tokenizer_fingerprint
 from shipsft.data.mixture import source_of_examples
 from shipsft.data.pack import Batching, padding_id
 from shipsft.data.pipeline import Prepared, prepare, token_fingerprint
+from shipsft.data.store import token_lengths
 from shipsft.errors import ConfigError, DataError, ShipError
 from shipsft.eval import gates, session
 from shipsft.eval.suites import before_after, before_after_text, pattern_rows, pattern_text
@@ -278,7 +279,7 @@ def assemble(cfg: RunConfig, model, tokenizer, examples: list, eval_rows: list |
     `resolved` when the caller did it already, with data.max_length a number), optimizer, eval session (its suites
     marked seen / unseen against `train_examples`, the examples trained on; gates, selection and early stopping
     read through `session.gates`), the run (a bare RunFolder gets a one-process Run with a metrics sink)."""
-    resolved = resolved or resolve(cfg, TokenLengths([len(x.ids) for x in examples], cfg.data.max_length))
+    resolved = resolved or resolve(cfg, TokenLengths(token_lengths(examples), cfg.data.max_length))
     cfg = resolved.config
     device = next(model.parameters()).device
     amp = autocast_dtype(cfg.train.precision, device)
