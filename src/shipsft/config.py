@@ -107,7 +107,8 @@ class ModelConfig(Section):
             "transformers' choice."))
 
 
-DEFAULT_SPLITS = {"train": "train", "eval": "test"}  # the split of a hub dataset when data.split / eval_split is null
+# a hub dataset's split when data.split / data.eval_dataset_split is null
+DEFAULT_SPLITS = {"train": "train", "eval": "test"}
 MASKS = ("all_assistant", "last_assistant", "completion", "everything")
 Paths = Annotated[list[str], BeforeValidator(lambda v: [v] if isinstance(v, str) else v)]  # one path or a list
 FORMATS = Literal["auto", "messages", "sharegpt", "alpaca", "prompt_completion", "text"]
@@ -187,8 +188,9 @@ class DataConfig(Section):
     split: str | None = Field(None, description=(
         f"Split of the hub datasets in data.train, with slicing as `datasets` reads it (train[:10%], "
         f"train[1000:2000]); null = {DEFAULT_SPLITS['train']}."))
-    eval_split: str | None = Field(None, description=(
-        f"Split of the hub datasets in data.eval; null = {DEFAULT_SPLITS['eval']}."))
+    eval_dataset_split: str | None = Field(None, description=(
+        f"Split of the hub datasets in data.eval, with the same slicing; null = {DEFAULT_SPLITS['eval']}. (Not "
+        "data.eval_split, which holds out a part of data.train.)"))
     format: Literal["auto", "messages", "sharegpt", "alpaca", "prompt_completion", "text"] = Field(
         "auto", description="Record format; auto picks one from the columns and says which and why.")
     template: str | None = Field(None, description=(
@@ -1080,7 +1082,7 @@ def check_paths(cfg: RunConfig, source: str | Path) -> None:
     """Every file the config names exists (or is a hub id, resolved later from the hub cache or the Hub): one line
     per missing one, naming the config file and the key (run by the commands before any work, so a typo costs a
     second, not a model load). The hub-only settings (model.revision, model.allow_pickle, data.config, data.split,
-    data.eval_split) are errors where nothing they apply to is named."""
+    data.eval_dataset_split) are errors where nothing they apply to is named."""
     base = Path(source).resolve().parent
     problems = []
     data_keys = (("data.train", cfg.data.train), ("data.eval", cfg.data.eval),
@@ -1118,7 +1120,7 @@ def is_dataset_repo(p: str) -> bool:
 
 
 def _dataset_knob_problems(data: DataConfig, source: str) -> list[str]:
-    """data.config / data.split / data.eval_split (and a source's config / split) set where no dataset repository is
+    """data.config / data.split / data.eval_dataset_split (and a source's config / split) set where no dataset repository is
     named: they would be ignored."""
     problems = []
     for knob, value, paths, key in (
@@ -1126,7 +1128,7 @@ def _dataset_knob_problems(data: DataConfig, source: str) -> list[str]:
              "data.train, data.eval or data.sources"),
             ("split", data.split, [*data.train, *(p for s in data.sources for p in s.path)],
              "data.train or data.sources"),
-            ("eval_split", data.eval_split, data.eval, "data.eval"),
+            ("eval_dataset_split", data.eval_dataset_split, data.eval, "data.eval"),
             *((f"sources.{i}.config", s.config, s.path, f"data.sources.{i}.path") for i, s in enumerate(data.sources)),
             *((f"sources.{i}.split", s.split, s.path, f"data.sources.{i}.path") for i, s in enumerate(data.sources))):
         if value is not None and not any(is_dataset_repo(p) for p in paths):

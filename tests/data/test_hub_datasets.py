@@ -60,7 +60,7 @@ def test_prepare_reads_data_train_and_eval_ids_with_their_splits(offline_hub):
     tok = tiny_tokenizer()
     train = prepare(data, tok, "train", strict=True, rejects_path=None)
     held = prepare(data, tok, "eval", strict=True, rejects_path=None)
-    assert (len(train.rendered), len(held.rendered)) == (24, 8)  # eval_split null = test
+    assert (len(train.rendered), len(held.rendered)) == (24, 8)  # eval_dataset_split null = test
     assert held.files[0].path == "org/reverse/test"
     half = prepare(data.model_copy(update={"split": "train[12:]"}), tok, "train", strict=True, rejects_path=None)
     assert [r.ids for r in half.rendered] == [r.ids for r in train.rendered[12:]]
@@ -95,7 +95,7 @@ def test_a_wrong_config_or_split_names_the_choices(tmp_path):
     with pytest.raises(DataError) as e:
         load_examples([repo], "auto", "error", None, False, DatasetRef(split="validation", key="data.eval"))
     assert e.value.lines == [f"{repo}: split 'validation': Unknown split \"validation\". Should be one of ['train', "
-                             "'test']. Fix: set data.eval_split to one of them"]
+                             "'test']. Fix: set data.eval_dataset_split to one of them"]
 
 
 def test_hub_data_settings_without_a_repository_are_errors(tmp_path):

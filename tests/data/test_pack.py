@@ -6,7 +6,8 @@ import torch
 
 from helpers import tiny_llama
 from shipsft.data.labels import IGNORE_INDEX, count_trained, labels_from_mask
-from shipsft.data.pack import best_fit_decreasing, collate, overlong_error, pack_examples, truncated
+from shipsft.data.pack import (best_fit_decreasing, collate, overlong_error, pack_examples, packed_row_count,
+                               truncated)
 from shipsft.data.types import Rendered
 
 
@@ -34,6 +35,35 @@ def test_best_fit_decreasing_exact_bins():
     bins = best_fit_decreasing(lengths, 16)
     assert sorted(i for b in bins for i in b) == list(range(len(lengths)))
     assert all(sum(lengths[i] for i in b) <= 16 for b in bins)
+
+
+def scan_best_fit(lengths, capacity):
+    """Best-fit-decreasing by the definition, in O(items x bins): each item (longest first, ties in index order) into
+    the bin with the least room that still fits it (the earliest such bin on a tie), else a new bin."""
+    bins, room = [], []
+    for i in sorted(range(len(lengths)), key=lambda i: -lengths[i]):
+        fits = [b for b in range(len(bins)) if room[b] >= lengths[i]]
+        if fits:
+            b = min(fits, key=lambda b: (room[b], b))
+            bins[b].append(i)
+            room[b] -= lengths[i]
+        else:
+            bins.append([i])
+            room.append(capacity - lengths[i])
+    return bins
+
+
+@pytest.mark.parametrize("seed,capacity", [(0, 64), (1, 128), (2, 512), (3, 100)])
+def test_best_fit_decreasing_is_the_definition_on_random_lengths(seed, capacity):
+    """The O(log bins) placement (a heap per room value, a bit set of the rooms open) gives the bins of the plain
+    scan, item for item, and packed_row_count their number without building them."""
+    import random
+
+    rng = random.Random(seed)
+    lengths = [rng.randint(1, capacity) if rng.random() < 0.2 else rng.randint(1, capacity // 4) for _ in range(600)]
+    want = scan_best_fit(lengths, capacity)
+    assert best_fit_decreasing(lengths, capacity) == want
+    assert packed_row_count(lengths, capacity) == len(want)
 
 
 def test_pack_rows_positions_and_boundaries():

@@ -29,7 +29,7 @@ from shipsft.config import RunConfig
 from shipsft.errors import ShipError
 from shipsft.data.pack import Batching
 from shipsft.data.pipeline import model_max_positions
-from shipsft.data.store import trained_counts
+from shipsft.data.store import token_lengths, trained_counts
 from shipsft.steps.resolve import resolve
 
 TEMPLATE_SAMPLE = 64  # examples re-rendered for parity: ~1 ms each; 64 finds any systematic template bug
@@ -143,7 +143,8 @@ def run_audit(cfg: RunConfig, tokenizer, prepared, *, joined: bool = False, eval
         findings = [x for x in findings if x.check not in redone] + f + [Finding(
             "audit.sampled", "info",
             f"{prepared.n_examples:,} training examples: the text-level checks (near-duplicates, n-gram overlap with "
-            f"the eval data, content, template parity, masks) read a seeded sample of {len(examples):,} of them; "
+            "the eval data, sentence-pattern leakage, content, template parity, masks) read a seeded sample of "
+            f"{len(examples):,} of them; "
             "lengths, max_length, zero-trained sequences, exact duplicates and exact eval contamination read every "
             "example.", data={"examples": prepared.n_examples, "sample": len(examples)})]
     if rendered:
@@ -168,7 +169,8 @@ def run_audit(cfg: RunConfig, tokenizer, prepared, *, joined: bool = False, eval
             fix="fix them at the source, or accept the loss knowingly"))
     timings["total"] = round(time.perf_counter() - t_start, 3)
     stats["overview"] = {
-        "examples": len(examples), "sequences": len(rendered), "tokens": sum(len(r.ids) for r in rendered),
+        "examples": prepared.n_examples or len(examples), "sequences": len(rendered),
+        "tokens": int(token_lengths(rendered).sum()),
         "trained_tokens": trained, "format": prepared.format,
         "eval_sets": {k: len(v) for k, v in eval_sets.items()},
     }

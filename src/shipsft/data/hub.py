@@ -48,7 +48,7 @@ class RepoSplit:
 
 def ref_for(data: DataConfig, split: str) -> DatasetRef:
     """The config and split that data.train ("train") or data.eval ("eval") reads of a dataset repository."""
-    chosen = data.split if split == "train" else data.eval_split
+    chosen = data.split if split == "train" else data.eval_dataset_split
     return DatasetRef(data.config, chosen or DEFAULT_SPLITS[split], f"data.{split}")
 
 
@@ -93,7 +93,7 @@ def open_split(folder: Path, ref: str, want: DatasetRef):
         if "BuilderConfig" in msg or "Config name is missing" in msg:
             raise DataError(f"{ref}: {msg}. Fix: set data.config to one of them") from None
         if "split" in msg.lower():
-            fix = "data.eval_split" if want.key == "data.eval" else "data.split"
+            fix = "data.eval_dataset_split" if want.key == "data.eval" else "data.split"
             raise DataError(f"{ref}: split {want.split!r}: {msg} Fix: set {fix} to one of them") from None
         raise DataError(f"{ref}: `datasets` cannot read it: {msg}") from None
     except (OSError, datasets.exceptions.DatasetGenerationError) as e:
