@@ -79,7 +79,9 @@ def test_push_uploads_the_hf_export(trained, tmp_path):
     [commit] = hub.commits
     assert commit["summary"] == "Upload merged model (HF export) of shipsft run t"
     hf = out_dir / "hf"
-    assert commit["files"] == {p.relative_to(hf).as_posix(): p.read_bytes() for p in hf.rglob("*") if p.is_file()}
+    assert (hf / "COMPLETE").exists() and "COMPLETE" not in commit["files"]  # the local seal stays home
+    assert commit["files"] == {p.relative_to(hf).as_posix(): p.read_bytes() for p in hf.rglob("*")
+                               if p.is_file() and p.name != "COMPLETE"}
     assert {"model.safetensors", "config.json", "generation_config.json", "README.md"} <= set(commit["files"])
     assert hub.created[0]["visibility"] == "public"
 
