@@ -32,6 +32,7 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 from audit import make_conversation  # noqa: E402 - bench/audit.py's generator, from this folder
+from machine import cpuinfo, stamp  # noqa: E402 - bench/machine.py: what every results file records
 
 
 MAX_LENGTH = 1024  # tokens: above the longest generated conversation (454 of SmolLM2's tokens in 20,000)
@@ -109,49 +110,59 @@ STAGES = (("data:", "prepared"), ("audit:", "audited"), ("model:", "model loaded
 
 
 def table(results: dict) -> str:
-    """The markdown table of a results file's runs (docs/scale.md holds it, with the file named under it)."""
-    rows = sorted(results["runs"], key=lambda r: r["n"])
-    head = ("| conversations | JSONL | tokens | prepared | audited | model loaded | step 1 done (wall) | "
-            "peak RSS prepared / audited / model / end | store on disk |\n|---|---|---|---|---|---|---|---|---|")
-    lines = [head]
-    for r in rows:
+    """The markdown table of a results file's runs (docs/scale.md holds it, with the file named on the next line)."""
+    mb = lambda v: f"{v:,}" if isinstance(v, int) else "?"  # noqa: E731
+    lines = ["| conversations | JSONL | tokens | prepared | audited | model loaded | step 1 done (wall) | "
+             "peak RSS: prepared / audited / model / end | store on disk |", "|---|---|---|---|---|---|---|---|---|"]
+    for r in sorted(results["runs"], key=lambda r: r["n"]):
         s, h = r["stamps_s"], r["peak_rss_mb_at"]
-        lines.append(f"| {r['n']:,} | {r['jsonl_mb']:,} MB | {r['tokens'] / 1e6:,.1f} M | {s.get('data:', '?')} s | "
+        lines.append(f"| {r['n']:,} | {r['jsonl_mb']:,} MB | {r['tokens']:,} | {s.get('data:', '?')} s | "
                      f"{s.get('audit:', '?')} s{' (sampled)' if r['sampled'] else ''} | {s.get('model:', '?')} s | "
-                     f"{r['wall_s']} s | {h.get('data:', '?')} / {h.get('audit:', '?')} / {h.get('model:', '?')} / "
-                     f"{r['peak_rss_mb']:,} MB | {r['store_mb']:,} MB |")
-    if len(rows) >= 2:
-        a, b = rows[0], rows[-1]
-        lines += ["", f"x{b['n'] / a['n']:g} conversations: wall x{b['wall_s'] / a['wall_s']:.2f}, prepared "
-                      f"x{b['stamps_s']['data:'] / a['stamps_s']['data:']:.2f}, peak RSS at the end "
-                      f"x{b['peak_rss_mb'] / a['peak_rss_mb']:.2f}"]
+                     f"{r['wall_s']} s | {mb(h.get('data:'))} / {mb(h.get('audit:'))} / {mb(h.get('model:'))} / "
+                     f"{mb(r['peak_rss_mb'])} MB | {r['store_mb']:,} MB |")
     return "\n".join(lines)
 
 
-def machine() -> dict:
-    """The CPU as lscpu and /proc/cpuinfo name it: numbers from different CPUs are not comparable."""
-    info = {}
+def hypervisor() -> str | None:
+    """lscpu's hypervisor vendor (KVM, ...), None on bare metal."""
     try:
-        for line in subprocess.run(["lscpu"], capture_output=True, text=True).stdout.splitlines():
-            key, _, value = line.partition(":")
-            if key.strip() in ("Model name", "Model", "Hypervisor vendor", "CPU(s)"):
-                info[key.strip()] = value.strip()
-        flags = next(x for x in open("/proc/cpuinfo") if x.startswith("flags")).split()
-    except (OSError, StopIteration):
-        flags = []
-    return {"cpu": info.get("Model name", "unknown"), "cpu_model_number": info.get("Model"),
-            "hypervisor": info.get("Hypervisor vendor"), "cpus": os.cpu_count(),
-            "bf16_amx_flags": [f for f in ("avx512_bf16", "amx_bf16", "amx_tile") if f in flags],
-            "memory_gib": round(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30, 1)}
+        out = subprocess.run(["lscpu"], capture_output=True, text=True).stdout
+    except OSError:
+        return None
+    return next((x.split(":", 1)[1].strip() for x in out.splitlines() if x.startswith("Hypervisor vendor")), None)
+
+
+def comparison(runs: list[dict]) -> dict:
+    """The largest N against the smallest: how time and peak RSS grew, per conversation (what docs/scale.md quotes)."""
+    a, b = (sorted(runs, key=lambda r: r["n"])[k] for k in (0, -1))
+    extra = b["n"] - a["n"]
+    return {
+        "n": [a["n"], b["n"]], "n_ratio": round(b["n"] / a["n"], 2),
+        "prepared_ratio": round(b["stamps_s"]["data:"] / a["stamps_s"]["data:"], 2),
+        "wall_ratio": round(b["wall_s"] / a["wall_s"], 2),
+        "prepared_ms_per_conversation": [round(1000 * r["stamps_s"]["data:"] / r["n"], 2) for r in (a, b)],
+        "rss_ratio": {k: round(b["peak_rss_mb_at"][k] / a["peak_rss_mb_at"][k], 2) for k in ("data:", "audit:")}
+        | {"end": round(b["peak_rss_mb"] / a["peak_rss_mb"], 2)},
+        # what each further conversation added to the peak RSS (the store's per-sequence index and the audit's
+        # hashes: data/store.py, audit/full.py), in bytes
+        "rss_bytes_per_extra_conversation": {
+            k: round((b["peak_rss_mb_at"][k] - a["peak_rss_mb_at"][k]) * 2**20 / extra) for k in ("data:", "audit:")},
+    }
 
 
 def save(out: Path, row: dict, command: str, model: str) -> dict:
-    """Merge one N's measurement into the results file (replacing an earlier one of the same N) and write it."""
+    """Merge one N's measurement into the results file (replacing an earlier one of the same N) and write it, with
+    the machine (bench/machine.py, the CPU model number and the hypervisor) and the date of the newest run."""
     results = json.loads(out.read_text()) if out.exists() else {"runs": []}
-    results.update({"bench": "bench/scale.py", "model": model, "machine": machine(),
-                    "note": "each N in its own process, a fresh render cache; the machine is shared, so the load "
-                            "average before and after each run is recorded with it"})
-    results["runs"] = [r for r in results["runs"] if r["n"] != row["n"]] + [dict(row, command=command)]
+    runs = sorted([r for r in results["runs"] if r["n"] != row["n"]] + [dict(row, command=command)],
+                  key=lambda r: r["n"])
+    results = {**stamp(), "cpu_model": cpuinfo().get("model"), "hypervisor": hypervisor(), "bench": "bench/scale.py",
+               "model": model, "note": "each N in its own process with a fresh render cache; stage times are seconds "
+               "from the process's start; the machine is shared, so each run records the load average before and "
+               "after it", "runs": runs}
+    results["date"] = max(r["date"] for r in runs)
+    if len(runs) >= 2:
+        results["comparison"] = comparison(runs)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(results, indent=1) + "\n")
     return results
@@ -179,7 +190,7 @@ def main(argv: list[str] | None = None) -> int:
     for n in args.n or [100_000, 1_000_000]:
         load_before = os.getloadavg()[0]
         row = run_one(n, root, args.model)
-        row.update(date=time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), load_before=round(load_before, 1),
+        row.update(date=stamp()["date"], load_before=round(load_before, 1),
                    load_after=round(os.getloadavg()[0], 1))
         results = save(out, row, command, args.model)  # written as it goes: a later N that fails keeps this one
         print(json.dumps(row), flush=True)
