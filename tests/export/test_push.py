@@ -126,3 +126,24 @@ def test_push_flags_without_push_to_hub_and_a_bad_id_are_refused(trained):
     assert cli("export", trained, "--push-to-hub", "not an id", HF_TOKEN=TOKEN)[1].strip() == (
         "error: --push-to-hub not an id: not a Hugging Face repository id. Fix: org/name (your user or organisation, a "
         "slash, the model's name)")
+
+
+def test_a_hub_base_names_the_gguf_by_its_repository_and_an_uncached_one_keeps_the_shipped_tokenizer(
+        trained, tmp_path, monkeypatch):
+    """The GGUF's general.name carries the base's name (llama.cpp reads the family from it): a hub id's repository
+    name, not its snapshot folder's (a commit). The tokenizer files are looked for in the base's snapshot too; an
+    uncached id offline leaves the shipped weights' folder alone."""
+    from dataclasses import replace
+
+    from shipsft.export.run import gguf_name, tokenizer_folders
+    from shipsft.export.source import open_run
+
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "empty-cache"))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    src = open_run(trained)
+    hub = replace(src, cfg=src.cfg.model_copy(update={"model": src.cfg.model.model_copy(
+        update={"path": "HuggingFaceTB/SmolLM2-135M-Instruct"})}))
+    assert gguf_name(hub) == "t (SmolLM2-135M-Instruct)"
+    assert gguf_name(src) == "t (tiny-model)"
+    assert tokenizer_folders(hub) == [src.weights]
+    assert tokenizer_folders(src) == [src.weights, trained.parent.parent / "tiny-model"]

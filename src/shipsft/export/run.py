@@ -22,7 +22,7 @@ from pathlib import Path
 from shipsft.config import ExportConfig, ModelConfig, is_hub_id
 from shipsft.data.render import end_of_turn_marker
 from shipsft.data.template import ChatTemplate
-from shipsft.errors import ConfigError, ShipError
+from shipsft.errors import ConfigError, HubError, ShipError
 from shipsft.eval.items import stop_ids
 from shipsft.export.card import CardFacts, model_card
 from shipsft.export.folder import ExportFolder
@@ -88,7 +88,7 @@ def tokenizer_folders(src: RunSource) -> list[Path]:
     """Where the shipped tokenizer's files may be: the shipped weights, then the base model's folder."""
     try:
         return [src.weights, resolve_model_dir(src.cfg.model, weights=False)]
-    except ConfigError:
+    except (ConfigError, HubError):  # a base no longer on disk (or an uncached hub id offline): the shipped folder
         return [src.weights]
 
 
