@@ -383,9 +383,10 @@ def trl_worker(spec: dict) -> None:
     from transformers import AutoModelForCausalLM, AutoTokenizer, TrainerCallback
     from trl import SFTConfig, SFTTrainer
 
+    from shipsft.config import ModelConfig
     from shipsft.model.locate import resolve_model_dir
 
-    model_dir = resolve_model_dir(spec["model"])
+    model_dir = resolve_model_dir(ModelConfig(path=spec["model"]))
     out = Path(spec["out"])
     records = read_jsonl(Path(spec["train"]))
     defaults = spec["contender"] == "trl-defaults"

@@ -152,6 +152,7 @@ def run_trl(name: str, set_name: str, tok, train):
     from transformers import AutoModelForCausalLM
     from trl import SFTConfig, SFTTrainer
 
+    from shipsft.config import ModelConfig
     from shipsft.model.locate import resolve_model_dir
 
     s = SETS[set_name]
@@ -168,7 +169,7 @@ def run_trl(name: str, set_name: str, tok, train):
             args.update(padding_free=True)
         else:
             args.update(train_sampling_strategy="group_by_length")
-    model = AutoModelForCausalLM.from_pretrained(resolve_model_dir("smollm2"), dtype=torch.float32,
+    model = AutoModelForCausalLM.from_pretrained(resolve_model_dir(ModelConfig(path="smollm2")), dtype=torch.float32,
                                                  attn_implementation="sdpa")
     seen = {"real": 0, "slots": 0}
 

@@ -1,7 +1,12 @@
 """Session fixtures (helpers live in tests/helpers.py)."""
 from __future__ import annotations
 
+import huggingface_hub.constants  # noqa: F401 - see below
 import pytest
+
+# huggingface_hub reads HF_HUB_OFFLINE, HF_HUB_CACHE and HF_ENDPOINT once, when it is first imported; imported here,
+# before any test sets them (tests/model/test_hub_models.py sets HF_HUB_OFFLINE=1 for one test), a test's setting cannot
+# leak into every later test. shipsft reads those variables at call time (config.hub_cache_dir, hub_offline).
 
 
 @pytest.fixture(scope="session")

@@ -251,3 +251,60 @@ def dead_url() -> str:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     return f"http://127.0.0.1:{port}/v1"
+
+
+# ------------------------------------------------------------------------------------------------------------
+# Hugging Face Hub stand-ins: a hub cache built by hand, and a dataset repository folder
+
+
+def cache_snapshot(cache: Path, repo_type: str, repo_id: str, commit: str, files: Path,
+                   ref: str | None = "main") -> Path:
+    """Copy `files` (a folder) into the hub cache layout huggingface_hub writes: <type>s--org--name/snapshots/<commit>/
+    and refs/<ref> holding the commit. Returns the snapshot folder."""
+    import shutil
+
+    root = cache / f"{repo_type}s--{repo_id.replace('/', '--')}"
+    snap = root / "snapshots" / commit
+    shutil.copytree(files, snap)
+    if ref is not None:
+        (root / "refs").mkdir(parents=True, exist_ok=True)
+        (root / "refs" / ref).write_text(commit)
+    return snap
+
+
+REPO_CARD = """---
+license: apache-2.0
+configs:
+- config_name: chat
+  default: true
+  data_files:
+  - split: train
+    path: data/train-*
+  - split: test
+    path: data/test-*
+- config_name: plain
+  data_files:
+  - split: train
+    path: plain/train.parquet
+---
+# toy reversal task
+"""
+
+
+def write_dataset_repo(folder: Path, n_train: int = 24, n_test: int = 8) -> Path:
+    """A dataset repository as the Hub holds one: config `chat` (default; messages, the train split in two parquet
+    shards, a test split) and config `plain` (text records), named by README.md's `configs:`."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    (folder / "data").mkdir(parents=True)
+    (folder / "plain").mkdir()
+    train = [{"messages": c} for c in conversations(n_train, 0)]
+    half = n_train // 2
+    pq.write_table(pa.Table.from_pylist(train[:half]), folder / "data" / "train-00000-of-00002.parquet")
+    pq.write_table(pa.Table.from_pylist(train[half:]), folder / "data" / "train-00001-of-00002.parquet")
+    pq.write_table(pa.Table.from_pylist([{"messages": c} for c in conversations(n_test, 5)]),
+                   folder / "data" / "test-00000-of-00001.parquet")
+    pq.write_table(pa.Table.from_pylist([{"text": f"plain {i}"} for i in range(5)]), folder / "plain" / "train.parquet")
+    (folder / "README.md").write_text(REPO_CARD)
+    return folder

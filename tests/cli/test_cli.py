@@ -55,11 +55,11 @@ def test_user_mistakes_are_one_line_exit_2_no_traceback(tmp_path, case):
 
 def test_missing_files_name_the_config_file_and_the_key(tmp_path):
     p = tmp_path / "c.yaml"
-    p.write_text("model:\n  path: models/nope\ndata:\n  train: [trian.jsonl]\neval:\n  suites:\n"
+    p.write_text("model:\n  path: ./models/nope\ndata:\n  train: [trian.jsonl]\neval:\n  suites:\n"
                  "    - {name: qa, data: qa.jsonl}\n")
     code, out, _ = run("train", p)
     lines = [x for x in out.splitlines() if x.strip()]
     assert code == 2 and len(lines) == 3, out
     assert lines[0] == f"error: {p}: data.train: trian.jsonl: file not found (relative paths are read from {tmp_path})"
     assert lines[1].startswith(f"error: {p}: eval.suites.0.data: qa.jsonl: file not found")
-    assert lines[2].startswith(f"error: {p}: model.path: 'models/nope' is not a local folder")
+    assert lines[2].startswith(f"error: {p}: model.path: './models/nope' is not a local folder")

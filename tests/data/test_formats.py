@@ -398,7 +398,7 @@ def test_file_level_problems(tmp_path):
     other.write_text("hello")
     folder = tmp_path / "folder"
     folder.mkdir()
-    (folder / "x.jsonl").write_text(GOOD)
+    (folder / "notes.md").write_text("not data")
     missing = tmp_path / "nope.jsonl"
     lines = _errors([empty, blank_csv, bad_json, top, latin, other, folder, missing], fmt="text")
     assert lines == [
@@ -408,9 +408,11 @@ def test_file_level_problems(tmp_path):
         f"{top}: the top level is an object with keys 'train'; expected a list of records or {{\"data\": [...]}}",
         f"{latin}:2: not valid UTF-8 (byte 0xe9); save the file as UTF-8",
         f"{other}: unsupported file type '.txt' (use .jsonl, .json or .csv, each also compressed as .gz, .zst, .bz2, "
-        ".xz (t.jsonl.gz), .parquet (any codec inside), or a folder written by datasets' save_to_disk)",
-        f"{folder}: is a folder but not one written by datasets' save_to_disk (no state.json); give the data files "
-        "inside: x.jsonl",
+        ".xz (t.jsonl.gz), .parquet (any codec inside), a folder written by datasets' save_to_disk, a dataset "
+        "repository folder or a hub dataset id)",
+        f"{folder}: is a folder with no data files (*.parquet, *.arrow, *.jsonl, *.json, *.csv, *.tsv, *.txt, "
+        "*.jsonl.gz, *.json.gz) and no dataset card (README.md). Fix: give a data file, a dataset repository folder, "
+        "or a folder written by datasets' save_to_disk",
         f"{missing}: file not found",
     ]
 

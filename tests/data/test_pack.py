@@ -6,7 +6,8 @@ import torch
 
 from helpers import tiny_llama
 from shipsft.data.labels import IGNORE_INDEX, count_trained, labels_from_mask
-from shipsft.data.pack import best_fit_decreasing, collate, overlong_error, pack_examples, truncate_overlong
+from shipsft.data.pack import (best_fit_decreasing, collate, overlong_error, pack_examples, packed_row_count,
+                               truncated)
 from shipsft.data.types import Rendered
 
 
@@ -36,6 +37,35 @@ def test_best_fit_decreasing_exact_bins():
     assert all(sum(lengths[i] for i in b) <= 16 for b in bins)
 
 
+def scan_best_fit(lengths, capacity):
+    """Best-fit-decreasing by the definition, in O(items x bins): each item (longest first, ties in index order) into
+    the bin with the least room that still fits it (the earliest such bin on a tie), else a new bin."""
+    bins, room = [], []
+    for i in sorted(range(len(lengths)), key=lambda i: -lengths[i]):
+        fits = [b for b in range(len(bins)) if room[b] >= lengths[i]]
+        if fits:
+            b = min(fits, key=lambda b: (room[b], b))
+            bins[b].append(i)
+            room[b] -= lengths[i]
+        else:
+            bins.append([i])
+            room.append(capacity - lengths[i])
+    return bins
+
+
+@pytest.mark.parametrize("seed,capacity", [(0, 64), (1, 128), (2, 512), (3, 100)])
+def test_best_fit_decreasing_is_the_definition_on_random_lengths(seed, capacity):
+    """The O(log bins) placement (a heap per room value, a bit set of the rooms open) gives the bins of the plain
+    scan, item for item, and packed_row_count their number without building them."""
+    import random
+
+    rng = random.Random(seed)
+    lengths = [rng.randint(1, capacity) if rng.random() < 0.2 else rng.randint(1, capacity // 4) for _ in range(600)]
+    want = scan_best_fit(lengths, capacity)
+    assert best_fit_decreasing(lengths, capacity) == want
+    assert packed_row_count(lengths, capacity) == len(want)
+
+
 def test_pack_rows_positions_and_boundaries():
     rs = _rendered([5, 9, 3, 7, 4])
     res = pack_examples(rs, 16, True)
@@ -62,8 +92,10 @@ def test_overlong_examples_are_left_out_of_rows_and_named_with_the_fix():
 def test_overlong_truncate_counts_cut_answers():
     rs = _rendered([5, 40], trained_from=30) + [Rendered("d.jsonl:3", list(range(3, 43)), [False] * 40)]
     rs[2].mask[5] = True  # trained token inside the kept part: truncation does not cut its answer
-    assert truncate_overlong(rs, 32) == (2, 1)
-    res = pack_examples(rs, 32, True)
+    cut = truncated(rs, 32)
+    assert [(len(x.ids), x.truncated) for x in cut] == [(5, False), (32, True), (32, True)]
+    assert [x.n_trained for x in cut] == [0, 2, 1] and [x.n_trained for x in rs] == [0, 10, 1]  # one answer cut
+    res = pack_examples(cut, 32, True)
     assert res.left_out == [] and max(len(r.ids) for r in res.rows) <= 32
 
 

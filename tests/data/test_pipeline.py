@@ -113,18 +113,18 @@ def test_rendered_cache_round_trip(tmp_path, smollm2_tokenizer, monkeypatch):
     monkeypatch.setenv("SHIPSFT_CACHE", str(tmp_path / "cache"))
     cfg = _cfg(tmp_path, [_chat(i) for i in range(5)])
     fresh = run_prepare(cfg, smollm2_tokenizer)
-    assert len(list((tmp_path / "cache" / "prepared").glob("*.npz"))) == 1
+    entries = lambda: sorted((tmp_path / "cache" / "prepared").glob("*/COMPLETE"))  # noqa: E731
+    assert len(entries()) == 1
     cached = run_prepare(cfg, smollm2_tokenizer)
     assert [(r.source, r.ids, r.mask, r.text, r.turn) for r in cached.rendered] == \
         [(r.source, r.ids, r.mask, r.text, r.turn) for r in fresh.rendered]
     assert cached.fingerprint == fresh.fingerprint
     # the second prepare really reads the cache: a marker planted in the stored texts comes back
-    meta_file = next((tmp_path / "cache" / "prepared").glob("*.json"))
-    meta = json.loads(meta_file.read_text())
-    meta["items"][0][1] = "PLANTED"
-    meta_file.write_text(json.dumps(meta))
-    assert run_prepare(cfg, smollm2_tokenizer).rendered[0].text == "PLANTED"
+    texts = entries()[0].parent / "texts.bin"
+    first = fresh.rendered[0].text.encode()
+    texts.write_bytes(b"PLANTED".ljust(len(first), b".") + texts.read_bytes()[len(first):])
+    assert run_prepare(cfg, smollm2_tokenizer).rendered[0].text.startswith("PLANTED...")
     # a different masking mode is a different key
     cfg.data.mask = "last_assistant"
     run_prepare(cfg, smollm2_tokenizer)
-    assert len(list((tmp_path / "cache" / "prepared").glob("*.npz"))) == 2
+    assert len(entries()) == 2

@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from helpers import tiny_llama
-from shipsft.config import RunConfig
+from shipsft.config import ModelConfig, RunConfig
 from shipsft.errors import ConfigError
 from shipsft.model.load import apply_method, load_base, load_for_training, param_counts
 from shipsft.model.precision import autocast_dtype, native_bf16
@@ -108,4 +108,4 @@ def test_a_gguf_path_that_is_not_a_gguf_is_one_clear_error(tmp_path):
     fake = tmp_path / "model.gguf"
     fake.write_text("not a model")
     with pytest.raises(ConfigError, match="is not a GGUF file"):
-        resolve_model_dir(str(fake))
+        resolve_model_dir(ModelConfig(path=str(fake)))

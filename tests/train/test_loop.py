@@ -169,7 +169,7 @@ def test_smollm2_lora_steps_write_a_loadable_adapter(tmp_path):
     assert info.trainable == 8 * 30 * (2 * (576 + 576) + 2 * (576 + 192) + 2 * (576 + 1536) + (1536 + 576))
     res = fit_run(cfg, model, tok, rendered, rows, tmp_path)
     assert res.eval_loss_after < res.eval_loss_before
-    base = AutoModelForCausalLM.from_pretrained(resolve_model_dir("smollm2"), use_safetensors=True)
+    base = AutoModelForCausalLM.from_pretrained(resolve_model_dir(cfg.model), use_safetensors=True)
     reloaded = PeftModel.from_pretrained(base, tmp_path / "adapter")
     assert sum(p.numel() for n, p in reloaded.named_parameters() if "lora_" in n) == info.trainable
 

@@ -21,6 +21,7 @@ from typing import Any
 
 from shipsft.audit.findings import AuditResult, Finding
 from shipsft.audit.patterns import check_pattern_leakage
+from shipsft.audit.full import full_set_checks
 from shipsft.audit.template import check_template
 from shipsft.audit.text import Corpus, check_contamination, check_content, check_duplicates, texts_of
 from shipsft.audit.tokens import batch_figures, check_lengths, check_masks, check_provenance, check_recipe
@@ -28,6 +29,7 @@ from shipsft.config import RunConfig
 from shipsft.errors import ShipError
 from shipsft.data.pack import Batching
 from shipsft.data.pipeline import model_max_positions
+from shipsft.data.store import token_lengths, trained_counts
 from shipsft.steps.resolve import resolve
 
 TEMPLATE_SAMPLE = 64  # examples re-rendered for parity: ~1 ms each; 64 finds any systematic template bug
@@ -36,18 +38,19 @@ TEMPLATE_SAMPLE = 64  # examples re-rendered for parity: ~1 ms each; 64 finds an
 def load_eval_sets(cfg: RunConfig) -> tuple[dict[str, list], list, list[Finding]]:
     """Eval examples for the contamination check: the eval split and every eval suite (JSONL conversations)."""
     from shipsft.data.formats import load_examples
+    from shipsft.data.hub import DatasetRef, ref_for
 
     sets: dict[str, list] = {}
     files: list = []
     findings: list[Finding] = []
     wanted = []
     if cfg.data.eval:
-        wanted.append(("data.eval", list(cfg.data.eval), cfg.data.format))
+        wanted.append(("data.eval", list(cfg.data.eval), cfg.data.format, ref_for(cfg.data, "eval")))
     for suite in cfg.eval.suites:
-        wanted.append((f"suite {suite.name}", [suite.data], suite.format))
-    for name, paths, fmt in wanted:
+        wanted.append((f"suite {suite.name}", [suite.data], suite.format, DatasetRef()))
+    for name, paths, fmt, ref in wanted:
         try:
-            loaded = load_examples(paths, fmt, "error", None, cfg.data.allow_any_role_order)
+            loaded = load_examples(paths, fmt, "error", None, cfg.data.allow_any_role_order, ref)
         except ShipError as e:
             findings.append(Finding("contamination.load", "error", f"could not read {name}: {e.lines[0]}",
                                     fix="fix the eval data (every problem is listed by `shipsft audit`)",
@@ -80,6 +83,8 @@ def run_audit(cfg: RunConfig, tokenizer, prepared, *, joined: bool = False, eval
     stats: dict[str, Any] = {"timings": timings}
     t_start = time.perf_counter()
     examples, rendered = prepared.examples, prepared.rendered
+    sampled = prepared.sampled
+    seen = prepared.sample_rendered()  # the sequences of `examples`: every one, or those of the sample
     d = cfg.data
     max_length = prepared.max_length  # resolved from 'auto' by the pipeline
     # the run resolved as training resolves it, so the recipe check and the padding figures see the loop's steps
@@ -99,11 +104,11 @@ def run_audit(cfg: RunConfig, tokenizer, prepared, *, joined: bool = False, eval
     if rendered:
         source = None if tmpl is None or tmpl.origin == "tokenizer" else tmpl.source
         f, stats["template"] = check_template(
-            tokenizer, examples, rendered, template_source=source, template_kwargs=d.template_kwargs,
+            tokenizer, examples, seen, template_source=source, template_kwargs=d.template_kwargs,
             system_message=d.system_message, mode=d.mask, train_eot=d.train_eot, sample=TEMPLATE_SAMPLE,
             seed=cfg.train.seed, timings=timings)
         findings += f
-        f, stats["masks"] = _timed(timings, "masks", lambda: check_masks(rendered, max_length))
+        f, stats["masks"] = _timed(timings, "masks", lambda: check_masks(seen, max_length))
         findings += f
         model_max = max_positions if max_positions is not None else model_max_positions(tokenizer)
         seed = cfg.train.seed
@@ -130,10 +135,22 @@ def run_audit(cfg: RunConfig, tokenizer, prepared, *, joined: bool = False, eval
     f, stats["content"] = _timed(timings, "content", lambda: check_content(texts))
     findings += f
 
-    trained = sum(r.n_trained for r in rendered)
+    trained = int(trained_counts(rendered).sum())
+    if sampled:  # the text-level checks above read the sample; these read every example
+        f, stats["full_set"] = _timed(timings, "full_set", lambda: full_set_checks(
+            d, eval_texts, rendered.source_of_example))
+        redone = {x.check for x in f} | {"duplicates.exact", "contamination.exact"}
+        findings = [x for x in findings if x.check not in redone] + f + [Finding(
+            "audit.sampled", "info",
+            f"{prepared.n_examples:,} training examples: the text-level checks (near-duplicates, n-gram overlap with "
+            "the eval data, sentence-pattern leakage, content, template parity, masks) read a seeded sample of "
+            f"{len(examples):,} of them; "
+            "lengths, max_length, zero-trained sequences, exact duplicates and exact eval contamination read every "
+            "example.", data={"examples": prepared.n_examples, "sample": len(examples)})]
     if rendered:
-        f, stats["recipe"] = _timed(timings, "recipe", lambda: check_recipe(len(examples), trained,
-                                                                            cfg.method.name, resolved.plan))
+        n_examples = prepared.n_examples or len(examples)
+        f, stats["recipe"] = _timed(timings, "recipe", lambda: check_recipe(n_examples, trained, cfg.method.name,
+                                                                            resolved.plan))
         findings += f + [Finding("recipe.auto", "info", reason) for reason in resolved.reasons]
 
     paths = {"train": list(d.train), "eval": list(d.eval)}
@@ -152,7 +169,8 @@ def run_audit(cfg: RunConfig, tokenizer, prepared, *, joined: bool = False, eval
             fix="fix them at the source, or accept the loss knowingly"))
     timings["total"] = round(time.perf_counter() - t_start, 3)
     stats["overview"] = {
-        "examples": len(examples), "sequences": len(rendered), "tokens": sum(len(r.ids) for r in rendered),
+        "examples": prepared.n_examples or len(examples), "sequences": len(rendered),
+        "tokens": int(token_lengths(rendered).sum()),
         "trained_tokens": trained, "format": prepared.format,
         "eval_sets": {k: len(v) for k, v in eval_sets.items()},
     }

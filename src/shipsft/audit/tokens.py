@@ -17,8 +17,9 @@ from typing import Any
 
 import numpy as np
 
-from shipsft.audit.findings import Finding
+from shipsft.audit.findings import MAX_EXAMPLES, Finding
 from shipsft.data.pack import Batching, micro_batches, padded_tokens
+from shipsft.data.store import prompt_counts, token_lengths, trained_counts
 from shipsft.steps.auto import auto_batch_size
 from shipsft.steps.batches import walk
 from shipsft.steps.schedule import StepPlan
@@ -112,7 +113,7 @@ def batch_figures(rendered: list, plan: StepPlan, seed: int, batching: Batching)
     """The loop's own micro-batches over the first epoch (steps/batches.py: walk; data/pack.py: micro_batches): the
     share of positions that are padding (what each training step logs as `padding_share`), and the rows and
     micro-batches a step holds."""
-    lengths = [len(r.ids) for r in rendered]
+    lengths = token_lengths(rendered)  # a store's index: the sequences themselves are read for the walked steps only
     steps = max(1, min(plan.steps_per_epoch, MAX_WALKED_STEPS))
     real = slots = rows = micro = 0
     for _, _, idx in walk(lengths, plan.rule, seed, steps):
@@ -131,8 +132,7 @@ def check_lengths(rendered: list, full_lengths: list[int], max_length: int, mode
     same with packing on, when it is off)."""
     findings: list[Finding] = []
     total = np.array(full_lengths, dtype=np.int64)
-    prompt = np.array([r.n_prompt_tokens for r in rendered], dtype=np.int64)
-    answer = np.array([r.n_trained for r in rendered], dtype=np.int64)
+    prompt, answer = prompt_counts(rendered), trained_counts(rendered)
     rec = recommend_max_length(total, model_max)
     hi = float(max(total.max(initial=0), max_length))
     stats = {
@@ -164,7 +164,8 @@ def check_lengths(rendered: list, full_lengths: list[int], max_length: int, mode
             f"{int(total.max())} tokens); with data.overlong={overlong} training "
             f"{'refuses to start' if overlong == 'error' else 'cuts them'}.",
             fix=fix + "; or remove the long ones",
-            examples=[r.source for r, n in zip(rendered, total) if n > max_length]))
+            examples=[rendered[int(i)].source for i in np.flatnonzero(total > max_length)[:MAX_EXAMPLES]],
+            data={"count": over}))
     elif max_length >= 2 * rec and max_length > 256:
         findings.append(Finding(
             "lengths.max_length_oversized", "info",

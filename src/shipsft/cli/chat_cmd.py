@@ -86,7 +86,8 @@ def run_chat(spec: str, prompt: str | None, system: str | None, max_new_tokens: 
 
 
 def chat(
-    model: str = typer.Argument(..., help="A run folder, a model folder (e.g. RUN/export/hf), a .gguf, or 'smollm2'"),
+    model: str = typer.Argument(..., help="A run folder, a model folder (e.g. RUN/export/hf), a .gguf, "
+                                                "a hub id (org/name), or 'smollm2'"),
     prompt: Optional[str] = typer.Option(None, "--prompt", help="Answer this one message and exit"),
     system: Optional[str] = typer.Option(None, "--system", help="System message"),
     max_new_tokens: int = typer.Option(512, "--max-new-tokens", help="Longest reply in tokens"),

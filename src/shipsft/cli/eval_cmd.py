@@ -118,7 +118,7 @@ def load_target(target: Target, device: torch.device):
     if tok_dir is None:
         from shipsft.model.locate import resolve_model_dir
 
-        tok_dir = resolve_model_dir(cfg.model.path, cfg.model.gguf_file)
+        tok_dir = resolve_model_dir(cfg.model, weights=False)
     return model, tokenizer_from(tok_dir, cfg.model.trust_remote_code)
 
 

@@ -10,6 +10,7 @@ Settings default to the run's own `output.export` (or ExportConfig's defaults); 
     shipsft export runs/quickstart --to hf --to gguf --quant q4_k_m
     shipsft export runs/quickstart --check            # check an existing export again, write nothing else
     shipsft export runs/quickstart --serve-check      # + serve it through vLLM and compare replies (slow)
+    shipsft export runs/quickstart --push-to-hub me/orders-json [--private] [--adapter-only]   # export/hub.py
 """
 from __future__ import annotations
 
@@ -66,10 +67,16 @@ def export_settings(run: Path, to: list[str] | None, dtype: str | None, quant: s
         raise ConfigError(lines) from None
 
 
-def run_export(run: Path, settings: ExportConfig, check_only: bool, serve_check: bool, console: Console) -> int:
+def run_export(run: Path, settings: ExportConfig, check_only: bool, serve_check: bool, console: Console,
+               push_to: str | None = None, private: bool = False, adapter_only: bool = False) -> int:
     from shipsft.export.run import check_run, export_run
 
     notes = Notes(console)
+    if push_to is not None or adapter_only or private:
+        if check_only:
+            raise ConfigError(["--check only checks an existing export; --push-to-hub exports and uploads. Fix: "
+                               "drop one of them"])
+        return run_push(run, settings, push_to, private, adapter_only, notes)
     if check_only:
         check_run(run, settings, notes)
         console.print("parity check passed")
@@ -79,6 +86,27 @@ def run_export(run: Path, settings: ExportConfig, check_only: bool, serve_check:
         from shipsft.export.serve import serve_check
 
         return serve_check(run, settings, notes)
+    return 0
+
+
+def run_push(run: Path, settings: ExportConfig, repo_id: str | None, private: bool, adapter_only: bool,
+             notes: Notes) -> int:
+    """--push-to-hub: the export (unless --adapter-only), then the upload (export/hub.py); refuses what cannot
+    succeed before the export starts."""
+    from shipsft.export.hub import check_can_push, push_run
+    from shipsft.export.run import export_folder, export_run
+    from shipsft.export.source import open_run
+
+    if repo_id is None:
+        raise ConfigError(["--private and --adapter-only apply to --push-to-hub. Fix: add --push-to-hub org/name"])
+    if not adapter_only and "hf" not in settings.to:
+        raise ConfigError(["--push-to-hub uploads the HF export, and this export writes none. Fix: add --to hf"])
+    token = check_can_push(repo_id)
+    hf = None
+    if not adapter_only:
+        export_run(run, settings, notes)
+        hf = export_folder(open_run(run), settings).hf
+    push_run(run, repo_id, token, private, hf, notes)
     return 0
 
 
@@ -95,6 +123,11 @@ def export(
     prompts: Optional[int] = typer.Option(None, "--prompts", help="Eval prompts the parity check generates on"),
     serve_check: bool = typer.Option(False, "--serve-check", help="Then serve the HF export with vLLM and compare "
                                                                   "its replies (bench/serve_check.py; slow)"),
+    push_to_hub: Optional[str] = typer.Option(None, "--push-to-hub", help="Then upload the HF export to this hub "
+                                                                          "repository (org/name)"),
+    private: bool = typer.Option(False, "--private", help="With --push-to-hub: create the repository private"),
+    adapter_only: bool = typer.Option(False, "--adapter-only", help="With --push-to-hub: upload the run's adapter "
+                                                                    "alone (nothing merged or exported)"),
     verbose: bool = VerboseOpt,
 ) -> None:
     """Merge the run's adapter and write an HF folder and/or a GGUF, with a model card; check train/serve parity."""
@@ -103,7 +136,8 @@ def export(
     with quiet(verbose):
         try:
             settings = export_settings(run, to, dtype, quant, out, False if skip_check else None, prompts)
-            code = run_export(run, settings, check, serve_check, console)
+            code = run_export(run, settings, check, serve_check, console, push_to_hub, private,
+                              adapter_only)
         except ShipError as e:
             fail(e)
     raise typer.Exit(code or 0)

@@ -22,7 +22,8 @@ def init(
     data: Path = typer.Argument(..., help="Training data (JSONL / JSON / Parquet / CSV, any supported format)"),
     eval_data: Optional[Path] = typer.Option(None, "--eval", help="Eval data; default: hold out a split of DATA"),
     model: str = typer.Option(ModelConfig.model_fields["path"].default, "--model",
-                              help="Model: smollm2 (embedded), a local HF folder or a .gguf"),
+                              help="Model: smollm2 (embedded), a local HF folder, a .gguf or a hub id "
+                                   "(org/name)"),
     out: Optional[Path] = typer.Option(None, "--out", help="Config to write (default: DATA's folder/<stem>.yaml)"),
     task_metrics: Optional[list[str]] = typer.Option(None, "--task-metric", help="Eval metric instead of the one "
                                                      "chosen from the answers (repeatable)"),

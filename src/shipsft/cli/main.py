@@ -178,7 +178,8 @@ def fail_on_rank_0(e: ShipError) -> None:
 
 @app.command(name="eval")
 def eval_cmd(
-    model: str = typer.Argument(..., help="A run folder, a model folder, an adapter folder, a .gguf, or 'smollm2'"),
+    model: str = typer.Argument(..., help="A run folder, a model folder, an adapter folder, a .gguf, "
+                                                "a hub id (org/name), or 'smollm2'"),
     suite: Optional[list[Path]] = typer.Option(None, "--suite", help="Eval data file (default for a run folder: "
                                                                      "the run's own suites); repeatable"),
     baseline: Optional[str] = typer.Option(None, "--baseline", help="Base model for a before/after table"),

@@ -9,6 +9,7 @@ from rich.table import Table
 from rich.text import Text
 
 from shipsft.data.labels import count_trained, labels_from_mask
+from shipsft.data.store import trained_counts
 
 _STYLE = {"error": "bold red", "warning": "yellow", "info": "cyan"}
 
@@ -39,10 +40,10 @@ def show_preview(console: Console, tok, prep, data, index: int) -> None:
     tmpl = prep.renderer.template
     t.add_row("template", tmpl.origin if tmpl else "none (plain text)")
     t.add_row("mask", f"{data.mask}; end-of-turn trained: {data.train_eot}")
-    t.add_row("dataset", f"{len(prep.examples)} examples -> {len(prep.rendered)} sequences, {prep.n_tokens:,} "
-                         f"tokens, {sum(r.n_trained for r in prep.rendered):,} trained")
+    t.add_row("dataset", f"{prep.n_examples or len(prep.examples)} examples -> {len(prep.rendered)} sequences, "
+                         f"{prep.n_tokens:,} tokens, {int(trained_counts(prep.rendered).sum()):,} trained")
     mode = "packed" if data.packing else "unpacked (one example per row)"
-    t.add_row("packing", f"{mode}: {len(prep.rows)} rows of max {prep.max_length} tokens, "
+    t.add_row("packing", f"{mode}: {prep.n_rows} rows of max {prep.max_length} tokens, "
                          f"efficiency {prep.efficiency:.1%} (real tokens / slots)")
     t.add_row("fingerprint", prep.fingerprint)
     console.print(t)

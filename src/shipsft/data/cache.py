@@ -1,24 +1,28 @@
 """Rendered-data cache keyed by fingerprint, so an unchanged dataset is never tokenised twice.
 
 Key = sha256 of (data file hashes, the data config, the tokenizer's vocabulary + chat template + special tokens,
-RENDER_VERSION). Any change to one of them is a new key. Stored without pickles: token ids and masks as one flat
-int32 / uint8 array each in a .npz, sources/texts/turns as JSON. Loading from the cache is many times faster than
-rendering again (bench/prepare.py measures both).
+RENDER_VERSION). Any change to one of them is a new key. An entry is a store folder (data/store.py: token ids and
+masks as flat int32 / uint8 files, sources and texts as UTF-8, an index of offsets; no pickles), written as the data
+streams through rendering and read back lazily, so a set larger than memory is cached the same way. Loading from the
+cache is many times faster than rendering again (bench/prepare.py measures both).
 
-Disable with SHIPSFT_NO_CACHE=1.
+Disable with SHIPSFT_NO_CACHE=1: the store then goes to a temporary folder removed when the process ends.
 """
 from __future__ import annotations
 
+import atexit
 import hashlib
 import json
 import os
+import shutil
+import tempfile
 from pathlib import Path
 
-import numpy as np
+from shipsft.data.store import RenderedStore, StoreWriter
 
-from shipsft.data.types import Rendered
-
-RENDER_VERSION = "2"  # bump when render/mask semantics change (2: turn ends read off the template's structure)
+RENDER_VERSION = "3"  # bump when render/mask semantics change (2: turn ends read off the template's structure; 3:
+# entries are store folders)
+COMPLETE = "COMPLETE"  # written last into an entry: without it the folder is not used
 
 
 def tokenizer_fingerprint(tokenizer) -> str:
@@ -47,36 +51,48 @@ def _dir() -> Path | None:
     return cache_dir() / "prepared"
 
 
-def load(key: str) -> list[Rendered] | None:
+def load(key: str) -> RenderedStore | None:
+    """The cached store of `key`, or None (a missing or damaged entry is simply rebuilt)."""
     d = _dir()
-    if d is None or not (d / f"{key}.json").exists():
+    if d is None or not (d / key / COMPLETE).exists():
         return None
     try:
-        meta = json.loads((d / f"{key}.json").read_text())
-        arrays = np.load(d / f"{key}.npz")
-    except (OSError, ValueError):
-        return None  # a damaged cache entry is simply rebuilt
-    ids, mask, offsets = arrays["ids"], arrays["mask"].astype(bool), arrays["offsets"]
-    out = []
-    for k, (source, text, turn, npt) in enumerate(meta["items"]):
-        a, b = int(offsets[k]), int(offsets[k + 1])
-        out.append(Rendered(source, ids[a:b].tolist(), mask[a:b].tolist(), text, turn, npt))
-    return out
+        return RenderedStore(d / key)
+    except (OSError, ValueError, KeyError):
+        return None
 
 
-def store(key: str, rendered: list[Rendered]) -> None:
+def writer(key: str) -> "CacheWriter":
+    """A StoreWriter into a temporary folder that becomes the entry of `key` when complete (or a scratch folder
+    under SHIPSFT_NO_CACHE)."""
     d = _dir()
     if d is None:
-        return
-    d.mkdir(parents=True, exist_ok=True)
-    lengths = np.array([len(r.ids) for r in rendered], dtype=np.int64)
-    offsets = np.concatenate([[0], np.cumsum(lengths)])
-    ids = np.fromiter((t for r in rendered for t in r.ids), dtype=np.int32, count=int(offsets[-1]))
-    mask = np.fromiter((m for r in rendered for m in r.mask), dtype=np.uint8, count=int(offsets[-1]))
-    tmp = d / f"{key}.tmp{os.getpid()}.npz"
-    np.savez(tmp, ids=ids, mask=mask, offsets=offsets)
-    os.replace(tmp, d / f"{key}.npz")
-    items = [[r.source, r.text, r.turn, r.n_prompt_tokens] for r in rendered]
-    tmpj = d / f"{key}.tmp{os.getpid()}.json"
-    tmpj.write_text(json.dumps({"items": items}))
-    os.replace(tmpj, d / f"{key}.json")  # written last: its presence means the entry is complete
+        tmp = Path(tempfile.mkdtemp(prefix="shipsft-store-"))
+        atexit.register(shutil.rmtree, tmp, True)
+        return CacheWriter(tmp / "store", None)
+    return CacheWriter(d / f"{key}.tmp{os.getpid()}", d / key)
+
+
+class CacheWriter(StoreWriter):
+    """A StoreWriter whose `close()` moves the finished store into place atomically, marked COMPLETE."""
+
+    def __init__(self, folder: Path, final: Path | None):
+        super().__init__(folder)
+        self.final = final
+
+    def abort(self) -> None:
+        """Drop a half-written entry (rendering failed or was interrupted)."""
+        for f in self.files.values():
+            f.close()
+        shutil.rmtree(self.folder, ignore_errors=True)
+
+    def close(self) -> RenderedStore:
+        self.finish()
+        (self.folder / COMPLETE).write_text("")
+        if self.final is None:
+            return RenderedStore(self.folder)
+        try:
+            os.rename(self.folder, self.final)  # atomic; fails when the entry exists
+        except OSError:  # another process (another rank) wrote the same entry first: the same content, keep theirs
+            shutil.rmtree(self.folder, ignore_errors=True)
+        return RenderedStore(self.final)

@@ -2,7 +2,9 @@
 
 Readers: JSONL (`.jsonl`, `.ndjson`), JSON (a list of records, or `{"data": [...]}`), Parquet (any codec inside), CSV,
 the first three also compressed (`t.jsonl.gz`, `.zst`, `.bz2`, `.xz`: read as a stream, line numbers those of the
-decompressed file), `datasets.Dataset` objects and folders written by `Dataset.save_to_disk`. Every record keeps a
+decompressed file), `datasets.Dataset` objects, folders written by `Dataset.save_to_disk`, dataset repository folders
+and hub dataset ids (data/hub.py). JSONL, Parquet and `datasets` rows stream (`open_source`, `ExampleStream`: read as
+they are used, so a file larger than memory passes through); JSON and CSV are read whole. Every record keeps a
 `source`: "path:LINE" (1-based line) for JSONL and CSV, "path:#INDEX" (0-based row, as in `ds[INDEX]`) for JSON,
 Parquet and `datasets` rows.
 
@@ -48,12 +50,15 @@ import csv
 import difflib
 import gc
 import hashlib
-import io
+import itertools
 import json
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable
 
+from shipsft.config import is_hub_id
+from shipsft.data.hub import is_repo_folder
 from shipsft.data.types import Example
 from shipsft.errors import DataError
 
@@ -110,6 +115,7 @@ class FileInfo:
     n_rejected: int = 0
     format: str = ""
     licenses: list[str] = field(default_factory=list)
+    commit: str | None = None  # the Hugging Face Hub commit of a dataset read by hub id
 
 
 @dataclass
@@ -125,26 +131,56 @@ class LoadResult:
 # Readers: path -> (records, FileInfo). File-level problems raise DataError; record-level ones ride on the Record.
 
 
-def read_records(path: str | Path) -> tuple[list[Record], FileInfo]:
-    """Read one data file (or saved `datasets` folder) into raw records. Raises DataError for file-level problems."""
+@dataclass
+class Source:
+    """One input opened for reading: its provenance, its first records (what format auto looks at), and all its
+    records; for JSONL, Parquet and `datasets` rows a generator that reads them as they are used, so a file larger
+    than memory streams through (JSON and CSV are read whole)."""
+
+    info: FileInfo
+    head: list[Record]
+    records: Iterable[Record]
+
+
+_HEAD = 2 * _DETECT_SCAN  # records read ahead of the stream for format detection
+
+
+def open_source(path: str | Path, repo: Any = None) -> Source:
+    """Open one data file (or saved `datasets` folder, dataset repository folder or hub dataset id: `repo`, a
+    data.hub.DatasetRef, says which config and split). Raises DataError for file-level problems."""
     name = str(path)
     p = Path(path)
-    if not p.exists():
+    if not p.exists() and not is_hub_id(name):
         raise DataError(f"{name}: file not found")
-    if p.is_dir():
+    if p.is_dir() and not is_repo_folder(p):
         return _read_dataset_dir(p, name)
+    if p.is_dir() or not p.exists():
+        return _read_repo(name, repo)
     kind, codec = _file_type(p)
     reader = _READERS.get(kind)
     if reader is None or (codec and kind == ".parquet"):
         raise DataError(f"{name}: unsupported file type '{kind}{codec or ''}' (use .jsonl, .json or .csv, each also "
-                        f"compressed as {', '.join(_CODECS)} (t.jsonl.gz), .parquet (any codec inside), or a folder "
-                        "written by datasets' save_to_disk)")
-    records = reader(p, codec, name)
-    if not records:
+                        f"compressed as {', '.join(_CODECS)} (t.jsonl.gz), .parquet (any codec inside), a folder "
+                        "written by datasets' save_to_disk, a dataset repository folder or a hub dataset id)")
+    if kind in _STREAMED:
+        head = list(itertools.islice(reader(p, codec, name), _HEAD))
+        records: Iterable[Record] = reader(p, codec, name)  # read again from the start as it is used
+    else:
+        head = records = list(reader(p, codec, name))
+    if not head:
         raise DataError(f"{name}: the file is empty (no records)")
     with open(p, "rb") as f:  # the file as stored (compressed or not): what the manifest records
         sha256 = hashlib.file_digest(f, "sha256").hexdigest()
-    return records, FileInfo(path=name, sha256=sha256, n_records=len(records))
+    info = FileInfo(path=name, sha256=sha256, n_records=0 if kind in _STREAMED else len(records))
+    return Source(info, head[:_HEAD], records)
+
+
+def read_records(path: str | Path, repo: Any = None) -> tuple[list[Record], FileInfo]:
+    """Every raw record of one input (open_source), in memory. Raises DataError for file-level problems."""
+    src = open_source(path, repo)
+    records = list(src.records)
+    src.info.n_records = len(records)
+    return records, src.info
 
 
 # Compressed files are read as a stream of decompressed chunks cut into lines as they come, so line numbers are the
@@ -224,18 +260,17 @@ def _text(line: bytes, n: int, name: str) -> str:
         raise DataError(f"{name}:{n}: not valid UTF-8 (byte 0x{line[e.start]:02x}); save the file as UTF-8") from None
 
 
-def _read_jsonl(p: Path, codec: str | None, name: str) -> list[Record]:
-    records = []
+def _read_jsonl(p: Path, codec: str | None, name: str) -> Iterator[Record]:
+    """Records of a JSONL file as they are read (a generator: the file streams)."""
     # lines split at b"\n" only: splitlines() would also break on U+2028/U+0085, which JSON strings may hold raw
     for i, raw in _lines(p, codec, name):
         line = _text(raw, i, name)
         if not line.strip():
             continue  # blank lines (incl. the trailing newline) are not records
         try:
-            records.append(Record(f"{name}:{i}", json.loads(line)))
+            yield Record(f"{name}:{i}", json.loads(line))
         except json.JSONDecodeError as e:
-            records.append(Record(f"{name}:{i}", raw=line, error=f"invalid JSON at column {e.colno}: {e.msg}"))
-    return records
+            yield Record(f"{name}:{i}", raw=line, error=f"invalid JSON at column {e.colno}: {e.msg}")
 
 
 def _read_json(p: Path, codec: str | None, name: str) -> list[Record]:
@@ -253,16 +288,20 @@ def _read_json(p: Path, codec: str | None, name: str) -> list[Record]:
     return [Record(f"{name}:#{i}", r) for i, r in enumerate(obj)]
 
 
-def _read_parquet(p: Path, codec: str | None, name: str) -> list[Record]:
-    """Any codec Parquet itself compresses with (snappy, gzip, zstd, brotli, lz4): pyarrow decodes each."""
+def _read_parquet(p: Path, codec: str | None, name: str) -> Iterator[Record]:
+    """Rows of a Parquet file, one record batch at a time (a generator: the file streams). Any codec Parquet itself
+    compresses with (snappy, gzip, zstd, brotli, lz4): pyarrow decodes each."""
     import pyarrow as pa
     import pyarrow.parquet as pq
 
+    i = 0
     try:
-        rows = pq.read_table(p).to_pylist()
+        for batch in pq.ParquetFile(p).iter_batches(batch_size=4096):
+            for r in batch.to_pylist():
+                yield Record(f"{name}:#{i}", _drop_nulls(r))
+                i += 1
     except (pa.ArrowException, OSError) as e:
         raise DataError(f"{name}: cannot read Parquet: {e}") from None
-    return [Record(f"{name}:#{i}", _drop_nulls(r)) for i, r in enumerate(rows)]
 
 
 def _read_csv(p: Path, codec: str | None, name: str) -> list[Record]:
@@ -296,17 +335,24 @@ def _read_csv(p: Path, codec: str | None, name: str) -> list[Record]:
 
 _READERS = {".jsonl": _read_jsonl, ".ndjson": _read_jsonl, ".json": _read_json, ".parquet": _read_parquet,
             ".csv": _read_csv}
+_STREAMED = {".jsonl", ".ndjson", ".parquet"}  # their readers are generators; JSON and CSV are read whole
 
 
-def _read_dataset_dir(p: Path, name: str) -> tuple[list[Record], FileInfo]:
+def _read_repo(name: str, repo: Any) -> Source:
+    """A hub dataset id or a dataset repository folder, one config and split of it (data/hub.py)."""
+    from shipsft.data.hub import DatasetRef, load_repo
+
+    got = load_repo(name, repo or DatasetRef())
+    src = _dataset_source(got.dataset, got.name, got.sha256)
+    src.info.commit, src.info.licenses = got.commit, sorted(set(src.info.licenses) | set(got.licenses))
+    return src
+
+
+def _read_dataset_dir(p: Path, name: str) -> Source:
     if (p / "dataset_dict.json").exists():
         splits = sorted(q.name for q in p.iterdir() if (q / "state.json").exists())
         raise DataError(f"{name}: is a saved DatasetDict with splits {', '.join(splits)}; "
                         f"give one split's folder, e.g. {p / (splits[0] if splits else 'train')}")
-    if not (p / "state.json").exists():
-        files = sorted(q.name for q in p.iterdir() if _file_type(q)[0] in _READERS)
-        hint = f"; give the data files inside: {', '.join(files[:5])}" if files else ""
-        raise DataError(f"{name}: is a folder but not one written by datasets' save_to_disk (no state.json){hint}")
     import datasets
 
     digest = hashlib.sha256()
@@ -316,26 +362,36 @@ def _read_dataset_dir(p: Path, name: str) -> tuple[list[Record], FileInfo]:
         ds = datasets.load_from_disk(str(p))
     except (OSError, ValueError) as e:
         raise DataError(f"{name}: cannot load the saved dataset: {e}") from None
-    return _dataset_records(ds, name, digest.hexdigest())
+    return _dataset_source(ds, name, digest.hexdigest())
 
 
-def _dataset_records(ds: Any, name: str, sha256: str | None = None) -> tuple[list[Record], FileInfo]:
-    """Rows of a Dataset; `sha256` defaults to a hash of the rows' canonical JSON (an in-memory object has no file)."""
+def _dataset_source(ds: Any, name: str, sha256: str | None = None) -> Source:
+    """Rows of a Dataset, read a batch at a time from its Arrow table; `sha256` defaults to a hash of the rows'
+    canonical JSON (an in-memory object has no file)."""
     import datasets
 
     if isinstance(ds, datasets.DatasetDict):
         raise DataError(f"{name}: is a DatasetDict with splits {', '.join(ds)}; pass one split, e.g. ds['train']")
     if not isinstance(ds, datasets.Dataset):
         raise DataError(f"{name}: expected a datasets.Dataset, got {type(ds).__name__}")
-    rows = [_drop_nulls(r) for r in ds.to_list()]
-    if not rows:
+    if len(ds) == 0:
         raise DataError(f"{name}: the dataset is empty (no records)")
+
+    def rows() -> Iterator[Record]:
+        i = 0
+        for batch in ds.with_format("arrow").iter(batch_size=1024):
+            for r in batch.to_pylist():
+                yield Record(f"{name}:#{i}", _drop_nulls(r))
+                i += 1
+
     if sha256 is None:
-        sha256 = hashlib.sha256(json.dumps(rows, sort_keys=True, default=str).encode()).hexdigest()
+        h = hashlib.sha256()
+        for rec in rows():
+            h.update(json.dumps(rec.data, sort_keys=True, default=str).encode())
+        sha256 = h.hexdigest()
     license = getattr(ds.info, "license", None) or ""
-    info = FileInfo(path=name, sha256=sha256, n_records=len(rows),
-                    licenses=[license] if license else [])
-    return [Record(f"{name}:#{i}", r) for i, r in enumerate(rows)], info
+    info = FileInfo(path=name, sha256=sha256, n_records=len(ds), licenses=[license] if license else [])
+    return Source(info, list(itertools.islice(rows(), _HEAD)), rows())
 
 
 def _drop_nulls(obj: Any) -> Any:
@@ -739,28 +795,23 @@ def _columns_hint(row: dict, fmt: str) -> str:
 
 
 def load_examples(paths: str | Path | Iterable[str | Path], fmt: str, on_invalid: str,
-                  rejects_path: str | Path | None, allow_any_role_order: bool) -> LoadResult:
-    """Read data files into Examples. Raises DataError listing every problem (file:line and message index)."""
-    _check_settings(fmt, on_invalid)
-    paths = [paths] if isinstance(paths, (str, Path)) else list(paths)
-    if not paths:
-        raise DataError("no data files given (set data.train)")
+                  rejects_path: str | Path | None, allow_any_role_order: bool, repo: Any = None) -> LoadResult:
+    """Read data files into Examples. Raises DataError listing every problem (file:line and message index). `repo`
+    (data.hub.DatasetRef): the config and split of the hub ids and dataset repository folders among them."""
+    stream = ExampleStream.of(paths, fmt, on_invalid, rejects_path, allow_any_role_order, repo)
     with _gc_paused():
-        inputs, errors = [], []
-        for p in paths:
-            try:
-                inputs.append(read_records(p))
-            except DataError as e:
-                errors.extend(e.lines)
-        return _load(inputs, fmt, on_invalid, rejects_path, errors, allow_any_role_order)
+        examples = [ex for chunk in stream for ex in chunk]
+    return stream.result(examples)
 
 
 def examples_from_dataset(ds: Any, name: str, fmt: str, on_invalid: str, rejects_path: str | Path | None,
                           allow_any_role_order: bool) -> LoadResult:
     """The same as load_examples for an in-memory `datasets.Dataset`; sources read "<name>:#<row>"."""
     _check_settings(fmt, on_invalid)
+    stream = ExampleStream([_dataset_source(ds, name)], [], fmt, on_invalid, rejects_path, allow_any_role_order)
     with _gc_paused():
-        return _load([_dataset_records(ds, name)], fmt, on_invalid, rejects_path, [], allow_any_role_order)
+        examples = [ex for chunk in stream for ex in chunk]
+    return stream.result(examples)
 
 
 @contextlib.contextmanager
@@ -786,60 +837,118 @@ def _check_settings(fmt: str, on_invalid: str) -> None:
         raise DataError(f"on_invalid must be 'error' or 'skip', got {on_invalid!r}")
 
 
-def _load(inputs: list[tuple[list[Record], FileInfo]], fmt: str, on_invalid: str,
-          rejects_path: str | Path | None, errors: list[str], allow_any_role_order: bool) -> LoadResult:
-    fmt, notes = _settle_format(inputs, fmt, errors)
-    if fmt is None:
-        raise DataError(_capped(errors))
+class ExampleStream:
+    """The examples of several inputs, adapted and validated as they are read, in chunks of `chunk`: what
+    `load_examples` collects into a list, and what data/pipeline.py renders chunk by chunk so that a set larger than
+    memory is never held whole. Iterate once; the format, notes, rejected count and FileInfos are complete when the
+    iteration ends, and every problem is raised then, at once (DataError), as load_examples always did.
 
-    examples: list[Example] = []
-    bad_lines: list[str] = []
-    rejects: list[dict] = []
-    n_bad = n_total = n_joined = n_calls = 0
-    for records, info in inputs:
-        info.format = fmt
-        licenses = set(info.licenses)
-        for rec in records:
-            ex, chk = _adapt(rec, fmt, allow_any_role_order)
-            problems = chk.problems
-            if ex is not None:
-                n_joined += chk.n_joined
-                n_calls += chk.n_function_calls
-                lic = ex.meta.get("license")
-                if isinstance(lic, str) and lic:
-                    licenses.add(lic)
-                examples.append(ex)
-                continue
-            n_bad += 1
-            info.n_rejected += 1
-            if on_invalid == "error":
-                bad_lines.extend(f"{rec.source}: {p}" for p in problems)
-            else:
-                rejects.append({"source": rec.source, "reason": "; ".join(problems),
-                                "record": rec.data if rec.error is None else rec.raw})
-        info.licenses = sorted(licenses)
-        n_total += len(records)
+        stream = ExampleStream.of(["train.jsonl"], "auto", "error", None, False)
+        for chunk in stream: ...
+        stream.format, stream.notes, stream.files
+    """
 
-    if errors or bad_lines:
-        lines = _capped(errors + bad_lines)
-        if bad_lines:
-            lines.append(f"{n_bad} of {n_total} records are invalid: fix them, or set data.on_invalid: skip to skip "
-                         "them (each is written to the rejects file with its reason)")
-        raise DataError(lines)
-    if on_invalid == "skip":
-        notes += _write_rejects(rejects, rejects_path, n_total)
-    if not examples:
-        raise DataError(f"no valid records left: all {n_total} records were rejected"
-                        + (f" (see {rejects_path})" if rejects_path else ""))
-    if n_joined:
-        notes.append(f"{n_joined} message(s) had content-part lists; their text parts were joined into one string")
-    if n_calls:
-        notes.append(f"{n_calls} ShareGPT function_call turn(s) became assistant tool_calls")
-    return LoadResult(examples=examples, format=fmt, n_rejected=n_bad, notes=notes,
-                      files=[info for _, info in inputs])
+    def __init__(self, sources: list[Source], errors: list[str], fmt: str, on_invalid: str,
+                 rejects_path: str | Path | None, allow_any_role_order: bool, chunk: int = 8192):
+        self.sources, self.errors, self.on_invalid = sources, list(errors), on_invalid
+        self.rejects_path, self.allow_any_role_order, self.chunk = rejects_path, allow_any_role_order, chunk
+        inputs = [(src.head, src.info) for src in sources]
+        self.format, self.notes = _settle_format(inputs, fmt, self.errors)
+        if self.format is None:
+            raise DataError(_capped(self.errors))
+        self.files = [src.info for src in sources]
+        self.n_rejected = self.n_total = self.n_examples = 0
+
+    @classmethod
+    def of(cls, paths: str | Path | Iterable[str | Path], fmt: str, on_invalid: str,
+           rejects_path: str | Path | None, allow_any_role_order: bool, repo: Any = None,
+           chunk: int = 8192) -> "ExampleStream":
+        """Open every input (file-level problems are collected, not raised one by one) and settle the format."""
+        _check_settings(fmt, on_invalid)
+        paths = [paths] if isinstance(paths, (str, Path)) else list(paths)
+        if not paths:
+            raise DataError("no data files given (set data.train)")
+        sources, errors = [], []
+        for p in paths:
+            try:
+                sources.append(open_source(p, repo))
+            except DataError as e:
+                errors.extend(e.lines)
+        return cls(sources, errors, fmt, on_invalid, rejects_path, allow_any_role_order, chunk)
+
+    def __iter__(self) -> Iterator[list[Example]]:
+        bad_lines: list[str] = []  # the first MAX_SHOWN problem lines; n_bad_lines counts them all
+        rejects: list[dict] = []
+        n_bad_lines = n_joined = n_calls = 0
+        chunk: list[Example] = []
+        for src in self.sources:
+            info = src.info
+            info.format = self.format
+            licenses = set(info.licenses)
+            n = 0
+            try:
+                for rec in src.records:
+                    n += 1
+                    ex, chk = _adapt(rec, self.format, self.allow_any_role_order)
+                    if ex is not None:
+                        n_joined += chk.n_joined
+                        n_calls += chk.n_function_calls
+                        lic = ex.meta.get("license")
+                        if isinstance(lic, str) and lic:
+                            licenses.add(lic)
+                        chunk.append(ex)
+                        if len(chunk) >= self.chunk:
+                            self.n_examples += len(chunk)
+                            yield chunk
+                            chunk = []
+                        continue
+                    self.n_rejected += 1
+                    info.n_rejected += 1
+                    if self.on_invalid == "error":
+                        n_bad_lines += len(chk.problems)
+                        bad_lines += [f"{rec.source}: {p}" for p in chk.problems][:MAX_SHOWN - len(bad_lines)]
+                    else:
+                        rejects.append({"source": rec.source, "reason": "; ".join(chk.problems),
+                                        "record": rec.data if rec.error is None else rec.raw})
+            except DataError as e:  # a file-level problem further down the file (bad UTF-8 on line N)
+                self.errors.extend(e.lines)
+            info.licenses, info.n_records = sorted(licenses), n
+            self.n_total += n
+        if chunk:
+            self.n_examples += len(chunk)
+            yield chunk
+        self._finish(bad_lines, n_bad_lines, rejects, n_joined, n_calls)
+
+    def _finish(self, bad_lines: list[str], n_bad_lines: int, rejects: list[dict], n_joined: int,
+                n_calls: int) -> None:
+        """Raise every problem at once, or write the rejects and the notes."""
+        if self.errors or bad_lines:
+            shown = (self.errors + bad_lines)[:MAX_SHOWN]
+            more = len(self.errors) + n_bad_lines - len(shown)
+            lines = shown + ([f"... and {more} more"] if more > 0 else [])
+            if bad_lines:
+                lines.append(f"{self.n_rejected} of {self.n_total} records are invalid: fix them, or set "
+                             "data.on_invalid: skip to skip them (each is written to the rejects file with its reason)")
+            raise DataError(lines)
+        if self.on_invalid == "skip":
+            self.notes += _write_rejects(rejects, self.rejects_path, self.n_total)
+        if not self.n_examples:
+            raise DataError(f"no valid records left: all {self.n_total} records were rejected"
+                            + (f" (see {self.rejects_path})" if self.rejects_path else ""))
+        if n_joined:
+            self.notes.append(f"{n_joined} message(s) had content-part lists; their text parts were joined into one "
+                              "string")
+        if n_calls:
+            self.notes.append(f"{n_calls} ShareGPT function_call turn(s) became assistant tool_calls")
+
+    def result(self, examples: list[Example]) -> LoadResult:
+        """The LoadResult of a finished iteration, holding `examples` (all of them, or what the caller kept)."""
+        return LoadResult(examples=examples, format=self.format, n_rejected=self.n_rejected, notes=self.notes,
+                          files=self.files)
 
 
-def _settle_format(inputs: list[tuple[list[Record], FileInfo]], fmt: str, errors: list[str]) -> tuple[str | None, list[str]]:
+def _settle_format(inputs: list[tuple[list[Record], FileInfo]], fmt: str,
+                   errors: list[str]) -> tuple[str | None, list[str]]:
     """The one format for all inputs, and a note saying what was chosen and why. Problems go to `errors`."""
     if fmt != "auto":
         return fmt, [f"format {fmt} (set explicitly)"]

@@ -92,7 +92,9 @@ def parts(data: DataConfig) -> list[Part]:
     """The sources of the training mixture in order (data.sources, or data.train as one source named 'train'; then
     replay), each as the data section it is read and rendered with."""
     plain = {"sources": [], "replay": None, "mix_size": None, "mix_seed": None}
-    out = [Part(s.name, data.model_copy(update={**plain, "train": s.path, "format": s.format, "mask": s.mask}))
+    out = [Part(s.name, data.model_copy(update={**plain, "train": s.path, "format": s.format, "mask": s.mask,
+                                                "config": s.config if s.config is not None else data.config,
+                                                "split": s.split if s.split is not None else data.split}))
            for s in data.sources]
     if not data.sources:
         out.append(Part("train", data.model_copy(update=plain)))

@@ -25,9 +25,12 @@ mask by id would erase every trained end-of-turn token, failure mode 10).
 """
 from __future__ import annotations
 
-import bisect
+import heapq
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
+
+import numpy as np
 
 from shipsft.config import DataConfig, TrainConfig
 from shipsft.data.labels import IGNORE_INDEX, count_trained, labels_from_mask
@@ -66,51 +69,74 @@ def _row_of(items: list[tuple[int, list[int], list[int]]]) -> Row:
     return Row(ids, labels, pos, lens, idx)
 
 
-def best_fit_decreasing(lengths: list[int], capacity: int) -> list[list[int]]:
-    """Bins of item indices: longest item first, each into the fullest bin that still has room.
+def placements(sizes, capacity: int) -> Iterator[int]:
+    """The bin each item goes to, items taken in the order given (longest first for best-fit-decreasing): the
+    fullest bin that still has room (the least room >= the item, the earliest such bin on a tie), else a new bin.
 
-    The open bins are kept in a list sorted by remaining room, so each placement is a bisect (O(log bins) search).
-    """
+    Open bins are kept by their remaining room (at most `capacity` values): a heap of bin indices per room value and
+    one Python int whose bit r says that some bin has room r, so the best fit is the lowest set bit at or above the
+    item's size. Each placement costs O(log bins), whatever the number of open bins (a sorted list of them costs a
+    memmove of the whole list per insertion, quadratic on a million sequences)."""
+    heaps: dict[int, list[int]] = {}
+    has_room = 0
+    n_bins = 0
+    for n in sizes:
+        n = int(n)
+        above = has_room >> n
+        if above:
+            r = n + (above & -above).bit_length() - 1
+            b = heapq.heappop(heaps[r])
+            if not heaps[r]:
+                has_room &= ~(1 << r)
+            left = r - n
+        else:
+            b, left = n_bins, capacity - n
+            n_bins += 1
+        yield b
+        if left > 0:
+            heapq.heappush(heaps.setdefault(left, []), b)
+            has_room |= 1 << left
+
+
+def best_fit_decreasing(lengths: list[int], capacity: int) -> list[list[int]]:
+    """Bins of item indices: longest item first (ties in index order), each into the fullest bin that still has
+    room (`placements`)."""
     order = sorted(range(len(lengths)), key=lambda i: -lengths[i])
     bins: list[list[int]] = []
-    room: list[tuple[int, int]] = []  # sorted (remaining capacity, bin index)
-    for i in order:
-        n = lengths[i]
-        k = bisect.bisect_left(room, (n, -1))
-        if k < len(room):
-            left, b = room.pop(k)
-            bins[b].append(i)
-            if left - n > 0:
-                bisect.insort(room, (left - n, b))
-        else:
-            bins.append([i])
-            if capacity - n > 0:
-                bisect.insort(room, (capacity - n, len(bins) - 1))
+    for i, b in zip(order, placements((lengths[i] for i in order), capacity)):
+        if b == len(bins):
+            bins.append([])
+        bins[b].append(i)
     return bins
 
 
-def overlong_error(over: list[Rendered], max_length: int) -> DataError:
+def packed_row_count(lengths: np.ndarray, capacity: int) -> int:
+    """How many rows best-fit-decreasing packs these lengths into, without building the rows (a million sequences:
+    a few seconds and two arrays of their size)."""
+    order = np.sort(np.asarray(lengths, dtype=np.int64))[::-1]
+    return max(placements(order, capacity), default=-1) + 1
+
+
+def overlong_error(over: list[Rendered], max_length: int, n_over: int | None = None) -> DataError:
+    """The error naming the sequences longer than max_length: `over` lists them (or the first ones and the longest,
+    with `n_over` the count of them all)."""
     worst = max(over, key=lambda r: len(r.ids))
-    lines = [f"{len(over)} example(s) are longer than data.max_length={max_length} tokens "
+    n_over = len(over) if n_over is None else n_over
+    lines = [f"{n_over} example(s) are longer than data.max_length={max_length} tokens "
              f"(longest: {worst.source}, {len(worst.ids)} tokens)."]
     lines += [f"  {r.source}: {len(r.ids)} tokens" for r in over[:10]]
-    if len(over) > 10:
-        lines.append(f"  ... and {len(over) - 10} more")
+    if n_over > 10:
+        lines.append(f"  ... and {n_over - 10} more")
     lines.append(f"Fix: raise data.max_length (e.g. --set data.max_length={round_up(len(worst.ids))}), "
                  "remove them, or set data.overlong: truncate (cut answers are counted and reported).")
     return DataError(lines)
 
 
-def truncate_overlong(rendered: list[Rendered], max_length: int) -> tuple[int, int]:
-    """Cut examples longer than max_length (data.overlong: truncate). Returns (n_truncated, n_answer_cut): how
-    many were cut, and how many of those lost trained (answer) tokens."""
-    over = [r for r in rendered if len(r.ids) > max_length]
-    answer_cut = 0
-    for r in over:
-        if any(r.mask[max_length:]):
-            answer_cut += 1
-        r.ids, r.mask, r.truncated = r.ids[:max_length], r.mask[:max_length], True
-    return len(over), answer_cut
+def truncated(rendered: list[Rendered], max_length: int) -> list[Rendered]:
+    """The sequences cut to max_length (data.overlong: truncate), marked `truncated`; the others as they are. (A
+    store on disk truncates as a view: data/store.py.)"""
+    return [Rendered(x.source, x.ids[:max_length], x.mask[:max_length], x.text, x.turn, x.n_prompt_tokens, True)
+            if len(x.ids) > max_length else x for x in rendered]
 
 
 def round_up(n: int, to: int = 64) -> int:

@@ -16,6 +16,7 @@
     run.py           `export_run`: merge -> write -> card -> check, into <run>/export (atomic folder writes)
     serve.py         the vLLM serve check: requests from the run's eval prompts, bench/serve_check.py as a subprocess
     chat.py          a chat session on a run or a model: the trained template, streaming greedy tokens, stop ids
+    hub.py           `--push-to-hub`: the HF export (or the adapter alone) uploaded in one commit with huggingface_hub
 
 Functions take the config section they need (`ExportConfig`, `ModelConfig`, `MethodConfig`, `DataConfig`), never
 the whole run config, except where a run folder's own config is read back. Writes only under the export folder.

@@ -34,6 +34,7 @@ class CardFacts:
     note: str = ""  # e.g. "not promoted: ..."
     parity: list[str] = field(default_factory=list)  # ParityReport.lines(); empty: not checked yet
     sizes: dict[str, int] = field(default_factory=dict)  # what -> bytes
+    adapter_repo: str | None = None  # the card of an adapter pushed alone (--adapter-only) to this hub id: unmerged
 
 
 def _fmt(v) -> str:
@@ -47,7 +48,8 @@ def front_matter(f: CardFacts) -> str:
     lines = ["---", f"base_model: {json.dumps(f.cfg.model.path)}"]
     if f.base_license:
         lines.append(f"license: {f.base_license}")
-    lines += ["library_name: transformers", "pipeline_tag: text-generation", "tags:"] + [f"- {t}" for t in tags]
+    lines += [f"library_name: {'peft' if f.adapter_repo else 'transformers'}", "pipeline_tag: text-generation",
+              "tags:"] + [f"- {t}" for t in tags]
     return "\n".join(lines + ["---"])
 
 
@@ -113,6 +115,13 @@ def data_section(f: CardFacts) -> list[str]:
 
 def serve_section(f: CardFacts) -> list[str]:
     out = []
+    if f.adapter_repo:
+        out += ["**peft** (downloads the base named in adapter_config.json at the commit trained on; the tokenizer "
+                "here carries the training template):", "", "```python",
+                "from peft import AutoPeftModelForCausalLM",
+                "from transformers import AutoTokenizer",
+                f'model = AutoPeftModelForCausalLM.from_pretrained("{f.adapter_repo}")',
+                f'tok = AutoTokenizer.from_pretrained("{f.adapter_repo}")', "```", ""]
     if f.hf_dtype:
         out += ["**transformers** (the template and the end-of-turn stop ids are in this folder):", "", "```python",
                 "from transformers import AutoModelForCausalLM, AutoTokenizer",
@@ -139,12 +148,16 @@ def serve_section(f: CardFacts) -> list[str]:
 
 def model_card(f: CardFacts) -> str:
     cfg, m = f.cfg, f.manifest
+    made = f"made with shipsft {(m.get('packages') or {}).get('shipsft', '')} ({cfg.method.name})"
     lines = [front_matter(f), "", f"# {f.name}", "",
-             f"A fine-tune of `{cfg.model.path}` made with shipsft {(m.get('packages') or {}).get('shipsft', '')} "
-             f"({cfg.method.name}); exported with the adapter merged ({f.merge}).", ""]
+             f"A {cfg.method.name} adapter for `{cfg.model.path}` {made}; the base is not included." if f.adapter_repo
+             else f"A fine-tune of `{cfg.model.path}` {made}; exported with the adapter merged ({f.merge}).", ""]
     if f.note:
         lines += [f"Note: {f.note}", ""]
-    lines += ["## Files", "", "Paths are relative to the export folder (by default `<run>/export`).", ""]
+    lines += ["## Files", ""]
+    lines += (["- `adapter_model.safetensors`, `adapter_config.json`: the adapter (peft); the tokenizer files with the "
+               "training template"] if f.adapter_repo else
+              ["Paths are relative to the export folder (by default `<run>/export`).", ""])
     if f.hf_dtype:
         lines.append(f"- `hf/`: Hugging Face folder, {f.hf_dtype} safetensors"
                      + (f" ({f.sizes['hf'] / 1e6:.0f} MB)" if "hf" in f.sizes else ""))

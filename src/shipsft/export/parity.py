@@ -133,7 +133,7 @@ def check_rendering(report: ParityReport, src: RunSource, renderer: Renderer, ex
     examples = {ex.source: ex for ex in prep.examples}
     n = same = skipped = 0
     first_bad = None
-    for r in prep.rendered:
+    for r in prep.sample_rendered():  # the sequences of the examples in memory (a seeded sample of a large set)
         ex = examples.get(r.source)
         if ex is None or ex.kind != "chat":
             skipped += 1
@@ -154,7 +154,8 @@ def check_rendering(report: ParityReport, src: RunSource, renderer: Renderer, ex
         report.add("rendering", True, f"no chat sequences to compare ({skipped} non-chat)", note=True)
     elif same == n:
         report.add("rendering", True, f"{n}/{n} training sequences render byte-identically with the exported "
-                                      "tokenizer's apply_chat_template (same text, same token ids)")
+                                      "tokenizer's apply_chat_template (same text, same token ids)"
+                                      + (f"; a seeded sample of {prep.n_examples:,} examples" if prep.sampled else ""))
     else:
         report.add("rendering", False, f"{n - same}/{n} training sequences render differently with the exported "
                                        f"tokenizer; first: {first_bad}")
@@ -229,6 +230,7 @@ def eval_items(src: RunSource, renderer: Renderer, n: int) -> tuple[list, int]:
     """(the first N eval items, their generation budget): the run's first eval suite as eval builds it (else its
     data.eval, else its training data, with eval's budget rule)."""
     from shipsft.data.formats import load_examples
+    from shipsft.data.hub import ref_for
 
     cfg = src.cfg
     er = eval_renderer(renderer.tokenizer, cfg.data)
@@ -236,8 +238,9 @@ def eval_items(src: RunSource, renderer: Renderer, n: int) -> tuple[list, int]:
         suite = build_suite(cfg.eval.suites[0], er, cfg.eval, cfg.data.allow_any_role_order)
         return suite.items[:n], suite.max_new_tokens
     files = cfg.data.eval or cfg.data.train or [p for source in cfg.data.sources for p in source.path]  # a mixture
+    ref = ref_for(cfg.data, "eval" if cfg.data.eval else "train")
     examples = [ex for ex in load_examples(files, cfg.data.format, "error", None,
-                                           cfg.data.allow_any_role_order).examples if ex.kind == "chat"][:n]
+                                           cfg.data.allow_any_role_order, ref).examples if ex.kind == "chat"][:n]
     items = build_items(er, examples)
     return items, generation_budget(items, None)
 

@@ -19,10 +19,10 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from shipsft.config import ExportConfig, ModelConfig
+from shipsft.config import ExportConfig, ModelConfig, is_hub_id
 from shipsft.data.render import end_of_turn_marker
 from shipsft.data.template import ChatTemplate
-from shipsft.errors import ConfigError, ShipError
+from shipsft.errors import ConfigError, HubError, ShipError
 from shipsft.eval.items import stop_ids
 from shipsft.export.card import CardFacts, model_card
 from shipsft.export.folder import ExportFolder
@@ -75,8 +75,10 @@ def gguf_name(src: RunSource) -> str:
     """general.name: the run and its base model's folder name. llama.cpp reads the family from it where the file
     cannot say (src/llama-vocab.cpp: a name with "phi3" / "phi-3" gets Phi-3's whitespace stripping after special
     tokens), so the base's name is kept in it."""
+    if is_hub_id(src.cfg.model.path):
+        return f"{src.name} ({src.cfg.model.path.split('/')[-1]})"  # a snapshot folder is named by its commit
     try:
-        base = resolve_model_dir(src.cfg.model.path, src.cfg.model.gguf_file).name
+        base = resolve_model_dir(src.cfg.model).name
     except ConfigError:
         base = Path(src.cfg.model.path).name
     return f"{src.name} ({base})"
@@ -85,8 +87,8 @@ def gguf_name(src: RunSource) -> str:
 def tokenizer_folders(src: RunSource) -> list[Path]:
     """Where the shipped tokenizer's files may be: the shipped weights, then the base model's folder."""
     try:
-        return [src.weights, resolve_model_dir(src.cfg.model.path, src.cfg.model.gguf_file)]
-    except ConfigError:
+        return [src.weights, resolve_model_dir(src.cfg.model, weights=False)]
+    except (ConfigError, HubError):  # a base no longer on disk (or an uncached hub id offline): the shipped folder
         return [src.weights]
 
 

@@ -1,7 +1,9 @@
 """Load the model and make it trainable: LoRA (peft), QLoRA (bitsandbytes NF4 + peft) or full fine-tuning.
 
-Weights load from safetensors only (`use_safetensors=True`: a pickle can run code); a GGUF is converted once into a
-cached fp32 safetensors folder (`shipsft.model.locate`). `trust_remote_code` is passed on only when the config says so.
+Weights load from safetensors only (`use_safetensors=True`: a pickle can run code) unless a hub id's config sets
+`model.allow_pickle`; a GGUF is converted once into a cached fp32 safetensors folder (`shipsft.model.locate`), a hub
+id is resolved to its cached snapshot (`shipsft.model.hub`). `trust_remote_code` is passed on only when the config
+says so.
 
     model, info = load_for_training(cfg.model, cfg.method, cfg.train.gradient_checkpointing, device, amp)
     print(info.summary())  # "lora: 4,884,480 trainable of 139,399,488 parameters (3.50%)"
@@ -42,7 +44,7 @@ def hf_config(model: ModelConfig):
     folder with a tokenizer and no config.json (the audit and `shipsft preview` work on those)."""
     from transformers import AutoConfig
 
-    folder = resolve_model_dir(model.path, model.gguf_file)
+    folder = resolve_model_dir(model, weights=False)
     if not (folder / "config.json").exists():
         return None
     return AutoConfig.from_pretrained(folder, trust_remote_code=model.trust_remote_code)
@@ -67,7 +69,7 @@ def quantization_config(method: MethodConfig, device: torch.device):
 
 def load_base(model: ModelConfig, method: MethodConfig, device: torch.device) -> tuple[torch.nn.Module, Path]:
     """The causal LM with fp32 weights (NF4 for qlora) on `device`, in train mode."""
-    model_dir = resolve_model_dir(model.path, model.gguf_file)
+    model_dir = resolve_model_dir(model)
     return load_weights(model_dir, model, method, device), model_dir
 
 
@@ -78,7 +80,8 @@ def load_weights(model_dir: Path, model: ModelConfig, method: MethodConfig, devi
     attn = model.attn_implementation
     if attn == "flash_attention_2" and device.type != "cuda":
         raise ConfigError(["model.attn_implementation=flash_attention_2 needs a CUDA GPU. Fix: sdpa."])
-    kwargs = dict(dtype=torch.float32, use_safetensors=True, trust_remote_code=model.trust_remote_code)
+    kwargs = dict(dtype=torch.float32, use_safetensors=None if model.allow_pickle else True,
+                  trust_remote_code=model.trust_remote_code)
     if attn == "per_document":
         from shipsft.model.attention import register
 

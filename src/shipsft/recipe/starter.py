@@ -37,6 +37,7 @@ from shipsft.data.inspect import (SELECT_METRIC, TASK_METRICS, AnswerShape, answ
                                   write_records)
 from shipsft.data.split import SplitPlan, plan_split
 from shipsft.data.pipeline import prepare
+from shipsft.data.store import trained_counts
 from shipsft.data.types import Rendered
 from shipsft.errors import ConfigError, DataError
 
@@ -127,7 +128,7 @@ def make_starter(data: Path, config_path: Path, model: str, eval_data: Path | No
     why = {r.split(" ", 1)[0]: r for r in reasons}
     metrics = list(task_metrics) if task_metrics else TASK_METRICS[shape.kind]
     n_train = len(prep.examples)
-    trained = [x.n_trained for x in prep.rendered]
+    trained = trained_counts(prep.rendered).tolist()
     rel = _relative_to(config_path.parent)
     choices = [
         Choice("model", "path", model, "the model to fine-tune (--model; smollm2 = the embedded SmolLM2-135M-"

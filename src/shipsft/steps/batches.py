@@ -13,6 +13,8 @@ processes neither repeats nor skips one.
 from __future__ import annotations
 
 import random
+from array import array
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 
@@ -30,26 +32,36 @@ class BatchRule:
     tokens: int | None = None
 
 
-def epoch_order(n: int, seed: int, epoch: int) -> list[int]:
-    order = list(range(n))
-    random.Random(seed + epoch).shuffle(order)
-    return order
+def epoch_order(n: int, seed: int, epoch: int) -> Sequence[int]:
+    """The examples of one epoch in their shuffled order: random.Random(seed + epoch).shuffle of 0..n-1, in an int32
+    array (4 bytes an example, where a list of ints costs ~36: a million examples' order is 4 MB). The last order is
+    kept, so a loop that asks once per step shuffles once per epoch."""
+    key = (n, seed, epoch)
+    if _LAST_ORDER.get("key") != key:
+        order = array("i", range(n)) if n < 2**31 else array("q", range(n))
+        random.Random(seed + epoch).shuffle(order)  # the same draws as on a list: the same order
+        _LAST_ORDER.update(key=key, order=order)
+    return _LAST_ORDER["order"]
 
 
-def take(order: list[int], position: int, lengths: list[int], rule: BatchRule) -> list[int]:
+_LAST_ORDER: dict = {}
+
+
+def take(order: Sequence[int], position: int, lengths: Sequence[int], rule: BatchRule) -> list[int]:
     """The examples of the next step from `position` of an epoch's order (never past its end)."""
     if rule.examples is not None:
-        return order[position:position + rule.examples]
+        return list(order[position:position + rule.examples])
     idx, used = [], 0
-    for i in order[position:]:
+    for k in range(position, len(order)):
+        i = order[k]
         if idx and used + lengths[i] > rule.tokens:
             break
         idx.append(i)
-        used += lengths[i]
+        used += int(lengths[i])
     return idx
 
 
-def next_examples(cursor: Cursor, lengths: list[int], rule: BatchRule, seed: int) -> tuple[int, bool, list[int]]:
+def next_examples(cursor: Cursor, lengths: Sequence[int], rule: BatchRule, seed: int) -> tuple[int, bool, list[int]]:
     """(epoch, whether this step ends the epoch, example indices) of the next optimizer step; advances the cursor.
     The last step of an epoch takes what is left, so no example is dropped or repeated within an epoch."""
     order = epoch_order(len(lengths), seed, cursor.epoch)
@@ -62,7 +74,7 @@ def next_examples(cursor: Cursor, lengths: list[int], rule: BatchRule, seed: int
     return epoch, epoch_end, idx
 
 
-def steps_from(lengths: list[int], rule: BatchRule, seed: int, epochs: float, start: Cursor) -> int:
+def steps_from(lengths: Sequence[int], rule: BatchRule, seed: int, epochs: float, start: Cursor) -> int:
     """Optimizer steps from `start` to the end of `epochs` epochs (a fraction of the last epoch counts its first
     steps), walking the same orders the loop will walk."""
     n, steps = len(lengths), 0
@@ -81,7 +93,7 @@ def steps_from(lengths: list[int], rule: BatchRule, seed: int, epochs: float, st
     return steps
 
 
-def walk(lengths: list[int], rule: BatchRule, seed: int, steps: int):
+def walk(lengths: Sequence[int], rule: BatchRule, seed: int, steps: int):
     """(epoch, whether the step ends its epoch, example indices) of the first `steps` optimizer steps of a run, in the
     order the loop takes them (`next_examples` from a fresh cursor): what the audit and the memory planner walk to see
     the loop's own micro-batches."""

@@ -80,7 +80,7 @@ def lr_lock(config: Path, overrides: list[str], examples: int, budget_s: float, 
     tok = load_tokenizer(cfg.model)
     prep = prepare(cfg.data, tok, "train", strict=False, rejects_path=None)
     lengths = prep.lengths
-    if not lengths:
+    if not len(lengths):
         raise ConfigError([f"{config}: data.train has no usable example (run `shipsft audit {config}`)"])
     resolved = resolve(cfg, prep)
     train, one_pass = resolved.config.train, resolved.plan.steps_per_epoch

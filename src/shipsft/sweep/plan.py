@@ -47,6 +47,7 @@ from pathlib import Path
 
 from shipsft.config import RunConfig
 from shipsft.data.pack import Batching
+from shipsft.data.store import token_lengths, trained_counts
 from shipsft.errors import ConfigError
 from shipsft.steps.schedule import StepPlan
 
@@ -102,7 +103,7 @@ def largest_micro_batch(rendered: list, plan: StepPlan, seed: int, batching: Bat
     from shipsft.data.pack import collate, micro_batches, padded_tokens
     from shipsft.steps.batches import walk
 
-    lengths = [len(x.ids) for x in rendered]
+    lengths = token_lengths(rendered)  # a store's index: only the walked steps' sequences are read
     best, most_trained = None, 0
     for _, _, idx in walk(lengths, plan.rule, seed, min(plan.total_steps, MAX_SIMULATED_STEPS)):
         for group in micro_batches([rendered[i] for i in idx], batching):
@@ -110,9 +111,9 @@ def largest_micro_batch(rendered: list, plan: StepPlan, seed: int, batching: Bat
             if best is None or padded_tokens(group)[1] > best[0]:
                 best = (padded_tokens(group)[1], group)
     mb = collate(best[1], pad_id)
-    trained = sum(x.n_trained for x in rendered)
+    trained = int(trained_counts(rendered).sum())
     return Batches(mb["input_ids"].shape[0], mb["input_ids"].shape[1], most_trained, mb, plan.total_steps,
-                   sum(lengths), trained, plan.epochs, len(rendered))
+                   int(lengths.sum()), trained, plan.epochs, len(rendered))
 
 
 # ------------------------------------------------------------------------------------------------------------------

@@ -15,6 +15,7 @@ import math
 import os
 import shutil
 import time
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
@@ -24,6 +25,7 @@ import torch
 from shipsft.config import EvalConfig, OptimConfig, TrainConfig
 from shipsft.data.labels import IGNORE_INDEX, count_trained
 from shipsft.data.pack import Batching, Row, collate, group_rows, micro_batches
+from shipsft.data.store import token_lengths, trained_counts
 from shipsft.data.types import Rendered
 from shipsft.errors import TrainingDiverged
 from shipsft.eval import gates, session
@@ -134,7 +136,7 @@ class Setup:
     # tensors after a forward (it does not reshard after forward), and clipping those instead of the sharded ones
     # the optimizers step gave another update (tests/train/test_parallel.py caught it when the baselines moved)
     params: list[torch.nn.Parameter]
-    examples: list[Rendered]  # the training sequences; each step packs its examples into rows
+    examples: Sequence[Rendered]  # the training sequences (a store on disk, data/store.py); each step packs its own
     batching: Batching  # how a step's examples become micro-batches (data/pack.py)
     eval_rows: list[Row] | None
     session: session.EvalSession | None  # task evals (eval.suites), or None
@@ -154,8 +156,8 @@ class Setup:
     source_of: list[int] = field(default_factory=list)
 
     @property
-    def lengths(self) -> list[int]:
-        return [len(x.ids) for x in self.examples]
+    def lengths(self) -> Sequence[int]:
+        return token_lengths(self.examples)
 
 
 @dataclass
@@ -283,7 +285,7 @@ def fit(s: Setup, progress: Progress | None = None, stop: StopRequest | None = N
     t, st, progress = s.train, s.state, progress or Silent()
     total, warmup = s.plan.total_steps, warmup_steps(s.optim, s.plan.total_steps)
     st.batch, st.total_steps = [s.plan.rule.examples, s.plan.rule.tokens], total
-    lengths, trained = s.lengths, [x.n_trained for x in s.examples]
+    lengths, trained = s.lengths, trained_counts(s.examples)
     train_model, history, stopped_early = s.train_model or s.model, [], False
     noise = add_neftune(s.model, t.neftune_alpha)
     early = gates.early_stop_for(s.eval, st.early_best, st.early_bad)

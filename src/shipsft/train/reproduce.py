@@ -2,7 +2,8 @@
 
 It reads the folder's resolved config and manifest, prepares the data again exactly as training did, and compares,
 side by side, what the manifest recorded with what the machine has now: the config hash, the data files' hashes,
-the rendered token stream's fingerprint, the tokenizer and the chat template, and the package versions. With
+the commits that hub ids (model and datasets) resolve to, the rendered token stream's fingerprint, the tokenizer and
+the chat template, and the package versions. With
 `--check-steps N` it also trains the first N optimizer steps again (eval suites off: they do not change the weights)
 in a scratch folder and compares the loss of each step with the one recorded in metrics.jsonl.
 
@@ -20,7 +21,7 @@ from shipsft.config import EvalConfig, TrackConfig, load_config
 from shipsft.data.cache import tokenizer_fingerprint
 from shipsft.data.pipeline import prepare, token_fingerprint
 from shipsft.errors import ConfigError
-from shipsft.model.locate import load_tokenizer
+from shipsft.model.locate import hub_commit, load_tokenizer
 from shipsft.runs.layout import RunFolder, is_run_folder
 from shipsft.runs.manifest import package_versions, read_manifest
 from shipsft.runs.sinks import read_metrics
@@ -68,6 +69,13 @@ def reproduce(run_dir: Path, check_steps: int | None, progress=None) -> Report:
     for path, sha in sorted(manifest.get("data_files", {}).items()):
         if path in files_now or path in cfg.data.train or any(path in x.path for x in cfg.data.sources):
             report.rows.append(_row(f"file {path}", sha[:16], (files_now.get(path) or "missing")[:16]))
+    model_now = hub_commit(cfg.model, Path(tok.name_or_path))  # the snapshot the tokenizer was just read from
+    if manifest.get("model_commit") or model_now:
+        report.rows.append(_row(f"model commit ({cfg.model.path})", manifest.get("model_commit"), model_now))
+    commits_now = {f.path: f.commit for f in prep.files if f.commit}
+    commits = (manifest.get("data_commits") or {}).get("train") or {}
+    for name in sorted(set(commits) | set(commits_now)):
+        report.rows.append(_row(f"data commit {name}", commits.get(name), commits_now.get(name)))
     report.rows.append(_row("rendered tokens (train)", manifest.get("token_fingerprint", {}).get("train"),
                             token_fingerprint(prep.rendered)[:16]))
     report.rows.append(_row("tokenizer", manifest.get("tokenizer_hash"), tokenizer_fingerprint(tok)))

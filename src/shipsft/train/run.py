@@ -26,13 +26,14 @@ from shipsft.data.cache import tokenizer_fingerprint
 from shipsft.data.mixture import source_of_examples
 from shipsft.data.pack import Batching, padding_id
 from shipsft.data.pipeline import Prepared, prepare, token_fingerprint
+from shipsft.data.store import token_lengths
 from shipsft.errors import ConfigError, DataError, ShipError
 from shipsft.eval import gates, session
 from shipsft.eval.suites import before_after, before_after_text, pattern_rows, pattern_text
 from shipsft.model.attention import rows_join
 from shipsft.model.load import hf_config, load_base, load_for_training, quantization_config
 from shipsft.model.save import load_checkpoint_weights
-from shipsft.model.locate import load_tokenizer
+from shipsft.model.locate import hub_commit, load_tokenizer
 from shipsft.model.precision import autocast_dtype, pick_device
 from shipsft.report.audit import render_html as render_audit_html
 from shipsft.report.run import render_report
@@ -105,7 +106,7 @@ def setup(cfg: RunConfig, config_path: str | Path | None, skip_audit: bool, argv
                          rejects_path=folder.rejects("eval") if main else None,
                          renderer=train_prep.renderer) if cfg.data.eval else None)
     fingerprints = {"train": train_prep.fingerprint, **({"eval": eval_prep.fingerprint} if eval_prep else {})}
-    changes = resume_changes(cfg, state, run.manifest(), fingerprints) if state else []
+    changes = resume_changes(cfg, state, run.manifest(), fingerprints, hub_commit(cfg.model)) if state else []
     if changes and not force:
         raise ConfigError([f"--resume {resume}: this config differs from the checkpoint's in what changes the "
                            "result:"] + [f"  {c}" for c in changes] +
@@ -142,6 +143,10 @@ def setup(cfg: RunConfig, config_path: str | Path | None, skip_audit: bool, argv
             "precision": str(amp or torch.float32), "tokenizer_hash": tokenizer_fingerprint(tokenizer),
             "template_hash": hashlib.sha256(template.source.encode()).hexdigest()[:16] if template else None,
             "data_files": {f.path: f.sha256 for f in train_prep.files + (eval_prep.files if eval_prep else [])},
+            "model_commit": hub_commit(cfg.model, info.model_dir),
+            "data_commits": {split: {f.path: f.commit for f in prep.files if f.commit}
+                             for split, prep in (("train", train_prep), ("eval", eval_prep))
+                             if prep is not None and any(f.commit for f in prep.files)} or None,
             "token_fingerprint": {"train": token_fingerprint(train_prep.rendered)[:16]},
             "mixture": {c.name: c.to_json() for c in train_prep.mixture} or None},
             readme=runbook(folder, cfg, argv, info))
@@ -235,9 +240,11 @@ Files: `audit.json`/`audit.html` (pre-flight audit), `metrics.jsonl` (per step),
 """
 
 
-def resume_changes(cfg: RunConfig, state: TrainingState, manifest: dict, fingerprints: dict) -> list[str]:
+def resume_changes(cfg: RunConfig, state: TrainingState, manifest: dict, fingerprints: dict,
+                   model_commit: str | None = None) -> list[str]:
     """What differs from the checkpoint in anything that changes the trained weights: the model, data, method,
-    optimizer and training settings (not output, logging or checkpoint cadence), and the data's fingerprint."""
+    optimizer and training settings (not output, logging or checkpoint cadence), the data's fingerprint, and the
+    commit a hub id's model resolves to (`model_commit`)."""
     import yaml
 
     before = RunConfig.model_validate(yaml.safe_load(state.config_yaml)).model_dump(mode="json")
@@ -253,6 +260,10 @@ def resume_changes(cfg: RunConfig, state: TrainingState, manifest: dict, fingerp
     if was and was != fingerprints["train"]:
         changes.append(f"training data fingerprint: {was} -> {fingerprints['train']} (files, their contents or how "
                        "they render changed)")
+    was = manifest.get("model_commit")
+    if was and model_commit and was != model_commit:
+        changes.append(f"model commit of {cfg.model.path}: {was} -> {model_commit} (its revision moved on the "
+                       "Hub or in the cache: the weights differ from the checkpoint's base)")
     return changes
 
 
@@ -268,7 +279,7 @@ def assemble(cfg: RunConfig, model, tokenizer, examples: list, eval_rows: list |
     `resolved` when the caller did it already, with data.max_length a number), optimizer, eval session (its suites
     marked seen / unseen against `train_examples`, the examples trained on; gates, selection and early stopping
     read through `session.gates`), the run (a bare RunFolder gets a one-process Run with a metrics sink)."""
-    resolved = resolved or resolve(cfg, TokenLengths([len(x.ids) for x in examples], cfg.data.max_length))
+    resolved = resolved or resolve(cfg, TokenLengths(token_lengths(examples), cfg.data.max_length))
     cfg = resolved.config
     device = next(model.parameters()).device
     amp = autocast_dtype(cfg.train.precision, device)
