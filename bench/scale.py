@@ -68,7 +68,8 @@ print("SCALE", json.dumps({"code": code, "wall_s": round(time.perf_counter() - t
 
 
 def run_one(n: int, root: Path, model: str) -> dict:
-    """Generate N conversations, then `shipsft train CONFIG` to its first optimizer step, measured (module docstring)."""
+    """Generate N conversations, then `shipsft train CONFIG` to its first optimizer step, measured (module
+    docstring)."""
     folder = root / f"n{n}"
     folder.mkdir(parents=True, exist_ok=True)
     t = time.perf_counter()
