@@ -286,4 +286,4 @@ def test_the_readme_quickstart_output_is_the_measured_one():
     pasted = [x.rstrip() for x in block.group(1).splitlines() if x.strip() and x.strip() != "..."]
     console = [x.rstrip() for x in result["console"].splitlines()]
     assert pasted and all(x in console for x in pasted), [x for x in pasted if x not in console]
-    assert result["command"] in text
+    assert result["readme_command"] in text and result["ok"]
