@@ -30,8 +30,9 @@ import yaml
 REPO = Path(__file__).resolve().parents[1]
 README = REPO / "README.md"
 PAGES = [README, *sorted((REPO / "docs").glob("*.md"))]
-UNIT = (r"%|x\b|×(?!\s?\d)|s\b|ms\b|min\b|h\b|seconds?\b|minutes?\b|hours?\b|GB\b|GiB\b|MB\b|MiB\b|KB\b|"
-        r"tok/s\b|tokens/s\b|examples/s\b|sequences/s\b|MB/s\b|GFLOP/s\b|TFLOP/s\b|MFLOP\b|GFLOP\b|nats\b")
+UNIT = (r"%(?!\s?(?:CI\b|confidence|intervals?\b))|x\b|×(?!\s?\d)|s\b|ms\b|min\b|h\b|seconds?\b|minutes?\b|"
+        r"hours?\b|GB\b|GiB\b|MB\b|MiB\b|KB\b|tok/s\b|tokens/s\b|examples/s\b|sequences/s\b|MB/s\b|GFLOP/s\b|"
+        r"TFLOP/s\b|MFLOP\b|GFLOP\b|nats\b")
 NUMBER = r"(?<![\w.\-/])(?<![<>≤≥]\s)(?<![<>≤≥])([+-]?\d[\d,]*(?:\.\d+)?)"
 MEASURED = re.compile(rf"{NUMBER}\s?(?:{UNIT})")
 ANY_NUMBER = re.compile(NUMBER + r"(?![\w])")
@@ -193,20 +194,24 @@ def test_every_yaml_block_is_a_valid_config():
 
 
 def shipsft_commands(text: str) -> list[list[str]]:
-    """The argument lists of every `shipsft ...` (or `-m shipsft ...`) command in a shell code block: `$ ` prompts
-    and `\\` continuations joined, comments dropped, `&&` / `;` / `|` chains split."""
+    """The argument lists of every `shipsft ...` (or `torchrun ... -m shipsft ...`) command in a shell code block:
+    `$ ` prompts and `\\` continuations joined, comments dropped, `&&` / `;` / `|` chains split. Output lines that
+    mention a command ("next: shipsft train c.yaml") are not commands."""
     out = []
     for block in fenced(text, ("bash", "sh", "shell", "console", "")):
-        joined = re.sub(r"\\\n\s*", " ", block)
-        for line in joined.splitlines():
-            line = line.strip().removeprefix("$ ")
-            if not re.match(r"(shipsft|torchrun|accelerate|python3?|\(?command|\S+=\S+ shipsft)\b", line):
-                continue  # output, or another program
-            for part in re.split(r"\s(?:&&|;|\|)\s", line):
-                words = shlex.split(part, comments=True)
-                if "shipsft" in words and (words[0] == "shipsft" or words[words.index("shipsft") - 1] == "-m"
-                                           or "=" in words[0]):
-                    out.append(words[words.index("shipsft") + 1:])
+        for line in re.sub(r"\\\n\s*", " ", block).splitlines():
+            for part in re.split(r"\s(?:&&|;|\|)\s", line.strip().removeprefix("$ ")):
+                try:
+                    words = shlex.split(part, comments=True)
+                except ValueError:  # unbalanced quotes: prose or output, not a command
+                    continue
+                while words and re.fullmatch(r"[A-Z_]+=\S*", words[0]):  # VAR=value shipsft ...
+                    words = words[1:]
+                if words[:1] == ["shipsft"]:
+                    out.append(words[1:])
+                elif words[:1] in (["torchrun"], ["accelerate"], ["python"], ["python3"]) and "-m" in words and \
+                        words[words.index("-m") + 1:][:1] == ["shipsft"]:
+                    out.append(words[words.index("-m") + 2:])
     return out
 
 
@@ -237,7 +242,7 @@ def test_every_shipsft_command_in_the_docs_parses():
             except Exception as e:  # noqa: BLE001 - typer's usage errors; the line says which command
                 problems.append(f"{page.name}: shipsft {shlex.join(args)}: {e}")
     assert problems == []
-    assert {"train", "init", "audit", "export", "sweep"} <= seen
+    assert {"train", "init", "audit", "export", "eval"} <= seen
 
 
 def test_a_mistyped_command_fails_to_parse():
