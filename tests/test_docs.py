@@ -33,7 +33,9 @@ PAGES = [README, *sorted((REPO / "docs").glob("*.md"))]
 UNIT = (r"%(?!\s?(?:CI\b|confidence|intervals?\b))|x\b|×(?!\s?\d)|s\b|ms\b|min\b|h\b|seconds?\b|minutes?\b|"
         r"hours?\b|GB\b|GiB\b|MB\b|MiB\b|KB\b|tok/s\b|tokens/s\b|examples/s\b|sequences/s\b|MB/s\b|GFLOP/s\b|"
         r"TFLOP/s\b|MFLOP\b|GFLOP\b|nats\b")
-NUMBER = r"(?<![\w.\-/])(?<![<>≤≥]\s)(?<![<>≤≥])([+-]?\d[\d,]*(?:\.\d+)?)"
+# a number starts after no word character, dot, dash, slash or comma (so "1,536" is one number), and not after a
+# bound (<, >, ≤, ≥; an arrow "->" is no bound)
+NUMBER = r"(?<![\w.\-/,])(?<![<≤≥]\s)(?<![^-]>\s)(?<![<≤≥])(?<![^-]>)([+-]?\d[\d,]*(?:\.\d+)?)"
 MEASURED = re.compile(rf"{NUMBER}\s?(?:{UNIT})")
 ANY_NUMBER = re.compile(NUMBER + r"(?![\w])")
 SOURCE = re.compile(r"<!--\s*source:\s*([^>]+?)\s*-->")
