@@ -8,7 +8,7 @@ twice: cold (a fresh rendered-data cache: everything is tokenised) and warm (the
 
     python bench/audit.py                       # 100k conversations, embedded SmolLM2 tokenizer
     python bench/audit.py --n 20000 --out /tmp/audit-bench
-    python bench/audit.py --json bench/results/audit.json      # and write the results file (bench/record.py)
+    python bench/audit.py --json bench/results/audit.json      # and write the results file (bench/machine.py)
 """
 from __future__ import annotations
 
@@ -22,7 +22,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-import record  # noqa: E402
+import machine  # noqa: E402
 
 WORDS = ("time person year way day thing man world life hand part child eye woman place work week case point "
          "government company number group problem fact be have do say get make go know take see come think look "
@@ -137,7 +137,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"| **total** | **{total_cold:.2f}** | | **{total_warm:.2f}** |")
     verdict = "PASS" if total_cold < 120 else "FAIL"
     if args.json:
-        record.write(args.json, {
+        machine.write(args.json, {
             "n": args.n, "model": args.model, "tokens": sum(len(r.ids) for r in prepared.rendered),
             "tokenizer_seconds": t_tok[0],
             "stages": [{"stage": k, "cold_wall_s": cold[k][0], "cold_cpu_s": cold[k][1], "warm_wall_s": warm[k][0]}

@@ -2,7 +2,7 @@
 
     python bench/bound.py              # short set of bench/train_vs_trl.py (about 3 minutes on 2 cores)
     python bench/bound.py --sets short long
-    python bench/bound.py --json bench/results/bound.json     # and write the results file (bench/record.py)
+    python bench/bound.py --json bench/results/bound.json     # and write the results file (bench/machine.py)
 
 1. The machine's fp32 GEMM rate: torch matmuls (the BLAS both shipsft and TRL call) at the shapes of a
    SmolLM2-135M step on 1,024 and 4,096 tokens, and large square ones; best of 5 each. The best of them is the
@@ -26,7 +26,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-import record  # noqa: E402
+import machine  # noqa: E402
 from train_vs_trl import SETS, _rendered, cpu_name, data  # noqa: E402
 
 
@@ -120,7 +120,7 @@ def main() -> None:
     if a.json:
         import torch
 
-        record.write(a.json, {"torch": torch.__version__, "torch_threads": torch.get_num_threads(),
+        machine.write(a.json, {"torch": torch.__version__, "torch_threads": torch.get_num_threads(),
                               "gemm_gflop_s": rates, "bound_gflop_s": bound, "sets": rows})
 
 

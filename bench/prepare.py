@@ -4,7 +4,7 @@ Target (foundation issue): 100,000 short conversations in under 60 s on the 2-co
 
     python bench/prepare.py                 # 100,000 conversations, SmolLM2 tokenizer, max_length 2048
     python bench/prepare.py --n 20000 --max-length 1024
-    python bench/prepare.py --json bench/results/prepare.json     # and write the results file (bench/record.py)
+    python bench/prepare.py --json bench/results/prepare.json     # and write the results file (bench/machine.py)
 
 Prints a table: time per stage, examples/s, tokens/s and packing efficiency.
 """
@@ -19,7 +19,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-import record  # noqa: E402
+import machine  # noqa: E402
 
 WORDS = ("alpha beta gamma delta river mountain quick brown fox jumps over lazy dog seven apples orange "
          "compute tensor model train data token value list reverse repeat answer question json field").split()
@@ -88,11 +88,12 @@ def main() -> None:
                                                        f"{n_tok / total:,.0f} tokens")
     console = Console()
     console.print(table)
-    console.print(f"{len(rendered):,} sequences, {n_tok:,} tokens ({n_trained:,} trained) -> {len(packed.rows):,} rows; "
+    console.print(f"{len(rendered):,} sequences, {n_tok:,} tokens ({n_trained:,} trained) -> "
+                  f"{len(packed.rows):,} rows; "
                   f"packing efficiency {packed.efficiency:.2%}; target < 60 s: "
                   f"{'PASS' if total < 60 else 'FAIL'} ({total:.1f} s)")
     if args.json:
-        record.write(args.json, {
+        machine.write(args.json, {
             "n": args.n, "model": args.model, "max_length": args.max_length,
             "stages": [{"stage": k, "seconds": sec, "per_second": n / sec, "of": what}
                        for k, (sec, n, what) in stages.items()],

@@ -23,7 +23,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-import record  # noqa: E402
+import machine  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 MARKER = "<!-- quickstart:train -->"
@@ -78,7 +78,7 @@ def main() -> int:
     else:
         print(first["console"][-3000:])
     if args.json:
-        record.write(args.json, {
+        machine.write(args.json, {
             "readme_command": command, "commit": commit, "ok": ok, "columns": 100,
             "install": {k: v for k, v in first.items() if k != "console"},
             "train": {k: v for k, v in (second or {}).items() if k != "console"},

@@ -49,7 +49,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-import record  # noqa: E402
+import machine  # noqa: E402
 
 WORDS = ("apple river stone cloud maple orbit pixel tiger lemon violet cobalt amber falcon harbor meadow nickel "
          "oyster quartz saddle timber walnut zephyr canyon delta ember fjord glacier hollow island jungle").split()
@@ -337,7 +337,7 @@ def main() -> None:
         print(f"{set_name}: " + "; ".join(lines))
     print(f"load average at the end: {os.getloadavg()[0]:.2f}")
     if a.json:
-        record.write(a.json, {"torch": torch.__version__, "tcmalloc": tc, "matmul_gflop_s": rates,
+        machine.write(a.json, {"torch": torch.__version__, "tcmalloc": tc, "matmul_gflop_s": rates,
                               "bound_processed_tok_s": bound, "bound_dtype": best_dtype, "rows": results,
                               "summary": summary})
 

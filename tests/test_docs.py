@@ -37,6 +37,7 @@ UNIT = (r"%(?!\s?(?:CI\b|confidence|intervals?\b))|x\b|×(?!\s?\d)|s\b|ms\b|min\
 # bound (<, >, ≤, ≥; an arrow "->" is no bound)
 NUMBER = r"(?<![\w.\-/,])(?<![<≤≥]\s)(?<![^-]>\s)(?<![<≤≥])(?<![^-]>)([+-]?\d[\d,]*(?:\.\d+)?)"
 MEASURED = re.compile(rf"{NUMBER}\s?(?:{UNIT})")
+RANGE = re.compile(rf"{NUMBER}\s?[-–]\s?(\d[\d,]*(?:\.\d+)?)\s?(?:{UNIT})")  # 19-28%: both ends measured
 ANY_NUMBER = re.compile(NUMBER + r"(?![\w])")
 SOURCE = re.compile(r"<!--\s*source:\s*([^>]+?)\s*-->")
 FENCE = re.compile(r"^ *```.*?^ *```", re.S | re.M)
@@ -88,7 +89,7 @@ def source_problems(page: Path, text: str) -> list[str]:
     problems = []
     for block in blocks(text):
         plain = INLINE_CODE.sub("", SOURCE.sub("", block))
-        found = MEASURED.findall(plain)
+        found = MEASURED.findall(plain) + [n for pair in RANGE.findall(plain) for n in pair]
         names = [n.strip() for m in SOURCE.findall(block) for n in m.split(",")]
         first = block.strip().splitlines()[0][:80]
         if names:
@@ -126,13 +127,15 @@ def test_the_number_check_can_fail(tmp_path):
     assert source_problems(Path("p.md"), ok) == []
     assert "94.8" in source_problems(Path("p.md"), ok.replace("94.7%", "94.8%"))[0]
     assert "without a source" in source_problems(Path("p.md"), "It took 12 s.")[0]
+    assert "90" in source_problems(Path("p.md"), ok.replace("94.7%", "90-94.7%"))[0]  # a range: its first end too
     assert "does not exist" in source_problems(Path("p.md"), "It took 12 s.\n<!-- source: bench/results/no.json -->")[0]
     table = f"| t | n | s |\n|---|---|---|\n| a | 12 | 3.5 |\n<!-- source: {rel} -->"
     assert source_problems(Path("p.md"), table) == []
     assert "13" in source_problems(Path("p.md"), table.replace("| 12 |", "| 13 |"))[0]  # a bare number in a row
     # commands, configs, targets and dimensions are not measurements
-    assert source_problems(Path("p.md"), "```\nshipsft train --set x=12s\n```\nlr 4e-4, r=16, 3 commands, in < 60 s, "
-                                         "checked 4×1 and 2×2, `--budget 450 s`.\n\n    pip install x  # ~160 MB") == []
+    not_measured = ("```\nshipsft train --set x=12s\n```\nlr 4e-4, r=16, 3 commands, in < 60 s, checked 4×1 and 2×2, "
+                    "`--budget 450 s`, 576 -> 1,536, a 95% CI.\n\n    pip install x  # ~160 MB")
+    assert source_problems(Path("p.md"), not_measured) == []
 
 
 def _github_slug(heading: str) -> str:
@@ -175,7 +178,8 @@ def test_the_docs_site_builds_strictly(tmp_path):
 
 
 def fenced(text: str, langs: tuple[str, ...]) -> list[str]:
-    return [m.group(2) for m in re.finditer(r"^ *```(\w*)[^\n]*\n(.*?)^ *```", text, re.S | re.M) if m.group(1) in langs]
+    found = re.finditer(r"^ *```(\w*)[^\n]*\n(.*?)^ *```", text, re.S | re.M)
+    return [m.group(2) for m in found if m.group(1) in langs]
 
 
 def test_every_yaml_block_is_a_valid_config():
