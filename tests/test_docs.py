@@ -30,7 +30,7 @@ import yaml
 REPO = Path(__file__).resolve().parents[1]
 README = REPO / "README.md"
 PAGES = [README, *sorted((REPO / "docs").glob("*.md"))]
-UNIT = (r"%(?!\s?(?:CI\b|confidence|intervals?\b))|x\b|×(?!\s?\d)|s\b|ms\b|min\b|h\b|seconds?\b|minutes?\b|"
+UNIT = (r"%(?!\s?(?:CIs?\b|confidence|intervals?\b))|x\b|×(?!\s?\d)|s\b|ms\b|min\b|h\b|seconds?\b|minutes?\b|"
         r"hours?\b|GB\b|GiB\b|MB\b|MiB\b|KB\b|tok/s\b|tokens/s\b|examples/s\b|sequences/s\b|MB/s\b|GFLOP/s\b|"
         r"TFLOP/s\b|MFLOP\b|GFLOP\b|nats\b")
 # a number starts after no word character, dot, dash, slash or comma (so "1,536" is one number), and not after a
