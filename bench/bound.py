@@ -2,6 +2,7 @@
 
     python bench/bound.py              # short set of bench/train_vs_trl.py (about 3 minutes on 2 cores)
     python bench/bound.py --sets short long
+    python bench/bound.py --json bench/results/bound.json     # and write the results file (bench/machine.py)
 
 1. The machine's fp32 GEMM rate: torch matmuls (the BLAS both shipsft and TRL call) at the shapes of a
    SmolLM2-135M step on 1,024 and 4,096 tokens, and large square ones; best of 5 each. The best of them is the
@@ -25,6 +26,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+import machine  # noqa: E402
 from train_vs_trl import SETS, _rendered, cpu_name, data  # noqa: E402
 
 
@@ -87,6 +89,7 @@ def shipsft_epoch(set_name: str, count: bool) -> tuple[float, float, int]:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--sets", nargs="*", default=["short"], choices=list(SETS))
+    ap.add_argument("--json", type=Path, help="write the results file here (machine, date, command, every row)")
     a = ap.parse_args()
     import torch
 
@@ -101,14 +104,24 @@ def main() -> None:
     print("| set | processed tokens | counted GFLOP | FLOP per processed token | seconds (best of 2) | achieved "
           "GFLOP/s | share of bound | processed tok/s | ceiling tok/s at 100% | headroom |")
     print("|---|---|---|---|---|---|---|---|---|---|")
+    rows = []
     for set_name in a.sets:
         _, flops, tokens = shipsft_epoch(set_name, count=True)
         seconds = min(shipsft_epoch(set_name, count=False)[0] for _ in range(2))
         achieved = flops / seconds / 1e9
+        rows.append({"set": set_name, "processed_tokens": tokens, "flops": flops, "flop_per_token_millions":
+                     flops / tokens / 1e6, "seconds": seconds, "achieved_gflop_s": achieved, "share_of_bound":
+                     achieved / bound, "processed_tok_s": tokens / seconds, "ceiling_tok_s":
+                     tokens / (flops / (bound * 1e9)), "headroom": bound / achieved})
         print(f"| {set_name} | {tokens:,} | {flops / 1e9:,.0f} | {flops / tokens / 1e6:,.0f} M | {seconds:.1f} | "
               f"{achieved:.1f} | {achieved / bound:.0%} | {tokens / seconds:.0f} | "
               f"{tokens / (flops / (bound * 1e9)):.0f} | {bound / achieved:.2f}x |", flush=True)
     print(f"load average at the end {os.getloadavg()[0]:.2f}")
+    if a.json:
+        import torch
+
+        machine.write(a.json, {"torch": torch.__version__, "torch_threads": torch.get_num_threads(),
+                              "gemm_gflop_s": rates, "bound_gflop_s": bound, "sets": rows})
 
 
 if __name__ == "__main__":

@@ -45,7 +45,7 @@ def main() -> None:
         t = time.perf_counter()
         file_sha256(root / "shipsft_state" / "optimizer.pt")
         one_s = time.perf_counter() - t
-    result = {**stamp(), "folder_mb": total,
+    result = {**stamp(), "folder_mb": total, "shard_mb": args.mb, "optimizer_mb": 2 * args.mb,
               "digest_s": round(folder_s, 2), "digest_mb_per_s": round(total / folder_s),
               "one_file_one_thread_mb_per_s": round(2 * args.mb / one_s),
               "load_average": os.getloadavg()[0]}

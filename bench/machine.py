@@ -1,15 +1,20 @@
-"""What every results file under bench/results/ records about where and when it was measured: the CPU by name,
-its cores and the instruction sets that change the numbers (bf16 is native with AVX512-BF16 / AMX, emulated with
-AVX2 only: docs' speed figures are not comparable across them), and the date. docs' numbers test
-(tests/test_docs.py) reads `machine` and `date`."""
+"""What every results file under bench/results/ records about where and when it was measured: the CPU by name and
+model number, its cores, whether it runs under a hypervisor, and the instruction sets that change the numbers (bf16
+is native with AVX512-BF16 / AMX, emulated with AVX2 only: docs' speed figures are not comparable across them), the
+date, and for files written by `write`, the command and the load average at its start and end (a shared machine's
+numbers are read with it). docs' numbers test (tests/test_docs.py) reads `machine` and `date`."""
 from __future__ import annotations
 
 import datetime as dt
+import json
 import os
 import platform
+import shlex
+import sys
 from pathlib import Path
 
 NOTED_FLAGS = ("avx2", "avx512f", "avx512_bf16", "amx_bf16")
+START_LOAD = os.getloadavg()[0]  # when the bench script imported this module: its start
 
 
 def cpuinfo() -> dict[str, str]:
@@ -22,14 +27,36 @@ def cpuinfo() -> dict[str, str]:
 
 
 def machine() -> str:
-    """e.g. 'Intel(R) Xeon(R) Processor, 2 cores, avx2 avx512f avx512_bf16 amx_bf16, Linux 6.1'."""
+    """e.g. 'Intel(R) Xeon(R) Processor (CPU model 167, under a hypervisor), 2 cores, avx2 avx512f avx512_bf16
+    amx_bf16, Linux 6.1'."""
     info = cpuinfo()
     flags = set(info.get("flags", "").split())
     noted = " ".join(f for f in NOTED_FLAGS if f in flags) or "no avx2"
     cpu = info.get("model name") or platform.processor() or platform.machine()
+    about = [f"CPU model {info['model']}" if "model" in info else "",
+             "under a hypervisor" if "hypervisor" in flags else ""]
+    cpu += f" ({', '.join(a for a in about if a)})" if any(about) else ""
     return f"{cpu}, {os.cpu_count()} cores, {noted}, {platform.system()} {platform.release()}"
 
 
 def stamp() -> dict[str, str]:
     """{"machine": ..., "date": ...} for a results file."""
     return {"machine": machine(), "date": dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")}
+
+
+def command(argv: list[str] | None = None) -> str:
+    """The command line that ran the bench, as typed from the repository root: `python bench/X.py ...`."""
+    argv = sys.argv if argv is None else argv
+    script = os.path.relpath(argv[0], Path(__file__).resolve().parents[1]) if argv else ""
+    return shlex.join(["python", script, *argv[1:]])
+
+
+def write(path: Path | str, results: dict, argv: list[str] | None = None) -> dict:
+    """Write `results` as a results file with the stamp, the command and the load averages; returns the record."""
+    record = {**stamp(), "command": command(argv),
+              "load_average": {"start": round(START_LOAD, 2), "end": round(os.getloadavg()[0], 2)}, **results}
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(record, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
+    print(f"wrote {path}")
+    return record

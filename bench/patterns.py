@@ -87,7 +87,7 @@ def measure_natural() -> dict:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from bench.recipe import cpu_name
+    from bench.machine import write
     from bench.recipe_tasks import TASKS
 
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -108,8 +108,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"\nnatural: {natural['n']} conversations, {natural['clusters']} clusters (largest {natural['largest']:.1%}, "
           f"{natural['repeated']:.0%} share theirs): init's split {natural['split']}")
     if a.out:
-        Path(a.out).parent.mkdir(parents=True, exist_ok=True)
-        Path(a.out).write_text(json.dumps({"machine": cpu_name(), "tasks": rows, "natural": natural}, indent=1) + "\n")
+        write(a.out, {"tasks": rows, "natural": natural})
     return 0
 
 

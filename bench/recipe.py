@@ -521,11 +521,13 @@ def run_task(a, name: str) -> list[dict]:
 
 def save_results(folder: str | None, task: str, rows: list[dict]) -> None:
     """<folder>/recipe-<task>.json: the task's rows so far (scores, per-example scores for the paired tables), with
-    the machine; `--table` prints the tables of every such file."""
+    the machine, date and command (bench/machine.py); `--table` prints the tables of every such file."""
     if not folder:
         return
     Path(folder).mkdir(parents=True, exist_ok=True)
-    blob = {"task": task, "machine": f"{cpu_name()}, {os.cpu_count()} threads", "rows": rows}
+    from bench.machine import command, stamp
+
+    blob = {"task": task, **stamp(), "command": command(), "rows": rows}
     (Path(folder) / f"recipe-{task}.json").write_text(json.dumps(blob, indent=1) + "\n")
 
 

@@ -3,6 +3,7 @@ of shipsft's optimisations; two data shapes; the machine's matmul bound and the 
 
     python bench/train_vs_trl.py                       # the whole table (about 40 minutes on a 2-core CPU)
     python bench/train_vs_trl.py --sets short --only trl-padfree shipsft     # a quick pair
+    python bench/train_vs_trl.py --sets short --json bench/results/train_vs_trl.json   # and write the results file
 
 Every contender runs in its own subprocess (peak RSS is that contender's alone, from getrusage in the child),
 one after the other. Run it on a quiet machine: it prints the load average before and after.
@@ -46,6 +47,9 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import machine  # noqa: E402
 
 WORDS = ("apple river stone cloud maple orbit pixel tiger lemon violet cobalt amber falcon harbor meadow nickel "
          "oyster quartz saddle timber walnut zephyr canyon delta ember fjord glacier hollow island jungle").split()
@@ -274,6 +278,7 @@ def main() -> None:
     ap.add_argument("--only", nargs="*", default=CONTENDERS, choices=CONTENDERS)
     ap.add_argument("--worker")
     ap.add_argument("--out", type=Path)
+    ap.add_argument("--json", type=Path, help="write the results file here (machine, date, command, every row)")
     a = ap.parse_args()
     if a.worker:
         worker(a.worker, a.sets[0], a.out)
@@ -303,10 +308,12 @@ def main() -> None:
     print("|---|---|---|---|---|---|---|---|---|---|---|---|")
     for r in results:
         tps, ptps = r["trained_tokens"] / r["seconds"], r["real_tokens"] / r["seconds"]
+        r.update(trained_tok_s=tps, processed_tok_s=ptps, share_of_bound=ptps / bound)
         print(f"| {r['set']} | {r['name']} | {r['precision']} | {'yes' if r['tcmalloc'] else 'no'} | {tps:.1f} | "
               f"{ptps:.0f} | {ptps / bound:.0%} | {r['padding_share']:.1%} | {r['peak_rss_gb']:.2f} GB | "
               f"{r['steps']} | {r['first_loss']:.3f} -> {r['last_loss']:.3f} | {r['eval_loss']:.4f} |")
     print()
+    summary: dict[str, dict] = {}
     for set_name in a.sets:
         by = {r["name"]: r for r in results if r["set"] == set_name}
         if "shipsft" not in by:
@@ -314,16 +321,25 @@ def main() -> None:
         speed = {n: r["trained_tokens"] / r["seconds"] for n, r in by.items()}
         trl = [n for n in ("trl-padfree", "trl-grouped") if n in speed]
         lines = []
+        summary[set_name] = ratios = {}
         if trl:
             best = max(trl, key=speed.get)
-            lines.append(f"shipsft / TRL best ({best}) = {speed['shipsft'] / speed[best]:.2f}x")
+            ratios.update(trl_best=best, over_trl_best=speed["shipsft"] / speed[best],
+                          rss_share_of_trl_best=by["shipsft"]["peak_rss_gb"] / by[best]["peak_rss_gb"])
+            lines.append(f"shipsft / TRL best ({best}) = {ratios['over_trl_best']:.2f}x")
         if "trl-defaults" in speed:
-            lines.append(f"shipsft / TRL defaults = {speed['shipsft'] / speed['trl-defaults']:.2f}x")
+            ratios["over_trl_defaults"] = speed["shipsft"] / speed["trl-defaults"]
+            lines.append(f"shipsft / TRL defaults = {ratios['over_trl_defaults']:.2f}x")
         for n in ("shipsft-per-doc", "shipsft-tcmalloc"):
             if n in speed:
+                ratios[n.replace("shipsft-", "gain_of_")] = speed["shipsft"] / speed[n]
                 lines.append(f"{n.replace('shipsft-', '')} gives {speed['shipsft'] / speed[n]:.2f}x")
         print(f"{set_name}: " + "; ".join(lines))
     print(f"load average at the end: {os.getloadavg()[0]:.2f}")
+    if a.json:
+        machine.write(a.json, {"torch": torch.__version__, "tcmalloc": tc, "matmul_gflop_s": rates,
+                              "bound_processed_tok_s": bound, "bound_dtype": best_dtype, "rows": results,
+                              "summary": summary})
 
 
 if __name__ == "__main__":

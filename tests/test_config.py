@@ -170,22 +170,3 @@ def test_cli_error_lines_print_brackets_verbatim(tmp_path):
     assert out.returncode == 2
     assert "unknown key 'data.[insert key]'" in out.stderr
     assert "Traceback" not in out.stderr
-
-
-def test_readme_yaml_snippets_are_valid_configs():
-    """Docs cannot drift from the schema: every ```yaml block in the README validates as a RunConfig, or, when it
-    is a sweep file (it starts with `# sweep.yaml`), as a sweep spec."""
-    import re
-    from pathlib import Path
-
-    import yaml
-
-    from shipsft.sweep.spec import SweepSpec
-
-    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
-    blocks = re.findall(r"```yaml\n(.*?)```", readme, re.S)
-    assert len(blocks) >= 2
-    sweeps = [b for b in blocks if b.startswith("# sweep.yaml")]
-    assert len(sweeps) == 1
-    for block in blocks:
-        (SweepSpec if block in sweeps else RunConfig).model_validate(yaml.safe_load(block))

@@ -18,7 +18,7 @@ def trial(name: str, level: str, exact: float, probe_kl: float, kl: float, loss:
             "trainable_params": 4884480, "steps": 30, "wall_s": wall, "trained_tokens": int(wall * 5)}
 
 
-def forgetting_summary() -> dict:  # the measured sweep of the README, rounded
+def forgetting_summary() -> dict:  # the measured sweep of docs/training.md, rounded
     trials = [trial("base", "none", 0.9833, 0.3136, 0.7265, 0.0071, 397.0),
               trial("mitigation=replay_20", "replay_20", 1.0, 0.5167, 0.7902, 0.0087, 418.5),
               trial("mitigation=kl_0.05", "kl_0.05", 0.9833, 0.2963, 0.7199, 0.0073, 477.6),

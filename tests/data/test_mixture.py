@@ -205,7 +205,7 @@ def test_prepare_with_replay_of_the_shipped_set(tmp_path):
     data = data_cfg(train=t, replay={"share": 0.25}, format="messages")
     prep = prepare(data, tiny_tokenizer(), "train", strict=True, rejects_path=None)
     assert [(c.name, c.available, c.examples) for c in prep.mixture] == [("train", 12, 12), ("replay", 48, 4)]
-    # a share of examples, not of tokens: the shipped answers are longer than the toy task's (README)
+    # a share of examples, not of tokens: the shipped answers are longer than the toy task's (docs/training.md)
     assert [c.trained_tokens for c in prep.mixture] == [50, 108]
     assert prep.notes[-1] == ("mixture: replay: 4 examples of 48, 108 trained tokens (68.4%); down-sampled: 44 "
                               "examples left out (a seeded sample)")

@@ -49,9 +49,9 @@ JSON_VALID_GATE = 0.9  # a JSON task that answers invalid JSON more than 1 time 
 # Tinker's SFT sweep (Tulu-3, batch 128, 780 steps) was 1e-3 for Llama-3.2-1B/3B and Qwen3-4B, 3e-4 for Llama-3.1-8B
 # and 70B (github.com/thinking-machines-lab/tinker-cookbook, tinker_cookbook/hyperparam_utils.py: get_lr). On this
 # repo's bench/recipe.py with SmolLM2-135M (hidden 576), 4e-4 beat the 2e-4 init used to write on all four tasks,
-# paired by example (README: Levers). Not higher: on the quickstart (examples/quickstart/config.yaml) 1e-3 took the
-# forgetting probe's KL to the base model to 1.53 where 5e-4 left it at 0.46. Models this wide or wider keep the
-# config's method default (optim.lr null -> 2e-4), which nothing here measured against.
+# paired by example (docs/benchmarks.md: Levers). Not higher: on the quickstart (examples/quickstart/config.yaml) 1e-3
+# took the forgetting probe's KL to the base model to 1.53 where 5e-4 left it at 0.46. Models this wide or wider keep
+# the config's method default (optim.lr null -> 2e-4), which nothing here measured against.
 SMALL_WIDTH = 4096  # hidden size under which a model counts as small (Llama-3.2-3B 3072, Qwen3-4B 2560; 8B: 4096)
 SMALL_LORA_LR = 4e-4
 
@@ -176,7 +176,7 @@ def lora_lr(width: int | None, default: float) -> tuple[float, str]:
         return SMALL_LORA_LR, (
             f"LoRA's learning rate for a small model (hidden size {width:,} < {SMALL_WIDTH:,}): small models want a "
             f"larger one (Tinker's SFT sweep: 1e-3 best for 1-4B models, 3e-4 for 8-70B; on shipsft's recipe "
-            f"bench with SmolLM2-135M, 4e-4 beat 2e-4 on all four tasks: README, Levers){tail}")
+            f"bench with SmolLM2-135M, 4e-4 beat 2e-4 on all four tasks: docs/benchmarks.md, Levers){tail}")
     what = "the model's width is unknown" if width is None else f"hidden size {width:,} >= {SMALL_WIDTH:,}"
     return default, (f"LoRA's learning rate ({what}): the config's default for LoRA, about 10x full fine-tuning's "
                      f"2e-5 (LoRA Without Regret, 2025){tail}")

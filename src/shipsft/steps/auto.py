@@ -4,8 +4,9 @@ a run and written into its config.yaml as plain numbers). `data.max_length: auto
 
 Why these rules. A small data set needs enough optimizer steps to learn: one epoch of 1,200 examples in steps of 64
 examples is 19 updates, in steps of 8 (TRL's per-device batch) it is 150 (`bench/recipe.py` compares the defaults
-with TRL's on generated tasks; the README shows what it measured). Large sets want a larger batch for a stable gradient (64-512
-examples per step is the usual SFT range); past that, more steps of the same size add little. So:
+with TRL's on generated tasks; docs/benchmarks.md shows what it measured). Large sets want a larger batch for a
+stable gradient (64-512 examples per step is the usual SFT range); past that, more steps of the same size add
+little. So:
 
     batch_size  examples / 100, rounded down to a power of two, kept within [8, 64]
                 (300 -> 8, 1,200 -> 8, 3,000 -> 16, 10,000 -> 64)
