@@ -26,13 +26,18 @@ def cpuinfo() -> dict[str, str]:
     return {k.strip(): v.strip() for k, _, v in (line.partition(":") for line in block.splitlines()) if k.strip()}
 
 
+def cpu_name() -> str:
+    """The CPU as /proc/cpuinfo names it (e.g. 'Intel(R) Xeon(R) Processor')."""
+    return cpuinfo().get("model name") or platform.processor() or "unknown CPU"
+
+
 def machine() -> str:
     """e.g. 'Intel(R) Xeon(R) Processor (CPU model 167, under a hypervisor), 2 cores, avx2 avx512f avx512_bf16
     amx_bf16, Linux 6.1'."""
     info = cpuinfo()
     flags = set(info.get("flags", "").split())
     noted = " ".join(f for f in NOTED_FLAGS if f in flags) or "no avx2"
-    cpu = info.get("model name") or platform.processor() or platform.machine()
+    cpu = info.get("model name") or platform.processor() or platform.machine()  # platform.machine: 'x86_64'
     about = [f"CPU model {info['model']}" if "model" in info else "",
              "under a hypervisor" if "hypervisor" in flags else ""]
     cpu += f" ({', '.join(a for a in about if a)})" if any(about) else ""

@@ -39,7 +39,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import random
 import resource
 import subprocess
@@ -50,6 +49,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import machine  # noqa: E402
+from machine import cpu_name  # noqa: E402,F401  (bound.py and gpu/workers.py take it from here)
 
 WORDS = ("apple river stone cloud maple orbit pixel tiger lemon violet cobalt amber falcon harbor meadow nickel "
          "oyster quartz saddle timber walnut zephyr canyon delta ember fjord glacier hollow island jungle").split()
@@ -86,13 +86,6 @@ def tcmalloc() -> str | None:
 
 def peak_rss_gb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024 ** 2  # KiB on Linux
-
-
-def cpu_name() -> str:
-    for line in Path("/proc/cpuinfo").read_text().splitlines() if Path("/proc/cpuinfo").exists() else []:
-        if line.startswith("model name"):
-            return line.split(":", 1)[1].strip()
-    return platform.processor() or "unknown CPU"
 
 
 def native_bf16() -> bool:
