@@ -29,9 +29,17 @@ def two_runs(tmp_path_factory):
     from helpers import write_tiny_run
 
     root = tmp_path_factory.mktemp("two_runs")
-    config = write_tiny_run(root, eval={"suites": [{"name": "toy", "data": "eval.jsonl", "metrics": ["exact_match"],
+    # A user's scorer that warns each time it runs: one warning the run is sure to meet, whatever the installed
+    # libraries' own deprecations are this month (peft 0.21 met one of transformers'; 0.22 meets none).
+    (root / "planted.py").write_text(
+        "import warnings\n\n\ndef score(prediction, reference, example):\n"
+        "    warnings.warn('planted scorer warning', FutureWarning)\n"
+        "    return float(prediction.strip() == reference.strip())\n")
+    config = write_tiny_run(root, eval={"suites": [{"name": "toy", "data": "eval.jsonl",
+                                                    "metrics": ["exact_match", "planted:score"],
                                                     "max_new_tokens": 8}]})
-    env = {**os.environ, "SHIPSFT_ALLOCATOR": "system", "COLUMNS": "120", "PYTHONWARNINGS": ""}
+    env = {**os.environ, "SHIPSFT_ALLOCATOR": "system", "COLUMNS": "120", "PYTHONWARNINGS": "",
+           "PYTHONPATH": os.pathsep.join(filter(None, [str(root), os.environ.get("PYTHONPATH")]))}
     out = {}
     for name, extra in (("quiet", []), ("loud", ["-v", "--set", "optim.lr=0.001"])):
         out[name] = subprocess.run([sys.executable, "-m", "shipsft", "train", str(config), "--set",
