@@ -31,8 +31,9 @@ Contenders, each trained in its own subprocess on the same model (SmolLM2-135M-I
 Levers (--levers NAME ... | all): shipsft's init config with one change each, run as contender "shipsft+<lever>"
 at the same budget, and printed as each lever minus plain shipsft, paired by example: neftune (NEFTune alpha 5),
 dropout (LoRA dropout 0.05), rank64 (r 64, alpha 128), lr-half / lr-double / lr-x5 (init's LR / 2, x 2, x 5),
-full (full fine-tuning at a tenth of init's LoRA LR). Epochs are not a lever here: at a budget of minutes every contender is
-capped inside its first epoch.
+full (full fine-tuning at a tenth of init's LoRA LR), prompt-loss (loss on every token, the prompt's too: data.mask
+everything), weight-decay (0.1), replay (a fifth of the examples from shipsft's general replay set). Epochs are not
+a lever here: at a budget of minutes every contender is capped inside its first epoch.
 
 The budget (--budget-min, 10 by default) is the time spent in optimizer steps. Each contender first runs a few
 calibration steps in the same setting and measures seconds per step; when its planned run (epochs x examples /
@@ -86,6 +87,13 @@ LEVERS = {
     "lr-double": lambda cfg: {"optim.lr": cfg["optim"]["lr"] * 2},
     "lr-x5": lambda cfg: {"optim.lr": cfg["optim"]["lr"] * 5},  # 2e-4 -> 1e-3 when measured: Tinker's 1-4B LR
     "full": lambda cfg: {"method.name": "full", "optim.lr": cfg["optim"]["lr"] / 10},
+    # Shi et al. 2024, "Instruction Tuning With Loss Over Instructions" (arXiv 2405.14394): loss on the prompt's
+    # tokens too helps most with short answers and little data, the shape of every task here but schedule_chat
+    "prompt-loss": lambda cfg: {"data.mask": "everything"},
+    "weight-decay": lambda cfg: {"optim.weight_decay": 0.1},  # decoupled, on weight matrices; init leaves it at 0
+    # a fifth of the examples general conversations (the shipped replay set): a rehearsal, not a task lever, so
+    # judged on the unseen slice like the rest
+    "replay": lambda cfg: {"data.replay.share": 0.2},
 }
 
 

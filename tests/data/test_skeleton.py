@@ -83,3 +83,16 @@ def test_clusters_do_not_depend_on_the_order_of_the_examples():
     b = find_patterns([texts[i] for i in order]).cluster
     partition = lambda cl, idx: sorted(sorted(idx[i] for i in range(len(cl)) if cl[i] == c) for c in set(cl))  # noqa
     assert partition(a, list(range(240))) == partition(b, order)
+
+
+def test_the_set_pass_writes_each_skeleton_as_skeleton_does_with_the_sets_names_and_values():
+    """find_patterns tokenises and matches each prompt once per pass; its skeletons must be skeleton()'s, given the
+    names and repeated values of the whole set (a JSON set, a text set that repeats a value, natural questions)."""
+    from shipsft.data.skeleton import repeated_values
+
+    topics = ["design sync"] * 3 + ["pottery class"]
+    booked = [(f"Set up a {t} with Maria Lopez.", [f"Booked the {t} with Maria Lopez on Monday."]) for t in topics]
+    for texts in (templated(120)[0], booked, natural()):
+        names, values = name_words([p for p, _ in texts]), repeated_values(texts)
+        assert values or texts is not booked
+        assert find_patterns(texts).skeletons == [skeleton(p, a, names, values) for p, a in texts]

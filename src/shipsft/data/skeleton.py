@@ -42,7 +42,6 @@ from __future__ import annotations
 import hashlib
 import json
 import re
-import statistics
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -151,17 +150,27 @@ def name_words(prompts: Sequence[str]) -> frozenset[str]:
     """The words (lower-cased) that the prompts mostly capitalise past a sentence's start: names."""
     caps, seen = Counter(), Counter()
     for p in prompts:
-        for kind, t, start in _tokens(p):
-            if kind == "word" and not start:
-                w = t.lower()
-                seen[w] += 1
-                caps[w] += _capitalised(t)
+        _count_names(_tokens(p), caps, seen)
+    return _names(caps, seen)
+
+
+def _count_names(tokens: list[tuple[str, str, bool]], caps: Counter, seen: Counter) -> None:
+    for kind, t, start in tokens:
+        if kind == "word" and not start:
+            w = t.lower()
+            seen[w] += 1
+            caps[w] += _capitalised(t)
+
+
+def _names(caps: Counter, seen: Counter) -> frozenset[str]:
     return frozenset(w for w, n in caps.items() if n > NAME_SHARE * seen[w])
 
 
 def _lower_run(tokens: list[tuple[str, str, bool]], i: int, n: int) -> tuple[str, ...]:
     """The words of tokens[i:i+n] up to the first capitalised or numeric one, trailing function words dropped, when
     two or more of them are content words (a text answer's repeated "code review"); else ()."""
+    if n < 2:
+        return ()
     j = next((j for j in range(n) if _value_word(tokens[i + j][1])), n)
     run = [t.lower() for _, t, _ in tokens[i:i + j]]
     while run and run[-1] in FUNCTION_WORDS:
@@ -169,44 +178,61 @@ def _lower_run(tokens: list[tuple[str, str, bool]], i: int, n: int) -> tuple[str
     return tuple(run) if sum(w not in FUNCTION_WORDS for w in run) >= 2 else ()
 
 
-def _matches(tokens: list[tuple[str, str, bool]], answers: Sequence[str]):
-    """Per prompt position i: (i, run length, structured) for every run of prompt words an answer value repeats."""
+def _answer_runs(answers: Sequence[str]) -> list[tuple[list[str], bool]]:
+    """The words of every value the answers hold (`answer_values`), with whether it is a structured one."""
     runs: list[tuple[list[str], bool]] = []
     for a in answers:
         values, structured = answer_values(a)
         runs += [([m.group().lower() for m in _TOKEN.finditer(v) if m.lastgroup in ("word", "number")], structured)
                  for v in values]
+    return runs
+
+
+def _matches(tokens: list[tuple[str, str, bool]], answers: Sequence[str]) -> set[tuple[int, int, bool]]:
+    """Every (prompt position i, run length, structured) where a run of prompt words starting at i repeats an
+    answer value's words, each once (a word the answers repeat often starts one run per occurrence; the callers
+    need only the distinct ones)."""
+    runs = _answer_runs(answers)
     words = [t.lower() if kind in ("word", "number") else None for kind, t, _ in tokens]
     where: dict[str, list[tuple[int, int]]] = {}
     for k, (vw, _) in enumerate(runs):
         for p, w in enumerate(vw):
             where.setdefault(w, []).append((k, p))
+    found: set[tuple[int, int, bool]] = set()
     for i, w in enumerate(words):
         for k, p in where.get(w, ()) if w is not None else ():
             vw, structured = runs[k]
             n = 0
             while n < MAX_RUN and i + n < len(words) and p + n < len(vw) and words[i + n] == vw[p + n]:
                 n += 1
-            yield i, n, structured
+            found.add((i, n, structured))
+    return found
 
 
 def text_values(prompt: str, answers: Sequence[str]) -> set[tuple[str, ...]]:
     """The lower-case runs of two or more content words that a text answer repeats from the prompt (`_lower_run`):
     values when several examples of a set repeat the same one (`find_patterns`)."""
     tokens = _tokens(prompt)
-    return {run for i, n, structured in _matches(tokens, answers) if not structured
+    return _text_values(tokens, _matches(tokens, answers))
+
+
+def _text_values(tokens: list[tuple[str, str, bool]], matches: set[tuple[int, int, bool]]) -> set[tuple[str, ...]]:
+    return {run for i, n, structured in matches if not structured and n >= 2
             for run in [_lower_run(tokens, i, n)] if run}
 
 
-def _copied(tokens: list[tuple[str, str, bool]], answers: Sequence[str],
+def _copied(tokens: list[tuple[str, str, bool]], matches: set[tuple[int, int, bool]],
             values: frozenset[tuple[str, ...]]) -> list[bool]:
     """Which prompt words lie in a run that an answer repeats (module docstring: copied)."""
     best = [0] * len(tokens)
-    for i, n, structured in _matches(tokens, answers):
+    for i, n, structured in matches:
         if not structured:  # a text answer: its leading names or numbers, or a lower-case run the set repeats
             lead = next((j for j in range(n) if not _value_word(tokens[i + j][1])), n)
-            run = _lower_run(tokens, i, n)
-            n = lead if lead or run not in values else len(run)
+            if not lead:
+                run = _lower_run(tokens, i, n)
+                n = len(run) if run and run in values else 0
+            else:
+                n = lead
         if any(t.lower() not in FUNCTION_WORDS for _, t, _ in tokens[i:i + n]):
             best[i] = max(best[i], n)
     slot, i = [False] * len(tokens), 0
@@ -223,7 +249,12 @@ def skeleton(prompt: str, answers: Sequence[str] = (), names: frozenset[str] | N
     `names`: the words that count as names when capitalised (name_words over the whole set); None = any. `values`:
     the lower-case runs a text answer may give away (repeated_values over the whole set)."""
     tokens = _tokens(prompt)
-    slot = _copied(tokens, answers, values)
+    return _skeleton(tokens, _matches(tokens, answers), names, values)
+
+
+def _skeleton(tokens: list[tuple[str, str, bool]], matches: set[tuple[int, int, bool]],
+              names: frozenset[str] | None, values: frozenset[tuple[str, ...]]) -> str:
+    slot = _copied(tokens, matches, values)
     out: list[str] = []
     for (kind, text, start), copied in zip(tokens, slot):
         name = kind == "word" and not start and _capitalised(text) and (names is None or text.lower() in names)
@@ -253,14 +284,19 @@ def trigrams(sk: str) -> list[str]:
 def cores(skeletons: Sequence[str]) -> list[tuple[str, ...]]:
     """Per skeleton: its core, the trigrams whose document frequency is at most the median of its own trigrams'
     (module docstring), sorted."""
-    grams = [trigrams(s) for s in skeletons]
+    return _cores([trigrams(s) for s in skeletons])
+
+
+def _cores(grams: Sequence[list[str]]) -> list[tuple[str, ...]]:
     df = Counter(g for gs in grams for g in gs)
     out = []
     for gs in grams:
         if not gs:
             out.append(())
             continue
-        cut = statistics.median(df[g] for g in gs)
+        counts = sorted(df[g] for g in gs)
+        mid = len(counts) // 2  # the median, as statistics.median gives it (the mean of the middle two when even)
+        cut = counts[mid] if len(counts) % 2 else (counts[mid - 1] + counts[mid]) / 2
         out.append(tuple(sorted(g for g in gs if df[g] <= cut)))
     return out
 
@@ -271,7 +307,8 @@ def _trigram_hash(gram: str) -> int:
     return int.from_bytes(hashlib.blake2b(gram.encode("utf-8"), digest_size=8).digest(), "little")
 
 
-def _minhash_links(sets: Sequence[tuple[str, ...]], threshold: float, uf: UnionFind, of: list[int]) -> None:
+def _minhash_links(sets: Sequence[tuple[str, ...]], threshold: float, uf: UnionFind, of: list[int],
+                   hashed: dict[str, int] | None = None) -> None:
     """Union (in `uf`, over the ids `of[k]`) every two trigram sets whose MinHash Jaccard is >= `threshold`:
     identical sets, and every pair in a shared LSH bucket (data/similar.py) whose exact Jaccard is (a bucket of up to
     PAIRWISE sets, pair by pair: the signatures shortlist, the sets decide), or whose signatures agree that far (a
@@ -282,7 +319,8 @@ def _minhash_links(sets: Sequence[tuple[str, ...]], threshold: float, uf: UnionF
     first: dict[int, int] = {}
     for k, c in enumerate(sets):
         uf.union(first.setdefault(index[c], of[k]), of[k])  # identical sets: one cluster
-    hashes = [[_trigram_hash(g) for g in c] for c in distinct]
+    hashed = {} if hashed is None else hashed  # trigram -> hash, shared by the calls of one clustering
+    hashes = [[hashed[g] if g in hashed else hashed.setdefault(g, _trigram_hash(g)) for g in c] for c in distinct]
     words = np.array([h for hs in hashes for h in hs], dtype=np.uint64)
     offsets = np.cumsum([0] + [len(hs) for hs in hashes]).astype(np.int64)
     sig, has = signatures(words, offsets, num_perm=NUM_PERM, shingle=1)
@@ -310,8 +348,10 @@ def cluster_skeletons(skeletons: Sequence[str], threshold: float = THRESHOLD) ->
     (Jaccard >= WHOLE_THRESHOLD: a short skeleton's core is one or two trigrams), are one cluster, transitively."""
     uf = UnionFind(len(skeletons))
     ids = list(range(len(skeletons)))
-    _minhash_links([tuple(c) for c in cores(skeletons)], threshold, uf, ids)
-    _minhash_links([tuple(sorted(trigrams(s))) for s in skeletons], WHOLE_THRESHOLD, uf, ids)
+    grams = [trigrams(s) for s in skeletons]
+    hashed: dict[str, int] = {}
+    _minhash_links(_cores(grams), threshold, uf, ids, hashed)
+    _minhash_links([tuple(sorted(g)) for g in grams], WHOLE_THRESHOLD, uf, ids, hashed)
     roots: dict[int, int] = {}
     return [roots.setdefault(uf.find(i), len(roots)) for i in ids]
 
@@ -361,9 +401,19 @@ def repeated_values(texts: Sequence[tuple[str, Sequence[str]]]) -> frozenset[tup
 
 
 def find_patterns(texts: Sequence[tuple[str, Sequence[str]]], threshold: float = THRESHOLD) -> Patterns:
-    """Skeletons and clusters of (prompt, answers) pairs (`prompt_and_answers`)."""
-    names, values = name_words([p for p, _ in texts]), repeated_values(texts)
-    skeletons = [skeleton(p, a, names, values) for p, a in texts]
+    """Skeletons and clusters of (prompt, answers) pairs (`prompt_and_answers`). Two passes: the first reads the
+    set's names and repeated values, the second writes each skeleton with them (each prompt is tokenised and
+    matched against its answers once per pass, not held: a million prompts' tokens would not fit in memory)."""
+    caps, seen, counts = Counter(), Counter(), Counter()
+    for p, a in texts:
+        tokens = _tokens(p)
+        _count_names(tokens, caps, seen)
+        counts.update(_text_values(tokens, _matches(tokens, a)))
+    names, values = _names(caps, seen), frozenset(run for run, n in counts.items() if n >= MIN_REPEAT)
+    skeletons = []
+    for p, a in texts:
+        tokens = _tokens(p)
+        skeletons.append(_skeleton(tokens, _matches(tokens, a), names, values))
     return Patterns(skeletons, cluster_skeletons(skeletons, threshold))
 
 

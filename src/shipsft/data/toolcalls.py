@@ -47,9 +47,12 @@ def as_call(obj: Any) -> ToolCall | None:
     return ToolCall(name, args) if isinstance(args, dict) else None
 
 
+_DECODER = json.JSONDecoder()  # stateless; building one per call cost as much as scanning a short answer
+
+
 def next_json(text: str, i: int = 0) -> tuple[Any, int, int] | None:
     """(value, start, end) of the first JSON object or list that decodes at or after position `i`, or None."""
-    decoder = json.JSONDecoder()
+    decoder = _DECODER
     while True:
         start = min((j for j in (text.find("{", i), text.find("[", i)) if j >= 0), default=-1)
         if start < 0:
