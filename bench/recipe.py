@@ -6,6 +6,8 @@
     python bench/recipe.py --table                          # the tables of every bench/results/recipe-*.json
     python bench/recipe.py --task classify_json --budget-min 3 --eval-limit 40    # a quick check of the harness
     python bench/recipe.py --task classify_json --contenders shipsft --levers all   # the levers against init's config
+    python bench/recipe.py --task classify_json --contenders --levers prompt-loss  # one lever, paired with the
+                                                            #     shipsft row already in recipe-classify_json.json
 
 Tasks (bench/recipe_tasks): classify_json, extract_entities, rewrite_format, tool_call, schedule_chat (multi-turn, a
 free-text answer scored by ROUGE-L); each has a training set and an eval set in two slices: "seen" (training
@@ -528,14 +530,29 @@ def run_task(a, name: str) -> list[dict]:
 
 def save_results(folder: str | None, task: str, rows: list[dict]) -> None:
     """<folder>/recipe-<task>.json: the task's rows so far (scores, per-example scores for the paired tables), with
-    the machine, date and command (bench/machine.py); `--table` prints the tables of every such file."""
+    the machine, date and command (bench/machine.py); `--table` prints the tables of every such file. Rows of
+    contenders this call did not run stay (a levers-only call, `--contenders --levers prompt-loss`, pairs its rows
+    with the plain shipsft row already there), each row keeping the machine, date and command that measured it."""
     if not folder:
         return
     Path(folder).mkdir(parents=True, exist_ok=True)
     from bench.machine import command, stamp
 
-    blob = {"task": task, **stamp(), "command": command(), "rows": rows}
-    (Path(folder) / f"recipe-{task}.json").write_text(json.dumps(blob, indent=1) + "\n")
+    path = Path(folder) / f"recipe-{task}.json"
+    ran = {r["contender"] for r in rows}
+    kept = []
+    if path.exists():
+        old = json.loads(path.read_text())
+        kept = [{**r, "measured": r.get("measured") or {k: old.get(k) for k in ("machine", "date", "command")}}
+                for r in old["rows"] if r["contender"] not in ran]
+    now = {**stamp(), "command": command()}
+    rows = [{**r, "measured": r.get("measured") or now} for r in rows]
+    base = [r for r in kept + rows if r["contender"].startswith("base")]
+    order = {c: k for k, c in enumerate(CONTENDERS)}  # the plain contenders in their order, then the levers
+    rest = sorted((r for r in kept + rows if not r["contender"].startswith("base")),
+                  key=lambda r: (order.get(r["contender"], len(order)), r["contender"]))
+    blob = {"task": task, **now, "rows": base[:1] + rest}
+    path.write_text(json.dumps(blob, indent=1) + "\n")
 
 
 def saved_results(folder: str) -> list[dict]:
@@ -591,7 +608,8 @@ def main(argv: list[str] | None = None) -> int:
         Path(a.out).mkdir(parents=True, exist_ok=True)
         (Path(a.out) / "results.json").write_text(json.dumps(results, indent=2))
     print(f"\nload average at the end {os.getloadavg()[0]:.2f}; {time.perf_counter() - started:.0f} s in all\n")
-    print_tables(results)
+    tasks = {r["task"] for r in results}  # with the rows measured before, when they are kept in --results
+    print_tables([r for r in saved_results(a.results) if r["task"] in tasks] if a.results else results)
     return 0 if all(r.get("status") == "ok" for r in results) else 1
 
 

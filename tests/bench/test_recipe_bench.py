@@ -178,3 +178,27 @@ def test_init_estimate_is_the_shipped_steps_heldout_metric(tmp_path, capsys):
     recipe.save_results(str(tmp_path / "res"), "t", [row])
     assert recipe.main(["--table", "--results", str(tmp_path / "res")]) == 0
     assert "| t | shipsft | m | 70.0% [60%, 80%] |" in capsys.readouterr().out
+
+
+def test_a_levers_only_call_keeps_the_rows_it_did_not_run_and_pairs_with_them(tmp_path):
+    res = str(tmp_path / "res")
+    scores = {k: [0.5, 0.4, 0.6, 2] for k in ("seen", "unseen", "all")}
+    plain = {"eval_seen|t:1": 1.0, "eval_unseen|t:2": 0.0}
+
+    def row(contender, example_scores=plain):
+        return {"task": "t", "contender": contender, "metric": "m", "status": "ok", "scores": scores,
+                "example_scores": example_scores, "steps": 3}
+    recipe.save_results(res, "t", [row("base model (no training)"), row("shipsft"), row("trl-recipe")])
+    first = json.loads((tmp_path / "res" / "recipe-t.json").read_text())
+    recipe.save_results(res, "t", [row("shipsft+prompt-loss", {**plain, "eval_unseen|t:2": 1.0})])
+    rows = json.loads((tmp_path / "res" / "recipe-t.json").read_text())["rows"]
+    assert [r["contender"] for r in rows] == ["base model (no training)", "shipsft", "trl-recipe",
+                                             "shipsft+prompt-loss"]
+    assert rows[1]["measured"] == {k: first[k] for k in ("machine", "date", "command")}  # who measured what
+    assert recipe.lever_sets("prompt-loss", {}) == ["--set", "data.mask=everything"]
+    lever = recipe.levers_table(recipe.saved_results(res)).splitlines()[2]
+    assert lever.startswith("| t | prompt-loss | +0.0% [+0.0%, +0.0%] | +100.0% [+100.0%, +100.0%] |")
+    recipe.save_results(res, "t", [row("shipsft", {**plain, "eval_seen|t:1": 0.0})])  # a re-run replaces its row
+    rows = json.loads((tmp_path / "res" / "recipe-t.json").read_text())["rows"]
+    assert [r["contender"] for r in rows].count("shipsft") == 1
+    assert next(r for r in rows if r["contender"] == "shipsft")["example_scores"]["eval_seen|t:1"] == 0.0
