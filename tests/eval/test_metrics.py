@@ -14,6 +14,7 @@ from shipsft.errors import ConfigError
 from shipsft.eval.judge import Judge
 from shipsft.eval.metrics import (
     aggregate,
+    bootstrap_mean,
     lcs_length,
     normalize,
     paired_bootstrap,
@@ -197,6 +198,23 @@ def test_paired_bootstrap_is_fixed_and_paired():
     # identical systems: the delta and both ends of the interval are exactly 0 (pairing cancels the noise)
     same = paired_bootstrap([0.3, 0.9, 0.1], [0.3, 0.9, 0.1])
     assert (same.delta, same.lo, same.hi) == (0.0, 0.0, 0.0)
+
+
+def test_cis_resample_whole_sentence_patterns_when_the_eval_has_them():
+    """Examples of one phrasing succeed or fail together: two patterns of 10 examples each, one all right and one all
+    wrong, say 0.5 with an interval that spans everything a new pattern could score, not +-0.2."""
+    scores, clusters = [1.0] * 10 + [0.0] * 10, [0] * 10 + [7] * 10
+    assert bootstrap_mean(scores)[0] == 0.5 and bootstrap_mean(scores)[1] > 0.25  # examples resampled one by one
+    assert bootstrap_mean(scores, clusters=clusters) == (0.5, 0.0, 1.0)  # 2 patterns: a resample holds 0, 1 or 2
+    d = paired_bootstrap([0.0] * 20, scores, clusters=clusters)
+    assert (d.delta, d.lo, d.hi) == (0.5, 0.0, 1.0)
+    # unequal patterns: a resample's mean is over its examples (a pattern of 3 weighs 3, one of 1 weighs 1)
+    assert bootstrap_mean([1.0, 1.0, 1.0, 0.0], clusters=["a", "a", "a", "b"], n_resamples=4000)[1:] == (0.0, 1.0)
+    # one pattern per example is the plain bootstrap, draw for draw
+    values = [0.1, 0.9, 0.4, 1.0, 0.0, 0.7, 0.3]
+    assert bootstrap_mean(values, clusters=list(range(7))) == bootstrap_mean(values)
+    assert paired_bootstrap(values[::-1], values, clusters=[5, 3, 1, 0, 2, 4, 6]) == paired_bootstrap(values[::-1],
+                                                                                                       values)
 
 
 def test_spearman():

@@ -202,7 +202,7 @@ def run_eval(model: str, suites: list[Path] | None, baseline: str | None = None,
     show_patterns(console, patterns)
     rows = [p for name, (suite, run) in tuned.items()
             for p in predictions(name, suite.items, run, base[name][1] if base is not None else None,
-                                 suite.patterns)]
+                                 suite.patterns, suite.clusters)]
     written = write_predictions(predictions_path(model, target, out), rows, kind="eval")
     console.print(Text(f"wrote {written} ({len(rows)} predictions)"))
     if failures:
@@ -221,7 +221,7 @@ def _summarise(tuned: dict, base: dict | None) -> dict:
         smp = samples(suite.items, run.outputs, 3)
         entry: dict = {"n": len(scores), "samples": smp}
         if base is not None:
-            entry["rows"] = before_after(name, base[name][1].scores, scores)
+            entry["rows"] = before_after(name, base[name][1].scores, scores, suite.clusters)
             for s, b in zip(smp, base[name][1].outputs):
                 s["base_output"] = b
         else:

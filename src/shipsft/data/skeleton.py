@@ -6,6 +6,7 @@ their distinctive part, the sentence patterns a data set was written from.
     found = find_patterns([prompt_and_answers(ex) for ex in examples])
     found.cluster[i], found.n_clusters, found.largest_share, found.repeated_share, found.templated
     seen = seen_patterns(train_texts, eval_texts)   # per eval example: does its cluster hold a training example?
+    seen, clusters = pattern_marks(train_texts, eval_texts)   # ... and its cluster among the eval examples
 
 Why: an eval split that shares its sentence patterns with training measures recall of phrasings, not the task
 (issue 27: a random 10% split of 1,200 examples written from a few dozen patterns scored 1.000 where requests phrased
@@ -421,6 +422,16 @@ def seen_patterns(train: Sequence[tuple[str, Sequence[str]]], evals: Sequence[tu
                   threshold: float = THRESHOLD) -> list[bool]:
     """Per eval example: whether its cluster, found over training and eval together, holds a training example (its
     sentence pattern was trained on)."""
+    return pattern_marks(train, evals, threshold)[0]
+
+
+def pattern_marks(train: Sequence[tuple[str, Sequence[str]]], evals: Sequence[tuple[str, Sequence[str]]],
+                  threshold: float = THRESHOLD) -> tuple[list[bool], list[int]]:
+    """Per eval example: `seen_patterns`'s flag, and its cluster (found over training and eval together), numbered
+    0.. in order of first appearance among the eval examples: the sentence patterns an eval's CIs resample whole
+    (eval/metrics.py)."""
     found = find_patterns(list(train) + list(evals), threshold)
     trained = set(found.cluster[: len(train)])
-    return [c in trained for c in found.cluster[len(train):]]
+    mine = found.cluster[len(train):]
+    ids: dict[int, int] = {}
+    return [c in trained for c in mine], [ids.setdefault(c, len(ids)) for c in mine]

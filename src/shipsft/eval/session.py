@@ -172,7 +172,7 @@ def _generate_suites(sess: EvalSession, with_base: bool, advance):
         metrics.update(suite_metrics(s, run))
         scores[s.name] = run.scores
         kept += [{"suite": s.name, **x} for x in samples(s.items, run.outputs, sess.cfg.samples)]
-        preds += predictions(s.name, s.items, run, base, s.patterns)
+        preds += predictions(s.name, s.items, run, base, s.patterns, s.clusters)
     return metrics, kept, scores, preds
 
 

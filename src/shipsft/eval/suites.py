@@ -17,7 +17,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from shipsft.config import DataConfig, EvalConfig, SuiteConfig
-from shipsft.data.skeleton import prompt_and_answers, seen_patterns
+from shipsft.data.skeleton import pattern_marks, prompt_and_answers
 from shipsft.errors import ConfigError
 from shipsft.eval.generate import generate
 from shipsft.eval.items import EvalItem, build_items, eval_renderer, load_suite_examples, stop_ids
@@ -34,6 +34,7 @@ class Suite:
     metrics: list[Metric]
     max_new_tokens: int
     patterns: list[str] | None = None  # per item: "seen" | "unseen" (mark_patterns); None = not compared
+    clusters: list[int] | None = None  # per item: its sentence-pattern cluster (mark_patterns): CIs resample them
 
     @property
     def sliced(self) -> bool:
@@ -47,14 +48,14 @@ def slice_name(suite: str, part: str) -> str:
 
 
 def mark_patterns(suites: list[Suite], train_examples: list) -> None:
-    """Set each suite's `patterns` from its examples' sentence patterns against the training examples'."""
-    if not train_examples:
-        return
+    """Set each suite's `patterns` from its examples' sentence patterns against the training examples' and its
+    `clusters` (the patterns among its own examples: without training examples, found over the suite alone)."""
     train = [prompt_and_answers(ex) for ex in train_examples]
     for s in suites:
-        if all(it.example is not None for it in s.items):
-            seen = seen_patterns(train, [prompt_and_answers(it.example) for it in s.items])
-            s.patterns = ["seen" if x else "unseen" for x in seen]
+        if s.items and all(it.example is not None for it in s.items):
+            seen, s.clusters = pattern_marks(train, [prompt_and_answers(it.example) for it in s.items])
+            if train:
+                s.patterns = ["seen" if x else "unseen" for x in seen]
 
 
 def suite_metrics(suite: Suite, run: SuiteRun) -> dict[str, float]:
@@ -128,16 +129,19 @@ def samples(items: list[EvalItem], outputs: list[str], n: int) -> list[dict]:
 
 
 def predictions(suite: str, items: list[EvalItem], run: SuiteRun, base: SuiteRun | None = None,
-                patterns: list[str] | None = None) -> list[dict]:
+                patterns: list[str] | None = None, clusters: list[int] | None = None) -> list[dict]:
     """One record per example, in suite order: suite, source (file:line), prompt, reference, output, every metric's
-    score, and (`patterns`) whether its sentence pattern was seen in training; with a baseline run over the same
-    items, its output and scores too (`runs/predictions.py` writes them)."""
+    score, (`patterns`) whether its sentence pattern was seen in training and (`clusters`) which of the suite's
+    patterns it is written in; with a baseline run over the same items, its output and scores too
+    (`runs/predictions.py` writes them)."""
     out = []
     for i, it in enumerate(items):
         rec = {"suite": suite, "source": it.source, "prompt": shown_prompt(it), "reference": it.reference,
                "output": run.outputs[i], "scores": run.scores[i]}
         if patterns is not None:
             rec["pattern"] = patterns[i]
+        if clusters is not None:
+            rec["pattern_cluster"] = clusters[i]
         if base is not None:
             rec["base_output"], rec["base_scores"] = base.outputs[i], base.scores[i]
         if run.details:
@@ -146,15 +150,18 @@ def predictions(suite: str, items: list[EvalItem], run: SuiteRun, base: SuiteRun
     return out
 
 
-def before_after(suite: str, base: list[dict[str, float]], tuned: list[dict[str, float]]) -> list[dict]:
-    """Per metric: base, tuned, delta and the paired-bootstrap 95% CI (examples that have the metric in both)."""
+def before_after(suite: str, base: list[dict[str, float]], tuned: list[dict[str, float]],
+                 clusters: list[int] | None = None) -> list[dict]:
+    """Per metric: base, tuned, delta and the paired-bootstrap 95% CI (examples that have the metric in both;
+    whole sentence-pattern `clusters` resampled when given: eval/metrics.py)."""
     rows = []
     for key in tuned[0] if tuned else []:
-        pairs = [(b[key], t[key]) for b, t in zip(base, tuned) if key in b and key in t]
-        if not pairs:
+        have = [i for i, (b, t) in enumerate(zip(base, tuned)) if key in b and key in t]
+        if not have:
             continue
-        d = paired_bootstrap([p[0] for p in pairs], [p[1] for p in pairs])
-        rows.append({"suite": suite, "metric": key, "n": len(pairs), "base": d.base, "tuned": d.tuned,
+        d = paired_bootstrap([base[i][key] for i in have], [tuned[i][key] for i in have],
+                             clusters=[clusters[i] for i in have] if clusters is not None else None)
+        rows.append({"suite": suite, "metric": key, "n": len(have), "base": d.base, "tuned": d.tuned,
                      "delta": d.delta, "lo": d.lo, "hi": d.hi})
     return rows
 
@@ -172,11 +179,12 @@ def pattern_rows(suite: Suite, tuned: list[dict[str, float]], base: list[dict[st
             have = [i for i in idx if key in tuned[i] and (base is None or key in base[i])]
             if not have:
                 continue
-            mean, lo, hi = bootstrap_mean([tuned[i][key] for i in have])
+            clusters = [suite.clusters[i] for i in have] if suite.clusters is not None else None
+            mean, lo, hi = bootstrap_mean([tuned[i][key] for i in have], clusters=clusters)
             row = {"suite": suite.name, "slice": part, "metric": key, "n": len(have), "tuned": mean,
                    "tuned_lo": lo, "tuned_hi": hi}
             if base is not None:
-                d = paired_bootstrap([base[i][key] for i in have], [tuned[i][key] for i in have])
+                d = paired_bootstrap([base[i][key] for i in have], [tuned[i][key] for i in have], clusters=clusters)
                 row.update(base=d.base, delta=d.delta, lo=d.lo, hi=d.hi)
             rows.append(row)
     return rows

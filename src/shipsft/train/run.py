@@ -308,7 +308,7 @@ def finish(s: Setup, result: FitResult, progress: Progress) -> tuple[int, list[s
         if chosen is not None and result.baseline is not None:
             promo.before_after = [row for suite in s.session.suites
                                   for row in before_after(suite.name, result.baseline.scores[suite.name],
-                                                          chosen.scores[suite.name])]
+                                                          chosen.scores[suite.name], suite.clusters)]
             promo.message += "\n" + before_after_text(promo.before_after, promo.step)
             promo.patterns = [row for suite in s.session.suites
                               for row in pattern_rows(suite, chosen.scores[suite.name],
