@@ -4,6 +4,7 @@
     python bench/recipe.py --task schedule_chat             # ... one task per call; each writes
                                                             #     bench/results/recipe-<task>.json as it goes
     python bench/recipe.py --table                          # the tables of every bench/results/recipe-*.json
+    python bench/recipe.py --table --json bench/results/recipe_paired.json   # ... and the paired tables' numbers
     python bench/recipe.py --task classify_json --budget-min 3 --eval-limit 40    # a quick check of the harness
     python bench/recipe.py --task classify_json --contenders shipsft --levers all   # the levers against init's config
     python bench/recipe.py --task classify_json --contenders --levers prompt-loss  # one lever, paired with the
@@ -560,6 +561,33 @@ def saved_results(folder: str) -> list[dict]:
     return [r for f in sorted(Path(folder).glob("recipe-*.json")) for r in json.loads(f.read_text())["rows"]]
 
 
+def paired_summary(results: list[dict], sources: list[str]) -> dict:
+    """What the printed tables compute from the rows, for a results file (`--table --json`): each contender's
+    seen-minus-unseen gap, shipsft minus the best TRL contender and each lever minus shipsft, paired by example
+    ([mean, lo, hi, n] per slice), with the machine and dates of the rows they were computed from."""
+    ok = scored_by_task(results)
+    gaps = [{"task": r["task"], "contender": r["contender"], "gap": r["scores"]["seen"][0] - r["scores"]["unseen"][0]}
+            for r in results if r.get("status") == "ok" and r.get("scores") and r["scores"]["seen"][3]
+            and r["scores"]["unseen"][3]]
+    versus, levers = [], []
+    for task, rows in ok.items():
+        trl = [r for c, r in rows.items() if c.startswith("trl")]
+        if "shipsft" in rows and trl:
+            best = max(trl, key=lambda r: r["scores"]["all"][0])
+            versus.append({"task": task, "vs": best["contender"],
+                           **paired_delta(rows["shipsft"]["example_scores"], best["example_scores"])})
+        for name, r in rows.items():
+            if "shipsft" in rows and name.startswith("shipsft+"):
+                levers.append({"task": task, "lever": name.partition("+")[2],
+                               **paired_delta(r["example_scores"], rows["shipsft"]["example_scores"])})
+    from bench.machine import command
+
+    measured = [json.loads(Path(f).read_text()) for f in sources]
+    return {"machine": "; ".join(sorted({m["machine"] for m in measured})), "command": command(),
+            "date": max((m["date"] for m in measured), default=""), "computed_from": {
+                f: m["date"] for f, m in zip(sources, measured)}, "gaps": gaps, "versus": versus, "levers": levers}
+
+
 def print_tables(results: list[dict]) -> None:
     print(table(results))
     print("\nshipsft minus the best TRL contender, paired by eval example:\n")
@@ -587,10 +615,15 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--results", default="bench/results", help=(
         "where each task's rows go as they finish (recipe-<task>.json); '' = nowhere"))
     ap.add_argument("--table", action="store_true", help="print the tables of every --results file and exit")
+    ap.add_argument("--json", type=Path, help=(
+        "with --table: also write the paired tables' numbers here (bench/results/recipe_paired.json)"))
     ap.add_argument("--trl-worker", help=argparse.SUPPRESS)
     a = ap.parse_args(argv)
     if a.table:
         print_tables(saved_results(a.results))
+        if a.json:
+            sources = sorted(str(f) for f in Path(a.results).glob("recipe-*.json"))
+            a.json.write_text(json.dumps(paired_summary(saved_results(a.results), sources), indent=1) + "\n")
         return 0
     a.contenders = [*a.contenders, *(f"shipsft+{x}" for x in (list(LEVERS) if "all" in a.levers else a.levers))]
     if a.trl_worker:

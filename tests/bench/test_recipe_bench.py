@@ -202,3 +202,20 @@ def test_a_levers_only_call_keeps_the_rows_it_did_not_run_and_pairs_with_them(tm
     rows = json.loads((tmp_path / "res" / "recipe-t.json").read_text())["rows"]
     assert [r["contender"] for r in rows].count("shipsft") == 1
     assert next(r for r in rows if r["contender"] == "shipsft")["example_scores"]["eval_seen|t:1"] == 0.0
+
+
+def test_the_paired_tables_numbers_go_to_a_results_file(tmp_path):
+    res = tmp_path / "res"
+    both = {"eval_seen|t:1": 1.0, "eval_unseen|t:2": 1.0}
+    rows = [{"task": "t", "contender": c, "metric": "m", "status": "ok", "example_scores": e, "steps": 3,
+             "scores": {"seen": [s, s, s, 1], "unseen": [u, u, u, 1], "all": [(s + u) / 2] * 3 + [2]}}
+            for c, e, s, u in (("shipsft", both, 1.0, 1.0), ("trl-recipe", {**both, "eval_unseen|t:2": 0.0}, 1.0, 0.0),
+                               ("shipsft+replay", {**both, "eval_seen|t:1": 0.0}, 0.0, 1.0))]
+    recipe.save_results(str(res), "t", rows)
+    assert recipe.main(["--table", "--results", str(res), "--json", str(tmp_path / "paired.json")]) == 0
+    out = json.loads((tmp_path / "paired.json").read_text())
+    assert out["computed_from"] == {str(res / "recipe-t.json"): json.loads((res / "recipe-t.json").read_text())["date"]}
+    assert [(g["contender"], g["gap"]) for g in out["gaps"]] == [("shipsft", 0.0), ("trl-recipe", 1.0),
+                                                                  ("shipsft+replay", -1.0)]
+    assert out["versus"][0]["vs"] == "trl-recipe" and out["versus"][0]["unseen"][:3] == [1.0, 1.0, 1.0]
+    assert out["levers"][0]["lever"] == "replay" and out["levers"][0]["seen"][:3] == [-1.0, -1.0, -1.0]
