@@ -134,9 +134,17 @@ def summarise(predictions: list[dict], metric: str, key: str = "scores") -> dict
 
 
 def example_scores(predictions: list[dict], metric: str) -> dict[str, float]:
-    """{"<suite>|<source>": score} of the tuned model: the key pairs one contender's example with another's."""
-    return {f"{r['suite']}|{r['source']}": float(r["scores"][metric]) for r in predictions
+    """{"<suite>|<file name>:<line>": score} of the tuned model: the key pairs one contender's example with
+    another's, also across calls with other --out folders."""
+    return {example_key(f"{r['suite']}|{r['source']}"): float(r["scores"][metric]) for r in predictions
             if r.get("suite") in SLICES.values() and "scores" in r}
+
+
+def example_key(key: str) -> str:
+    """"eval_seen|/out/task/data/eval_seen.jsonl:3" -> "eval_seen|eval_seen.jsonl:3" (rows saved before the key
+    dropped the folder pair with rows saved after it)."""
+    suite, _, source = key.partition("|")
+    return f"{suite}|{Path(source).name}"
 
 
 def paired_delta(a: dict[str, float], b: dict[str, float], n_resamples: int = 2000, seed: int = 0) -> dict:
@@ -146,6 +154,7 @@ def paired_delta(a: dict[str, float], b: dict[str, float], n_resamples: int = 20
     the two slices hold different examples, so each is resampled on its own and the means subtracted."""
     import numpy as np
 
+    a, b = ({example_key(k): v for k, v in x.items()} for x in (a, b))
     out, deltas, resampled = {}, {}, {}
     for name, suite in [*SLICES.items(), ("all", None)]:
         keys = sorted(k for k in a if k in b and (suite is None or k.split("|", 1)[0] == suite))

@@ -198,6 +198,11 @@ def test_a_levers_only_call_keeps_the_rows_it_did_not_run_and_pairs_with_them(tm
     assert recipe.lever_sets("prompt-loss", {}) == ["--set", "data.mask=everything"]
     lever = recipe.levers_table(recipe.saved_results(res)).splitlines()[2]
     assert lever.startswith("| t | prompt-loss | +0.0% [+0.0%, +0.0%] | +100.0% [+100.0%, +100.0%] |")
+    # a call with another --out: its sources name another folder, the same files and lines
+    elsewhere = {"eval_seen|/other/out/t/data/t:1": 1.0, "eval_unseen|/other/out/t/data/t:2": 1.0}
+    recipe.save_results(res, "t", [row("shipsft+replay", elsewhere)])
+    lever = [x for x in recipe.levers_table(recipe.saved_results(res)).splitlines() if "| replay |" in x][0]
+    assert lever.startswith("| t | replay | +0.0% [+0.0%, +0.0%] | +100.0% [+100.0%, +100.0%] |")
     recipe.save_results(res, "t", [row("shipsft", {**plain, "eval_seen|t:1": 0.0})])  # a re-run replaces its row
     rows = json.loads((tmp_path / "res" / "recipe-t.json").read_text())["rows"]
     assert [r["contender"] for r in rows].count("shipsft") == 1
