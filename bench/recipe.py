@@ -154,7 +154,6 @@ def paired_delta(a: dict[str, float], b: dict[str, float], n_resamples: int = 20
     the two slices hold different examples, so each is resampled on its own and the means subtracted."""
     import numpy as np
 
-    a, b = ({example_key(k): v for k, v in x.items()} for x in (a, b))
     out, deltas, resampled = {}, {}, {}
     for name, suite in [*SLICES.items(), ("all", None)]:
         keys = sorted(k for k in a if k in b and (suite is None or k.split("|", 1)[0] == suite))
@@ -196,16 +195,28 @@ def delta_cells(a: dict, b: dict) -> str:
                       for k in ("seen", "unseen", "all", "unseen-seen"))
 
 
-def versus_table(results: list[dict]) -> str:
-    """Per task: shipsft minus the best TRL contender (the highest mean over all eval examples), paired by example."""
-    lines = ["| task | shipsft vs | seen: difference [95% CI] | unseen | all | unseen gain - seen gain |",
-             "|---|---|---|---|---|---|"]
+def versus_pairs(results: list[dict]) -> list[tuple[str, dict, dict]]:
+    """(task, shipsft's row, the best TRL contender's row: the highest mean over all eval examples) per task."""
+    out = []
     for task, ok in scored_by_task(results).items():
         trl = [r for c, r in ok.items() if c.startswith("trl")]
-        if "shipsft" not in ok or not trl:
-            continue
-        best = max(trl, key=lambda r: r["scores"]["all"][0])
-        lines.append(f"| {task} | {best['contender']} | {delta_cells(ok['shipsft'], best)} |")
+        if "shipsft" in ok and trl:
+            out.append((task, ok["shipsft"], max(trl, key=lambda r: r["scores"]["all"][0])))
+    return out
+
+
+def lever_pairs(results: list[dict]) -> list[tuple[str, str, dict, dict]]:
+    """(task, lever, shipsft+<lever>'s row, plain shipsft's row) per task and lever."""
+    return [(task, name.partition("+")[2], r, ok["shipsft"]) for task, ok in scored_by_task(results).items()
+            for name, r in ok.items() if "shipsft" in ok and name.startswith("shipsft+")]
+
+
+def versus_table(results: list[dict]) -> str:
+    """Per task: shipsft minus the best TRL contender, paired by example."""
+    lines = ["| task | shipsft vs | seen: difference [95% CI] | unseen | all | unseen gain - seen gain |",
+             "|---|---|---|---|---|---|"]
+    lines += [f"| {task} | {best['contender']} | {delta_cells(ours, best)} |"
+              for task, ours, best in versus_pairs(results)]
     return "\n".join(lines)
 
 
@@ -213,12 +224,14 @@ def levers_table(results: list[dict]) -> str:
     """Per task and lever: shipsft+<lever> minus plain shipsft, paired by example, with the lever's steps."""
     lines = ["| task | lever | seen: difference [95% CI] | unseen | all | unseen gain - seen gain | steps |",
              "|---|---|---|---|---|---|---|"]
-    for task, ok in scored_by_task(results).items():
-        for name, r in ok.items():
-            if "shipsft" in ok and name.startswith("shipsft+"):
-                lines.append(f"| {task} | {name.partition('+')[2]} | {delta_cells(r, ok['shipsft'])} | "
-                             f"{r.get('steps', '?')} |")
+    lines += [f"| {task} | {lever} | {delta_cells(r, plain)} | {r.get('steps', '?')} |"
+              for task, lever, r, plain in lever_pairs(results)]
     return "\n".join(lines)
+
+
+def seen_unseen_gap(scores: dict) -> float:
+    """The seen slice's mean minus the unseen slice's (nan when a slice is empty)."""
+    return scores["seen"][0] - scores["unseen"][0] if scores["seen"][3] and scores["unseen"][3] else math.nan
 
 
 def cell(stat: list | None) -> str:
@@ -239,7 +252,7 @@ def table(results: list[dict]) -> str:
             lines.append(f"| {r['task']} | {r['contender']} | {r.get('metric', '')} | failed: "
                          f"{_one_line(r.get('error', r.get('status', '?')))} | | | | | | | | |")
             continue
-        gap = s["seen"][0] - s["unseen"][0] if s["seen"][3] and s["unseen"][3] else math.nan
+        gap = seen_unseen_gap(s)
         steps = f"{r.get('steps', '?')}" + (f" (capped from {r['planned_steps']})" if r.get("capped") else "")
         train_s = f"{r['train_s']:.0f}" if isinstance(r.get("train_s"), (int, float)) else "–"
         estimate = (f"{r['estimate']:.1%} ({r.get('split', '?')})" if isinstance(r.get("estimate"), (int, float))
@@ -566,29 +579,23 @@ def save_results(folder: str | None, task: str, rows: list[dict]) -> None:
 
 
 def saved_results(folder: str) -> list[dict]:
-    """Every row of every <folder>/recipe-<task>.json, in task order."""
-    return [r for f in sorted(Path(folder).glob("recipe-*.json")) for r in json.loads(f.read_text())["rows"]]
+    """Every row of every <folder>/recipe-<task>.json, in task order (example keys as `example_key` writes them)."""
+    rows = [r for f in sorted(Path(folder).glob("recipe-*.json")) for r in json.loads(f.read_text())["rows"]]
+    return [{**r, "example_scores": {example_key(k): v for k, v in r["example_scores"].items()}}
+            if r.get("example_scores") else r for r in rows]
 
 
 def paired_summary(results: list[dict], sources: list[str]) -> dict:
     """What the printed tables compute from the rows, for a results file (`--table --json`): each contender's
     seen-minus-unseen gap, shipsft minus the best TRL contender and each lever minus shipsft, paired by example
     ([mean, lo, hi, n] per slice), with the machine and dates of the rows they were computed from."""
-    ok = scored_by_task(results)
-    gaps = [{"task": r["task"], "contender": r["contender"], "gap": r["scores"]["seen"][0] - r["scores"]["unseen"][0]}
-            for r in results if r.get("status") == "ok" and r.get("scores") and r["scores"]["seen"][3]
-            and r["scores"]["unseen"][3]]
-    versus, levers = [], []
-    for task, rows in ok.items():
-        trl = [r for c, r in rows.items() if c.startswith("trl")]
-        if "shipsft" in rows and trl:
-            best = max(trl, key=lambda r: r["scores"]["all"][0])
-            versus.append({"task": task, "vs": best["contender"],
-                           **paired_delta(rows["shipsft"]["example_scores"], best["example_scores"])})
-        for name, r in rows.items():
-            if "shipsft" in rows and name.startswith("shipsft+"):
-                levers.append({"task": task, "lever": name.partition("+")[2],
-                               **paired_delta(r["example_scores"], rows["shipsft"]["example_scores"])})
+    gaps = [{"task": r["task"], "contender": r["contender"], "gap": seen_unseen_gap(r["scores"])}
+            for r in results if r.get("status") == "ok" and r.get("scores")
+            and not math.isnan(seen_unseen_gap(r["scores"]))]
+    versus = [{"task": task, "vs": best["contender"], **paired_delta(ours["example_scores"], best["example_scores"])}
+              for task, ours, best in versus_pairs(results)]
+    levers = [{"task": task, "lever": lever, **paired_delta(r["example_scores"], plain["example_scores"])}
+              for task, lever, r, plain in lever_pairs(results)]
     from bench.machine import command
 
     measured = [json.loads(Path(f).read_text()) for f in sources]

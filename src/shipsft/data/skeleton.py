@@ -43,6 +43,7 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+import statistics
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -295,9 +296,7 @@ def _cores(grams: Sequence[list[str]]) -> list[tuple[str, ...]]:
         if not gs:
             out.append(())
             continue
-        counts = sorted(df[g] for g in gs)
-        mid = len(counts) // 2  # the median, as statistics.median gives it (the mean of the middle two when even)
-        cut = counts[mid] if len(counts) % 2 else (counts[mid - 1] + counts[mid]) / 2
+        cut = statistics.median(df[g] for g in gs)
         out.append(tuple(sorted(g for g in gs if df[g] <= cut)))
     return out
 
@@ -309,19 +308,18 @@ def _trigram_hash(gram: str) -> int:
 
 
 def _minhash_links(sets: Sequence[tuple[str, ...]], threshold: float, uf: UnionFind, of: list[int],
-                   hashed: dict[str, int] | None = None) -> None:
+                   hashed: dict[str, int]) -> None:
     """Union (in `uf`, over the ids `of[k]`) every two trigram sets whose MinHash Jaccard is >= `threshold`:
     identical sets, and every pair in a shared LSH bucket (data/similar.py) whose exact Jaccard is (a bucket of up to
     PAIRWISE sets, pair by pair: the signatures shortlist, the sets decide), or whose signatures agree that far (a
-    bigger bucket, star-wise: similar.py). Up to that size the clusters do not depend on the order of the examples,
+    bigger bucket, star-wise: similar.py); `hashed` holds every trigram's hash (`_trigram_hash`). Up to that size the clusters do not depend on the order of the examples,
     nor on MinHash's estimation error."""
     distinct = sorted(set(sets))
     index = {c: k for k, c in enumerate(distinct)}
     first: dict[int, int] = {}
     for k, c in enumerate(sets):
         uf.union(first.setdefault(index[c], of[k]), of[k])  # identical sets: one cluster
-    hashed = {} if hashed is None else hashed  # trigram -> hash, shared by the calls of one clustering
-    hashes = [[hashed[g] if g in hashed else hashed.setdefault(g, _trigram_hash(g)) for g in c] for c in distinct]
+    hashes = [[hashed[g] for g in c] for c in distinct]
     words = np.array([h for hs in hashes for h in hs], dtype=np.uint64)
     offsets = np.cumsum([0] + [len(hs) for hs in hashes]).astype(np.int64)
     sig, has = signatures(words, offsets, num_perm=NUM_PERM, shingle=1)
@@ -350,7 +348,7 @@ def cluster_skeletons(skeletons: Sequence[str], threshold: float = THRESHOLD) ->
     uf = UnionFind(len(skeletons))
     ids = list(range(len(skeletons)))
     grams = [trigrams(s) for s in skeletons]
-    hashed: dict[str, int] = {}
+    hashed = {g: _trigram_hash(g) for gs in grams for g in gs}  # each trigram once; a core is a subset of its set
     _minhash_links(_cores(grams), threshold, uf, ids, hashed)
     _minhash_links([tuple(sorted(g)) for g in grams], WHOLE_THRESHOLD, uf, ids, hashed)
     roots: dict[int, int] = {}
@@ -397,7 +395,10 @@ class Patterns:
 def repeated_values(texts: Sequence[tuple[str, Sequence[str]]]) -> frozenset[tuple[str, ...]]:
     """The lower-case runs that text answers repeat from their prompts (`text_values`) in MIN_REPEAT or more
     examples: a topic a booking confirmation repeats; not "capital of france", which one answer repeats once."""
-    counts = Counter(run for p, a in texts for run in text_values(p, a))
+    return _repeated(Counter(run for p, a in texts for run in text_values(p, a)))
+
+
+def _repeated(counts: Counter) -> frozenset[tuple[str, ...]]:
     return frozenset(run for run, n in counts.items() if n >= MIN_REPEAT)
 
 
@@ -410,7 +411,7 @@ def find_patterns(texts: Sequence[tuple[str, Sequence[str]]], threshold: float =
         tokens = _tokens(p)
         _count_names(tokens, caps, seen)
         counts.update(_text_values(tokens, _matches(tokens, a)))
-    names, values = _names(caps, seen), frozenset(run for run, n in counts.items() if n >= MIN_REPEAT)
+    names, values = _names(caps, seen), _repeated(counts)
     skeletons = []
     for p, a in texts:
         tokens = _tokens(p)
