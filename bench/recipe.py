@@ -9,6 +9,9 @@
     python bench/recipe.py --task classify_json --contenders shipsft --levers all   # the levers against init's config
     python bench/recipe.py --task classify_json --contenders --levers prompt-loss  # one lever, paired with the
                                                             #     shipsft row already in recipe-classify_json.json
+    python bench/recipe.py --task classify_json --contenders --levers neftune --lever-steps plain
+                                                            # ... at plain shipsft's steps, no calibration
+    python bench/recipe.py --task rewrite_format --contenders --split-seeds 1 2   # init's split drawn twice more
 
 Tasks (bench/recipe_tasks): classify_json, extract_entities, rewrite_format, tool_call, schedule_chat (multi-turn, a
 free-text answer scored by ROUGE-L); each has a training set and an eval set in two slices: "seen" (training
@@ -44,10 +47,19 @@ batch) would not fit in 90% of the budget, its steps are capped to what fits (`t
 `max_steps` for TRL, so each learning-rate schedule still ends at its last step). The table says when a cap was
 applied. Evals during training (shipsft's eval gates) are not counted.
 
+`--lever-steps plain` gives each lever (and split seed) plain shipsft's steps instead (its row in the call or in
+--results): equal compute for a variant that leaves a step's cost as it is, and nothing a loaded machine's
+calibration can skew (NEFTune on rewrite_format calibrated at 43 steps where plain shipsft had fit 49, with a test
+run beside it). `--split-seeds` runs shipsft with init's split drawn with other seeds ("shipsft@split<seed>"): how
+far init's estimate falls from the unseen slice when other sentence patterns are held out; the last table lists every
+shipsft row's estimate against the unseen slice, both with intervals that resample patterns.
+
 Every contender is then scored by the same code: `shipsft eval` (greedy decoding, the model's chat template, the
 same generation budget and metric) on the seen and unseen slices; the primary metric per example gives the mean
-and a bootstrap 95% CI (2,000 resamples). The base model is scored once (shipsft's eval of its run scores the base
-with the adapter switched off). A contender that fails is reported in the table with the reason; the others go on.
+and a bootstrap 95% CI (2,000 resamples of the slice's sentence patterns, as shipsft's own eval resamples them:
+`slice_clusters`; the paired differences resample the same patterns for both contenders). The base model is
+scored once (shipsft's eval of its run scores the base with the adapter switched off). A contender that fails is
+reported in the table with the reason; the others go on.
 
 Results go to --out (bench_out/recipe): per task data/, one folder per contender (config, run folder or adapter,
 eval predictions.jsonl, result.json), results.json; the markdown table is printed at the end.
@@ -104,15 +116,18 @@ LEVERS = {
 # statistics and the table
 
 
-def bootstrap_ci(values: list[float], n_resamples: int = 2000, seed: int = 0) -> tuple[float, float, float]:
-    """(mean, lo, hi): the mean and the 2.5th / 97.5th percentiles of the means of resampled examples."""
+def bootstrap_ci(values: list[float], n_resamples: int = 2000, seed: int = 0, clusters: list | None = None
+                 ) -> tuple[float, float, float]:
+    """(mean, lo, hi): the mean and the 2.5th / 97.5th percentiles of the means of resampled examples, or of whole
+    `clusters` (one id per value) when given: shipsft's own intervals (eval/metrics.py: resampled_means)."""
     import numpy as np
+
+    from shipsft.eval.metrics import resampled_means
 
     if not values:
         return math.nan, math.nan, math.nan
     v = np.asarray(values, dtype=np.float64)
-    idx = np.random.default_rng(seed).integers(0, len(v), size=(n_resamples, len(v)))
-    lo, hi = np.percentile(v[idx].mean(axis=1), [2.5, 97.5])
+    lo, hi = np.percentile(resampled_means(v, clusters, n_resamples, seed), [2.5, 97.5])
     return float(v.mean()), float(lo), float(hi)
 
 
@@ -129,8 +144,42 @@ def slice_scores(predictions: list[dict], metric: str, key: str = "scores") -> d
     return out
 
 
-def summarise(predictions: list[dict], metric: str, key: str = "scores") -> dict[str, list[float]]:
-    return {k: list(bootstrap_ci(v)) + [len(v)] for k, v in slice_scores(predictions, metric, key).items()}
+def summarise(predictions: list[dict], metric: str, key: str = "scores", clusters: dict[str, str] | None = None
+              ) -> dict[str, list[float]]:
+    """Per slice (and "all"): [mean, lo, hi, n], the interval resampling `clusters` ({example key: pattern}, from
+    `slice_clusters`) whole when given; an example without one is a pattern of its own."""
+    scores = slice_scores(predictions, metric, key)
+    if clusters is None:
+        return {k: list(bootstrap_ci(v)) + [len(v)] for k, v in scores.items()}
+    keys = {name: [example_key(f"{suite}|{r.get('source', '')}") for r in predictions
+                   if r.get("suite") == suite and key in r] for name, suite in SLICES.items()}
+    keys["all"] = keys["seen"] + keys["unseen"]
+    return {k: list(bootstrap_ci(v, clusters=[clusters.get(x, x) for x in keys[k]])) + [len(v)]
+            for k, v in scores.items()}
+
+
+def patterns_of(train: list[Path], evals: Path) -> dict[str, int]:
+    """{"<eval file name>:<line>": sentence pattern} of the examples in `evals`, found over `train`'s and `evals`'s
+    together, as shipsft's own eval finds them (data/skeleton.py: pattern_marks): the units its intervals resample
+    whole, since examples written from one template succeed or fail together."""
+    from shipsft.data.formats import load_examples
+    from shipsft.data.skeleton import pattern_marks, prompt_and_answers
+
+    def load(paths: list[Path]) -> list:
+        return load_examples(paths, "auto", "error", None, False).examples
+
+    examples = load([evals])
+    _, clusters = pattern_marks([prompt_and_answers(ex) for ex in load(train)],
+                                [prompt_and_answers(ex) for ex in examples])
+    return {Path(ex.source).name: c for ex, c in zip(examples, clusters)}
+
+
+def slice_clusters(data: Path) -> dict[str, str]:
+    """{example key: "<slice>:<pattern>"} of the eval slices in `data` (`patterns_of`, against data/train.jsonl):
+    the bench's intervals resample them whole; resampled one by one, fifty examples from four templates would give
+    an interval as narrow as fifty phrasings."""
+    return {example_key(f"{suite}|{source}"): f"{name}:{c}" for name, suite in SLICES.items()
+            for source, c in patterns_of([Path(data) / "train.jsonl"], Path(data) / f"{suite}.jsonl").items()}
 
 
 def example_scores(predictions: list[dict], metric: str) -> dict[str, float]:
@@ -147,30 +196,34 @@ def example_key(key: str) -> str:
     return f"{suite}|{Path(source).name}"
 
 
-def paired_delta(a: dict[str, float], b: dict[str, float], n_resamples: int = 2000, seed: int = 0) -> dict:
+def paired_delta(a: dict[str, float], b: dict[str, float], n_resamples: int = 2000, seed: int = 0,
+                 clusters: dict[str, str] | None = None) -> dict:
     """Per slice (and "all"): the mean of a - b over the examples both scored, with a paired bootstrap 95% CI
-    (resampling examples, so the variance the two share cancels), as [mean, lo, hi, n]. "unseen-seen" is how much
-    more a gains over b on the unseen slice than on the seen one (the issue's "the unseen slice gains the most"):
-    the two slices hold different examples, so each is resampled on its own and the means subtracted."""
+    (resampling examples, or whole `clusters` when given, the same draws for both, so the variance the two share
+    cancels), as [mean, lo, hi, n]. "unseen-seen" is how much more a gains over b on the unseen slice than on the
+    seen one (the issue's "the unseen slice gains the most"): the two slices hold different examples, so each is
+    resampled on its own and the means subtracted."""
     import numpy as np
 
-    out, deltas, resampled = {}, {}, {}
+    from shipsft.eval.metrics import resampled_means
+
+    units = (lambda keys: [clusters.get(k, k) for k in keys]) if clusters else (lambda keys: None)
+    out, deltas, resampled, unit = {}, {}, {}, {}
     for name, suite in [*SLICES.items(), ("all", None)]:
         keys = sorted(k for k in a if k in b and (suite is None or k.split("|", 1)[0] == suite))
         if not keys:
             out[name] = [math.nan, math.nan, math.nan, 0]
             continue
         d = deltas[name] = np.array([a[k] - b[k] for k in keys])
-        idx = np.random.default_rng(seed).integers(0, len(d), size=(n_resamples, len(d)))
-        resampled[name] = d[idx].mean(axis=1)
+        unit[name] = units(keys)
+        resampled[name] = resampled_means(d, unit[name], n_resamples, seed)
         lo, hi = np.percentile(resampled[name], [2.5, 97.5])
         out[name] = [float(d.mean()), float(lo), float(hi), len(d)]
     if "seen" in resampled and "unseen" in resampled:
         # a second generator for the seen slice: the same seed would draw the same index rows for two slices of
         # one size and correlate their resamples
-        seen = deltas["seen"]
-        idx = np.random.default_rng(seed + 1).integers(0, len(seen), size=(n_resamples, len(seen)))
-        lo, hi = np.percentile(resampled["unseen"] - seen[idx].mean(axis=1), [2.5, 97.5])
+        seen = resampled_means(deltas["seen"], unit["seen"], n_resamples, seed + 1)
+        lo, hi = np.percentile(resampled["unseen"] - seen, [2.5, 97.5])
         out["unseen-seen"] = [out["unseen"][0] - out["seen"][0], float(lo), float(hi),
                               out["seen"][3] + out["unseen"][3]]
     else:
@@ -187,10 +240,16 @@ def scored_by_task(results: list[dict]) -> dict[str, dict[str, dict]]:
     return out
 
 
+def paired_rows(a: dict, b: dict) -> dict:
+    """`paired_delta` of two result rows, resampling the sentence patterns of their task's eval slices (the rows'
+    `clusters`; rows saved before they carried them resample examples)."""
+    return paired_delta(a["example_scores"], b["example_scores"], clusters=a.get("clusters") or b.get("clusters"))
+
+
 def delta_cells(a: dict, b: dict) -> str:
     """"seen | unseen | all | unseen-seen" cells of a minus b, paired by example: difference [95% CI]; the last is
     the unseen slice's gain minus the seen slice's."""
-    d = paired_delta(a["example_scores"], b["example_scores"])
+    d = paired_rows(a, b)
     return " | ".join("–" if not d[k][3] else f"{d[k][0]:+.1%} [{d[k][1]:+.1%}, {d[k][2]:+.1%}]"
                       for k in ("seen", "unseen", "all", "unseen-seen"))
 
@@ -255,12 +314,44 @@ def table(results: list[dict]) -> str:
         gap = seen_unseen_gap(s)
         steps = f"{r.get('steps', '?')}" + (f" (capped from {r['planned_steps']})" if r.get("capped") else "")
         train_s = f"{r['train_s']:.0f}" if isinstance(r.get("train_s"), (int, float)) else "–"
-        estimate = (f"{r['estimate']:.1%} ({r.get('split', '?')})" if isinstance(r.get("estimate"), (int, float))
-                    else "–")
-        error = f"{r['estimate_error']:+.1%}" if isinstance(r.get("estimate_error"), (int, float)) else "–"
+        estimate, error = estimate_cells(r)
         lines.append(f"| {r['task']} | {r['contender']} | {r['metric']} | {cell(s['seen'])} | {cell(s['unseen'])} | "
                      f"{cell(s['all'])} | {'–' if math.isnan(gap) else f'{gap:+.1%}'} | {estimate} | {error} | "
                      f"{train_s} | {steps} | {r.get('precision', '?')} |")
+    return "\n".join(lines)
+
+
+def estimate_cells(r: dict) -> tuple[str, str]:
+    """The table's "init's estimate" and "estimate - unseen" cells: with their 95% CIs (resampling patterns) and how
+    many patterns the split held, where the row has the held-out scores (rows saved before: the point values)."""
+    if not isinstance(r.get("estimate"), (int, float)):
+        return "–", "–"
+    if not r.get("estimate_ci"):
+        error = f"{r['estimate_error']:+.1%}" if isinstance(r.get("estimate_error"), (int, float)) else "–"
+        return f"{r['estimate']:.1%} ({r.get('split', '?')})", error
+    (lo, hi), (err, elo, ehi) = r["estimate_ci"], estimate_error(r)
+    return (f"{r['estimate']:.1%} [{lo:.0%}, {hi:.0%}] ({r.get('split', '?')}, {r['estimate_patterns']} patterns)",
+            "–" if math.isnan(err) else f"{err:+.1%} [{elo:+.0%}, {ehi:+.0%}]")
+
+
+def estimate_table(results: list[dict]) -> str:
+    """Every shipsft row's held-out estimate against the unseen slice (init's split seed 0, `--split-seeds` others,
+    and the levers'), with the two counts the issue's criterion and its honest reading need: how many estimates fall
+    within 0.10 of the unseen score, and how many error intervals hold zero."""
+    rows = [r for r in results if r.get("status") == "ok" and r["contender"].startswith("shipsft")
+            and r.get("estimate_ci") and r.get("scores")]
+    lines = ["| task | contender | split | estimate [95% CI] | unseen [95% CI] | estimate - unseen [95% CI] |",
+             "|---|---|---|---|---|---|"]
+    within = covered = 0
+    for r in rows:
+        (lo, hi), (err, elo, ehi) = r["estimate_ci"], estimate_error(r)
+        within += abs(err) <= 0.10
+        covered += elo <= 0 <= ehi
+        lines.append(f"| {r['task']} | {r['contender']} | {r['split']}, {r['estimate_patterns']} patterns | "
+                     f"{r['estimate']:.1%} [{lo:.0%}, {hi:.0%}] | {cell(r['scores']['unseen'])} | "
+                     f"{err:+.1%} [{elo:+.0%}, {ehi:+.0%}] |")
+    lines.append(f"\nwithin 0.10 of the unseen score: {within} of {len(rows)}; the error's interval holds zero: "
+                 f"{covered} of {len(rows)}")
     return "\n".join(lines)
 
 
@@ -322,23 +413,34 @@ def lever_sets(lever: str | None, cfg: dict) -> list[str]:
     return [x for k, v in LEVERS[lever](cfg).items() for x in ("--set", f"{k}={v}")]
 
 
-def run_shipsft(a, data: Path, work: Path, budget_s: float, metric: str, lever: str | None = None) -> dict:
+def contender_spec(name: str) -> tuple[str | None, int]:
+    """"shipsft+neftune" -> ("neftune", 0); "shipsft@split2" -> (None, 2): the lever and init's split seed."""
+    name, _, seed = name.partition("@split")
+    return name.partition("+")[2] or None, int(seed or 0)
+
+
+def run_shipsft(a, data: Path, work: Path, budget_s: float, metric: str, lever: str | None = None,
+                split_seed: int = 0, steps: int | None = None) -> dict:
+    """init, then train on its config (with the lever's change and init's split seed): capped to the steps that fit
+    `budget_s` by a calibration, or to `steps` without one (`--lever-steps plain`)."""
     import yaml
 
     log = work / "log.txt"
     sh(shipsft_cmd("init", str(data / "train.jsonl"), "--out", str(work / "config.yaml"), "--model", a.model,
-                   "--force"), work, 600, log)
+                   "--seed", str(split_seed), "--force"), work, 600, log)
     cfg = yaml.safe_load((work / "config.yaml").read_text())
     sets = lever_sets(lever, cfg)
     n_train = sum(1 for line in Path(work / cfg["data"]["train"]).read_text().splitlines() if line.strip())
     batch, epochs = cfg["train"]["batch_size"], cfg["train"]["epochs"]
     planned = math.ceil(epochs * math.ceil(n_train / batch))
-    # calibration: the same config and data, a few steps, no evals (they are not part of the budget)
-    sh(shipsft_cmd("train", "config.yaml", *sets, "--skip-audit", "--set", f"train.max_steps={CALIBRATION_STEPS}",
-                   "--set", "eval.suites=[]", "--set", "eval.gates=[]", "--set", "eval.select_metric=null",
-                   "--set", "output.name=calibration"), work, 1800, log, child_env(True))
-    per_step = step_seconds(read_jsonl(work / "runs" / "calibration" / "metrics.jsonl"))
-    steps, capped = cap_steps(planned, per_step, budget_s)
+    if steps is None:  # calibration: the same config and data, a few steps, no evals (not part of the budget)
+        sh(shipsft_cmd("train", "config.yaml", *sets, "--skip-audit", "--set", f"train.max_steps={CALIBRATION_STEPS}",
+                       "--set", "eval.suites=[]", "--set", "eval.gates=[]", "--set", "eval.select_metric=null",
+                       "--set", "output.name=calibration"), work, 1800, log, child_env(True))
+        per_step = step_seconds(read_jsonl(work / "runs" / "calibration" / "metrics.jsonl"))
+        steps, capped = cap_steps(planned, per_step, budget_s)
+    else:
+        per_step, steps, capped = None, min(steps, planned), steps < planned
     extra = ["--set", f"train.max_steps={steps}"] if capped else []
     code = sh(shipsft_cmd("train", "config.yaml", *sets, *extra, "--set", "output.name=run"), work,
               budget_s * 3 + 3600, log, child_env(True), ok=(0, 3))  # 3: trained, no checkpoint passed the gates
@@ -360,12 +462,60 @@ def init_split(config: Path) -> str:
 
 def init_estimate(run: Path, metric: str) -> dict:
     """What the run's own eval said about the checkpoint it chose: `heldout/<metric>` (init's held-out split) at
-    promotion.json's step, the number a new user reads and ships on; the bench compares it with the unseen slice."""
+    promotion.json's step, the number a new user reads and ships on; the bench compares it with the unseen slice.
+    With its 95% CI resampling the held-out split's sentence patterns (`estimate_ci`, `heldout_ci`) and how many
+    patterns it held (`estimate_patterns`): three held-out patterns are an estimate from three phrasings."""
     promo = run / "promotion.json"
     step = json.loads(promo.read_text()).get("step") if promo.exists() else None
     full = [e for e in read_jsonl(run / "eval.jsonl") if e.get("kind") == "full" and e.get("step") == step]
     value = full[-1]["metrics"].get(f"heldout/{metric}") if full else None
-    return {"estimate": value, "estimate_step": step}
+    held = heldout_scores(run, metric, step)
+    if not held:
+        return {"estimate": value, "estimate_step": step}
+    _, lo, hi = bootstrap_ci(held["scores"], clusters=held["units"])
+    return {"estimate": value, "estimate_step": step, "estimate_ci": [lo, hi],
+            "estimate_patterns": len(set(held["units"])), "heldout": held}
+
+
+def heldout_scores(run: Path, metric: str, step: int | None) -> dict:
+    """{"scores": [...], "units": [...]}: the held-out split's score of every example at `step` (the run's
+    predictions.jsonl) and its sentence pattern (`patterns_of`, against the run's training file), the units its
+    intervals resample; {} when the run kept no scores for it. Paths are the config's, relative to the folder init
+    wrote it in (the one above the run's output folder)."""
+    import yaml
+
+    rows = [r for r in read_jsonl(run / "predictions.jsonl") if r.get("kind") == "full" and r.get("step") == step
+            and r.get("suite") == "heldout" and metric in r.get("scores", {})]
+    if not rows:
+        return {}
+    cfg = yaml.safe_load((run / "config.yaml").read_text())
+    split = [x["data"] for x in cfg["eval"]["suites"] if x["name"] == "heldout"]
+    if not split:
+        return {}
+    train = cfg["data"]["train"]
+    of = patterns_of([run.parents[1] / f for f in ([train] if isinstance(train, str) else train)],
+                     run.parents[1] / split[0])
+    return {"scores": [float(r["scores"][metric]) for r in rows],
+            "units": [of.get(Path(r["source"]).name, r["source"]) for r in rows]}
+
+
+def estimate_error(r: dict, n_resamples: int = 2000, seed: int = 0) -> list[float]:
+    """[mean, lo, hi] of init's estimate minus the unseen slice's score (the row's `heldout` scores and its unseen
+    examples): two different sets of phrasings, each resampled by its own patterns, so the interval holds the
+    uncertainty of both. [nan] * 3 where the row lacks either."""
+    import numpy as np
+
+    from shipsft.eval.metrics import resampled_means
+
+    held, clusters = r.get("heldout"), r.get("clusters") or {}
+    unseen = sorted(k for k in r.get("example_scores", {}) if k.split("|", 1)[0] == SLICES["unseen"])
+    if not held or not unseen:
+        return [math.nan] * 3
+    h = resampled_means(np.asarray(held["scores"], dtype=np.float64), held["units"], n_resamples, seed)
+    u = resampled_means(np.asarray([r["example_scores"][k] for k in unseen], dtype=np.float64),
+                        [clusters.get(k, k) for k in unseen], n_resamples, seed + 1)
+    lo, hi = np.percentile(h - u, [2.5, 97.5])
+    return [float(np.mean(held["scores"]) - np.mean([r["example_scores"][k] for k in unseen])), float(lo), float(hi)]
 
 
 def step_seconds(records: list[dict]) -> float:
@@ -516,6 +666,7 @@ def run_task(a, name: str) -> list[dict]:
     metric = task.primary_metric
     print(f"== {name}: {len(task.train)} train, {len(task.eval_slice('seen'))} seen + "
           f"{len(task.eval_slice('unseen'))} unseen eval; primary metric {metric}", flush=True)
+    clusters = slice_clusters(data)
     results, base = [], None
     for contender in a.contenders:
         work = root / contender
@@ -524,17 +675,21 @@ def run_task(a, name: str) -> list[dict]:
         r = {"task": name, "contender": contender, "metric": metric}
         t0 = time.perf_counter()
         try:
-            trained = (run_shipsft(a, data, work, a.budget_min * 60, metric, contender.partition("+")[2] or None)
+            lever, split_seed = contender_spec(contender) if contender.startswith("shipsft") else (None, 0)
+            variant = contender.startswith("shipsft") and contender != "shipsft"  # a lever or a split seed
+            steps = plain_steps(a, name, results) if variant and a.lever_steps == "plain" else None
+            trained = (run_shipsft(a, data, work, a.budget_min * 60, metric, lever, split_seed, steps)
                        if contender.startswith("shipsft") else run_trl(a, contender, data, work, a.budget_min * 60))
             r.update(trained)
             preds = evaluate(a, trained["target"], data, work, task.metrics)
-            r["scores"] = summarise(preds, metric)
+            r["scores"] = summarise(preds, metric, clusters=clusters)
             if r.get("estimate") is not None and r["scores"]["unseen"][3]:
                 r["estimate_error"] = r["estimate"] - r["scores"]["unseen"][0]  # init's estimate minus the truth
             r["example_scores"] = example_scores(preds, metric)
+            r["clusters"] = clusters
             if base is None and any("base_scores" in p for p in preds):
                 base = {"task": name, "contender": "base model (no training)", "metric": metric, "status": "ok",
-                        "scores": summarise(preds, metric, "base_scores"), "steps": 0, "train_s": 0,
+                        "scores": summarise(preds, metric, "base_scores", clusters), "steps": 0, "train_s": 0,
                         "precision": r.get("precision")}
             r["status"] = "ok"
         except Failed as e:
@@ -549,6 +704,16 @@ def run_task(a, name: str) -> list[dict]:
               flush=True)
         results.append(r)
     return ([base] if base else []) + results
+
+
+def plain_steps(a, task: str, results: list[dict]) -> int:
+    """The steps plain shipsft trained on `task`: its row in this call's results, else in --results."""
+    rows = results + [r for r in (saved_results(a.results) if a.results else []) if r["task"] == task]
+    plain = [r for r in rows if r["contender"] == "shipsft" and r.get("status") == "ok" and r.get("steps")]
+    if not plain:
+        raise Failed(f"--lever-steps plain: no plain shipsft row for {task} in this call or in {a.results}; run "
+                     "`--contenders shipsft` first")
+    return int(plain[0]["steps"])
 
 
 def save_results(folder: str | None, task: str, rows: list[dict]) -> None:
@@ -592,10 +757,9 @@ def paired_summary(results: list[dict], sources: list[str]) -> dict:
     gaps = [{"task": r["task"], "contender": r["contender"], "gap": seen_unseen_gap(r["scores"])}
             for r in results if r.get("status") == "ok" and r.get("scores")
             and not math.isnan(seen_unseen_gap(r["scores"]))]
-    versus = [{"task": task, "vs": best["contender"], **paired_delta(ours["example_scores"], best["example_scores"])}
+    versus = [{"task": task, "vs": best["contender"], **paired_rows(ours, best)}
               for task, ours, best in versus_pairs(results)]
-    levers = [{"task": task, "lever": lever, **paired_delta(r["example_scores"], plain["example_scores"])}
-              for task, lever, r, plain in lever_pairs(results)]
+    levers = [{"task": task, "lever": lever, **paired_rows(r, plain)} for task, lever, r, plain in lever_pairs(results)]
     from bench.machine import command
 
     measured = [json.loads(Path(f).read_text()) for f in sources]
@@ -611,6 +775,9 @@ def print_tables(results: list[dict]) -> None:
     if any("+" in r["contender"] for r in results):
         print("\nEach lever minus shipsft's init config, paired by eval example:\n")
         print(levers_table(results))
+    if any(r.get("estimate_ci") for r in results):
+        print("\ninit's held-out estimate against the unseen slice, both resampling sentence patterns:\n")
+        print(estimate_table(results))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -626,6 +793,14 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--contenders", nargs="*", default=CONTENDERS, choices=CONTENDERS)
     ap.add_argument("--levers", nargs="*", default=[], choices=[*LEVERS, "all"], help=(
         "also run shipsft's config with one change each (shipsft+<lever>) and print each minus shipsft"))
+    ap.add_argument("--lever-steps", choices=["budget", "plain"], default="budget", help=(
+        "levers and split seeds train as many steps as fit the budget (a calibration each), or exactly as many as "
+        "plain shipsft did (its row in this call or in --results): equal compute for variants that leave a step's "
+        "cost as it is (neftune, dropout, weight-decay, replay, --split-seeds), and no calibration for a loaded "
+        "machine to skew"))
+    ap.add_argument("--split-seeds", nargs="*", type=int, default=[], help=(
+        "also run shipsft with init's eval split drawn with these seeds (shipsft@split<seed>): how far init's "
+        "estimate falls from the unseen slice when other sentence patterns are held out"))
     ap.add_argument("--train-limit", type=int, help="only the first N training examples (harness checks)")
     ap.add_argument("--eval-limit", type=int, help="only the first N examples of each eval slice")
     ap.add_argument("--results", default="bench/results", help=(
@@ -641,7 +816,8 @@ def main(argv: list[str] | None = None) -> int:
             sources = sorted(str(f) for f in Path(a.results).glob("recipe-*.json"))
             a.json.write_text(json.dumps(paired_summary(saved_results(a.results), sources), indent=1) + "\n")
         return 0
-    a.contenders = [*a.contenders, *(f"shipsft+{x}" for x in (list(LEVERS) if "all" in a.levers else a.levers))]
+    a.contenders = [*a.contenders, *(f"shipsft+{x}" for x in (list(LEVERS) if "all" in a.levers else a.levers)),
+                    *(f"shipsft@split{s}" for s in a.split_seeds)]
     if a.trl_worker:
         trl_worker(json.loads(a.trl_worker))
         return 0

@@ -95,8 +95,11 @@ def test_one_task_end_to_end_on_a_tiny_model(tmp_path, capsys):
     assert [r["contender"] for r in saved["rows"]] == [r["contender"] for r in results]
     if "trl-recipe" in contenders:
         assert results[2]["precision"] == "fp32"
-    # a row per contender (base model and the lever included), the lever's paired row, and shipsft vs TRL's best
-    assert out.count("| classify_json |") == 1 + len(contenders) + 2 + ("trl-recipe" in contenders)
+    # a row per contender (base model and the lever included), the lever's paired row, shipsft vs TRL's best, and
+    # the estimate table's row of each shipsft run (plain and the lever): its held-out split resampled by pattern
+    assert out.count("| classify_json |") == 1 + len(contenders) + 2 + ("trl-recipe" in contenders) + 2
+    assert len(shipsft["estimate_ci"]) == 2 and shipsft["estimate_patterns"] >= 1
+    assert set(shipsft["clusters"]) == set(shipsft["example_scores"])  # every scored example has its pattern
     # the lever ran init's config with its one change: full fine-tuning at a tenth of init's LoRA LR
     import yaml
 
@@ -224,3 +227,84 @@ def test_the_paired_tables_numbers_go_to_a_results_file(tmp_path):
                                                                   ("shipsft+replay", -1.0)]
     assert out["versus"][0]["vs"] == "trl-recipe" and out["versus"][0]["unseen"][:3] == [1.0, 1.0, 1.0]
     assert out["levers"][0]["lever"] == "replay" and out["levers"][0]["seen"][:3] == [-1.0, -1.0, -1.0]
+
+
+def test_intervals_resample_the_slices_sentence_patterns(tmp_path):
+    """The bench's slices and init's held-out split are resampled by sentence pattern, as shipsft's own eval is: two
+    patterns of ten examples each, one all right and one all wrong, are two observations, not twenty."""
+    sys.path.insert(0, str(REPO / "tests"))
+    from patterns_data import records, templated
+
+    scores = [1.0] * 10 + [0.0] * 10
+    _, lo, hi = recipe.bootstrap_ci(scores)
+    assert 0.25 < lo < hi < 0.75  # examples one by one: as if twenty phrasings
+    assert recipe.bootstrap_ci(scores, clusters=["a"] * 10 + ["b"] * 10) == (0.5, 0.0, 1.0)
+    assert recipe.bootstrap_ci(scores, clusters=list(range(20))) == recipe.bootstrap_ci(scores)  # draw for draw
+    a = {f"eval_unseen|u:{i}": s for i, s in enumerate(scores)}
+    b = dict.fromkeys(a, 0.0)
+    plain = recipe.paired_delta(a, b)["unseen"]
+    assert recipe.paired_delta(a, b, clusters={k: k for k in a})["unseen"] == plain
+    assert recipe.paired_delta(a, b, clusters={k: int(k.split(":")[1]) // 10 for k in a})["unseen"] == [
+        0.5, 0.0, 1.0, 20]
+    # the patterns of written slices, found against the training file: one id per template
+    texts, which = templated(240)
+    data = tmp_path / "data"
+    data.mkdir()
+    for name, part in (("train", slice(0, 120)), ("eval_seen", slice(120, 180)), ("eval_unseen", slice(180, 240))):
+        (data / f"{name}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records(texts[part])))
+    clusters = recipe.slice_clusters(data)
+    assert len(clusters) == 120 and clusters["eval_seen|eval_seen.jsonl:1"].startswith("seen:")
+    for slice_name, start in (("eval_seen", 120), ("eval_unseen", 180)):
+        ids = {}
+        for i in range(60):
+            ids.setdefault(which[start + i], set()).add(clusters[f"{slice_name}|{slice_name}.jsonl:{i + 1}"])
+        assert all(len(v) == 1 for v in ids.values()) and len({c for v in ids.values() for c in v}) == 12
+
+
+def test_init_estimate_has_its_patterns_interval_and_its_error_against_the_unseen_slice(tmp_path):
+    sys.path.insert(0, str(REPO / "tests"))
+    from patterns_data import records, templated
+
+    texts, which = templated(120)
+    work, run = tmp_path, tmp_path / "runs" / "run"
+    run.mkdir(parents=True)
+    for name, part in (("t.train.jsonl", texts[:96]), ("t.eval.jsonl", texts[96:])):
+        (work / name).write_text("".join(json.dumps(r) + "\n" for r in records(part)))
+    (run / "config.yaml").write_text("data:\n  train: [t.train.jsonl]\neval:\n  suites:\n"
+                                     "  - {name: heldout, data: t.eval.jsonl}\n")
+    (run / "promotion.json").write_text(json.dumps({"step": 5}))
+    right = {w: k % 2 for k, w in enumerate(dict.fromkeys(which[96:]))}  # every second held-out pattern right
+    (run / "eval.jsonl").write_text(json.dumps({"kind": "full", "step": 5, "metrics": {
+        "heldout/m": sum(right[w] for w in which[96:]) / 24}}) + "\n")
+    (run / "predictions.jsonl").write_text("".join(json.dumps(
+        {"kind": "full", "step": 5, "suite": "heldout", "source": f"t.eval.jsonl:{i + 1}",
+         "scores": {"m": float(right[w])}}) + "\n" for i, w in enumerate(which[96:])))
+    est = recipe.init_estimate(run, "m")
+    assert est["estimate"] == 0.5 and est["estimate_patterns"] == 12 and est["heldout"]["scores"][:2] == [0.0, 1.0]
+    assert 0.0 < est["estimate_ci"][0] < 0.5 < est["estimate_ci"][1] < 1.0
+    # minus the unseen slice (all right): -50% with both sides' spread; the table counts it as outside 0.10
+    row = {"task": "t", "contender": "shipsft", "status": "ok", "split": "patterns", **est,
+           "scores": {"unseen": [1.0, 1.0, 1.0, 4]},
+           "example_scores": {f"eval_unseen|u:{i}": 1.0 for i in range(4)}, "clusters": {}}
+    err = recipe.estimate_error(row)
+    assert err[0] == -0.5 and err[1] < -0.5 < err[2] < 0.0
+    table = recipe.estimate_table([row, {**row, "contender": "shipsft@split1", "heldout": {
+        "scores": [1.0] * 24, "units": [0] * 24}, "estimate": 1.0, "estimate_ci": [1.0, 1.0]}])
+    assert "| t | shipsft | patterns, 12 patterns | 50.0% [" in table and "| -50.0% [" in table
+    assert table.endswith("within 0.10 of the unseen score: 1 of 2; the error's interval holds zero: 1 of 2")
+    assert recipe.contender_spec("shipsft@split2") == (None, 2)
+    assert recipe.contender_spec("shipsft+neftune") == ("neftune", 0)
+
+
+def test_a_lever_can_train_plain_shipsfts_steps(tmp_path):
+    import argparse
+
+    a = argparse.Namespace(results=str(tmp_path / "res"))
+    ok = {"task": "t", "contender": "shipsft", "metric": "m", "status": "ok", "steps": 49,
+          "scores": {k: [0.5, 0.4, 0.6, 2] for k in ("seen", "unseen", "all")}}
+    assert recipe.plain_steps(a, "t", [ok]) == 49  # this call's row
+    with pytest.raises(recipe.Failed, match="no plain shipsft row for t in this call or in .*res; run"):
+        recipe.plain_steps(a, "t", [])
+    recipe.save_results(a.results, "t", [{**ok, "steps": 56}])
+    assert recipe.plain_steps(a, "t", []) == 56  # ... else the saved one
+    assert recipe.plain_steps(a, "t", [{**ok, "contender": "shipsft+neftune", "steps": 3}]) == 56

@@ -62,3 +62,26 @@ def test_cluster_split_holds_whole_patterns_and_keeps_every_label():
     # the plain stratified split takes no group of b: none fits its share of 1
     _, plain = split_indices(labels, 10, seed=0, groups=units)
     assert not any(labels[i] == "b" for i in plain)
+
+
+def test_a_canned_reply_many_conversations_share_does_not_fuse_the_patterns():
+    """Multi-turn data whose assistant asks the same clarifying question in many conversations (the recipe bench's
+    schedule_chat: "Which day and what time?" in 300 of 900) still gets whole patterns held out; a long answer that
+    a few examples share (a copied example) still keeps them on one side."""
+    from shipsft.data.inspect import CANNED_ANSWER, leak_groups, leak_keys
+    from shipsft.data.types import Example
+
+    texts, which = templated(480)
+    ask = "Which day and what time would suit you?"
+    exs = [Example(source=f"t.jsonl:{i + 1}", messages=[
+        {"role": "user", "content": p},
+        *([{"role": "assistant", "content": ask}, {"role": "user", "content": "Friday."}] if i // 12 % 2 else []),
+        {"role": "assistant", "content": a[-1]}]) for i, (p, a) in enumerate(texts)]
+    p = plan(exs)
+    assert p.by == "patterns" and p.eval_clusters >= 3
+    assert not {which[i] for i in p.train_idx} & {which[i] for i in p.eval_idx}
+    # the question, held by 240 conversations, joins none of them; held by one fewer than CANNED_ANSWER, it joins all
+    keys = [leak_keys(e, answers=True) for e in exs]
+    assert len(set(leak_groups(keys))) == 480
+    asking = [k for k in keys if len(k) == 3][: CANNED_ANSWER - 1]  # prompt, question, answer
+    assert len(set(leak_groups(asking))) == 1

@@ -39,6 +39,10 @@ LABEL_MAX_CHARS = 40  # a plain-text answer longer than this (median) is text, n
 SHORT_TEXT_WORDS = 30  # up to this many words (median): a formatted answer or a short fact, scored by exact match
 MIN_SPLIT = 20  # fewer examples than this: no eval split (a handful of examples measures nothing)
 LEAK_MIN_WORDS = 4  # answers this long that repeat are leaks; shorter ones ("positive") are labels (audit/text.py)
+# ... unless this many examples share one: a multi-turn set's "Which day and what time?" (300 of the recipe bench's 900
+# schedule_chat conversations, five more in 47-79 each) joined every conversation into 3 groups, so no sentence pattern
+# could be held out; copied examples repeat a handful of times (tool_call's most repeated call: 7 of 600)
+CANNED_ANSWER = 20
 # the eval metrics an answer shape is scored by, and the one that selects the checkpoint (recipe/starter.py gives the
 # reasons in the config it writes; data.eval_split's held-out suite uses the same)
 TASK_METRICS = {"tool_call": ["tool_call_match", "exact_match", "rouge_l"],
@@ -181,7 +185,11 @@ def _norm(text: str) -> str:
 
 
 def leak_groups(keys: list[list[str]]) -> list[int]:
-    """Group id per example: examples sharing any key are in one group (union-find), so a split keeps them together."""
+    """Group id per example: examples sharing any key are in one group (union-find), so a split keeps them together.
+    An answer key held by CANNED_ANSWER or more examples joins nothing: a reply that many requests share is the data's
+    template (a clarifying question, a refusal), a label in effect, not a copied example."""
+    held = Counter(k for ks in keys for k in set(ks) if k.startswith("a:"))
+    keys = [[k for k in ks if held[k] < CANNED_ANSWER] for ks in keys]
     parent = list(range(len(keys)))
 
     def root(i: int) -> int:

@@ -344,7 +344,7 @@ class Delta:
     hi: float
 
 
-def _resampled_means(values: np.ndarray, clusters: list | None, n_resamples: int, seed: int) -> np.ndarray:
+def resampled_means(values: np.ndarray, clusters: list | None, n_resamples: int, seed: int) -> np.ndarray:
     """The means of `n_resamples` bootstrap resamples of `values`. With `clusters` (one id per value: the eval's
     sentence patterns, data/skeleton.py), whole clusters are resampled and each resample's mean is over the examples
     of the clusters it drew: examples of one phrasing succeed or fail together (on the recipe bench's rewrite_format,
@@ -363,11 +363,11 @@ def _resampled_means(values: np.ndarray, clusters: list | None, n_resamples: int
 def bootstrap_mean(values: list[float], n_resamples: int = 1000, seed: int = 0, clusters: list | None = None
                    ) -> tuple[float, float, float]:
     """(mean, lo, hi): the mean and the 2.5th / 97.5th percentiles of the means of resampled examples (whole
-    `clusters` resampled when given: `_resampled_means`)."""
+    `clusters` resampled when given: `resampled_means`)."""
     if not values:
         raise ValueError("a bootstrap CI needs at least one score")
     v = np.asarray(values, dtype=np.float64)
-    lo, hi = np.percentile(_resampled_means(v, clusters, n_resamples, seed), [2.5, 97.5])
+    lo, hi = np.percentile(resampled_means(v, clusters, n_resamples, seed), [2.5, 97.5])
     return float(v.mean()), float(lo), float(hi)
 
 
@@ -379,7 +379,7 @@ def paired_bootstrap(base: list[float], tuned: list[float], n_resamples: int = 1
         raise ValueError(f"paired bootstrap needs two equal, non-empty score lists (got {len(base)}, {len(tuned)})")
     b, t = np.asarray(base, dtype=np.float64), np.asarray(tuned, dtype=np.float64)
     diff = t - b
-    lo, hi = np.percentile(_resampled_means(diff, clusters, n_resamples, seed), [2.5, 97.5])
+    lo, hi = np.percentile(resampled_means(diff, clusters, n_resamples, seed), [2.5, 97.5])
     return Delta(float(b.mean()), float(t.mean()), float(diff.mean()), float(lo), float(hi))
 
 
