@@ -334,12 +334,17 @@ def estimate_cells(r: dict) -> tuple[str, str]:
             "–" if math.isnan(err) else f"{err:+.1%} [{elo:+.0%}, {ehi:+.0%}]")
 
 
+def estimate_rows(results: list[dict]) -> list[dict]:
+    """The shipsft rows (plain, levers, split seeds) whose held-out estimate has its interval."""
+    return [r for r in results if r.get("status") == "ok" and r["contender"].startswith("shipsft")
+            and r.get("estimate_ci") and r.get("scores")]
+
+
 def estimate_table(results: list[dict]) -> str:
     """Every shipsft row's held-out estimate against the unseen slice (init's split seed 0, `--split-seeds` others,
     and the levers'), with the two counts the issue's criterion and its honest reading need: how many estimates fall
     within 0.10 of the unseen score, and how many error intervals hold zero."""
-    rows = [r for r in results if r.get("status") == "ok" and r["contender"].startswith("shipsft")
-            and r.get("estimate_ci") and r.get("scores")]
+    rows = estimate_rows(results)
     lines = ["| task | contender | split | estimate [95% CI] | unseen [95% CI] | estimate - unseen [95% CI] |",
              "|---|---|---|---|---|---|"]
     within = covered = 0
@@ -760,12 +765,16 @@ def paired_summary(results: list[dict], sources: list[str]) -> dict:
     versus = [{"task": task, "vs": best["contender"], **paired_rows(ours, best)}
               for task, ours, best in versus_pairs(results)]
     levers = [{"task": task, "lever": lever, **paired_rows(r, plain)} for task, lever, r, plain in lever_pairs(results)]
+    estimates = [{"task": r["task"], "contender": r["contender"], "split": r.get("split"),
+                  "patterns": r["estimate_patterns"], "estimate": r["estimate"], "estimate_ci": r["estimate_ci"],
+                  "unseen": r["scores"]["unseen"], "error": estimate_error(r)} for r in estimate_rows(results)]
     from bench.machine import command
 
     measured = [json.loads(Path(f).read_text()) for f in sources]
     return {"machine": "; ".join(sorted({m["machine"] for m in measured})), "command": command(),
             "date": max((m["date"] for m in measured), default=""), "computed_from": {
-                f: m["date"] for f, m in zip(sources, measured)}, "gaps": gaps, "versus": versus, "levers": levers}
+                f: m["date"] for f, m in zip(sources, measured)}, "gaps": gaps, "versus": versus, "levers": levers,
+            "estimates": estimates}
 
 
 def print_tables(results: list[dict]) -> None:

@@ -227,6 +227,14 @@ def test_the_paired_tables_numbers_go_to_a_results_file(tmp_path):
                                                                   ("shipsft+replay", -1.0)]
     assert out["versus"][0]["vs"] == "trl-recipe" and out["versus"][0]["unseen"][:3] == [1.0, 1.0, 1.0]
     assert out["levers"][0]["lever"] == "replay" and out["levers"][0]["seen"][:3] == [-1.0, -1.0, -1.0]
+    assert out["estimates"] == []  # no row with a held-out interval
+    rows[0].update(split="patterns", estimate=0.5, estimate_ci=[0.0, 1.0], estimate_patterns=2,
+                   heldout={"scores": [0.0, 1.0], "units": [0, 1]})
+    recipe.save_results(str(res), "t", rows)
+    assert recipe.main(["--table", "--results", str(res), "--json", str(tmp_path / "paired.json")]) == 0
+    est = json.loads((tmp_path / "paired.json").read_text())["estimates"]
+    assert [(e["contender"], e["patterns"], e["estimate_ci"], e["error"][0]) for e in est] == [
+        ("shipsft", 2, [0.0, 1.0], -0.5)]  # held out 0.5, unseen 1.0
 
 
 def test_intervals_resample_the_slices_sentence_patterns(tmp_path):
