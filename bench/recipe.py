@@ -516,11 +516,12 @@ def estimate_error(r: dict, n_resamples: int = 2000, seed: int = 0) -> list[floa
     unseen = sorted(k for k in r.get("example_scores", {}) if k.split("|", 1)[0] == SLICES["unseen"])
     if not held or not unseen:
         return [math.nan] * 3
-    h = resampled_means(np.asarray(held["scores"], dtype=np.float64), held["units"], n_resamples, seed)
-    u = resampled_means(np.asarray([r["example_scores"][k] for k in unseen], dtype=np.float64),
-                        [clusters.get(k, k) for k in unseen], n_resamples, seed + 1)
-    lo, hi = np.percentile(h - u, [2.5, 97.5])
-    return [float(np.mean(held["scores"]) - np.mean([r["example_scores"][k] for k in unseen])), float(lo), float(hi)]
+    h = np.asarray(held["scores"], dtype=np.float64)
+    u = np.asarray([r["example_scores"][k] for k in unseen], dtype=np.float64)
+    lo, hi = np.percentile(resampled_means(h, held["units"], n_resamples, seed)
+                           - resampled_means(u, [clusters.get(k, k) for k in unseen], n_resamples, seed + 1),
+                           [2.5, 97.5])
+    return [float(h.mean() - u.mean()), float(lo), float(hi)]
 
 
 def step_seconds(records: list[dict]) -> float:
