@@ -25,6 +25,7 @@ from shipsft.audit.text import texts_of as _texts_of
 from shipsft.audit.tokens import (batch_figures, check_lengths, check_masks, check_provenance, check_recipe,
                                   recommend_max_length)
 from shipsft.config import DataConfig, RunConfig, TrainConfig, load_config
+from shipsft.data.inspect import CANNED_ANSWER
 from shipsft.data.pipeline import prepare
 from shipsft.data.render import load_renderer, render_examples, resolve_template
 from shipsft.data.types import Example, Rendered
@@ -360,6 +361,20 @@ def test_contamination_ignores_shared_system_prompt_and_boilerplate():
     leaked = chat("e:9", train[4].messages[1]["content"], "x", system=system)  # same user turn, same system
     f, _ = check_contamination(texts_of(train), {"qa": texts_of(evals + [leaked])})
     assert checks(f) == {"contamination.exact": "error"} and f[0].examples == ["e:9 (prompt)"]
+
+
+def test_contamination_ignores_a_canned_answer_but_not_a_copied_one():
+    # A refusal the data gives to CANNED_ANSWER requests is its template (the split lets it cross: leak_groups);
+    # one answer fewer and it is a copied answer again.
+    rng = random.Random(12)
+    refusal = "I cannot help with that request, sorry."
+    train = [chat(f"t:{i}", sentence(rng, 10), refusal if i < CANNED_ANSWER else sentence(rng, 15))
+             for i in range(CANNED_ANSWER + 10)]
+    evals = [chat("e:0", sentence(rng, 10), refusal), chat("e:1", sentence(rng, 10), train[-1].messages[1]["content"])]
+    f, s = check_contamination(texts_of(train), {"qa": texts_of(evals)})
+    assert checks(f) == {"contamination.exact": "error"} and f[0].examples == ["e:1 (answer)"]
+    f, _ = check_contamination(texts_of(train[1:]), {"qa": texts_of(evals)})
+    assert f[0].examples == ["e:0 (answer)", "e:1 (answer)"]
 
 
 # ------------------------------------------------------------------------------------------------------------

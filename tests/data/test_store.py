@@ -116,6 +116,30 @@ def test_the_sampled_audit_still_sees_every_example_for_exact_duplicates_and_lea
     assert found["contamination.exact"].examples == [f"{tmp_path / 'e.jsonl'}:1 (prompt)"]
 
 
+def test_the_sampled_audit_lets_a_canned_answer_cross_as_the_split_does(tmp_path):
+    from shipsft.audit.run import run_audit
+    from shipsft.data.inspect import CANNED_ANSWER
+
+    refusal = "I cannot help with that request."
+    convs = [[{"role": "user", "content": f"question number {i} about the river and the hills"},
+              {"role": "assistant", "content": refusal if i < CANNED_ANSWER else f"answer number {i} for you"}]
+             for i in range(200)]
+    evals = [[{"role": "user", "content": "a new question about the sea"}, {"role": "assistant", "content": refusal}],
+             [{"role": "user", "content": "another new question about the sea"},
+              {"role": "assistant", "content": "answer number 150 for you"}]]
+    e = tmp_path / "e.jsonl"
+    cfg = RunConfig.model_validate({"data": {"train": str(write_jsonl(tmp_path / "t.jsonl", convs)),
+                                             "eval": str(write_jsonl(e, evals)), "max_length": 64}})
+    prep = prepare(cfg.data, tiny_tokenizer(), "train", strict=False, rejects_path=None, example_sample=30)
+    found = {f.check: f for f in run_audit(cfg, tiny_tokenizer(), prep).findings}
+    assert "audit.sampled" in found and found["contamination.exact"].examples == [f"{e}:2 (answer)"]
+    convs[0][1]["content"] = "answer number 0 for you"  # one example fewer gives the refusal: a copied answer again
+    write_jsonl(tmp_path / "t.jsonl", convs)
+    prep = prepare(cfg.data, tiny_tokenizer(), "train", strict=False, rejects_path=None, example_sample=30)
+    found = {f.check: f for f in run_audit(cfg, tiny_tokenizer(), prep).findings}
+    assert found["contamination.exact"].examples == [f"{e}:1 (answer)", f"{e}:2 (answer)"]
+
+
 def test_a_bad_line_far_down_a_streamed_file_is_still_named(tmp_path):
     p = tmp_path / "big.jsonl"
     good = "".join(json.dumps({"text": f"line {i}"}) + "\n" for i in range(499))

@@ -20,8 +20,7 @@ import numpy as np
 from shipsft.audit.findings import Finding
 from shipsft.audit.text import ExampleText, example_text, normalise
 from shipsft.config import DataConfig
-
-MIN_EXACT_WORDS = 4  # text.py: check_contamination's min_exact_words (shorter texts are not a leak)
+from shipsft.data.inspect import CANNED_ANSWER, LEAK_MIN_WORDS
 SHOWN = 40  # sources named per finding
 
 
@@ -30,7 +29,7 @@ def _h(text: str) -> int:
 
 
 def long_enough(s: str) -> bool:
-    return len(s.split()) >= MIN_EXACT_WORDS
+    return len(s.split()) >= LEAK_MIN_WORDS
 
 
 def full_set_checks(data: DataConfig, evals: dict[str, list[ExampleText]],
@@ -46,7 +45,7 @@ def full_set_checks(data: DataConfig, evals: dict[str, list[ExampleText]],
             full.append(_h(normalise(t.full)))
             if long_enough(t.user):
                 prompts.append(_h(normalise(t.user)))
-            answers.extend(_h(normalise(a)) for a in t.answers if long_enough(a))
+            answers.extend({_h(normalise(a)) for a in t.answers if long_enough(a)})  # once per example
     hashes = np.frombuffer(full, dtype=np.uint64)
     _, first, inverse, counts = np.unique(hashes, return_index=True, return_inverse=True, return_counts=True)
     groups = counts[counts > 1]
@@ -65,7 +64,9 @@ def full_set_checks(data: DataConfig, evals: dict[str, list[ExampleText]],
             fix="keep one copy of each (or up-weight on purpose, by repeating in the config, not in the file)",
             examples=[source_of(int(k)) for k in copies], data={"groups": int(len(groups)), "extra": n_extra}))
     train_prompts = np.sort(np.frombuffer(prompts, dtype=np.uint64))
-    train_answers = np.sort(np.frombuffer(answers, dtype=np.uint64))
+    # an answer CANNED_ANSWER or more examples give is the data's template, no leak (text.py: contamination_hits)
+    train_answers, held = np.unique(np.frombuffer(answers, dtype=np.uint64), return_counts=True)
+    train_answers = train_answers[held < CANNED_ANSWER]
     stats["contamination"] = {}
     for name, items in evals.items():
         exact = []

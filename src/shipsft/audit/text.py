@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 import re
-from collections import defaultdict
+from collections import Counter, defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 
 from shipsft.audit.findings import Finding
+from shipsft.data.inspect import CANNED_ANSWER, LEAK_MIN_WORDS
 from shipsft.data.render import trained_turns
 from shipsft.data.similar import (WordIndex, clusters_from_signatures, minhash_signatures, near_duplicate_clusters,
                                   ngram_hashes, signatures, sorted_member, sorted_unique)
@@ -190,7 +191,7 @@ def check_duplicates(texts: list[ExampleText], threshold: float = 0.8, num_perm:
 
 
 def contamination_hits(train: list[ExampleText], evals: dict[str, list[ExampleText]], ngram: int = 13,
-                       min_exact_words: int = 4, corpus: Corpus | None = None, boilerplate_docs: int = 10,
+                       min_exact_words: int = LEAK_MIN_WORDS, corpus: Corpus | None = None, boilerplate_docs: int = 10,
                        min_shared: int = 3) -> tuple[dict[str, list[tuple[int, str, str]]], int]:
     """Per eval set, its leaked examples as (index, "exact" | "overlap", "prompt" | "answer"), and the number of
     boilerplate n-grams ignored. The rules are `check_contamination`'s (its docstring)."""
@@ -199,7 +200,10 @@ def contamination_hits(train: list[ExampleText], evals: dict[str, list[ExampleTe
         return len(s.split()) >= min_exact_words
 
     train_prompts = {normalise(t.user) for t in train if long_enough(t.user)}
-    train_answers = {normalise(a) for t in train for a in t.answers if long_enough(a)}
+    # An answer CANNED_ANSWER or more training examples give (a refusal, a clarifying question) is the data's
+    # template, not a copied example: the split lets it cross (data/inspect.py: leak_groups), so it is no leak here.
+    held = Counter(a for t in train for a in {normalise(a) for a in t.answers if long_enough(a)})
+    train_answers = {a for a, n in held.items() if n < CANNED_ANSWER}
     corpus = corpus or Corpus.of(train)
     train_h, train_d = ngram_hashes(corpus.words, corpus.offsets, ngram)
     # Sort the small side (eval n-grams) and binary-search the large one (~18M training n-grams for 100k
@@ -233,14 +237,14 @@ def contamination_hits(train: list[ExampleText], evals: dict[str, list[ExampleTe
 
 
 def check_contamination(train: list[ExampleText], evals: dict[str, list[ExampleText]], ngram: int = 13,
-                        min_exact_words: int = 4, corpus: Corpus | None = None, boilerplate_docs: int = 10,
+                        min_exact_words: int = LEAK_MIN_WORDS, corpus: Corpus | None = None, boilerplate_docs: int = 10,
                         min_shared: int = 3) -> tuple[list[Finding], dict]:
     """Eval examples (per eval set name) whose prompt or answer is in the training data.
 
     Prompts are the user turns (system messages are shared instructions, not content).
     Exact: the normalised eval prompt equals a training prompt, or the normalised answer equals a training answer
     (only for texts of >= `min_exact_words` words: two classification examples both answering "positive" are not
-    a leak). Overlap: the eval prompt or answer shares a `ngram`-word sequence with any training prompt/answer
+    a leak; nor is an answer that CANNED_ANSWER or more training examples give). Overlap: the eval prompt or answer shares a `ngram`-word sequence with any training prompt/answer
     (13-grams: the GPT-3 paper's contamination unit; long enough that shared boilerplate rarely matches).
     """
     findings: list[Finding] = []
