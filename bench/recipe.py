@@ -38,8 +38,11 @@ Levers (--levers NAME ... | all): shipsft's init config with one change each, ru
 at the same budget, and printed as each lever minus plain shipsft, paired by example: neftune (NEFTune alpha 5),
 dropout (LoRA dropout 0.05), rank64 (r 64, alpha 128), lr-half / lr-double / lr-x5 (init's LR / 2, x 2, x 5),
 full (full fine-tuning at a tenth of init's LoRA LR), prompt-loss (loss on every token, the prompt's too: data.mask
-everything), weight-decay (0.1), replay (a fifth of the examples from shipsft's general replay set). Epochs are not
-a lever here: at a budget of minutes every contender is capped inside its first epoch.
+everything), weight-decay (0.1), replay (a fifth of the examples from shipsft's general replay set), select (the
+step count chosen by selection: three times plain's steps, init's epochs at most, with a full eval of init's held-out
+split every sixth of them, eval.full_every, and promotion choosing; each checkpoint is also scored on the unseen slice
+and `--table` lists them). Epochs are not a lever here: at a budget of minutes every contender is capped inside its
+first epoch.
 
 The budget (--budget-min, 10 by default) is the time spent in optimizer steps. Each contender first runs a few
 calibration steps in the same setting and measures seconds per step; when its planned run (epochs x examples /
@@ -109,7 +112,13 @@ LEVERS = {
     # a fifth of the examples general conversations (the shipped replay set): a rehearsal, not a task lever, so
     # judged on the unseen slice like the rest
     "replay": lambda cfg: {"data.replay.share": 0.2},
+    "select": lambda cfg: {},  # the step count, chosen by selection: `select_sets`
 }
+# Step selection: the run trains SELECT_RUN times plain's steps (init's epochs at most), evaluating init's held-out
+# split (eval.full_every, each eval with its checkpoint) every 1/SELECT_EVALS of them, all kept; init's select_metric
+# promotes the best.
+# Each checkpoint is then scored on the unseen slice too: does the step the held-out split chose serve new phrasings?
+SELECT_RUN, SELECT_EVALS = 3, 6
 
 
 # ------------------------------------------------------------------------------------------------------------------
@@ -418,6 +427,15 @@ def lever_sets(lever: str | None, cfg: dict) -> list[str]:
     return [x for k, v in LEVERS[lever](cfg).items() for x in ("--set", f"{k}={v}")]
 
 
+def select_sets(steps: int, planned: int) -> tuple[int, bool, list[str]]:
+    """The selection lever's steps (SELECT_RUN x `steps`, at most `planned`), whether that caps the run, and the
+    `--set` arguments for its checkpoints: one every 1/SELECT_EVALS of the run, all kept."""
+    steps = min(planned, steps * SELECT_RUN)
+    every = max(1, math.ceil(steps / SELECT_EVALS))
+    return steps, steps < planned, ["--set", f"eval.full_every={every}",
+                                    "--set", f"train.keep_checkpoints={math.ceil(steps / every) + 1}"]
+
+
 def contender_spec(name: str) -> tuple[str | None, int]:
     """"shipsft+neftune" -> ("neftune", 0); "shipsft@split2" -> (None, 2): the lever and init's split seed."""
     name, _, seed = name.partition("@split")
@@ -446,6 +464,9 @@ def run_shipsft(a, data: Path, work: Path, budget_s: float, metric: str, lever: 
         steps, capped = cap_steps(planned, per_step, budget_s)
     else:
         per_step, steps, capped = None, min(steps, planned), steps < planned
+    if lever == "select":
+        steps, capped, more = select_sets(steps, planned)
+        sets += more
     extra = ["--set", f"train.max_steps={steps}"] if capped else []
     code = sh(shipsft_cmd("train", "config.yaml", *sets, *extra, "--set", "output.name=run"), work,
               budget_s * 3 + 3600, log, child_env(True), ok=(0, 3))  # 3: trained, no checkpoint passed the gates
@@ -631,10 +652,12 @@ def trl_worker(spec: dict) -> None:
         "step_s": [round(x, 3) for x in times]}))
 
 
-def evaluate(a, target: str, data: Path, work: Path, metrics: list[str]) -> list[dict]:
-    """`shipsft eval` on both slices, with the task's metrics; returns its predictions.jsonl rows."""
-    out = work / "eval"
-    args = ["eval", target, "--suite", str(data / "eval_seen.jsonl"), "--suite", str(data / "eval_unseen.jsonl"),
+def evaluate(a, target: str, data: Path, work: Path, metrics: list[str], slices=("seen", "unseen"),
+             out: str = "eval") -> list[dict]:
+    """`shipsft eval` on the slices (both by default), with the task's metrics; returns its predictions.jsonl rows
+    (written under work/`out`)."""
+    out = work / out
+    args = ["eval", target, *(x for k in slices for x in ("--suite", str(data / f"eval_{k}.jsonl"))),
             "--out", str(out / "eval.json")]
     for m in metrics:
         args += ["--metric", m]
@@ -693,6 +716,8 @@ def run_task(a, name: str) -> list[dict]:
                 r["estimate_error"] = r["estimate"] - r["scores"]["unseen"][0]  # init's estimate minus the truth
             r["example_scores"] = example_scores(preds, metric)
             r["clusters"] = clusters
+            if lever == "select":
+                r["curve"] = step_curve(a, Path(trained["target"]), data, work, task.metrics, r, clusters)
             if base is None and any("base_scores" in p for p in preds):
                 base = {"task": name, "contender": "base model (no training)", "metric": metric, "status": "ok",
                         "scores": summarise(preds, metric, "base_scores", clusters), "steps": 0, "train_s": 0,
@@ -710,6 +735,42 @@ def run_task(a, name: str) -> list[dict]:
               flush=True)
         results.append(r)
     return ([base] if base else []) + results
+
+
+def step_curve(a, run: Path, data: Path, work: Path, metrics: list[str], r: dict, clusters: dict) -> list[dict]:
+    """The selection lever's checkpoints: per step, the held-out split's score (the run's eval.jsonl: what selection
+    read) and the unseen slice's [mean, lo, hi, n] (each checkpoint scored by `shipsft eval`; the promoted step's is
+    the row's own), and whether it was the one promoted."""
+    held = {e["step"]: e["metrics"].get(f"heldout/{r['metric']}") for e in read_jsonl(run / "eval.jsonl")
+            if e.get("kind") == "full" and e.get("step")}
+    curve = []
+    for step in sorted(held):
+        chosen = step == r.get("estimate_step")
+        ckpt = run / "checkpoints" / f"step-{step}"
+        if not chosen and not ckpt.is_dir():
+            continue
+        unseen = r["scores"]["unseen"] if chosen else summarise(
+            evaluate(a, str(ckpt), data, work, metrics, ("unseen",), f"eval-step-{step}"), r["metric"],
+            clusters=clusters)["unseen"]
+        curve.append({"step": step, "heldout": held[step], "unseen": unseen, "promoted": chosen})
+    return curve
+
+
+def selection_table(results: list[dict]) -> str:
+    """Per task with a selection row: each checkpoint's held-out score (what selection read) and unseen score, the
+    promoted one marked, next to plain shipsft's steps and unseen score."""
+    lines = ["| task | step | held-out split (selection reads) | unseen slice [95% CI] | |", "|---|---|---|---|---|"]
+    for task, ok in scored_by_task(results).items():
+        sel, plain = ok.get("shipsft+select"), ok.get("shipsft")
+        if not sel or not sel.get("curve"):
+            continue
+        if plain:
+            lines.append(f"| {task} | {plain.get('steps', '?')} | {plain.get('estimate', math.nan):.1%} | "
+                         f"{cell(plain['scores']['unseen'])} | plain shipsft |")
+        for c in sel["curve"]:
+            lines.append(f"| {task} | {c['step']} | {c['heldout']:.1%} | {cell(c['unseen'])} | "
+                         f"{'promoted by selection' if c['promoted'] else ''} |")
+    return "\n".join(lines)
 
 
 def plain_steps(a, task: str, results: list[dict]) -> int:
@@ -775,7 +836,8 @@ def paired_summary(results: list[dict], sources: list[str]) -> dict:
     return {"machine": "; ".join(sorted({m["machine"] for m in measured})), "command": command(),
             "date": max((m["date"] for m in measured), default=""), "computed_from": {
                 f: m["date"] for f, m in zip(sources, measured)}, "gaps": gaps, "versus": versus, "levers": levers,
-            "estimates": estimates}
+            "estimates": estimates, "selection": [{"task": r["task"], "steps": r.get("steps"), "curve": r["curve"]}
+                                                  for r in results if r.get("status") == "ok" and r.get("curve")]}
 
 
 def print_tables(results: list[dict]) -> None:
@@ -785,6 +847,9 @@ def print_tables(results: list[dict]) -> None:
     if any("+" in r["contender"] for r in results):
         print("\nEach lever minus shipsft's init config, paired by eval example:\n")
         print(levers_table(results))
+    if any(r.get("curve") for r in results):
+        print("\nStep selection: every checkpoint of the selection run, what selection read and the unseen slice:\n")
+        print(selection_table(results))
     if any(r.get("estimate_ci") for r in results):
         print("\ninit's held-out estimate against the unseen slice, both resampling sentence patterns:\n")
         print(estimate_table(results))

@@ -43,6 +43,7 @@ def test_resolved_config_round_trips_unchanged():
     ({"eval": {"early_stopping": {"metric": "exact_match"}}}, "eval.early_stopping is set but eval.suites is empty"),
     ({"eval": {"select_metric": "exact_match"}}, "eval.select_metric is set but eval.suites is empty"),
     ({"eval": {"smoke_every": 5}}, "eval.smoke_every is set but eval.suites is empty"),
+    ({"eval": {"full_every": 50}}, "eval.full_every is set but eval.suites is empty"),
     ({"eval": {"suites": [{"name": "s", "data": "e.jsonl"}], "smoke_size": 4}}, "eval.smoke_size is set but"),
     ({"eval": {"suites": [{"name": "s", "data": "e.jsonl"}], "judge_url": "http://x/v1"}},
      "eval.judge_url is set but no suite uses the judge metric"),

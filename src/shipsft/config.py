@@ -570,6 +570,10 @@ class EvalConfig(Section):
         "Smoke eval (the first smoke_size examples of the first suite) every N optimizer steps."))
     smoke_size: int | None = Field(None, ge=1, description=(
         "Examples in a smoke eval; null = 16 when smoke_every is set."))
+    full_every: int | None = Field(None, ge=1, description=(
+        "Also run the full eval (every suite: what select_metric, gates and early stopping read) and save a checkpoint "
+        "every N optimizer steps, so selection can choose a step inside an epoch; null = each epoch's end and the "
+        "last step only."))
     select_metric: str | None = Field(None, description=(
         "Task metric that picks the best checkpoint (never a loss); null = the first suite's first metric."))
     early_stopping: EarlyStoppingConfig | None = Field(None, description="Stop when a metric stops improving.")
@@ -853,7 +857,7 @@ class RunConfig(Section):
         for key, used in (("gates", bool(e.gates)), ("early_stopping", e.early_stopping is not None),
                           ("select_metric", e.select_metric is not None),
                           ("pattern_slice", e.pattern_slice != "unseen"),
-                          ("smoke_every", e.smoke_every is not None)):
+                          ("smoke_every", e.smoke_every is not None), ("full_every", e.full_every is not None)):
             if used:
                 problems.append(f"eval.{key} is set but eval.suites is empty, so it would be ignored. Fix: add an "
                                 "eval suite ({name, data, metrics}) or data.eval_split, or remove eval." + key)

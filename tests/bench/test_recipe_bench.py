@@ -227,7 +227,7 @@ def test_the_paired_tables_numbers_go_to_a_results_file(tmp_path):
                                                                   ("shipsft+replay", -1.0)]
     assert out["versus"][0]["vs"] == "trl-recipe" and out["versus"][0]["unseen"][:3] == [1.0, 1.0, 1.0]
     assert out["levers"][0]["lever"] == "replay" and out["levers"][0]["seen"][:3] == [-1.0, -1.0, -1.0]
-    assert out["estimates"] == []  # no row with a held-out interval
+    assert out["estimates"] == [] and out["selection"] == []  # no held-out interval, no selection run
     rows[0].update(split="patterns", estimate=0.5, estimate_ci=[0.0, 1.0], estimate_patterns=2,
                    heldout={"scores": [0.0, 1.0], "units": [0, 1]})
     recipe.save_results(str(res), "t", rows)
@@ -235,6 +235,11 @@ def test_the_paired_tables_numbers_go_to_a_results_file(tmp_path):
     est = json.loads((tmp_path / "paired.json").read_text())["estimates"]
     assert [(e["contender"], e["patterns"], e["estimate_ci"], e["error"][0]) for e in est] == [
         ("shipsft", 2, [0.0, 1.0], -0.5)]  # held out 0.5, unseen 1.0
+    curve = [{"step": 3, "heldout": 0.5, "unseen": [1.0, 1.0, 1.0, 1], "promoted": True}]
+    recipe.save_results(str(res), "t", [{**rows[2], "contender": "shipsft+select", "curve": curve}])
+    assert recipe.main(["--table", "--results", str(res), "--json", str(tmp_path / "paired.json")]) == 0
+    assert json.loads((tmp_path / "paired.json").read_text())["selection"] == [{"task": "t", "steps": 3,
+                                                                               "curve": curve}]
 
 
 def test_intervals_resample_the_slices_sentence_patterns(tmp_path):
@@ -316,3 +321,23 @@ def test_a_lever_can_train_plain_shipsfts_steps(tmp_path):
     recipe.save_results(a.results, "t", [{**ok, "steps": 56}])
     assert recipe.plain_steps(a, "t", []) == 56  # ... else the saved one
     assert recipe.plain_steps(a, "t", [{**ok, "contender": "shipsft+neftune", "steps": 3}]) == 56
+
+
+def test_the_selection_lever_evaluates_every_sixth_of_three_times_plains_steps_and_tables_them():
+    assert recipe.select_sets(38, 152) == (114, True, ["--set", "eval.full_every=19", "--set",
+                                                       "train.keep_checkpoints=7"])
+    assert recipe.select_sets(56, 132) == (132, False, ["--set", "eval.full_every=22", "--set",
+                                                        "train.keep_checkpoints=7"])  # init's one epoch at most
+    assert recipe.select_sets(5, 100)[2][1] == "eval.full_every=3"  # 15 steps: evals at 3, 6, ..., 15
+    s = {k: [0.5, 0.4, 0.6, 2] for k in ("seen", "unseen", "all")}
+    plain = {"task": "t", "contender": "shipsft", "metric": "m", "status": "ok", "steps": 10, "estimate": 0.8,
+             "example_scores": {"unseen|1": 1.0},
+             "scores": s}
+    sel = {**plain, "contender": "shipsft+select", "steps": 30, "curve": [
+        {"step": 10, "heldout": 0.7, "unseen": [0.6, 0.5, 0.7, 2], "promoted": False},
+        {"step": 20, "heldout": 0.9, "unseen": [0.5, 0.4, 0.6, 2], "promoted": True}]}
+    assert recipe.selection_table([plain, sel]).splitlines()[2:] == [
+        "| t | 10 | 80.0% | 50.0% [40%, 60%] | plain shipsft |",
+        "| t | 10 | 70.0% | 60.0% [50%, 70%] |  |",
+        "| t | 20 | 90.0% | 50.0% [40%, 60%] | promoted by selection |"]
+    assert recipe.selection_table([plain]).count("\n") == 1  # no selection row: the header only

@@ -330,11 +330,11 @@ def test_train_loop_gates_promotes_and_exits_3(tok, tmp_path):
     train = tmp_path / "train.jsonl"
     train.write_text(suite.read_text() * 8)  # 48 conversations, 4 per step -> 12 steps per epoch
 
-    def run(name, **ev):
+    def run(name, epochs=6, keep=2, **ev):
         cfg = RunConfig.model_validate({
             "model": {"path": str(model_dir)}, "data": {"train": [str(train)], "max_length": 64},
             "method": {"name": "full"}, "optim": {"lr": 0.01, "warmup_ratio": 0, "schedule": "constant"},
-            "train": {"epochs": 6, "batch_size": 4, "precision": "fp32"},
+            "train": {"epochs": epochs, "batch_size": 4, "precision": "fp32", "keep_checkpoints": keep},
             "output": {"dir": str(tmp_path), "name": name},
             "eval": {"suites": [{"name": "qa", "data": str(suite), "metrics": ["exact_match"], "max_new_tokens": 8}],
                      **ev}})
@@ -368,6 +368,13 @@ def test_train_loop_gates_promotes_and_exits_3(tok, tmp_path):
     assert code == 3 and not promo["promoted"] and not (run_dir / "final").exists()
     assert [c["step"] for c in promo["candidates"]] == [12, 24] and "early stopping at step 24" in log
     assert "gate qa/exact_match >= 0.99: best 0, short by 0.99" in log
+
+    # eval.full_every: a full eval every 5 steps besides the epoch ends (12, 24), each with its checkpoint, all of
+    # them candidates for promotion
+    code, log, run_dir = run("every", epochs=2, keep=6, full_every=5, gates=[{"metric": "exact_match", "value": 0.0}])
+    promo = json.loads((run_dir / "promotion.json").read_text())
+    assert sorted(c["step"] for c in promo["candidates"]) == [5, 10, 12, 15, 20, 24]
+    assert sorted(int(p.name.split("-")[1]) for p in (run_dir / "checkpoints").iterdir()) == [5, 10, 12, 15, 20, 24]
 
 
 def test_eval_cli_adapter_uses_disabled_adapter_as_baseline(tok, tmp_path):

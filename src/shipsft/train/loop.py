@@ -344,10 +344,12 @@ def fit(s: Setup, progress: Progress | None = None, stop: StopRequest | None = N
             progress.note(line)
 
         # -- cadence: eval loss, smoke eval, full eval + early stopping, checkpoint, stop request ---------------
-        evaluate_now = s.session is not None and (epoch_end or last)
+        evaluate_now = s.session is not None and bool(
+            epoch_end or last or (s.eval.full_every and st.step % s.eval.full_every == 0))
         smoke_now = s.session is not None and s.eval.smoke_every and st.step % s.eval.smoke_every == 0
         loss_now = s.eval_rows and t.eval_every and st.step % t.eval_every == 0 and not last
-        save_now = epoch_end or last or (t.save_every and st.step % t.save_every == 0)
+        # every full eval gets its checkpoint: promotion chooses among the steps it measured
+        save_now = evaluate_now or epoch_end or last or (t.save_every and st.step % t.save_every == 0)
         # a signal may reach the ranks at different steps: all stop at the first step any of them saw it
         signal = dist.max_over_ranks((stop.signal or 0) if stop is not None else 0)
         if save_now or smoke_now or loss_now or signal:
