@@ -343,6 +343,22 @@ def estimate_cells(r: dict) -> tuple[str, str]:
             "–" if math.isnan(err) else f"{err:+.1%} [{elo:+.0%}, {ehi:+.0%}]")
 
 
+def patterns_needed(r: dict, tol: float = 0.10, z: float = 1.645) -> tuple[float, int]:
+    """How far the row's score moves between sentence patterns (the standard deviation of its per-pattern means on
+    the unseen slice) and how many patterns drawn at random an estimate needs to fall within `tol` of the mean in 9
+    draws of 10: (z * sd / tol)^2 (the normal approximation; patterns weighted equally). (nan, 0) without two."""
+    import statistics
+
+    clusters, per = r.get("clusters") or {}, {}
+    for k, v in r.get("example_scores", {}).items():
+        if k.split("|", 1)[0] == SLICES["unseen"] and k in clusters:
+            per.setdefault(clusters[k], []).append(v)
+    if len(per) < 2:
+        return math.nan, 0
+    sd = statistics.stdev(sum(v) / len(v) for v in per.values())
+    return sd, math.ceil((z * sd / tol) ** 2)
+
+
 def estimate_rows(results: list[dict]) -> list[dict]:
     """The shipsft rows (plain, levers, split seeds) whose held-out estimate has its interval."""
     return [r for r in results if r.get("status") == "ok" and r["contender"].startswith("shipsft")
@@ -354,18 +370,20 @@ def estimate_table(results: list[dict]) -> str:
     and the levers'), with the two counts the issue's criterion and its honest reading need: how many estimates fall
     within 0.10 of the unseen score, and how many error intervals hold zero."""
     rows = estimate_rows(results)
-    lines = ["| task | contender | split | estimate [95% CI] | unseen [95% CI] | estimate - unseen [95% CI] |",
-             "|---|---|---|---|---|---|"]
+    lines = ["| task | contender | split | estimate [95% CI] | unseen [95% CI] | estimate - unseen [95% CI] | "
+             "patterns' SD; patterns needed |", "|---|---|---|---|---|---|---|"]
     within = covered = 0
     for r in rows:
         (lo, hi), (err, elo, ehi) = r["estimate_ci"], estimate_error(r)
         within += abs(err) <= 0.10
         covered += elo <= 0 <= ehi
+        sd, need = patterns_needed(r)
         lines.append(f"| {r['task']} | {r['contender']} | {r['split']}, {r['estimate_patterns']} patterns | "
                      f"{r['estimate']:.1%} [{lo:.0%}, {hi:.0%}] | {cell(r['scores']['unseen'])} | "
-                     f"{err:+.1%} [{elo:+.0%}, {ehi:+.0%}] |")
+                     f"{err:+.1%} [{elo:+.0%}, {ehi:+.0%}] | {sd:.2f}; {need} |")
     lines.append(f"\nwithin 0.10 of the unseen score: {within} of {len(rows)}; the error's interval holds zero: "
-                 f"{covered} of {len(rows)}")
+                 f"{covered} of {len(rows)}. Patterns needed: held-out patterns an estimate needs to fall within 0.10 "
+                 "in 9 draws of 10, from how much the score moves between the unseen slice's patterns")
     return "\n".join(lines)
 
 
@@ -829,7 +847,8 @@ def paired_summary(results: list[dict], sources: list[str]) -> dict:
     levers = [{"task": task, "lever": lever, **paired_rows(r, plain)} for task, lever, r, plain in lever_pairs(results)]
     estimates = [{"task": r["task"], "contender": r["contender"], "split": r.get("split"),
                   "patterns": r["estimate_patterns"], "estimate": r["estimate"], "estimate_ci": r["estimate_ci"],
-                  "unseen": r["scores"]["unseen"], "error": estimate_error(r)} for r in estimate_rows(results)]
+                  "unseen": r["scores"]["unseen"], "error": estimate_error(r),
+                  **dict(zip(("pattern_sd", "patterns_needed"), patterns_needed(r)))} for r in estimate_rows(results)]
     from bench.machine import command
 
     measured = [json.loads(Path(f).read_text()) for f in sources]

@@ -304,7 +304,14 @@ def test_init_estimate_has_its_patterns_interval_and_its_error_against_the_unsee
     table = recipe.estimate_table([row, {**row, "contender": "shipsft@split1", "heldout": {
         "scores": [1.0] * 24, "units": [0] * 24}, "estimate": 1.0, "estimate_ci": [1.0, 1.0]}])
     assert "| t | shipsft | patterns, 12 patterns | 50.0% [" in table and "| -50.0% [" in table
-    assert table.endswith("within 0.10 of the unseen score: 1 of 2; the error's interval holds zero: 1 of 2")
+    assert "within 0.10 of the unseen score: 1 of 2; the error's interval holds zero: 1 of 2." in table
+    assert "| -50.0% [-" in table and "| nan; 0 |" in table  # the rows name no unseen patterns
+    # four unseen patterns scored 1/3, 1, 1, 1 (a spread of 1/3): (1.645 * (1/3) / 0.10)^2 = 30.1 -> 31 patterns
+    keys = [f"eval_unseen|u:{i}" for i in range(6)]
+    row.update(example_scores=dict(zip(keys, [0.0, 1.0, 0.0, 1.0, 1.0, 1.0])),
+               clusters=dict(zip(keys, ["a", "a", "a", "b", "c", "d"])))
+    assert recipe.patterns_needed(row) == (pytest.approx(1 / 3), 31)
+    assert recipe.patterns_needed({**row, "clusters": dict.fromkeys(keys, "a")})[1] == 0  # one pattern: no spread
     assert recipe.contender_spec("shipsft@split2") == (None, 2)
     assert recipe.contender_spec("shipsft+neftune") == ("neftune", 0)
 
