@@ -65,3 +65,14 @@ def write(path: Path | str, results: dict, argv: list[str] | None = None) -> dic
     path.write_text(json.dumps(record, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
     print(f"wrote {path}")
     return record
+
+
+def step_times(records: list[dict]) -> list[float]:
+    """Seconds of each optimizer step from a run's step records (metrics.jsonl or fit's history): the loop writes the
+    running trained tokens / s, so step k ended at (trained tokens of steps 1..k) / its trained_tok_s."""
+    done = [r for r in records if "loss" in r and r.get("trained_tok_s")]
+    ends, total = [], 0
+    for r in done:
+        total += r["trained_tokens"]
+        ends.append(total / r["trained_tok_s"])
+    return [b - a for a, b in zip([0.0, *ends], ends)]

@@ -566,14 +566,12 @@ def estimate_error(r: dict, n_resamples: int = 2000, seed: int = 0) -> list[floa
 def step_seconds(records: list[dict]) -> float:
     """Seconds per optimizer step from metrics.jsonl (the loop's cumulative trained tokens / s), by
     `calibrated_step_s`."""
-    done = [r for r in records if "loss" in r and r.get("trained_tok_s")]
-    totals, t = 0, []
-    for r in done:
-        totals += r["trained_tokens"]
-        t.append(totals / r["trained_tok_s"])
-    if not t:
+    from bench.machine import step_times
+
+    times = step_times(records)
+    if not times:
         raise Failed("calibration wrote no timed steps")
-    return calibrated_step_s([t[0], *(b - a for a, b in zip(t, t[1:]))])
+    return calibrated_step_s(times)
 
 
 def calibrated_step_s(step_times: list[float]) -> float:

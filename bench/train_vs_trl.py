@@ -27,7 +27,10 @@ Contenders
                 positions (chunked CE), precision auto, tcmalloc; TRL's examples per step (8 short, 2 long) packed
                 into rows of 512 (short) or 4,096 tokens (long), lr 2e-4 constant.
   ablations     shipsft with one optimisation taken away: `-per-doc` (attention: one masked SDPA pass per row, as on
-                main), `-tcmalloc` (glibc malloc).
+                main), `-tcmalloc` (glibc malloc); or one lever added: `+compile` (train.compile: the decoder under
+                torch.compile, the per-document attention eager), its warm pace (the second half of its steps)
+                against shipsft's and its compile time (the seconds its first half took beyond that pace, less
+                shipsft's own warm-up).
 
 Trained tokens/s counts the answer tokens shipsft trains (identical for every row: it is 1 / wall time of the
 epoch). TRL is given conversational prompt/completion data, so it trains the completion only (its default for that
@@ -59,7 +62,8 @@ TCMALLOC = ["/usr/lib/x86_64-linux-gnu/libtcmalloc_minimal.so.4", "/usr/lib/libt
 # optimizer step both tools use (TRL's per-device batch = shipsft's train.batch_size): the same optimizer steps
 SETS = {"short": dict(n=48, held=16, words=(8, 60), k=(2, 30), max_length=512, batch=8),
         "long": dict(n=8, held=4, words=(1000, 1600), k=(20, 80), max_length=4096, batch=2)}
-CONTENDERS = ["trl-defaults", "trl-padfree", "trl-grouped", "shipsft", "shipsft-per-doc", "shipsft-tcmalloc"]
+CONTENDERS = ["trl-defaults", "trl-padfree", "trl-grouped", "shipsft", "shipsft-per-doc", "shipsft-tcmalloc",
+              "shipsft+compile"]
 
 
 def conversations(n: int, seed: int, words=(8, 60), k=(2, 30)) -> list[list[dict]]:
@@ -126,6 +130,8 @@ def run_shipsft(name: str, set_name: str, tok, train, eval_rows):
            "train": {"batch_size": s["batch"], "epochs": 1}}
     if name == "shipsft-per-doc":
         raw["model"] = {"attn_implementation": "sdpa"}
+    if name == "shipsft+compile":
+        raw["train"]["compile"] = True
     cfg = RunConfig.model_validate(raw)
     amp = autocast_dtype(cfg.train.precision, torch.device("cpu"))
     model, _ = load_for_training(cfg.model, cfg.method, False, torch.device("cpu"), amp)
@@ -139,7 +145,20 @@ def run_shipsft(name: str, set_name: str, tok, train, eval_rows):
     slots = sum(h["tokens"] / (1 - h["padding_share"]) for h in res.history)
     real = sum(len(x.ids) for x in examples)
     return dict(seconds=seconds, steps=res.steps, real_tokens=real, padding_share=1 - real / slots,
-                first_loss=res.history[0]["loss"], last_loss=res.history[-1]["loss"], amp=amp, model=model)
+                first_loss=res.history[0]["loss"], last_loss=res.history[-1]["loss"], amp=amp, model=model,
+                **warm_rate(res.history))
+
+
+def warm_rate(history: list[dict]) -> dict:
+    """Each step's seconds (from the records' running trained_tok_s), the processed tok/s of the second half of the
+    steps (warm: compiled graphs built, caches filled), and the seconds the steps took beyond that warm pace: the
+    warm-up, torch.compile's compile time for the compiled row."""
+    step_s = machine.step_times(history)
+    half = len(history) // 2
+    warm_s = sum(step_s[half:]) / max(1, len(step_s) - half)
+    warm_tok_s = sum(h["tokens"] for h in history[half:]) / sum(step_s[half:])
+    return {"step_s": step_s, "warm_processed_tok_s": warm_tok_s,
+            "warmup_s": sum(max(0.0, t - warm_s) for t in step_s[:half])}
 
 
 def run_trl(name: str, set_name: str, tok, train):
@@ -327,6 +346,13 @@ def main() -> None:
             if n in speed:
                 ratios[n.replace("shipsft-", "gain_of_")] = speed["shipsft"] / speed[n]
                 lines.append(f"{n.replace('shipsft-', '')} gives {speed['shipsft'] / speed[n]:.2f}x")
+        if "shipsft+compile" in by:  # a lever added: its gain once warm, and what compiling costs up front
+            c, plain = by["shipsft+compile"], by["shipsft"]
+            gain = c["warm_processed_tok_s"] / plain["warm_processed_tok_s"]
+            saved = plain["step_s"][-1] - c["step_s"][-1]  # seconds a warm step saves
+            ratios.update(compile_warm_gain=gain, compile_s=c["warmup_s"] - plain["warmup_s"],
+                          compile_pays_after_steps=(c["warmup_s"] - plain["warmup_s"]) / saved if saved > 0 else None)
+            lines.append(f"compile gives {gain:.2f}x once warm after {ratios['compile_s']:.0f} s of compiling")
         print(f"{set_name}: " + "; ".join(lines))
     print(f"load average at the end: {os.getloadavg()[0]:.2f}")
     if a.json:

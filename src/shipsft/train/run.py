@@ -131,8 +131,6 @@ def setup(cfg: RunConfig, config_path: str | Path | None, skip_audit: bool, argv
                       f"({'nccl' if device.type == 'cuda' else 'gloo'}); each step's examples split over them")
     progress.note(f"model: {info.model_dir} on {device}; {info.summary()}; precision {amp or torch.float32}; "
                   f"lr {cfg.optim.lr:g}")
-    if cfg.train.compile:  # packing is off here (a config rule): compile the decoder stack in place
-        decoder_and_head(model)[0].compile()
     if argv and os.environ.get("SHIPSFT_ARGV0"):  # re-executed under tcmalloc (cli/allocator.py)
         argv = [os.environ["SHIPSFT_ARGV0"], *argv[1:]]
     template = train_prep.renderer.template
@@ -278,9 +276,12 @@ def assemble(cfg: RunConfig, model, tokenizer, examples: list, eval_rows: list |
     """The loop's Setup for a loaded model and rendered training examples: the run resolved (steps/resolve.py;
     `resolved` when the caller did it already, with data.max_length a number), optimizer, eval session (its suites
     marked seen / unseen against `train_examples`, the examples trained on; gates, selection and early stopping
-    read through `session.gates`), the run (a bare RunFolder gets a one-process Run with a metrics sink)."""
+    read through `session.gates`), the run (a bare RunFolder gets a one-process Run with a metrics sink); the
+    decoder compiled in place when train.compile is on."""
     resolved = resolved or resolve(cfg, TokenLengths(token_lengths(examples), cfg.data.max_length))
     cfg = resolved.config
+    if cfg.train.compile:  # in place, before the eval session's baseline; the per-document attention stays eager
+        decoder_and_head(model)[0].compile()
     device = next(model.parameters()).device
     amp = autocast_dtype(cfg.train.precision, device)
     sess = (session.build_session(cfg.eval, cfg.data, tokenizer, model, amp, train_examples) if cfg.eval.suites
