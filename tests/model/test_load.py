@@ -35,6 +35,25 @@ def test_lora_defaults_adapt_every_linear_layer_incl_mlp():
     assert total == trainable + sum(p.numel() for p in tiny_llama(vocab_size=64).parameters())
 
 
+def test_lora_computes_no_input_gradient_below_the_first_layer():
+    """Issue 31's lever "no input-gradient product for the first layer's frozen linears" holds by construction: the
+    embeddings are frozen, so the first layer's input needs no gradient and autograd skips the products that would
+    make one (q/k/v, gate/up: x^T-side GEMMs); the second layer's input does (LoRA A below it trains). Enabling
+    input gradients (as gradient checkpointing's reentrant variant needs) would add them back."""
+    model = apply_method(cfg().method, tiny_llama(vocab_size=64), False)
+    needs = {}
+
+    def seen(k):
+        def hook(module, args, kwargs):
+            needs[k] = (kwargs["hidden_states"] if "hidden_states" in kwargs else args[0]).requires_grad
+        return hook
+
+    for k, layer in enumerate(model.base_model.model.model.layers):
+        layer.register_forward_pre_hook(seen(k), with_kwargs=True)
+    model(input_ids=torch.tensor([[1, 2, 3]]))
+    assert needs == {0: False, 1: True}
+
+
 def test_lora_layer_subset_dora_rslora_and_modules_to_save():
     c = cfg(method={"lora": {"r": 4, "layers": [1], "use_dora": True, "use_rslora": True,
                              "target_modules": ["q_proj", "v_proj"], "modules_to_save": ["lm_head"]}})
