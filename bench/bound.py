@@ -3,6 +3,7 @@
     python bench/bound.py              # short set of bench/train_vs_trl.py (about 3 minutes on 2 cores)
     python bench/bound.py --sets short long
     python bench/bound.py --json bench/results/bound.json     # and write the results file (bench/machine.py)
+    python bench/bound.py --profile    # ... and one epoch at precision auto under torch.profiler: time by op
 
 1. The machine's fp32 GEMM rate: torch matmuls (the BLAS both shipsft and TRL call) at the shapes of a
    SmolLM2-135M step on 1,024 and 4,096 tokens, and large square ones; best of 5 each. The best of them is the
@@ -19,6 +20,7 @@ above it (e.g. a multiple of another tool's speed) needs fewer FLOPs per trained
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import sys
 import tempfile
@@ -50,14 +52,17 @@ def gemm_rates() -> dict[str, float]:
     return out
 
 
-def shipsft_epoch(set_name: str, count: bool) -> tuple[float, float, int]:
-    """(seconds, counted FLOPs or 0, processed tokens) of one epoch of shipsft on the set."""
+def shipsft_epoch(set_name: str, count: bool, precision: str = "fp32", profile: bool = False
+                  ) -> tuple[float, float, int]:
+    """(seconds, counted FLOPs or 0, processed tokens) of one epoch of shipsft on the set; with `profile`, the
+    seconds are those of the epoch under torch.profiler, and the FLOPs slot holds the profile (`top_ops`)."""
     import torch
     from torch.utils.flop_counter import FlopCounterMode
 
     from shipsft.config import ModelConfig, RunConfig
     from shipsft.model.load import load_for_training
     from shipsft.model.locate import load_tokenizer
+    from shipsft.model.precision import autocast_dtype
     from shipsft.runs.layout import RunFolder
     from shipsft.train.loop import fit
     from shipsft.train.run import assemble
@@ -66,30 +71,42 @@ def shipsft_epoch(set_name: str, count: bool) -> tuple[float, float, int]:
     cfg = RunConfig.model_validate({"data": {"max_length": s["max_length"]},
                                     "method": {"lora": {"r": 16, "alpha": 32}},
                                     "optim": {"lr": 2e-4, "schedule": "constant", "warmup_steps": 0},
-                                    "train": {"batch_size": s["batch"], "epochs": 1, "precision": "fp32"}})
+                                    "train": {"batch_size": s["batch"], "epochs": 1, "precision": precision}})
     tok = load_tokenizer(ModelConfig(path="smollm2"))
     train, _ = data(set_name)
     examples = _rendered(tok, train)
-    model, _ = load_for_training(cfg.model, cfg.method, False, torch.device("cpu"), None)
+    amp = autocast_dtype(cfg.train.precision, torch.device("cpu"))
+    model, _ = load_for_training(cfg.model, cfg.method, False, torch.device("cpu"), amp)
     with tempfile.TemporaryDirectory() as d:
         setup = assemble(cfg, model, tok, examples, None, RunFolder(Path(d)))
         counter = FlopCounterMode(display=False) if count else None
+        prof = torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) if profile else None
         t0 = time.perf_counter()
-        if counter is not None:
-            with counter:
-                fit(setup)
-        else:
+        with counter if counter is not None else contextlib.nullcontext(), \
+                prof if prof is not None else contextlib.nullcontext():
             fit(setup)
         seconds = time.perf_counter() - t0
         setup.run.close()
     flops = counter.get_total_flops() if counter is not None else 0
-    return seconds, flops, sum(len(x.ids) for x in examples)
+    return seconds, top_ops(prof) if prof is not None else flops, sum(len(x.ids) for x in examples)
+
+
+def top_ops(prof, n: int = 15) -> list[dict]:
+    """The profile's operators by self CPU time: name, calls, seconds and share of the epoch's self time (every op's
+    own time, children excluded, so the shares add up to 1 over all ops)."""
+    events = [e for e in prof.key_averages() if e.self_cpu_time_total > 0]
+    total = sum(e.self_cpu_time_total for e in events)
+    events.sort(key=lambda e: -e.self_cpu_time_total)
+    return [{"op": e.key, "calls": e.count, "self_s": e.self_cpu_time_total / 1e6,
+             "share": e.self_cpu_time_total / total} for e in events[:n]]
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--sets", nargs="*", default=["short"], choices=list(SETS))
     ap.add_argument("--json", type=Path, help="write the results file here (machine, date, command, every row)")
+    ap.add_argument("--profile", action="store_true", help=(
+        "also profile one epoch at precision auto (bf16 where it is native) and print where its time goes"))
     a = ap.parse_args()
     import torch
 
@@ -116,12 +133,20 @@ def main() -> None:
         print(f"| {set_name} | {tokens:,} | {flops / 1e9:,.0f} | {flops / tokens / 1e6:,.0f} M | {seconds:.1f} | "
               f"{achieved:.1f} | {achieved / bound:.0%} | {tokens / seconds:.0f} | "
               f"{tokens / (flops / (bound * 1e9)):.0f} | {bound / achieved:.2f}x |", flush=True)
+    profiles = {}
+    for set_name in a.sets if a.profile else []:
+        seconds, ops, _ = shipsft_epoch(set_name, count=False, precision="auto", profile=True)
+        profiles[set_name] = {"precision": "auto", "seconds_profiled": seconds, "top_ops": ops}
+        print(f"\n{set_name}, precision auto, one epoch under torch.profiler ({seconds:.1f} s): self CPU time by op\n")
+        print("| op | calls | self s | share |\n|---|---|---|---|")
+        for o in ops:
+            print(f"| {o['op']} | {o['calls']:,} | {o['self_s']:.2f} | {o['share']:.1%} |")
     print(f"load average at the end {os.getloadavg()[0]:.2f}")
     if a.json:
         import torch
 
         machine.write(a.json, {"torch": torch.__version__, "torch_threads": torch.get_num_threads(),
-                              "gemm_gflop_s": rates, "bound_gflop_s": bound, "sets": rows})
+                              "gemm_gflop_s": rates, "bound_gflop_s": bound, "sets": rows, "profiles": profiles})
 
 
 if __name__ == "__main__":
