@@ -1,5 +1,5 @@
 """win_rate without a model: verdict parsing, the two-order score, the prompt, the settings, and the no-request path
-(tests/eval/test_win_rate_server.py asks a real llama.cpp judge)."""
+(tests/cli/test_suite_cmd.py asks a real llama.cpp judge)."""
 from __future__ import annotations
 
 import pytest
