@@ -64,7 +64,7 @@ def full_set_checks(data: DataConfig, evals: dict[str, list[ExampleText]],
             fix="keep one copy of each (or up-weight on purpose, by repeating in the config, not in the file)",
             examples=[source_of(int(k)) for k in copies], data={"groups": int(len(groups)), "extra": n_extra}))
     train_prompts = np.sort(np.frombuffer(prompts, dtype=np.uint64))
-    # an answer CANNED_ANSWER or more examples give is the data's template, no leak (text.py: contamination_hits)
+    # a canned answer (data/inspect.py: canned, whose rule this applies to hashes) is no leak
     train_answers, held = np.unique(np.frombuffer(answers, dtype=np.uint64), return_counts=True)
     train_answers = train_answers[held < CANNED_ANSWER]
     stats["contamination"] = {}

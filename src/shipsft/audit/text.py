@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 import re
-from collections import Counter, defaultdict
+from collections import defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 
 from shipsft.audit.findings import Finding
-from shipsft.data.inspect import CANNED_ANSWER, LEAK_MIN_WORDS
+from shipsft.data.inspect import LEAK_MIN_WORDS, canned
 from shipsft.data.render import trained_turns
 from shipsft.data.similar import (WordIndex, clusters_from_signatures, minhash_signatures, near_duplicate_clusters,
                                   ngram_hashes, signatures, sorted_member, sorted_unique)
@@ -200,10 +200,9 @@ def contamination_hits(train: list[ExampleText], evals: dict[str, list[ExampleTe
         return len(s.split()) >= min_exact_words
 
     train_prompts = {normalise(t.user) for t in train if long_enough(t.user)}
-    # An answer CANNED_ANSWER or more training examples give (a refusal, a clarifying question) is the data's
-    # template, not a copied example: the split lets it cross (data/inspect.py: leak_groups), so it is no leak here.
-    held = Counter(a for t in train for a in {normalise(a) for a in t.answers if long_enough(a)})
-    train_answers = {a for a, n in held.items() if n < CANNED_ANSWER}
+    # a canned answer (a refusal, a clarifying question) crosses the split (data/inspect.py), so it is no leak here
+    answers = [{normalise(a) for a in t.answers if long_enough(a)} for t in train]
+    train_answers = set().union(*answers) - canned(answers)
     corpus = corpus or Corpus.of(train)
     train_h, train_d = ngram_hashes(corpus.words, corpus.offsets, ngram)
     # Sort the small side (eval n-grams) and binary-search the large one (~18M training n-grams for 100k
@@ -244,8 +243,9 @@ def check_contamination(train: list[ExampleText], evals: dict[str, list[ExampleT
     Prompts are the user turns (system messages are shared instructions, not content).
     Exact: the normalised eval prompt equals a training prompt, or the normalised answer equals a training answer
     (only for texts of >= `min_exact_words` words: two classification examples both answering "positive" are not
-    a leak; nor is an answer that CANNED_ANSWER or more training examples give). Overlap: the eval prompt or answer shares a `ngram`-word sequence with any training prompt/answer
-    (13-grams: the GPT-3 paper's contamination unit; long enough that shared boilerplate rarely matches).
+    a leak; nor is an answer that CANNED_ANSWER or more training examples give: data/inspect.py: canned). Overlap:
+    the eval prompt or answer shares a `ngram`-word sequence with any training prompt/answer (13-grams: the GPT-3
+    paper's contamination unit; long enough that shared boilerplate rarely matches).
     """
     findings: list[Finding] = []
     stats: dict[str, Any] = {"ngram": ngram, "sets": {}}

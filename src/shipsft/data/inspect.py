@@ -24,6 +24,7 @@ from __future__ import annotations
 import json
 import random
 from collections import Counter
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -184,12 +185,19 @@ def _norm(text: str) -> str:
     return " ".join(text.lower().split())
 
 
+def canned(answer_sets: Iterable[Iterable[str]]) -> set[str]:
+    """The answers that CANNED_ANSWER or more examples give (each example's answers counted once): a reply that many
+    requests share is the data's template (a clarifying question, a refusal), a label in effect, not a copied example.
+    The split joins nothing on them (leak_groups) and the audit counts no leak on them (audit/text.py)."""
+    held = Counter(a for answers in answer_sets for a in set(answers))
+    return {a for a, n in held.items() if n >= CANNED_ANSWER}
+
+
 def leak_groups(keys: list[list[str]]) -> list[int]:
     """Group id per example: examples sharing any key are in one group (union-find), so a split keeps them together.
-    An answer key held by CANNED_ANSWER or more examples joins nothing: a reply that many requests share is the data's
-    template (a clarifying question, a refusal), a label in effect, not a copied example."""
-    held = Counter(k for ks in keys for k in set(ks) if k.startswith("a:"))
-    keys = [[k for k in ks if held[k] < CANNED_ANSWER] for ks in keys]
+    An answer key `canned` joins nothing."""
+    template = canned([k for k in ks if k.startswith("a:")] for ks in keys)
+    keys = [[k for k in ks if k not in template] for ks in keys]
     parent = list(range(len(keys)))
 
     def root(i: int) -> int:
