@@ -52,10 +52,9 @@ def gemm_rates() -> dict[str, float]:
     return out
 
 
-def shipsft_epoch(set_name: str, count: bool, precision: str = "fp32", profile: bool = False
-                  ) -> tuple[float, float, int]:
-    """(seconds, counted FLOPs or 0, processed tokens) of one epoch of shipsft on the set; with `profile`, the
-    seconds are those of the epoch under torch.profiler, and the FLOPs slot holds the profile (`top_ops`)."""
+def shipsft_epoch(set_name: str, count: bool, precision: str = "fp32", within=None) -> tuple[float, float, int]:
+    """(seconds, counted FLOPs or 0, processed tokens) of one epoch of shipsft on the set, run inside `within`
+    (a context manager, e.g. a torch.profiler.profile) when given."""
     import torch
     from torch.utils.flop_counter import FlopCounterMode
 
@@ -80,15 +79,14 @@ def shipsft_epoch(set_name: str, count: bool, precision: str = "fp32", profile: 
     with tempfile.TemporaryDirectory() as d:
         setup = assemble(cfg, model, tok, examples, None, RunFolder(Path(d)))
         counter = FlopCounterMode(display=False) if count else None
-        prof = torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) if profile else None
         t0 = time.perf_counter()
         with counter if counter is not None else contextlib.nullcontext(), \
-                prof if prof is not None else contextlib.nullcontext():
+                within if within is not None else contextlib.nullcontext():
             fit(setup)
         seconds = time.perf_counter() - t0
         setup.run.close()
     flops = counter.get_total_flops() if counter is not None else 0
-    return seconds, top_ops(prof) if prof is not None else flops, sum(len(x.ids) for x in examples)
+    return seconds, flops, sum(len(x.ids) for x in examples)
 
 
 def top_ops(prof, n: int = 15) -> list[dict]:
@@ -135,7 +133,9 @@ def main() -> None:
               f"{tokens / (flops / (bound * 1e9)):.0f} | {bound / achieved:.2f}x |", flush=True)
     profiles = {}
     for set_name in a.sets if a.profile else []:
-        seconds, ops, _ = shipsft_epoch(set_name, count=False, precision="auto", profile=True)
+        prof = torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU])
+        seconds = shipsft_epoch(set_name, count=False, precision="auto", within=prof)[0]
+        ops = top_ops(prof)
         profiles[set_name] = {"precision": "auto", "seconds_profiled": seconds, "top_ops": ops}
         print(f"\n{set_name}, precision auto, one epoch under torch.profiler ({seconds:.1f} s): self CPU time by op\n")
         print("| op | calls | self s | share |\n|---|---|---|---|")

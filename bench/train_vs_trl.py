@@ -157,7 +157,7 @@ def warm_rate(history: list[dict]) -> dict:
     half = len(history) // 2
     warm_s = sum(step_s[half:]) / max(1, len(step_s) - half)
     warm_tok_s = sum(h["tokens"] for h in history[half:]) / sum(step_s[half:])
-    return {"step_s": step_s, "warm_processed_tok_s": warm_tok_s,
+    return {"step_s": step_s, "warm_step_s": warm_s, "warm_processed_tok_s": warm_tok_s,
             "warmup_s": sum(max(0.0, t - warm_s) for t in step_s[:half])}
 
 
@@ -349,7 +349,7 @@ def main() -> None:
         if "shipsft+compile" in by:  # a lever added: its gain once warm, and what compiling costs up front
             c, plain = by["shipsft+compile"], by["shipsft"]
             gain = c["warm_processed_tok_s"] / plain["warm_processed_tok_s"]
-            saved = plain["step_s"][-1] - c["step_s"][-1]  # seconds a warm step saves
+            saved = plain["warm_step_s"] - c["warm_step_s"]  # seconds a warm step saves
             ratios.update(compile_warm_gain=gain, compile_s=c["warmup_s"] - plain["warmup_s"],
                           compile_pays_after_steps=(c["warmup_s"] - plain["warmup_s"]) / saved if saved > 0 else None)
             lines.append(f"compile gives {gain:.2f}x once warm after {ratios['compile_s']:.0f} s of compiling")
