@@ -82,7 +82,7 @@ def test_loads_safetensors_folder_fp32_and_refuses_pickles(tmp_path):
     good, bad = tmp_path / "good", tmp_path / "bad"
     tiny_llama(vocab_size=64).save_pretrained(good, safe_serialization=True)
     c = cfg(model={"path": str(good)}, method={"name": "full"})
-    model, info = load_for_training(c.model, c.method, False, torch.device("cpu"))
+    model, info = load_for_training(c.model, c.method, False, torch.device("cpu"), None)
     assert info.model_dir == good and model.training and model.config.use_cache is False
     assert all(p.dtype == torch.float32 for p in model.parameters())
     tiny = tiny_llama(vocab_size=64)

@@ -164,7 +164,7 @@ def test_smollm2_lora_steps_write_a_loadable_adapter(tmp_path):
     tok = load_tokenizer(cfg.model)
     rendered = [r for c in conversations(16) for r in render_conversation(tok, c)]
     rows = pack_examples(rendered[:4], 256, True).rows
-    model, info = load_for_training(cfg.model, cfg.method, False, torch.device("cpu"))
+    model, info = load_for_training(cfg.model, cfg.method, False, torch.device("cpu"), None)
     # q,o 576->576; k,v 576->192; gate,up 576->1536; down 1536->576: r * (in + out) each, 30 layers
     assert info.trainable == 8 * 30 * (2 * (576 + 576) + 2 * (576 + 192) + 2 * (576 + 1536) + (1536 + 576))
     res = fit_run(cfg, model, tok, rendered, rows, tmp_path)

@@ -143,7 +143,7 @@ def base_model(model: torch.nn.Module) -> torch.nn.Module:
 
 
 def load_for_training(model: ModelConfig, method: MethodConfig, gradient_checkpointing: bool,
-                      device: torch.device, amp: torch.dtype | None = None) -> tuple[torch.nn.Module, ModelInfo]:
+                      device: torch.device, amp: torch.dtype | None) -> tuple[torch.nn.Module, ModelInfo]:
     """The trainable model. `amp` is the run's autocast dtype (`precision.autocast_dtype`; None = fp32): under
     bf16, LoRA / QLoRA store their frozen base Linear weights in bf16 (full fine-tuning keeps fp32 masters)."""
     lm, model_dir = load_base(model, method, device)

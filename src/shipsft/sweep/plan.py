@@ -282,7 +282,7 @@ def trace_activations(cfg: RunConfig, conf, batch: dict, amp) -> Trace:
         if method.name != "full" and method.lora.layers is not None:
             m = method.model_copy(update={"lora": method.lora.model_copy(update={"layers": adapted})})
         lm = apply_method(m, lm, False)
-        if amp is not None and method.name != "full" and FROZEN_BF16_UNDER_AUTOCAST:
+        if amp is not None and method.name != "full":  # as load_for_training stores them
             store_frozen(lm, amp)
         lm.train()
         return saved_bytes(lm, probe_batch, amp)
@@ -298,11 +298,6 @@ def trace_activations(cfg: RunConfig, conf, batch: dict, amp) -> Trace:
     return Trace(per_layer * k, per_frozen * k, max(one - per_layer, 0) * k,
                  rows * width * conf.hidden_size * hidden_bytes,
                  k)
-
-
-# whether LoRA's frozen Linear weights are stored in bf16 under bf16 autocast. `load_for_training` does so when it is
-# given the run's autocast dtype; `train/run.py` does not pass it today, so a run keeps them in fp32.
-FROZEN_BF16_UNDER_AUTOCAST = False
 
 
 # ------------------------------------------------------------------------------------------------------------------
@@ -359,7 +354,7 @@ def method_plan(cfg: RunConfig, params: Params, trace: Trace, batches: Batches, 
     from shipsft.train.loss import CHUNK_ROWS
 
     m = cfg.method.name
-    frozen_bf16 = amp is not None and m != "full" and FROZEN_BF16_UNDER_AUTOCAST
+    frozen_bf16 = amp is not None and m != "full"  # LoRA's frozen Linears in bf16 (model/precision.py: store_frozen)
     linear_bytes = NF4_BYTES if m == "qlora" else 2 if frozen_bf16 else 4
     weights = 4 * params.total if m == "full" else int(linear_bytes * params.frozen_linear) + 4 * params.frozen_other
     adapter = 0 if m == "full" else 4 * params.trainable

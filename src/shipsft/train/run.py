@@ -123,7 +123,7 @@ def setup(cfg: RunConfig, config_path: str | Path | None, skip_audit: bool, argv
         folder.root.mkdir(parents=True, exist_ok=True)
     batching = batching_for(cfg, hf_config(cfg.model))
     audit_gate(cfg, tokenizer, train_prep, run, batching, skip_audit, progress)
-    model, info = load_for_training(cfg.model, cfg.method, cfg.train.gradient_checkpointing, device)
+    model, info = load_for_training(cfg.model, cfg.method, cfg.train.gradient_checkpointing, device, amp)
     if main:
         check_free_space(folder, model, cfg.method.name)
     if strategy != "single":
