@@ -7,8 +7,10 @@ model/attention.py runs one SDPA call per bucket of similar-length documents. On
 kernel for these calls; a torch-profiler trace of a bf16 LoRA step (bench/bound.py --profile) spent 24% of the step
 in that kernel's backward, eleven times its forward. This times, per bucket shape (documents x width, as the
 short and long sets of bench/train_vs_trl.py make them, SmolLM2-135M's 9 query / 3 KV heads of 64), the forward and
-backward of one call on each kernel SDPA offers on the CPU (flash, math) in bf16 and fp32, median of repeats, and
-the bytes each keeps for the backward. Run it on a quiet machine: it prints the load average before and after.
+backward of one call on each kernel SDPA offers on the CPU (flash, math) in bf16 and fp32, median of repeats, the
+bytes each keeps for the backward, and shipsft's own call (model/attention.py: causal_attention, which runs buckets up
+to FP32_WIDTH in fp32) as training makes it under bf16 autocast. Run it on a quiet machine: it prints the load
+average before and after.
 """
 from __future__ import annotations
 
@@ -33,6 +35,16 @@ SHAPES = [(32, 64), (24, 128), (16, 192), (12, 256), (8, 384), (8, 512), (2, 102
 KERNELS = {"flash": SDPBackend.FLASH_ATTENTION, "math": SDPBackend.MATH}
 
 
+def shipsft_call(q, k, v):
+    """What training runs per bucket (model/attention.py: causal_attention) under bf16 autocast, with q and k in
+    fp32 and v in bf16 as a Llama layer hands them over (rotary embeddings promote q and k to the fp32 residual's
+    dtype): bf16 flash, or fp32 up to FP32_WIDTH."""
+    from shipsft.model.attention import causal_attention
+
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        return causal_attention(q.float(), k.float(), v, is_causal=True, enable_gqa=True)
+
+
 def saved_mib(kernel: str, q, k, v) -> float:
     """MiB the forward keeps for the backward (each storage counted once), through autograd's saved-tensor hooks."""
     seen: dict[int, int] = {}
@@ -55,17 +67,18 @@ def one_call(kernel: str, docs: int, width: int, dtype: torch.dtype, repeats: in
     grad = torch.randn(docs, HEADS, width, HEAD_DIM, generator=g).to(dtype)
     fwd, bwd = [], []
     for _ in range(repeats + 1):  # the first call warms up
-        with sdpa_kernel(KERNELS[kernel]):
+        with sdpa_kernel(KERNELS.get(kernel, list(KERNELS.values()))):
             t0 = time.perf_counter()
-            out = F.scaled_dot_product_attention(q, k, v, is_causal=True, enable_gqa=True)
+            out = shipsft_call(q, k, v) if kernel == "shipsft" else F.scaled_dot_product_attention(
+                q, k, v, is_causal=True, enable_gqa=True)
             t1 = time.perf_counter()
-            out.backward(grad)
+            out.backward(grad.to(out.dtype))
             t2 = time.perf_counter()
         fwd.append(t1 - t0)
         bwd.append(t2 - t1)
         q.grad = k.grad = v.grad = None
     return {"forward_ms": 1e3 * statistics.median(fwd[1:]), "backward_ms": 1e3 * statistics.median(bwd[1:]),
-            "saved_mib": saved_mib(kernel, q, k, v)}
+            "saved_mib": saved_mib(kernel, q, k, v) if kernel in KERNELS else None}
 
 
 def main() -> None:
@@ -77,19 +90,25 @@ def main() -> None:
           f"at start: {os.getloadavg()[0]:.2f}", flush=True)
     rows = []
     print("| dtype | documents x width | flash fwd + bwd ms | math fwd + bwd ms | math / flash | saved MiB flash / "
-          "math |")
-    print("|---|---|---|---|---|---|")
+          "math | shipsft's call (bf16 autocast) ms | shipsft / bf16 flash |")
+    print("|---|---|---|---|---|---|---|---|")
     for dtype in (torch.bfloat16, torch.float32):
         for docs, width in SHAPES:
             r = {"dtype": str(dtype).replace("torch.", ""), "documents": docs, "width": width}
-            for kernel in KERNELS:
+            for kernel in [*KERNELS, *(["shipsft"] if dtype == torch.bfloat16 else [])]:
                 r[kernel] = one_call(kernel, docs, width, dtype, a.repeats)
-            total = {k: r[k]["forward_ms"] + r[k]["backward_ms"] for k in KERNELS}
+            total = {k: r[k]["forward_ms"] + r[k]["backward_ms"] for k in r if isinstance(r[k], dict)}
             r["math_over_flash"] = total["math"] / total["flash"]
+            ours = ""
+            if "shipsft" in r:
+                r["shipsft_over_flash"] = total["shipsft"] / total["flash"]
+                ours = f"{r['shipsft']['forward_ms']:.1f} + {r['shipsft']['backward_ms']:.1f} | " \
+                       f"{r['shipsft_over_flash']:.2f}"
             rows.append(r)
-            print(f"| {r['dtype']} | {docs} x {width} | {r['flash']['forward_ms']:.1f} + {r['flash']['backward_ms']:.1f} "
-                  f"| {r['math']['forward_ms']:.1f} + {r['math']['backward_ms']:.1f} | {r['math_over_flash']:.2f} | "
-                  f"{r['flash']['saved_mib']:.1f} / {r['math']['saved_mib']:.1f} |", flush=True)
+            flash = f"{r['flash']['forward_ms']:.1f} + {r['flash']['backward_ms']:.1f}"
+            math = f"{r['math']['forward_ms']:.1f} + {r['math']['backward_ms']:.1f}"
+            print(f"| {r['dtype']} | {docs} x {width} | {flash} | {math} | {r['math_over_flash']:.2f} | "
+                  f"{r['flash']['saved_mib']:.1f} / {r['math']['saved_mib']:.1f} | {ours or '- | -'} |", flush=True)
     print(f"load average at the end: {os.getloadavg()[0]:.2f}")
     if a.json:
         machine.write(a.json, {"torch": torch.__version__, "threads": torch.get_num_threads(),

@@ -29,7 +29,9 @@ Contenders
   ablations     shipsft with one optimisation taken away: `-per-doc` (attention: one masked SDPA pass per row, as on
                 main), `-tcmalloc` (glibc malloc), `-bf16-frozen` (LoRA's frozen base weights kept fp32 and re-cast
                 to bf16 by autocast on every forward, as `shipsft train` did before it stored them in bf16 once; the
-                same as shipsft where bf16 is not native); or one lever added: `+compile` (train.compile: the
+                same as shipsft where bf16 is not native), `-fp32-short` (every attention bucket in bf16, also
+                those of at most model/attention.py's FP32_WIDTH tokens that shipsft computes in fp32 on the CPU
+                under bf16); or one lever added: `+compile` (train.compile: the
                 decoder under torch.compile, the per-document attention eager), its warm pace (the second half of its
                 steps) against shipsft's and its compile time (the seconds its first half took beyond that pace, less
                 shipsft's own warm-up).
@@ -65,7 +67,7 @@ TCMALLOC = ["/usr/lib/x86_64-linux-gnu/libtcmalloc_minimal.so.4", "/usr/lib/libt
 SETS = {"short": dict(n=48, held=16, words=(8, 60), k=(2, 30), max_length=512, batch=8),
         "long": dict(n=8, held=4, words=(1000, 1600), k=(20, 80), max_length=4096, batch=2)}
 CONTENDERS = ["trl-defaults", "trl-padfree", "trl-grouped", "shipsft", "shipsft-per-doc", "shipsft-tcmalloc",
-              "shipsft-bf16-frozen", "shipsft+compile"]
+              "shipsft-bf16-frozen", "shipsft-fp32-short", "shipsft+compile"]
 
 
 def conversations(n: int, seed: int, words=(8, 60), k=(2, 30)) -> list[list[dict]]:
@@ -136,6 +138,10 @@ def run_shipsft(name: str, set_name: str, tok, train, eval_rows):
         raw["train"]["compile"] = True
     cfg = RunConfig.model_validate(raw)
     amp = autocast_dtype(cfg.train.precision, torch.device("cpu"))
+    if name == "shipsft-fp32-short":
+        from shipsft.model import attention
+
+        attention.FP32_WIDTH = 0  # this worker process only: no bucket is narrow enough
     stored = None if name == "shipsft-bf16-frozen" else amp  # autocast stays on either way
     model, _ = load_for_training(cfg.model, cfg.method, False, torch.device("cpu"), stored)
     examples = _rendered(tok, train)
@@ -345,7 +351,7 @@ def main() -> None:
         if "trl-defaults" in speed:
             ratios["over_trl_defaults"] = speed["shipsft"] / speed["trl-defaults"]
             lines.append(f"shipsft / TRL defaults = {ratios['over_trl_defaults']:.2f}x")
-        for n in ("shipsft-per-doc", "shipsft-tcmalloc", "shipsft-bf16-frozen"):
+        for n in ("shipsft-per-doc", "shipsft-tcmalloc", "shipsft-bf16-frozen", "shipsft-fp32-short"):
             if n in speed:
                 ratios[n.replace("shipsft-", "gain_of_")] = speed["shipsft"] / speed[n]
                 lines.append(f"{n.replace('shipsft-', '')} gives {speed['shipsft'] / speed[n]:.2f}x")

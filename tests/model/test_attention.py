@@ -226,3 +226,31 @@ def test_rows_join_only_where_documents_stay_isolated_at_any_row_length():
     assert not rows_join(ModelConfig(), train, gemma3)
     assert rows_join(ModelConfig(), TrainConfig(micro_batch_tokens=512), gemma3)
     assert rows_join(ModelConfig(), train, Qwen2Config(sliding_window=128, use_sliding_window=False))
+
+
+def test_short_bf16_buckets_attend_in_fp32_on_the_cpu_and_longer_ones_in_bf16():
+    """Under bf16 autocast (q, k in fp32 from the rotary embeddings, v in bf16, as a Llama layer hands them over) a
+    bucket at most FP32_WIDTH wide is computed in fp32 and returned in bf16; a wider one is autocast's bf16 call.
+    Gradients reach every input in its own dtype."""
+    from shipsft.model.attention import FP32_WIDTH, causal_attention
+
+    g = torch.Generator().manual_seed(0)
+    for width in (FP32_WIDTH, FP32_WIDTH + 1):
+        q, k = torch.randn(2, 6, width, 16, generator=g), torch.randn(2, 2, width, 16, generator=g)
+        v = torch.randn(2, 2, width, 16, generator=g).bfloat16()
+        q.requires_grad_(), k.requires_grad_(), v.requires_grad_()
+        kw = dict(is_causal=True, enable_gqa=True)
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            out = causal_attention(q, k, v, **kw)
+            bf16 = F.scaled_dot_product_attention(q, k, v, **kw)
+        fp32 = F.scaled_dot_product_attention(q, k, v.float(), **kw).bfloat16()
+        assert out.dtype == torch.bfloat16
+        if width <= FP32_WIDTH:
+            assert torch.equal(out, fp32) and not torch.equal(out, bf16)
+        else:
+            assert torch.equal(out, bf16)
+        out.float().sum().backward()
+        assert (q.grad.dtype, k.grad.dtype, v.grad.dtype) == (torch.float32, torch.float32, torch.bfloat16)
+    plain = torch.randn(1, 2, 8, 16, generator=g)  # fp32 without autocast: SDPA as is
+    assert torch.equal(causal_attention(plain, plain, plain, is_causal=True),
+                       F.scaled_dot_product_attention(plain, plain, plain, is_causal=True))

@@ -41,6 +41,11 @@ NAME = "shipsft_per_document"
 # bwd per layer: a 2048-token row of 16 documents of 128 tokens 1,075 ms as one masked SDPA pass, 105 ms in buckets;
 # a 512-token row of 4 documents 74 vs 37 ms; one call per document 1.5x slower than one per bucket (16 x 128)
 BUCKET_RATIO = 0.7
+# bf16 buckets at most this wide run in fp32 on the CPU: torch's CPU flash kernel in bf16 spends 10x its forward on
+# the backward at these widths. Forward + backward of one call, fp32 inside with its casts against bf16: 13.1 vs
+# 24.5 ms for 32 documents x 64 tokens, 27.3 vs 37.6 ms for 24 x 128; wider, fp32 is slower (16 x 192: 31.5 vs
+# 26.7 ms in fp32 vs bf16 flash). bench/attention.py on the project's 2-core Xeon, bench/results/attention.json.
+FP32_WIDTH = 128
 _plan_cache: dict[str, object] = {}
 
 
@@ -122,6 +127,18 @@ def _flash_varlen():
     return flash_attn_varlen_func
 
 
+def causal_attention(q, k, v, **kw) -> torch.Tensor:
+    """One causal SDPA call over [n, heads, width, dim] documents of one width. On the CPU under bf16 (autocast or
+    bf16 inputs) a bucket at most FP32_WIDTH wide is computed in fp32 and returned in bf16, as the bf16 call would
+    return it."""
+    cpu_bf16 = q.device.type == "cpu" and (q.dtype == torch.bfloat16 or (
+        torch.is_autocast_enabled("cpu") and torch.get_autocast_dtype("cpu") == torch.bfloat16))
+    if not cpu_bf16 or q.shape[2] > FP32_WIDTH:
+        return F.scaled_dot_product_attention(q, k, v, **kw)
+    with torch.autocast("cpu", enabled=False):
+        return F.scaled_dot_product_attention(q.float(), k.float(), v.float(), **kw).to(torch.bfloat16)
+
+
 def _sdpa_documents(query, key, value, plan: Plan, scaling, dropout: float) -> torch.Tensor:
     """[B, H, T, D] inputs -> [B, T, H, D] output, causal attention inside each document only: one SDPA call per
     bucket of similar-length documents, gathered from and scattered back to the rows with index_select (whose
@@ -129,14 +146,14 @@ def _sdpa_documents(query, key, value, plan: Plan, scaling, dropout: float) -> t
     b, h, t, d = query.shape
     kw = dict(dropout_p=dropout, scale=scaling, is_causal=True, enable_gqa=query.shape[1] != key.shape[1])
     if all(lens == [t] for lens in plan.lengths):  # one document per row (unpacked rows): one batched call
-        return F.scaled_dot_product_attention(query, key, value, **kw).transpose(1, 2)
+        return causal_attention(query, key, value, **kw).transpose(1, 2)
     q, k, v = (x.transpose(1, 2).reshape(b * t, x.shape[1], d) for x in (query, key, value))
     outs = []
     for idx in plan.buckets:
         n, width = idx.shape
         qb, kb, vb = (x.index_select(0, idx.flatten()).view(n, width, x.shape[1], d).transpose(1, 2)
                       for x in (q, k, v))
-        outs.append(F.scaled_dot_product_attention(qb, kb, vb, **kw).transpose(1, 2).reshape(n * width, h, d))
+        outs.append(causal_attention(qb, kb, vb, **kw).transpose(1, 2).reshape(n * width, h, d))
     flat = torch.cat(outs) if len(outs) > 1 else outs[0]
     return flat.index_select(0, plan.back).view(b, t, h, d)
 
