@@ -45,11 +45,11 @@ class TrackioTracker:
             self.run.log_artifact(artifact)
 
     def close(self, status: str) -> None:
-        import trackio
-
         if self.run is not None:
+            # the run's own finish: trackio.finish() finds "the current run" in a context variable that init set on
+            # whichever thread called it, and raised on this one, so every close was retried until the deadline
             with contextlib.redirect_stdout(io.StringIO()):
-                trackio.finish()  # finishes this run (trackio's current one) and lets go of it
+                self.run.finish()
             self.run = None
 
     def where(self) -> str:
