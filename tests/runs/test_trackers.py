@@ -520,6 +520,7 @@ def test_trackio_logs_locally_with_the_config_and_tags(tmp_path):
     # the close went through on the first try: nothing pending, no failure said (trackio.finish() raised on the
     # outbox's thread, so every close was retried until the flush deadline and reported as missed)
     assert result["state"] == {"trackio": {"project": "sft", "name": "t"}} and result["said"] == []
+    assert "Run finished" not in out.stdout  # trackio's atexit hook did not finish the run a second time
 
 
 # -- end to end ------------------------------------------------------------------------------------------------

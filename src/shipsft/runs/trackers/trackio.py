@@ -6,6 +6,7 @@ of the same name (resume="allow").
 from __future__ import annotations
 
 import contextlib
+import contextvars
 import io
 import re
 from pathlib import Path
@@ -26,10 +27,14 @@ class TrackioTracker:
 
         # trackio prints a banner to stdout, which the CLI's progress bar owns; where() says the same in one line.
         # No automatic CPU/GPU sampling: shipsft logs its own throughput.
+        # init in a copy of this thread's context: trackio keeps "the current run" in a context variable, and an
+        # atexit hook finishes whatever it holds, which would finish this run a second time after close (and print
+        # its upload banner under the run's last line). This tracker holds its run itself.
         with contextlib.redirect_stdout(io.StringIO()):
-            self.run = trackio.init(project=self.project, name=self.folder.root.name, config={**params, **tags},
-                                    resume="allow" if resume is not None else "never", embed=False,
-                                    auto_log_cpu=False, auto_log_gpu=False)
+            self.run = contextvars.copy_context().run(
+                trackio.init, project=self.project, name=self.folder.root.name, config={**params, **tags},
+                resume="allow" if resume is not None else "never", embed=False, auto_log_cpu=False,
+                auto_log_gpu=False)
         return {"project": self.project, "name": self.folder.root.name}
 
     def log(self, step: int, metrics: dict[str, float]) -> None:
@@ -46,8 +51,8 @@ class TrackioTracker:
 
     def close(self, status: str) -> None:
         if self.run is not None:
-            # the run's own finish: trackio.finish() finds "the current run" in a context variable that init set on
-            # whichever thread called it, and raised on this one, so every close was retried until the deadline
+            # the run's own finish: trackio.finish() looks for "the current run" in the context variable, which is
+            # not set here (see start), and raised, so every close was retried until the flush deadline
             with contextlib.redirect_stdout(io.StringIO()):
                 self.run.finish()
             self.run = None
