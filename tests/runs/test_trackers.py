@@ -341,6 +341,24 @@ def test_mlflow_store_in_the_run_folder_holds_metrics_params_tags_and_artifacts(
     assert (folder.mlflow_artifacts / run.info.run_id / "artifacts" / "manifest.json").exists()
 
 
+def test_an_mlflow_retry_of_a_stored_step_stores_it_once(tmp_path, mlflow_db):
+    """The outbox resends a call whose request failed; when the server had stored it before the connection broke
+    (killed between storing and answering), the resend carries the same timestamp and MLflow keeps one copy."""
+    from shipsft.runs.trackers.mlflow import MlflowTracker
+
+    folder, _ = run_folder(tmp_path, ["mlflow"])
+    shutil.copy(mlflow_db, folder.mlflow_db)
+    tracker = MlflowTracker(None, "shipsft", folder)
+    tracker.start({}, {}, None, None)
+    tracker.log(3, {"loss": 2.0})
+    time.sleep(0.01)  # a retry comes later than the first try
+    tracker.log(3, {"loss": 2.0})  # the retry of a call the server had stored
+    tracker.log(4, {"loss": 1.5})
+    tracker.close("FINISHED")
+    client, run = mlflow_run(folder)
+    assert history(client, run.info.run_id, "loss") == [(3, 2.0), (4, 1.5)]
+
+
 def test_a_resume_continues_the_same_runs_without_a_duplicated_step(tmp_path, mlflow_db):
     """A run killed after logging steps 5 and 6 past its step-4 checkpoint, resumed from it: MLflow keeps one run
     with each step once; TensorBoard shows the resumed run's values for the steps logged again."""

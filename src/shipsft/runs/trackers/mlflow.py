@@ -48,6 +48,7 @@ class MlflowTracker:
         self.local = uri is None
         self.client = None
         self.run_id: str | None = None
+        self.stamp: tuple[tuple, int] | None = None  # the last log call and the timestamp it was sent with
 
     def start(self, params: dict[str, str], tags: dict[str, str], state: dict | None, resume) -> dict:
         from mlflow.entities import Param, RunTag
@@ -80,7 +81,13 @@ class MlflowTracker:
     def log(self, step: int, metrics: dict[str, float]) -> None:
         from mlflow.entities import Metric
 
-        now = int(time.time() * 1000)
+        # a retry sends the timestamp of its first try: the outbox resends a call whose request may have reached the
+        # server before the connection broke (a server killed between storing and answering), and MLflow drops a
+        # metric equal to a stored one in key, timestamp, step and value, so the step is not stored twice
+        call = (step, tuple(metrics.items()))
+        if self.stamp is None or self.stamp[0] != call:
+            self.stamp = (call, int(time.time() * 1000))
+        now = self.stamp[1]
         self.client.log_batch(self.run_id, metrics=[Metric(key(k), float(v), now, step) for k, v in metrics.items()])
 
     def artifacts(self, paths: list[Path]) -> None:
