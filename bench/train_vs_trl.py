@@ -31,10 +31,9 @@ Contenders
                 to bf16 by autocast on every forward, as `shipsft train` did before it stored them in bf16 once; the
                 same as shipsft where bf16 is not native), `-fp32-short` (every attention bucket in bf16, also
                 those of at most model/attention.py's FP32_WIDTH tokens that shipsft computes in fp32 on the CPU
-                under bf16); or one lever added: `+compile` (train.compile: the
-                decoder under torch.compile, the per-document attention eager), its warm pace (the second half of its
-                steps) against shipsft's and its compile time (the seconds its first half took beyond that pace, less
-                shipsft's own warm-up).
+                under bf16); or one lever added: `+compile` (train.compile: the decoder under torch.compile, the
+                per-document attention eager), its warm pace (the second half of its steps) against shipsft's and its
+                compile time (the seconds its first half took beyond that pace, less shipsft's own warm-up).
 
 Trained tokens/s counts the answer tokens shipsft trains (identical for every row: it is 1 / wall time of the
 epoch). TRL is given conversational prompt/completion data, so it trains the completion only (its default for that

@@ -142,14 +142,20 @@ def base_model(model: torch.nn.Module) -> torch.nn.Module:
     return model.get_base_model() if hasattr(model, "get_base_model") else model
 
 
+def frozen_dtype(method: str, amp: torch.dtype | None) -> torch.dtype | None:
+    """The dtype a run stores its frozen base Linear weights in: LoRA / QLoRA under autocast, the autocast dtype
+    (`precision.store_frozen`); None keeps them as loaded (fp32; full fine-tuning keeps fp32 masters)."""
+    return amp if method != "full" else None
+
+
 def load_for_training(model: ModelConfig, method: MethodConfig, gradient_checkpointing: bool,
                       device: torch.device, amp: torch.dtype | None) -> tuple[torch.nn.Module, ModelInfo]:
     """The trainable model. `amp` is the run's autocast dtype (`precision.autocast_dtype`; None = fp32): under
     bf16, LoRA / QLoRA store their frozen base Linear weights in bf16 (full fine-tuning keeps fp32 masters)."""
     lm, model_dir = load_base(model, method, device)
     lm = apply_method(method, lm, gradient_checkpointing)
-    if amp is not None and method.name != "full":
-        store_frozen(lm, amp)
+    if (stored := frozen_dtype(method.name, amp)) is not None:
+        store_frozen(lm, stored)
     if gradient_checkpointing and method.name != "qlora":
         # non-reentrant checkpointing needs no input grads, so frozen embeddings under LoRA are fine
         base_model(lm).gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})

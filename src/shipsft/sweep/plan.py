@@ -254,7 +254,7 @@ def trace_activations(cfg: RunConfig, conf, batch: dict, amp) -> Trace:
     import torch
     from transformers import AutoModelForCausalLM
 
-    from shipsft.model.load import apply_method
+    from shipsft.model.load import apply_method, frozen_dtype
     from shipsft.model.precision import store_frozen
 
     k = _scale_factor(conf)
@@ -282,8 +282,8 @@ def trace_activations(cfg: RunConfig, conf, batch: dict, amp) -> Trace:
         if method.name != "full" and method.lora.layers is not None:
             m = method.model_copy(update={"lora": method.lora.model_copy(update={"layers": adapted})})
         lm = apply_method(m, lm, False)
-        if amp is not None and method.name != "full":  # as load_for_training stores them
-            store_frozen(lm, amp)
+        if (stored := frozen_dtype(method.name, amp)) is not None:  # as load_for_training stores them
+            store_frozen(lm, stored)
         lm.train()
         return saved_bytes(lm, probe_batch, amp)
 
@@ -354,8 +354,10 @@ def method_plan(cfg: RunConfig, params: Params, trace: Trace, batches: Batches, 
     from shipsft.train.loss import CHUNK_ROWS
 
     m = cfg.method.name
-    frozen_bf16 = amp is not None and m != "full"  # LoRA's frozen Linears in bf16 (model/precision.py: store_frozen)
-    linear_bytes = NF4_BYTES if m == "qlora" else 2 if frozen_bf16 else 4
+    from shipsft.model.load import frozen_dtype
+
+    stored = frozen_dtype(m, amp)  # LoRA's frozen Linears as load_for_training stores them
+    linear_bytes = NF4_BYTES if m == "qlora" else stored.itemsize if stored is not None else 4
     weights = 4 * params.total if m == "full" else int(linear_bytes * params.frozen_linear) + 4 * params.frozen_other
     adapter = 0 if m == "full" else 4 * params.trainable
     grads = 4 * params.trainable
